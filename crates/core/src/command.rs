@@ -1,0 +1,48 @@
+//! What a Raft log entry carries: one client request, tagged with who proposed it.
+//!
+//! The request is etcd's own message, applied deterministically by every replica: revisions
+//! are assigned at apply time from the replicated revision counter, and nothing else the apply
+//! reads can differ between replicas. The proposal id lets the replica that proposed the entry
+//! find the waiting client when it applies it; every other replica ignores it.
+
+use prost::Message as _;
+
+use crate::pb::etcdserverpb::{CompactionRequest, DeleteRangeRequest, PutRequest, TxnRequest};
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Command {
+    /// The node that proposed this entry.
+    #[prost(uint64, tag = "1")]
+    pub proposer: u64,
+    /// Unique per proposer and process lifetime (together with `proposer_epoch`).
+    #[prost(uint64, tag = "2")]
+    pub proposal_id: u64,
+    /// Distinguishes a proposer's restarts, so a proposal id is never matched to a waiter of an
+    /// earlier incarnation of the process.
+    #[prost(uint64, tag = "3")]
+    pub proposer_epoch: u64,
+    #[prost(oneof = "Request", tags = "10, 11, 12, 13")]
+    pub request: Option<Request>,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum Request {
+    #[prost(message, tag = "10")]
+    Put(PutRequest),
+    #[prost(message, tag = "11")]
+    DeleteRange(DeleteRangeRequest),
+    #[prost(message, tag = "12")]
+    Txn(TxnRequest),
+    #[prost(message, tag = "13")]
+    Compaction(CompactionRequest),
+}
+
+impl Command {
+    pub fn encode(&self) -> Vec<u8> {
+        self.encode_to_vec()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, prost::DecodeError> {
+        <Self as prost::Message>::decode(bytes)
+    }
+}

@@ -1,0 +1,107 @@
+//! Errors a request can end in, with their meaning for a client.
+//!
+//! Each variant maps to exactly one gRPC status code and, where etcd has one, etcd's error text,
+//! so that etcd clients recognise it (they match on the text). The mapping to tonic's `Status`
+//! happens once, in the server crate, from [`Error::code`] and the `Display` text.
+
+use crate::NodeId;
+
+/// The gRPC status codes Strata answers with (a subset, named as in the gRPC spec).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Code {
+    InvalidArgument,
+    NotFound,
+    OutOfRange,
+    ResourceExhausted,
+    Unavailable,
+    DeadlineExceeded,
+    Internal,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("etcdserver: key is not provided")]
+    EmptyKey,
+    /// Strata's own limit (etcd has none below the request size); see `validate::KEY_BYTES_MAX`.
+    #[error("etcdserver: key is too large")]
+    KeyTooLarge,
+    #[error("etcdserver: key not found")]
+    KeyNotFound,
+    #[error("etcdserver: value is provided")]
+    ValueProvided,
+    #[error("etcdserver: lease is provided")]
+    LeaseProvided,
+    #[error("etcdserver: too many operations in txn request")]
+    TooManyOps,
+    #[error("etcdserver: duplicate key given in txn request")]
+    DuplicateKey,
+    #[error("etcdserver: request is too large")]
+    RequestTooLarge,
+    #[error("etcdserver: mvcc: required revision has been compacted")]
+    Compacted,
+    #[error("etcdserver: mvcc: required revision is a future revision")]
+    FutureRevision,
+    #[error("etcdserver: requested lease not found")]
+    LeaseNotFound,
+    /// No leader is known: an election is in progress or a majority is unreachable.
+    #[error("etcdserver: no leader")]
+    NoLeader,
+    /// The leader changed while the request was in flight; it may or may not have been applied.
+    #[error("etcdserver: leader changed")]
+    LeaderChanged { leader_hint: Option<NodeId> },
+    /// The request did not complete before its deadline; it may still be applied.
+    #[error("etcdserver: request timed out")]
+    Timeout,
+    /// Too many requests are queued on this node; retry with backoff.
+    #[error("etcdserver: too many requests")]
+    TooManyRequests,
+    /// The node is shutting down.
+    #[error("etcdserver: server stopped")]
+    Stopped,
+    #[error("etcdserver: storage failure: {0}")]
+    Storage(String),
+    #[error("etcdserver: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn code(&self) -> Code {
+        match self {
+            Error::EmptyKey
+            | Error::KeyTooLarge
+            | Error::KeyNotFound
+            | Error::ValueProvided
+            | Error::LeaseProvided
+            | Error::TooManyOps
+            | Error::DuplicateKey
+            | Error::RequestTooLarge => Code::InvalidArgument,
+            Error::Compacted | Error::FutureRevision => Code::OutOfRange,
+            Error::LeaseNotFound => Code::NotFound,
+            Error::NoLeader | Error::LeaderChanged { .. } | Error::Stopped => Code::Unavailable,
+            Error::Timeout => Code::Unavailable,
+            Error::TooManyRequests => Code::ResourceExhausted,
+            Error::Storage(_) | Error::Internal(_) => Code::Internal,
+        }
+    }
+
+    /// Whether sending the same request again may succeed. Writes that failed with a retryable
+    /// error may nevertheless have been applied: clients retry them only if they are idempotent.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::NoLeader
+                | Error::LeaderChanged { .. }
+                | Error::Timeout
+                | Error::TooManyRequests
+                | Error::Stopped
+        )
+    }
+}
+
+impl From<strata_storage::Error> for Error {
+    fn from(e: strata_storage::Error) -> Self {
+        Error::Storage(e.to_string())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

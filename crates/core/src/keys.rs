@@ -1,0 +1,200 @@
+//! How things are laid out in the storage engine's keyspaces.
+//!
+//! ```text
+//! Raft keyspace (per range; every key starts with the range id)
+//!   <range_id:8> 'l' <index:8>        raft log entry (eraftpb.Entry)
+//!   <range_id:8> 'h'                  hard state (term, vote, commit)
+//!   <range_id:8> 'c'                  conf state (voters, learners)
+//!   <range_id:8> 's'                  snapshot metadata: the log's compaction point
+//! Meta keyspace
+//!   "range/" <range_id:8>             applied state: applied index, revision, compaction
+//! Mvcc keyspace (one key space shared by all ranges; a range is a span of it)
+//!   'k' <escaped user key> <!revision:8>   one version of a key (newest first)
+//!   'r' <revision:8> <sub:4>                change index: which key changed at a revision
+//! ```
+//!
+//! All integers are big endian so that byte order is numeric order. User keys are escaped
+//! (memcomparable: 0x00 becomes 0x00 0xFF, and 0x00 0x01 ends the key) so that the versions of
+//! one key are contiguous and keys sort exactly as etcd sorts them, bytewise. The revision is
+//! stored inverted so that a forward scan meets a key's newest version first, and "the latest
+//! version at or below revision R" is the first record at or after `key + !R`.
+//!
+//! MVCC data is not prefixed by range id, deliberately: ranges are spans of the key space, so
+//! splitting a range later changes only descriptors, never rewrites data (as in TiKV and
+//! CockroachDB). Everything that belongs to one replica (log, hard state, applied state) is.
+
+use crate::RangeId;
+
+const TAG_LOG: u8 = b'l';
+const TAG_HARD_STATE: u8 = b'h';
+const TAG_CONF_STATE: u8 = b'c';
+const TAG_SNAPSHOT: u8 = b's';
+const TAG_VERSION: u8 = b'k';
+const TAG_CHANGE: u8 = b'r';
+
+fn range_prefixed(range_id: RangeId, tag: u8, suffix: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9 + suffix.len());
+    key.extend_from_slice(&range_id.to_be_bytes());
+    key.push(tag);
+    key.extend_from_slice(suffix);
+    key
+}
+
+pub fn raft_log(range_id: RangeId, index: u64) -> Vec<u8> {
+    range_prefixed(range_id, TAG_LOG, &index.to_be_bytes())
+}
+
+/// The bounds `[start, end)` of a range's whole log.
+pub fn raft_log_bounds(range_id: RangeId) -> (Vec<u8>, Vec<u8>) {
+    (range_prefixed(range_id, TAG_LOG, &[]), range_prefixed(range_id, TAG_LOG + 1, &[]))
+}
+
+pub fn raft_log_index(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.get(9..17)?.try_into().ok()?))
+}
+
+pub fn raft_hard_state(range_id: RangeId) -> Vec<u8> {
+    range_prefixed(range_id, TAG_HARD_STATE, &[])
+}
+
+pub fn raft_conf_state(range_id: RangeId) -> Vec<u8> {
+    range_prefixed(range_id, TAG_CONF_STATE, &[])
+}
+
+pub fn raft_snapshot(range_id: RangeId) -> Vec<u8> {
+    range_prefixed(range_id, TAG_SNAPSHOT, &[])
+}
+
+pub fn range_applied(range_id: RangeId) -> Vec<u8> {
+    let mut key = b"range/".to_vec();
+    key.extend_from_slice(&range_id.to_be_bytes());
+    key
+}
+
+/// Appends the memcomparable escaping of `user_key`.
+fn escape_into(out: &mut Vec<u8>, user_key: &[u8]) {
+    for &b in user_key {
+        out.push(b);
+        if b == 0 {
+            out.push(0xff);
+        }
+    }
+    out.extend_from_slice(&[0x00, 0x01]);
+}
+
+/// The prefix shared by every version of `user_key`.
+pub fn version_prefix(user_key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(user_key.len() + 11);
+    out.push(TAG_VERSION);
+    escape_into(&mut out, user_key);
+    out
+}
+
+/// The key of `user_key`'s version written at `revision`.
+pub fn version(user_key: &[u8], revision: i64) -> Vec<u8> {
+    let mut out = version_prefix(user_key);
+    out.extend_from_slice(&(!(revision as u64)).to_be_bytes());
+    out
+}
+
+/// Where a scan over user keys `[start, end)` starts and stops in the Mvcc keyspace. An empty
+/// `end` means "every key from `start` on".
+pub fn version_bounds(start: &[u8], end: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let lower = version_prefix(start);
+    let upper = if end.is_empty() { vec![TAG_VERSION + 1] } else { version_prefix(end) };
+    (lower, upper)
+}
+
+/// Splits a version key into the user key and the revision.
+pub fn decode_version(key: &[u8]) -> Option<(Vec<u8>, i64)> {
+    let body = key.strip_prefix(&[TAG_VERSION])?;
+    let (escaped, revision) = body.split_at_checked(body.len().checked_sub(8)?)?;
+    let revision = !u64::from_be_bytes(revision.try_into().ok()?) as i64;
+    let mut user_key = Vec::with_capacity(escaped.len());
+    let mut i = 0;
+    loop {
+        match (escaped.get(i), escaped.get(i + 1)) {
+            (Some(0), Some(0xff)) => {
+                user_key.push(0);
+                i += 2;
+            }
+            (Some(0), Some(0x01)) if i + 2 == escaped.len() => return Some((user_key, revision)),
+            (Some(&b), _) if b != 0 => {
+                user_key.push(b);
+                i += 1;
+            }
+            _ => return None,
+        }
+    }
+}
+
+pub fn change(revision: i64, sub: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(13);
+    out.push(TAG_CHANGE);
+    out.extend_from_slice(&(revision as u64).to_be_bytes());
+    out.extend_from_slice(&sub.to_be_bytes());
+    out
+}
+
+/// Bounds of the change index for revisions `[from, to)`.
+pub fn change_bounds(from: i64, to: i64) -> (Vec<u8>, Vec<u8>) {
+    (change(from, 0), change(to, 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_sort_by_key_then_newest_first() {
+        let mut keys = vec![
+            version(b"a", 1),
+            version(b"a", 5),
+            version(b"a\x00", 3),
+            version(b"ab", 2),
+            version(b"", 9),
+            version(b"b", 1),
+        ];
+        keys.sort();
+        let decoded: Vec<_> = keys.iter().map(|k| decode_version(k).unwrap()).collect();
+        assert_eq!(
+            decoded,
+            vec![
+                (b"".to_vec(), 9),
+                (b"a".to_vec(), 5),
+                (b"a".to_vec(), 1),
+                (b"a\x00".to_vec(), 3),
+                (b"ab".to_vec(), 2),
+                (b"b".to_vec(), 1),
+            ]
+        );
+    }
+
+    #[test]
+    fn bounds_contain_exactly_the_span() {
+        let (lo, hi) = version_bounds(b"b", b"d");
+        assert!(version(b"a\xff", 1) < lo);
+        assert!(version(b"b", i64::MAX) >= lo && version(b"b", 1) < hi);
+        assert!(version(b"c\xff\xff", 1) < hi);
+        assert!(version(b"d", i64::MAX) >= hi);
+        let (_, all) = version_bounds(b"", b"");
+        assert!(version(b"\xff\xff\xff", 1) < all);
+        assert!(change(1, 0) >= all, "change index sorts after every version");
+    }
+
+    #[test]
+    fn decode_rejects_garbage() {
+        assert_eq!(decode_version(b"k"), None);
+        assert_eq!(decode_version(b"kabc\x00\x02xxxxxxxx"), None);
+        assert_eq!(decode_version(&raft_log(1, 2)), None);
+    }
+
+    #[test]
+    fn log_keys_roundtrip() {
+        let (lo, hi) = raft_log_bounds(7);
+        let k = raft_log(7, 42);
+        assert!(k >= lo && k < hi);
+        assert_eq!(raft_log_index(&k), Some(42));
+        assert!(raft_log(8, 0) >= hi);
+    }
+}

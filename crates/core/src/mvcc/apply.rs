@@ -1,0 +1,387 @@
+//! Applying committed requests: `Put`, `DeleteRange`, `Txn` and `Compact`.
+//!
+//! An [`Applier`] applies a run of committed entries of one range and collects everything they
+//! write into one [`WriteBatch`], together with the new [`AppliedState`]; the caller writes that
+//! batch once. Writes are visible to later requests of the same run through the view's overlay.
+//!
+//! Determinism: the result depends only on the store's contents and the request. The revision
+//! comes from the replicated counter in [`AppliedState`]; nothing reads a clock.
+
+use strata_storage::{Engine, Keyspace, WriteBatch};
+
+use super::record::VersionRecord;
+use super::view::{Overlay, View};
+use super::{AppliedState, read};
+use crate::command::Request;
+use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use crate::pb::etcdserverpb::request_op::Request as OpRequest;
+use crate::pb::etcdserverpb::response_op::Response as OpResponse;
+use crate::pb::etcdserverpb::{
+    CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse,
+    PutRequest, PutResponse, RangeRequest, RequestOp, ResponseHeader, ResponseOp, TxnRequest,
+    TxnResponse,
+};
+use crate::pb::mvccpb::KeyValue;
+use crate::{Error, RangeId, Result, keys};
+
+/// The result of applying one request.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Response {
+    Put(PutResponse),
+    DeleteRange(DeleteRangeResponse),
+    Txn(TxnResponse),
+    Compaction(CompactionResponse),
+}
+
+pub struct Applier<'a> {
+    engine: &'a dyn Engine,
+    range_id: RangeId,
+    state: AppliedState,
+    overlay: Overlay,
+    batch: WriteBatch,
+    /// Overlay entries replaced by the request being applied, to roll it back on error.
+    undo: Vec<(Vec<u8>, Option<Option<Vec<u8>>>)>,
+}
+
+/// The writes of one request in progress: they all share `revision`, numbered by `sub`.
+struct Writes {
+    revision: i64,
+    sub: u32,
+}
+
+impl Writes {
+    fn changed(&self) -> bool {
+        self.sub > 0
+    }
+}
+
+impl<'a> Applier<'a> {
+    pub fn new(engine: &'a dyn Engine, range_id: RangeId, state: AppliedState) -> Self {
+        Self {
+            engine,
+            range_id,
+            state,
+            overlay: Overlay::new(),
+            batch: WriteBatch::new(),
+            undo: Vec::new(),
+        }
+    }
+
+    pub fn state(&self) -> &AppliedState {
+        &self.state
+    }
+
+    /// A view that sees this applier's writes.
+    pub fn view(&self) -> View<'_> {
+        View::with_overlay(self.engine, &self.overlay)
+    }
+
+    /// Records that the entry at `index` (of `term`) has been applied. Every entry must be
+    /// marked, including ones that carry no request, so a restart never re-applies it.
+    pub fn mark_applied(&mut self, index: u64, term: u64) {
+        assert!(
+            index > self.state.applied_index || index == 0,
+            "applied index must increase: {} after {}",
+            index,
+            self.state.applied_index
+        );
+        self.state.applied_index = index;
+        self.state.applied_term = term;
+    }
+
+    /// Applies one request. An error leaves the store exactly as it was before the request.
+    pub fn apply(&mut self, request: &Request) -> Result<Response> {
+        let (batch_len, state) = (self.batch.len(), self.state);
+        self.undo.clear();
+        let result = self.apply_inner(request);
+        if result.is_err() {
+            self.batch.truncate(batch_len);
+            self.state = state;
+            for (key, previous) in self.undo.drain(..).rev() {
+                match previous {
+                    Some(value) => self.overlay.insert(key, value),
+                    None => self.overlay.remove(&key),
+                };
+            }
+        }
+        result
+    }
+
+    fn apply_inner(&mut self, request: &Request) -> Result<Response> {
+        match request {
+            Request::Put(req) => self.single(|this, w| this.put(w, req).map(Response::Put)),
+            Request::DeleteRange(req) => {
+                self.single(|this, w| this.delete_range(w, req).map(Response::DeleteRange))
+            }
+            Request::Txn(req) => self.txn(req).map(Response::Txn),
+            Request::Compaction(req) => self.compact(req).map(Response::Compaction),
+        }
+    }
+
+    /// Finishes the run: the batch holds every write plus the applied state.
+    pub fn finish(mut self) -> (WriteBatch, AppliedState) {
+        self.batch.put(Keyspace::Meta, keys::range_applied(self.range_id), self.state.encode());
+        (self.batch, self.state)
+    }
+
+    fn single<T>(&mut self, f: impl FnOnce(&mut Self, &mut Writes) -> Result<T>) -> Result<T> {
+        let mut writes = Writes { revision: self.state.revision + 1, sub: 0 };
+        let result = f(self, &mut writes)?;
+        if writes.changed() {
+            self.state.revision = writes.revision;
+        }
+        Ok(result)
+    }
+
+    fn header(revision: i64) -> Option<ResponseHeader> {
+        Some(ResponseHeader { revision, ..Default::default() })
+    }
+
+    /// The revision reads inside a request see: its own writes once it has made any.
+    fn read_revision(&self, writes: &Writes) -> i64 {
+        if writes.changed() { writes.revision } else { self.state.revision }
+    }
+
+    fn write_version(&mut self, writes: &mut Writes, key: &[u8], record: &VersionRecord) {
+        use prost::Message as _;
+        let version_key = keys::version(key, writes.revision);
+        let bytes = record.encode_to_vec();
+        self.batch.put(Keyspace::Mvcc, version_key.clone(), bytes.clone());
+        self.overlay_write(version_key, Some(bytes));
+        let change_key = keys::change(writes.revision, writes.sub);
+        self.batch.put(Keyspace::Mvcc, change_key.clone(), key.to_vec());
+        self.overlay_write(change_key, Some(key.to_vec()));
+        writes.sub += 1;
+    }
+
+    fn overlay_write(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        let previous = self.overlay.insert(key.clone(), value);
+        self.undo.push((key, previous));
+    }
+
+    fn put(&mut self, writes: &mut Writes, req: &PutRequest) -> Result<PutResponse> {
+        let previous = self.view().get(&req.key, self.read_revision(writes))?;
+        if (req.ignore_value || req.ignore_lease) && previous.is_none() {
+            return Err(Error::KeyNotFound);
+        }
+        if req.lease != 0 {
+            // Leases do not exist yet, so no lease id can be valid.
+            return Err(Error::LeaseNotFound);
+        }
+        let value = match (&previous, req.ignore_value) {
+            (Some(prev), true) => prev.value.clone(),
+            _ => req.value.clone(),
+        };
+        let lease = match (&previous, req.ignore_lease) {
+            (Some(prev), true) => prev.lease,
+            _ => req.lease,
+        };
+        let record = VersionRecord {
+            create_revision: previous.as_ref().map_or(writes.revision, |p| p.create_revision),
+            version: previous.as_ref().map_or(1, |p| p.version + 1),
+            lease,
+            value,
+            tombstone: false,
+        };
+        self.write_version(writes, &req.key, &record);
+        Ok(PutResponse {
+            header: Self::header(writes.revision),
+            prev_kv: if req.prev_kv { previous } else { None },
+        })
+    }
+
+    fn delete_range(
+        &mut self,
+        writes: &mut Writes,
+        req: &DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse> {
+        let (start, end) = read::key_span(&req.key, &req.range_end);
+        let mut doomed: Vec<KeyValue> = Vec::new();
+        self.view().for_each_live(&start, &end, self.read_revision(writes), |kv| {
+            doomed.push(kv);
+            Ok(true)
+        })?;
+        let tombstone = VersionRecord { tombstone: true, ..Default::default() };
+        for kv in &doomed {
+            self.write_version(writes, &kv.key, &tombstone);
+        }
+        let revision = if writes.changed() { writes.revision } else { self.state.revision };
+        Ok(DeleteRangeResponse {
+            header: Self::header(revision),
+            deleted: doomed.len() as i64,
+            prev_kvs: if req.prev_kv { doomed } else { Vec::new() },
+        })
+    }
+
+    fn range(&self, writes: &Writes, req: &RangeRequest) -> Result<crate::pb::etcdserverpb::RangeResponse> {
+        // Inside a transaction a read at the current revision sees the transaction's writes.
+        let state = AppliedState { revision: self.read_revision(writes), ..self.state };
+        read::range(&self.view(), &state, req)
+    }
+
+    fn txn(&mut self, req: &TxnRequest) -> Result<TxnResponse> {
+        let mut writes = Writes { revision: self.state.revision + 1, sub: 0 };
+        // Check the whole path first, as etcd does, so a failing operation deep inside leaves
+        // nothing half-applied.
+        self.check_txn(req)?;
+        let response = self.execute_txn(&mut writes, req)?;
+        if writes.changed() {
+            self.state.revision = writes.revision;
+        }
+        Ok(TxnResponse { header: Self::header(self.state.revision), ..response })
+    }
+
+    fn compares_hold(&self, revision: i64, compares: &[Compare]) -> Result<bool> {
+        for compare in compares {
+            if !self.compare_holds(revision, compare)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn compare_holds(&self, revision: i64, compare: &Compare) -> Result<bool> {
+        let (start, end) = if compare.range_end.is_empty() {
+            read::key_span(&compare.key, &[])
+        } else {
+            read::key_span(&compare.key, &compare.range_end)
+        };
+        let mut found = Vec::new();
+        self.view().for_each_live(&start, &end, revision, |kv| {
+            found.push(kv);
+            Ok(true)
+        })?;
+        let target = CompareTarget::try_from(compare.target).unwrap_or(CompareTarget::Version);
+        if found.is_empty() {
+            // A missing key has no value to compare; every other target compares as zero.
+            if target == CompareTarget::Value {
+                return Ok(false);
+            }
+            return Ok(compare_one(compare, target, &KeyValue::default()));
+        }
+        Ok(found.iter().all(|kv| compare_one(compare, target, kv)))
+    }
+
+    /// The checks etcd makes before executing a transaction, along the path it will take.
+    fn check_txn(&self, req: &TxnRequest) -> Result<()> {
+        let ops = if self.compares_hold(self.state.revision, &req.compare)? {
+            &req.success
+        } else {
+            &req.failure
+        };
+        for op in ops {
+            match &op.request {
+                Some(OpRequest::RequestRange(r)) => {
+                    read::read_revision(&self.state, r.revision)?;
+                }
+                Some(OpRequest::RequestPut(p)) => {
+                    if (p.ignore_value || p.ignore_lease)
+                        && self.view().get(&p.key, self.state.revision)?.is_none()
+                    {
+                        return Err(Error::KeyNotFound);
+                    }
+                    if p.lease != 0 {
+                        return Err(Error::LeaseNotFound);
+                    }
+                }
+                Some(OpRequest::RequestTxn(t)) => self.check_txn(t)?,
+                Some(OpRequest::RequestDeleteRange(_)) | None => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn execute_txn(&mut self, writes: &mut Writes, req: &TxnRequest) -> Result<TxnResponse> {
+        let succeeded = self.compares_hold(self.read_revision(writes), &req.compare)?;
+        let ops: &[RequestOp] = if succeeded { &req.success } else { &req.failure };
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            let response = match &op.request {
+                Some(OpRequest::RequestRange(r)) => OpResponse::ResponseRange(self.range(writes, r)?),
+                Some(OpRequest::RequestPut(p)) => OpResponse::ResponsePut(self.put(writes, p)?),
+                Some(OpRequest::RequestDeleteRange(d)) => {
+                    OpResponse::ResponseDeleteRange(self.delete_range(writes, d)?)
+                }
+                Some(OpRequest::RequestTxn(t)) => {
+                    let mut nested = self.execute_txn(writes, t)?;
+                    nested.header = Self::header(self.read_revision(writes));
+                    OpResponse::ResponseTxn(nested)
+                }
+                None => continue,
+            };
+            responses.push(ResponseOp { response: Some(response) });
+        }
+        Ok(TxnResponse { header: None, succeeded, responses })
+    }
+
+    /// Compaction: reads below `revision` become impossible, and every version no read at or
+    /// above it can see is deleted. The work is done inline, over the whole key space.
+    fn compact(&mut self, req: &CompactionRequest) -> Result<CompactionResponse> {
+        if req.revision > self.state.revision {
+            return Err(Error::FutureRevision);
+        }
+        if req.revision <= self.state.compact_revision {
+            return Err(Error::Compacted);
+        }
+        let revision = req.revision;
+        let mut doomed = Vec::new();
+        {
+            let (lo, hi) = keys::version_bounds(b"", b"");
+            let mut current_key: Option<Vec<u8>> = None;
+            let mut kept_one = false;
+            for item in self.view().scan(&lo, &hi)? {
+                let (raw_key, bytes) = item?;
+                let (user_key, mod_revision) = keys::decode_version(&raw_key)
+                    .ok_or_else(|| Error::Storage("malformed MVCC key".into()))?;
+                if current_key.as_deref() != Some(user_key.as_slice()) {
+                    current_key = Some(user_key);
+                    kept_one = false;
+                }
+                if mod_revision > revision {
+                    continue;
+                }
+                // Versions arrive newest first: the first one at or below `revision` is what
+                // reads at `revision` see. It stays unless it is a tombstone; older ones go.
+                if !kept_one {
+                    kept_one = true;
+                    if !VersionRecord::decode(&bytes)?.tombstone {
+                        continue;
+                    }
+                }
+                doomed.push(raw_key);
+            }
+            let (lo, hi) = keys::change_bounds(0, revision);
+            for item in self.view().scan(&lo, &hi)? {
+                doomed.push(item?.0);
+            }
+        }
+        for key in doomed {
+            self.batch.delete(Keyspace::Mvcc, key.clone());
+            self.overlay_write(key, None);
+        }
+        self.state.compact_revision = revision;
+        Ok(CompactionResponse { header: Self::header(self.state.revision) })
+    }
+}
+
+fn compare_one(compare: &Compare, target: CompareTarget, kv: &KeyValue) -> bool {
+    let ordering = match (target, &compare.target_union) {
+        (CompareTarget::Version, Some(TargetUnion::Version(v))) => kv.version.cmp(v),
+        (CompareTarget::Create, Some(TargetUnion::CreateRevision(v))) => kv.create_revision.cmp(v),
+        (CompareTarget::Mod, Some(TargetUnion::ModRevision(v))) => kv.mod_revision.cmp(v),
+        (CompareTarget::Value, Some(TargetUnion::Value(v))) => kv.value.as_slice().cmp(v.as_slice()),
+        (CompareTarget::Lease, Some(TargetUnion::Lease(v))) => kv.lease.cmp(v),
+        // A target without its value compares against the zero value, as etcd's Go code does.
+        (CompareTarget::Value, _) => kv.value.as_slice().cmp(&[][..]),
+        (CompareTarget::Version, _) => kv.version.cmp(&0),
+        (CompareTarget::Create, _) => kv.create_revision.cmp(&0),
+        (CompareTarget::Mod, _) => kv.mod_revision.cmp(&0),
+        (CompareTarget::Lease, _) => kv.lease.cmp(&0),
+    };
+    match CompareResult::try_from(compare.result).unwrap_or(CompareResult::Equal) {
+        CompareResult::Equal => ordering.is_eq(),
+        CompareResult::NotEqual => ordering.is_ne(),
+        CompareResult::Greater => ordering.is_gt(),
+        CompareResult::Less => ordering.is_lt(),
+    }
+}

@@ -1,0 +1,72 @@
+//! Encodings of what the state machine stores.
+
+use prost::Message as _;
+
+use crate::pb::mvccpb::KeyValue;
+use crate::{Error, Result};
+
+/// One version of a key, stored under `keys::version(key, mod_revision)`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct VersionRecord {
+    #[prost(int64, tag = "1")]
+    pub create_revision: i64,
+    #[prost(int64, tag = "2")]
+    pub version: i64,
+    #[prost(int64, tag = "3")]
+    pub lease: i64,
+    #[prost(bytes = "vec", tag = "4")]
+    pub value: Vec<u8>,
+    /// A deletion: the key does not exist from this revision on.
+    #[prost(bool, tag = "5")]
+    pub tombstone: bool,
+}
+
+impl VersionRecord {
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        <Self as prost::Message>::decode(bytes)
+            .map_err(|e| Error::Storage(format!("undecodable MVCC version record: {e}")))
+    }
+
+    pub fn into_key_value(self, key: Vec<u8>, mod_revision: i64) -> KeyValue {
+        KeyValue {
+            key,
+            create_revision: self.create_revision,
+            mod_revision,
+            version: self.version,
+            value: self.value,
+            lease: self.lease,
+        }
+    }
+}
+
+/// A range replica's applied state. It is written in the same batch as the MVCC data that
+/// applying up to `applied_index` produced, so the two can never disagree after a crash.
+#[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
+pub struct AppliedState {
+    #[prost(uint64, tag = "1")]
+    pub applied_index: u64,
+    #[prost(uint64, tag = "2")]
+    pub applied_term: u64,
+    /// The range's current revision: the revision of the last write.
+    #[prost(int64, tag = "3")]
+    pub revision: i64,
+    /// Reads below this revision fail with "compacted".
+    #[prost(int64, tag = "4")]
+    pub compact_revision: i64,
+}
+
+impl AppliedState {
+    /// A new range: etcd starts counting at revision 1, so the first write gets revision 2.
+    pub fn initial() -> Self {
+        Self { applied_index: 0, applied_term: 0, revision: 1, compact_revision: 0 }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        self.encode_to_vec()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        <Self as prost::Message>::decode(bytes)
+            .map_err(|e| Error::Storage(format!("undecodable applied state: {e}")))
+    }
+}

@@ -1,0 +1,130 @@
+//! A read view of the Mvcc keyspace: the engine's contents overlaid with writes that the
+//! current apply batch has made but not yet written. Applying a batch of Raft entries writes
+//! the engine once at the end, yet every entry (and every operation inside a transaction) must
+//! see the writes before it; the overlay is how.
+
+use std::collections::BTreeMap;
+use std::iter::Peekable;
+
+use strata_storage::{Engine, KvPair, Keyspace, ScanIter};
+
+use super::record::VersionRecord;
+use crate::pb::mvccpb::KeyValue;
+use crate::{Result, keys};
+
+/// Pending writes to the Mvcc keyspace: `None` is a deletion.
+pub type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+#[derive(Clone, Copy)]
+pub struct View<'a> {
+    engine: &'a dyn Engine,
+    overlay: Option<&'a Overlay>,
+}
+
+impl<'a> View<'a> {
+    /// A view of what the engine holds.
+    pub fn new(engine: &'a dyn Engine) -> Self {
+        Self { engine, overlay: None }
+    }
+
+    pub fn with_overlay(engine: &'a dyn Engine, overlay: &'a Overlay) -> Self {
+        Self { engine, overlay: Some(overlay) }
+    }
+
+    /// Scans raw Mvcc records in `[start, end)` (empty `end`: to the end).
+    pub fn scan(&self, start: &[u8], end: &[u8]) -> Result<Merged<'a>> {
+        let engine = self.engine.scan(Keyspace::Mvcc, start, end)?.peekable();
+        let overlay: Vec<(Vec<u8>, Option<Vec<u8>>)> = match self.overlay {
+            Some(o) if end.is_empty() => {
+                o.range(start.to_vec()..).map(|(k, v)| (k.clone(), v.clone())).collect()
+            }
+            Some(o) if start < end => {
+                o.range(start.to_vec()..end.to_vec()).map(|(k, v)| (k.clone(), v.clone())).collect()
+            }
+            _ => Vec::new(),
+        };
+        Ok(Merged { engine, overlay: overlay.into_iter().peekable() })
+    }
+
+    /// The latest version of `key` at or below `revision`, unless that version is a deletion.
+    pub fn get(&self, key: &[u8], revision: i64) -> Result<Option<KeyValue>> {
+        let mut prefix_end = keys::version_prefix(key);
+        *prefix_end.last_mut().expect("prefix ends with a terminator") += 1;
+        let start = keys::version(key, revision);
+        match self.scan(&start, &prefix_end)?.next() {
+            None => Ok(None),
+            Some(item) => {
+                let (raw_key, bytes) = item?;
+                let (_, mod_revision) = decoded(&raw_key)?;
+                let record = VersionRecord::decode(&bytes)?;
+                Ok((!record.tombstone).then(|| record.into_key_value(key.to_vec(), mod_revision)))
+            }
+        }
+    }
+
+    /// Visits every key in `[start, end)` that exists at `revision`, in key order, with its
+    /// version current at that revision. The visitor returns `false` to stop early.
+    pub fn for_each_live(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        revision: i64,
+        mut visit: impl FnMut(KeyValue) -> Result<bool>,
+    ) -> Result<()> {
+        let (lo, hi) = keys::version_bounds(start, end);
+        let mut last_key: Option<Vec<u8>> = None;
+        for item in self.scan(&lo, &hi)? {
+            let (raw_key, bytes) = item?;
+            let (user_key, mod_revision) = decoded(&raw_key)?;
+            if mod_revision > revision || last_key.as_deref() == Some(user_key.as_slice()) {
+                continue;
+            }
+            // The newest version at or below `revision`: it decides whether the key exists.
+            last_key = Some(user_key.clone());
+            let record = VersionRecord::decode(&bytes)?;
+            if !record.tombstone && !visit(record.into_key_value(user_key, mod_revision))? {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn decoded(raw_key: &[u8]) -> Result<(Vec<u8>, i64)> {
+    keys::decode_version(raw_key).ok_or_else(|| {
+        crate::Error::Storage(format!("malformed MVCC key {}", strata_storage::display_key(raw_key)))
+    })
+}
+
+/// Engine records merged with overlay records, in key order; the overlay wins on equal keys.
+pub struct Merged<'a> {
+    engine: Peekable<ScanIter<'a>>,
+    overlay: Peekable<std::vec::IntoIter<(Vec<u8>, Option<Vec<u8>>)>>,
+}
+
+impl Iterator for Merged<'_> {
+    type Item = Result<KvPair>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            use std::cmp::Ordering;
+            let engine_vs_overlay = match (self.engine.peek(), self.overlay.peek()) {
+                (None, None) => return None,
+                (Some(Err(_)), _) | (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (Some(Ok((engine_key, _))), Some((overlay_key, _))) => engine_key.cmp(overlay_key),
+            };
+            match engine_vs_overlay {
+                Ordering::Less => return self.engine.next().map(|r| r.map_err(Into::into)),
+                // The engine's record is shadowed by the overlay's.
+                Ordering::Equal => drop(self.engine.next()),
+                Ordering::Greater => {}
+            }
+            match self.overlay.next() {
+                Some((key, Some(value))) => return Some(Ok((key, value))),
+                Some((_, None)) => continue, // deleted in the overlay
+                None => return None,
+            }
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! A range replica's Raft log as raft-rs sees it ([`raft::Storage`]), and its persistence.
+//!
+//! The log lives in the engine (the source of truth) and, from the last compaction point on, in
+//! memory too, so raft-rs reads entries without touching the engine. Writes are not done here:
+//! the driver adds them to its round's [`WriteBatch`] and updates this cache only after the
+//! batch is durable, which is exactly the order raft-rs requires (persist, then advance).
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
+use raft::{GetEntriesContext, RaftState, StorageError};
+use strata_storage::{Engine, Keyspace, WriteBatch};
+
+use crate::{Error, RangeId, Result, keys};
+
+pub fn encode<M: prost011::Message>(message: &M) -> Vec<u8> {
+    message.encode_to_vec()
+}
+
+pub fn decode<M: prost011::Message + Default>(what: &str, bytes: &[u8]) -> Result<M> {
+    M::decode(bytes).map_err(|e| Error::Storage(format!("undecodable {what}: {e}")))
+}
+
+/// The in-memory view of one replica's log plus its durable Raft state.
+pub struct RaftLog {
+    range_id: RangeId,
+    hard_state: HardState,
+    conf_state: ConfState,
+    /// The compaction point: every entry at or below `truncated.index` is gone from the log and
+    /// covered by the state machine (and by snapshots generated from it).
+    truncated: SnapshotMetadata,
+    /// Entries from `truncated.index + 1` on.
+    entries: VecDeque<Entry>,
+    /// A snapshot generated for a follower that needs one; see [`RaftLog::snapshot`].
+    prepared_snapshot: Mutex<Option<Snapshot>>,
+    snapshot_requested: AtomicBool,
+}
+
+impl RaftLog {
+    /// Loads a replica's log from the engine; `None` if the replica has no Raft state yet.
+    pub fn load(engine: &dyn Engine, range_id: RangeId) -> Result<Option<Self>> {
+        let Some(conf_bytes) = engine.get(Keyspace::Raft, &keys::raft_conf_state(range_id))? else {
+            return Ok(None);
+        };
+        let conf_state: ConfState = decode("conf state", &conf_bytes)?;
+        let hard_state: HardState = match engine.get(Keyspace::Raft, &keys::raft_hard_state(range_id))? {
+            Some(bytes) => decode("hard state", &bytes)?,
+            None => HardState::default(),
+        };
+        let truncated: SnapshotMetadata = match engine.get(Keyspace::Raft, &keys::raft_snapshot(range_id))? {
+            Some(bytes) => decode("snapshot metadata", &bytes)?,
+            None => SnapshotMetadata::default(),
+        };
+        let (start, end) = keys::raft_log_bounds(range_id);
+        let mut entries = VecDeque::new();
+        let mut expected = truncated.index + 1;
+        for item in engine.scan(Keyspace::Raft, &start, &end)? {
+            let (key, bytes) = item?;
+            let entry: Entry = decode("log entry", &bytes)?;
+            if keys::raft_log_index(&key) != Some(entry.index) || entry.index != expected {
+                return Err(Error::Storage(format!(
+                    "raft log of range {range_id} has a gap or misplaced entry at index {} (expected {expected})",
+                    entry.index
+                )));
+            }
+            expected += 1;
+            entries.push_back(entry);
+        }
+        Ok(Some(Self::new(range_id, hard_state, conf_state, truncated, entries)))
+    }
+
+    /// A brand-new replica whose group consists of `voters`; persists its initial state.
+    pub fn bootstrap(range_id: RangeId, voters: Vec<u64>, batch: &mut WriteBatch) -> Self {
+        let conf_state = ConfState { voters, ..Default::default() };
+        batch.put(Keyspace::Raft, keys::raft_conf_state(range_id), encode(&conf_state));
+        Self::new(range_id, HardState::default(), conf_state, SnapshotMetadata::default(), VecDeque::new())
+    }
+
+    fn new(
+        range_id: RangeId,
+        hard_state: HardState,
+        conf_state: ConfState,
+        truncated: SnapshotMetadata,
+        entries: VecDeque<Entry>,
+    ) -> Self {
+        Self {
+            range_id,
+            hard_state,
+            conf_state,
+            truncated,
+            entries,
+            prepared_snapshot: Mutex::new(None),
+            snapshot_requested: AtomicBool::new(false),
+        }
+    }
+
+    pub fn hard_state(&self) -> &HardState {
+        &self.hard_state
+    }
+
+    pub fn conf_state(&self) -> &ConfState {
+        &self.conf_state
+    }
+
+    pub fn set_conf_state(&mut self, conf_state: ConfState) {
+        self.conf_state = conf_state;
+    }
+
+    pub fn first_index(&self) -> u64 {
+        self.truncated.index + 1
+    }
+
+    pub fn last_index(&self) -> u64 {
+        self.entries.back().map_or(self.truncated.index, |e| e.index)
+    }
+
+    /// Adds appending `entries` (replacing any conflicting suffix) to `batch`.
+    pub fn persist_entries(&self, entries: &[Entry], batch: &mut WriteBatch) {
+        let Some(first) = entries.first() else { return };
+        for entry in entries {
+            batch.put(Keyspace::Raft, keys::raft_log(self.range_id, entry.index), encode(entry));
+        }
+        // A new leader may have overwritten a suffix: drop what is past the new end.
+        let new_last = first.index + entries.len() as u64 - 1;
+        for index in (new_last + 1)..=self.last_index() {
+            batch.delete(Keyspace::Raft, keys::raft_log(self.range_id, index));
+        }
+    }
+
+    /// Updates the cache after the batch with `entries` is durable.
+    pub fn append(&mut self, entries: &[Entry]) {
+        let Some(first) = entries.first() else { return };
+        assert!(first.index > self.truncated.index, "appending compacted entries at {}", first.index);
+        assert!(first.index <= self.last_index() + 1, "gap in the log before {}", first.index);
+        let keep = (first.index - self.first_index()) as usize;
+        self.entries.truncate(keep);
+        self.entries.extend(entries.iter().cloned());
+    }
+
+    pub fn persist_hard_state(&self, hard_state: &HardState, batch: &mut WriteBatch) {
+        batch.put(Keyspace::Raft, keys::raft_hard_state(self.range_id), encode(hard_state));
+    }
+
+    pub fn set_hard_state(&mut self, hard_state: HardState) {
+        assert!(hard_state.term >= self.hard_state.term, "term went backwards");
+        self.hard_state = hard_state;
+    }
+
+    pub fn set_commit(&mut self, commit: u64) {
+        self.hard_state.commit = commit;
+    }
+
+    /// Discards entries up to and including `index` (which must be applied), in the engine and
+    /// here. Returns whether anything was discarded.
+    pub fn compact(&mut self, index: u64, batch: &mut WriteBatch) -> bool {
+        if index <= self.truncated.index || index > self.last_index() {
+            return false;
+        }
+        let term = self.entry_term(index).expect("compaction point is in the log");
+        for i in self.first_index()..=index {
+            batch.delete(Keyspace::Raft, keys::raft_log(self.range_id, i));
+        }
+        self.truncated = SnapshotMetadata { index, term, conf_state: None };
+        batch.put(Keyspace::Raft, keys::raft_snapshot(self.range_id), encode(&self.truncated));
+        let drop_count = self.entries.iter().take_while(|e| e.index <= index).count();
+        self.entries.drain(..drop_count);
+        true
+    }
+
+    /// Replaces the whole log with a received snapshot's point; the caller persists state
+    /// machine data in the same batch.
+    pub fn apply_snapshot(&mut self, meta: &SnapshotMetadata, batch: &mut WriteBatch) {
+        for i in self.first_index()..=self.last_index() {
+            batch.delete(Keyspace::Raft, keys::raft_log(self.range_id, i));
+        }
+        self.truncated = SnapshotMetadata { index: meta.index, term: meta.term, conf_state: None };
+        self.entries.clear();
+        if let Some(conf_state) = &meta.conf_state {
+            self.conf_state = conf_state.clone();
+            batch.put(Keyspace::Raft, keys::raft_conf_state(self.range_id), encode(conf_state));
+        }
+        batch.put(Keyspace::Raft, keys::raft_snapshot(self.range_id), encode(&self.truncated));
+        self.hard_state.commit = self.hard_state.commit.max(meta.index);
+        self.hard_state.term = self.hard_state.term.max(meta.term);
+        self.persist_hard_state(&self.hard_state, batch);
+    }
+
+    fn entry_term(&self, index: u64) -> Option<u64> {
+        if index == self.truncated.index {
+            return Some(self.truncated.term);
+        }
+        let offset = index.checked_sub(self.first_index())? as usize;
+        self.entries.get(offset).map(|e| e.term)
+    }
+
+    /// Whether raft-rs asked for a snapshot that has not been prepared yet.
+    pub fn take_snapshot_request(&self) -> bool {
+        self.snapshot_requested.swap(false, Ordering::AcqRel)
+    }
+
+    pub fn set_prepared_snapshot(&self, snapshot: Snapshot) {
+        *self.prepared_snapshot.lock().expect("snapshot lock") = Some(snapshot);
+    }
+}
+
+fn store_error(e: StorageError) -> raft::Error {
+    raft::Error::Store(e)
+}
+
+impl raft::Storage for RaftLog {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState::new(self.hard_state.clone(), self.conf_state.clone()))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low <= self.truncated.index {
+            return Err(store_error(StorageError::Compacted));
+        }
+        assert!(high <= self.last_index() + 1, "entries past the end: {high} > {}", self.last_index() + 1);
+        let max_size = max_size.into().unwrap_or(u64::MAX);
+        let offset = self.first_index();
+        let mut size = 0u64;
+        let mut out = Vec::new();
+        for entry in self.entries.range((low - offset) as usize..(high - offset) as usize) {
+            size += prost011::Message::encoded_len(entry) as u64;
+            if !out.is_empty() && size > max_size {
+                break;
+            }
+            out.push(entry.clone());
+        }
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx < self.truncated.index {
+            return Err(store_error(StorageError::Compacted));
+        }
+        self.entry_term(idx).ok_or_else(|| store_error(StorageError::Unavailable))
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(RaftLog::first_index(self))
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(RaftLog::last_index(self))
+    }
+
+    /// Snapshots are generated by the driver from the state machine, outside raft-rs's call:
+    /// the first call records the request and answers "temporarily unavailable"; once the driver
+    /// has prepared one, it is handed out (as TiKV does).
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let prepared = self.prepared_snapshot.lock().expect("snapshot lock");
+        match prepared.as_ref() {
+            Some(snapshot) if snapshot.metadata.as_ref().is_some_and(|m| m.index >= request_index) => {
+                Ok(snapshot.clone())
+            }
+            _ => {
+                self.snapshot_requested.store(true, Ordering::Release);
+                Err(store_error(StorageError::SnapshotTemporarilyUnavailable))
+            }
+        }
+    }
+}

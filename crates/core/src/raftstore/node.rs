@@ -1,0 +1,394 @@
+//! [`Node`]: every replica of one node, driven in rounds. See the module docs of `raftstore`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use raft::prelude::{Message, Snapshot, SnapshotMetadata};
+use raft::{RawNode, ReadOnlyOption, StateRole};
+use strata_storage::{Durability, Engine, WriteBatch};
+
+use super::log::RaftLog;
+use super::replica::{PendingRead, Replica};
+use super::snapshot;
+use crate::command::{Command, Request};
+use crate::mvcc::{self, AppliedState, Response};
+use crate::{Error, FIRST_RANGE_ID, NodeId, RangeId, Result};
+
+/// How a node runs its replicas.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub node_id: NodeId,
+    /// Distinguishes this process from earlier runs of the same node (see `Command`).
+    pub epoch: u64,
+    /// The first range's voters when the node starts with an empty store.
+    pub initial_voters: Vec<NodeId>,
+    pub election_ticks: usize,
+    pub heartbeat_ticks: usize,
+    /// Compact a replica's log once it holds more applied entries than this...
+    pub log_entries_max: u64,
+    /// ...keeping this many of the newest applied entries, so briefly lagging followers catch
+    /// up from the log rather than by snapshot.
+    pub log_entries_keep: u64,
+    /// Largest batch of entries in one append message.
+    pub append_bytes_max: u64,
+    pub inflight_appends_max: usize,
+}
+
+impl Config {
+    pub fn new(node_id: NodeId, epoch: u64, initial_voters: Vec<NodeId>) -> Self {
+        Self {
+            node_id,
+            epoch,
+            initial_voters,
+            election_ticks: 10,
+            heartbeat_ticks: 1,
+            log_entries_max: 10_000,
+            log_entries_keep: 2_000,
+            append_bytes_max: 1024 * 1024,
+            inflight_appends_max: 256,
+        }
+    }
+}
+
+/// A message for a peer.
+#[derive(Clone, Debug)]
+pub struct OutMessage {
+    pub range_id: RangeId,
+    pub message: Message,
+}
+
+/// What a round produced.
+#[derive(Default, Debug)]
+pub struct Output {
+    pub messages: Vec<OutMessage>,
+    /// Results of this node's proposals, by proposal id.
+    pub completions: Vec<(u64, Result<Response>)>,
+    /// Reads (by read id) that may now be served from the local state machine.
+    pub reads_ready: Vec<u64>,
+}
+
+/// A replica's state as request handlers need it, published after every round. Handlers read it
+/// without locking the driver.
+#[derive(Debug, Default)]
+pub struct RangeShared {
+    pub revision: AtomicI64,
+    pub compact_revision: AtomicI64,
+    pub applied_index: AtomicU64,
+    pub term: AtomicU64,
+    pub leader_id: AtomicU64,
+    pub commit_index: AtomicU64,
+}
+
+impl RangeShared {
+    /// The applied state readers may use.
+    pub fn read_state(&self) -> AppliedState {
+        AppliedState {
+            applied_index: self.applied_index.load(Ordering::Acquire),
+            applied_term: 0,
+            revision: self.revision.load(Ordering::Acquire),
+            compact_revision: self.compact_revision.load(Ordering::Acquire),
+        }
+    }
+}
+
+pub struct Node {
+    config: Config,
+    engine: Arc<dyn Engine>,
+    replicas: BTreeMap<RangeId, Replica>,
+    ticks: u64,
+    next_read_ctx: u64,
+}
+
+impl Node {
+    /// Opens the node's replicas from the engine, bootstrapping the first range if the store is
+    /// empty and initial voters are configured.
+    pub fn open(config: Config, engine: Arc<dyn Engine>) -> Result<Self> {
+        let range_id = FIRST_RANGE_ID;
+        let log = match RaftLog::load(engine.as_ref(), range_id)? {
+            Some(log) => log,
+            None => {
+                if config.initial_voters.is_empty() {
+                    return Err(Error::Internal("empty store and no initial cluster to bootstrap".into()));
+                }
+                let mut batch = WriteBatch::new();
+                let log = RaftLog::bootstrap(range_id, config.initial_voters.clone(), &mut batch);
+                engine.write(&batch, Durability::Sync)?;
+                log
+            }
+        };
+        let applied = mvcc::load_applied_state(engine.as_ref(), range_id)?;
+        let mut log = log;
+        // The hard state's commit index is persisted lazily; what was applied was committed.
+        if log.hard_state().commit < applied.applied_index {
+            log.set_commit(applied.applied_index);
+        }
+        let raft_config = raft::Config {
+            id: config.node_id,
+            election_tick: config.election_ticks,
+            heartbeat_tick: config.heartbeat_ticks,
+            applied: applied.applied_index,
+            max_size_per_msg: config.append_bytes_max,
+            max_inflight_msgs: config.inflight_appends_max,
+            check_quorum: true,
+            pre_vote: true,
+            read_only_option: ReadOnlyOption::Safe,
+            ..Default::default()
+        };
+        raft_config.validate().map_err(|e| Error::Internal(format!("raft config: {e}")))?;
+        // raft-rs logs through slog; its events are visible to Strata through the node's state.
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let raw = RawNode::new(&raft_config, log, &logger)
+            .map_err(|e| Error::Internal(format!("cannot start raft: {e}")))?;
+        let shared = Arc::new(RangeShared::default());
+        let mut replica = Replica {
+            range_id,
+            raw,
+            applied,
+            shared,
+            unissued_reads: Vec::new(),
+            pending_reads: Vec::new(),
+        };
+        publish(&mut replica);
+        let mut replicas = BTreeMap::new();
+        replicas.insert(range_id, replica);
+        Ok(Self { config, engine, replicas, ticks: 0, next_read_ctx: 1 })
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.config.node_id
+    }
+
+    pub fn range_ids(&self) -> Vec<RangeId> {
+        self.replicas.keys().copied().collect()
+    }
+
+    pub fn shared(&self, range_id: RangeId) -> Option<Arc<RangeShared>> {
+        self.replicas.get(&range_id).map(|r| r.shared.clone())
+    }
+
+    /// The node ids of a range's current voters and learners.
+    pub fn members(&self, range_id: RangeId) -> Vec<NodeId> {
+        self.replicas.get(&range_id).map_or_else(Vec::new, |r| {
+            let cs = r.raw.store().conf_state();
+            cs.voters.iter().chain(&cs.learners).copied().collect()
+        })
+    }
+
+    /// Advances logical time by one tick for every replica.
+    pub fn tick(&mut self) {
+        self.ticks += 1;
+        let retry_after = self.config.election_ticks as u64;
+        for replica in self.replicas.values_mut() {
+            replica.raw.tick();
+            // A ReadIndex request can be lost (dropped message, leader change): re-issue it.
+            for pending in &mut replica.pending_reads {
+                if pending.index.is_none() && self.ticks - pending.issued_tick >= retry_after {
+                    pending.ctx = self.next_read_ctx;
+                    self.next_read_ctx += 1;
+                    pending.issued_tick = self.ticks;
+                    replica.raw.read_index(pending.ctx.to_be_bytes().to_vec());
+                }
+            }
+        }
+    }
+
+    /// Delivers a message from a peer. Messages for unknown ranges are dropped.
+    pub fn step(&mut self, range_id: RangeId, message: Message) {
+        if let Some(replica) = self.replicas.get_mut(&range_id) {
+            // Errors here are protocol-level rejections (stale term, unknown peer): Raft
+            // tolerates lost messages, so dropping is the right reaction.
+            let _ = replica.raw.step(message);
+        }
+    }
+
+    /// Proposes a request. Fails with `NoLeader` when the replica knows no leader to forward
+    /// it to; the caller may retry later with the same id.
+    pub fn propose(&mut self, range_id: RangeId, proposal_id: u64, request: Request) -> Result<()> {
+        let replica = self.replicas.get_mut(&range_id).ok_or(Error::Internal(format!("unknown range {range_id}")))?;
+        let command = Command {
+            proposer: self.config.node_id,
+            proposal_id,
+            proposer_epoch: self.config.epoch,
+            request: Some(request),
+        };
+        replica.raw.propose(Vec::new(), command.encode()).map_err(|e| match e {
+            raft::Error::ProposalDropped => Error::NoLeader,
+            other => Error::Internal(format!("proposal failed: {other}")),
+        })
+    }
+
+    /// Asks for a linearizable read; `read_id` appears in a later round's `reads_ready`.
+    pub fn read_index(&mut self, range_id: RangeId, read_id: u64) {
+        if let Some(replica) = self.replicas.get_mut(&range_id) {
+            replica.unissued_reads.push(read_id);
+        }
+    }
+
+    /// Tells raft-rs a peer could not be reached, so it stops pipelining to it.
+    pub fn report_unreachable(&mut self, range_id: RangeId, peer: NodeId) {
+        if let Some(replica) = self.replicas.get_mut(&range_id) {
+            replica.raw.report_unreachable(peer);
+        }
+    }
+
+    /// Reports whether a snapshot reached `peer`.
+    pub fn report_snapshot(&mut self, range_id: RangeId, peer: NodeId, delivered: bool) {
+        if let Some(replica) = self.replicas.get_mut(&range_id) {
+            let status = if delivered { raft::SnapshotStatus::Finish } else { raft::SnapshotStatus::Failure };
+            replica.raw.report_snapshot(peer, status);
+        }
+    }
+
+    /// Whether a round would do anything.
+    pub fn has_work(&self) -> bool {
+        self.replicas.values().any(|r| r.raw.has_ready() || !r.unissued_reads.is_empty())
+    }
+
+    /// Runs one round (see the module docs). A storage error is returned and the node must not
+    /// be used afterwards: its in-memory state may be ahead of what is durable.
+    pub fn process_ready(&mut self) -> Result<Output> {
+        let mut out = Output::default();
+        let engine = self.engine.clone();
+
+        // Issue this round's reads: one ReadIndex request per replica for all of them.
+        for replica in self.replicas.values_mut() {
+            if !replica.unissued_reads.is_empty() {
+                let ctx = self.next_read_ctx;
+                self.next_read_ctx += 1;
+                replica.raw.read_index(ctx.to_be_bytes().to_vec());
+                replica.pending_reads.push(PendingRead {
+                    ctx,
+                    issued_tick: self.ticks,
+                    index: None,
+                    read_ids: std::mem::take(&mut replica.unissued_reads),
+                });
+            }
+        }
+
+        // 1 + 2: gather readies and persist them together.
+        let mut log_batch = WriteBatch::new();
+        let mut must_sync = false;
+        let mut readies = Vec::new();
+        for replica in self.replicas.values_mut() {
+            if !replica.raw.has_ready() {
+                continue;
+            }
+            let mut ready = replica.raw.ready();
+            out.messages.extend(wrap(replica.range_id, ready.take_messages()));
+            if !ready.snapshot().is_empty() {
+                restore_snapshot(engine.as_ref(), replica, ready.snapshot(), &mut log_batch)?;
+            }
+            replica.raw.store().persist_entries(ready.entries(), &mut log_batch);
+            if let Some(hard_state) = ready.hs() {
+                replica.raw.store().persist_hard_state(hard_state, &mut log_batch);
+            }
+            for read_state in ready.take_read_states() {
+                let ctx = read_state.request_ctx.as_slice().try_into().map(u64::from_be_bytes).unwrap_or(0);
+                if let Some(pending) = replica.pending_reads.iter_mut().find(|p| p.ctx == ctx) {
+                    pending.index = Some(read_state.index);
+                }
+            }
+            must_sync |= ready.must_sync();
+            readies.push((replica.range_id, ready));
+        }
+        if !log_batch.is_empty() {
+            let durability = if must_sync { Durability::Sync } else { Durability::Buffered };
+            engine.write(&log_batch, durability)?;
+        }
+
+        // 3: advance and apply.
+        let mut apply_batch = WriteBatch::new();
+        for (range_id, mut ready) in readies {
+            let replica = self.replicas.get_mut(&range_id).expect("replica of a ready");
+            replica.raw.mut_store().append(ready.entries());
+            if let Some(hard_state) = ready.hs() {
+                replica.raw.mut_store().set_hard_state(hard_state.clone());
+            }
+            out.messages.extend(wrap(range_id, ready.take_persisted_messages()));
+            let mut committed = ready.take_committed_entries();
+            let mut light = replica.raw.advance(ready);
+            if let Some(commit) = light.commit_index() {
+                replica.raw.mut_store().set_commit(commit);
+            }
+            out.messages.extend(wrap(range_id, light.take_messages()));
+            committed.extend(light.take_committed_entries());
+            let completions = replica.apply_entries(
+                engine.as_ref(),
+                &committed,
+                self.config.node_id,
+                self.config.epoch,
+                &mut apply_batch,
+            )?;
+            out.completions.extend(completions);
+            // Raise the compaction floor before the compaction's deletions become visible, so a
+            // concurrent reader below it notices (see the server's read path).
+            replica.shared.compact_revision.fetch_max(replica.applied.compact_revision, Ordering::AcqRel);
+        }
+        for replica in self.replicas.values_mut() {
+            let applied = replica.applied.applied_index;
+            let (first, keep) = (replica.raw.store().first_index(), self.config.log_entries_keep);
+            if applied >= first && applied - first + 1 > self.config.log_entries_max {
+                replica.raw.mut_store().compact(applied - keep, &mut apply_batch);
+            }
+        }
+        if !apply_batch.is_empty() {
+            engine.write(&apply_batch, Durability::Buffered)?;
+        }
+
+        // 4: publish, release reads, prepare requested snapshots.
+        for replica in self.replicas.values_mut() {
+            replica.raw.advance_apply_to(replica.applied.applied_index);
+            publish(replica);
+            let applied = replica.applied.applied_index;
+            replica.pending_reads.retain(|pending| match pending.index {
+                Some(index) if index <= applied => {
+                    out.reads_ready.extend(&pending.read_ids);
+                    false
+                }
+                _ => true,
+            });
+            if replica.raw.store().take_snapshot_request() {
+                let data = snapshot::build(engine.as_ref(), replica.applied)?;
+                let metadata = SnapshotMetadata {
+                    conf_state: Some(replica.raw.store().conf_state().clone()),
+                    index: replica.applied.applied_index,
+                    term: replica.applied.applied_term,
+                };
+                replica.raw.store().set_prepared_snapshot(Snapshot { data, metadata: Some(metadata) });
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn wrap(range_id: RangeId, messages: Vec<Message>) -> impl Iterator<Item = OutMessage> {
+    messages.into_iter().map(move |message| OutMessage { range_id, message })
+}
+
+fn restore_snapshot(
+    engine: &dyn Engine,
+    replica: &mut Replica,
+    snapshot: &Snapshot,
+    batch: &mut WriteBatch,
+) -> Result<()> {
+    let metadata = snapshot.metadata.clone().unwrap_or_default();
+    let applied = snapshot::restore(engine, replica.range_id, &snapshot.data, batch)?;
+    assert_eq!(applied.applied_index, metadata.index, "snapshot data and metadata disagree");
+    replica.raw.mut_store().apply_snapshot(&metadata, batch);
+    replica.applied = applied;
+    replica.shared.compact_revision.fetch_max(applied.compact_revision, Ordering::AcqRel);
+    Ok(())
+}
+
+fn publish(replica: &mut Replica) {
+    let shared = &replica.shared;
+    let status = replica.raw.status();
+    shared.revision.store(replica.applied.revision, Ordering::Release);
+    shared.compact_revision.store(replica.applied.compact_revision, Ordering::Release);
+    shared.applied_index.store(replica.applied.applied_index, Ordering::Release);
+    shared.term.store(status.hs.term, Ordering::Release);
+    shared.commit_index.store(status.hs.commit, Ordering::Release);
+    let leader = if status.ss.raft_state == StateRole::Leader { replica.raw.raft.id } else { status.ss.leader_id };
+    shared.leader_id.store(leader, Ordering::Release);
+}

@@ -1,0 +1,96 @@
+//! One replica of one range: a raft-rs `RawNode` over the replica's log, and the range's
+//! applied state.
+
+use std::sync::Arc;
+
+use raft::RawNode;
+use raft::prelude::{ConfChange, ConfChangeV2, Entry, EntryType};
+use strata_storage::{Engine, Keyspace, WriteBatch};
+
+use super::log::{RaftLog, decode, encode};
+use super::node::RangeShared;
+use crate::command::Command;
+use crate::mvcc::{Applier, AppliedState, Response};
+use crate::{NodeId, RangeId, Result, keys};
+
+/// A batch of reads waiting on one ReadIndex request.
+pub(crate) struct PendingRead {
+    pub ctx: u64,
+    pub issued_tick: u64,
+    /// The commit index the leader confirmed; the reads run once it is applied.
+    pub index: Option<u64>,
+    pub read_ids: Vec<u64>,
+}
+
+pub(crate) struct Replica {
+    pub range_id: RangeId,
+    pub raw: RawNode<RaftLog>,
+    pub applied: AppliedState,
+    pub shared: Arc<RangeShared>,
+    /// Reads asked for since the last round; they share the next ReadIndex request.
+    pub unissued_reads: Vec<u64>,
+    pub pending_reads: Vec<PendingRead>,
+}
+
+/// The result of one of this node's proposals.
+pub(crate) type Completion = (u64, Result<Response>);
+
+impl Replica {
+    /// Applies committed entries in order; returns the writes and the results of this node's
+    /// own proposals. Entries of other proposers are applied all the same, silently.
+    pub fn apply_entries(
+        &mut self,
+        engine: &dyn Engine,
+        entries: &[Entry],
+        node_id: NodeId,
+        epoch: u64,
+        batch: &mut WriteBatch,
+    ) -> Result<Vec<Completion>> {
+        let mut completions = Vec::new();
+        if entries.is_empty() {
+            return Ok(completions);
+        }
+        let mut applier = Applier::new(engine, self.range_id, self.applied);
+        for entry in entries {
+            if entry.index <= self.applied.applied_index {
+                continue; // already applied (e.g. covered by a snapshot)
+            }
+            applier.mark_applied(entry.index, entry.term);
+            match entry.get_entry_type() {
+                EntryType::EntryNormal if entry.data.is_empty() => {} // a new leader's no-op
+                EntryType::EntryNormal => {
+                    let command = Command::decode(&entry.data).map_err(|e| {
+                        crate::Error::Internal(format!("undecodable command at index {}: {e}", entry.index))
+                    })?;
+                    let Some(request) = &command.request else { continue };
+                    let result = applier.apply(request);
+                    if command.proposer == node_id && command.proposer_epoch == epoch {
+                        completions.push((command.proposal_id, result));
+                    }
+                }
+                EntryType::EntryConfChange => {
+                    let change: ConfChange = decode("conf change", &entry.data)?;
+                    self.apply_conf_change(&change, batch)?;
+                }
+                EntryType::EntryConfChangeV2 => {
+                    let change: ConfChangeV2 = decode("conf change", &entry.data)?;
+                    self.apply_conf_change(&change, batch)?;
+                }
+            }
+        }
+        let (writes, state) = applier.finish();
+        batch.extend(writes);
+        self.applied = state;
+        Ok(completions)
+    }
+
+    fn apply_conf_change(&mut self, change: &impl raft_proto::ConfChangeI, batch: &mut WriteBatch) -> Result<()> {
+        let conf_state = self
+            .raw
+            .apply_conf_change(change)
+            .map_err(|e| crate::Error::Internal(format!("conf change failed: {e}")))?;
+        batch.put(Keyspace::Raft, keys::raft_conf_state(self.range_id), encode(&conf_state));
+        self.raw.mut_store().set_conf_state(conf_state);
+        Ok(())
+    }
+}

@@ -1,0 +1,203 @@
+//! `etcdserverpb.KV`: Range, Put, DeleteRange, Txn, Compact.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use prost::Message as _;
+use strata_core::command::Request;
+use strata_core::mvcc::view::View;
+use strata_core::mvcc::{Response, read, validate};
+use strata_core::pb::etcdserverpb::request_op::Request as OpRequest;
+use strata_core::pb::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, RangeStreamResponse, TxnRequest, TxnResponse,
+};
+use strata_core::{Error, FIRST_RANGE_ID};
+use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
+
+use super::{Api, status};
+use crate::pb::etcd::kv_server::Kv;
+
+pub struct KvService {
+    pub api: Arc<Api>,
+}
+
+impl Api {
+    /// Serves a `Range`: linearizable unless `serializable`.
+    pub async fn range_request(&self, req: RangeRequest) -> Result<RangeResponse, Error> {
+        validate::check_range(&req)?;
+        if !req.serializable {
+            self.shell.read_index(FIRST_RANGE_ID, self.timeout()).await?;
+        }
+        self.read_local(&req)
+    }
+
+    fn read_local(&self, req: &RangeRequest) -> Result<RangeResponse, Error> {
+        let shared = self.range();
+        loop {
+            let state = shared.read_state();
+            let mut response = read::range(&View::new(self.engine.as_ref()), &state, req)?;
+            // A compaction that finished while we read may have removed versions we needed
+            // (see `Node::process_ready`): retry at the new revision, or report "compacted".
+            let read_at = if req.revision > 0 { req.revision } else { state.revision };
+            if shared.compact_revision.load(Ordering::Acquire) > read_at {
+                if req.revision > 0 {
+                    return Err(Error::Compacted);
+                }
+                continue;
+            }
+            response.header = self.header(state.revision);
+            return Ok(response);
+        }
+    }
+
+    /// Proposes a write and waits for it to be applied.
+    pub async fn write(&self, request: Request) -> Result<Response, Error> {
+        let size = match &request {
+            Request::Put(r) => r.encoded_len(),
+            Request::DeleteRange(r) => r.encoded_len(),
+            Request::Txn(r) => r.encoded_len(),
+            Request::Compaction(r) => r.encoded_len(),
+        };
+        if size > self.limits.request_bytes_max {
+            return Err(Error::RequestTooLarge);
+        }
+        self.shell.propose(FIRST_RANGE_ID, request, self.timeout()).await
+    }
+
+    pub async fn put_request(&self, req: PutRequest) -> Result<PutResponse, Error> {
+        validate::check_put(&req)?;
+        match self.write(Request::Put(req)).await? {
+            Response::Put(mut r) => {
+                r.header = self.header(r.header.map_or(0, |h| h.revision));
+                Ok(r)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn delete_range_request(&self, req: DeleteRangeRequest) -> Result<DeleteRangeResponse, Error> {
+        validate::check_delete_range(&req)?;
+        match self.write(Request::DeleteRange(req)).await? {
+            Response::DeleteRange(mut r) => {
+                r.header = self.header(r.header.map_or(0, |h| h.revision));
+                Ok(r)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn txn_request(&self, req: TxnRequest) -> Result<TxnResponse, Error> {
+        validate::check_txn(&req, &self.limits)?;
+        let read_only = is_read_only(&req);
+        let serializable = read_only && all_serializable(&req);
+        if read_only {
+            // A read-only transaction needs no log entry: etcd serves it like a read. Run it
+            // against a scratch applier whose writes are discarded.
+            if !serializable {
+                self.shell.read_index(FIRST_RANGE_ID, self.timeout()).await?;
+            }
+            let shared = self.range();
+            let state = shared.read_state();
+            let mut applier = strata_core::mvcc::Applier::new(self.engine.as_ref(), FIRST_RANGE_ID, state);
+            return match applier.apply(&Request::Txn(req))? {
+                Response::Txn(mut r) => {
+                    r.header = self.header(state.revision);
+                    Ok(r)
+                }
+                other => Err(unexpected(other)),
+            };
+        }
+        match self.write(Request::Txn(req)).await? {
+            Response::Txn(mut r) => {
+                r.header = self.header(r.header.map_or(0, |h| h.revision));
+                Ok(r)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn compact_request(&self, req: CompactionRequest) -> Result<CompactionResponse, Error> {
+        match self.write(Request::Compaction(req)).await? {
+            Response::Compaction(mut r) => {
+                r.header = self.header(r.header.map_or(0, |h| h.revision));
+                Ok(r)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+fn is_read_only(req: &TxnRequest) -> bool {
+    req.success.iter().chain(&req.failure).all(|op| match &op.request {
+        Some(OpRequest::RequestRange(_)) | None => true,
+        Some(OpRequest::RequestTxn(t)) => is_read_only(t),
+        _ => false,
+    })
+}
+
+fn all_serializable(req: &TxnRequest) -> bool {
+    req.success.iter().chain(&req.failure).all(|op| match &op.request {
+        Some(OpRequest::RequestRange(r)) => r.serializable,
+        Some(OpRequest::RequestTxn(t)) => all_serializable(t),
+        _ => true,
+    })
+}
+
+fn unexpected(response: Response) -> Error {
+    Error::Internal(format!("unexpected response kind {response:?}"))
+}
+
+/// Records a request's latency and outcome, and maps its error.
+async fn observed<T>(
+    api: &Api,
+    method: &'static str,
+    work: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<GrpcResponse<T>, Status> {
+    let started = Instant::now();
+    let result = work.await;
+    api.metrics.observe_request(method, started.elapsed(), result.is_ok());
+    result.map(GrpcResponse::new).map_err(status)
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn range(&self, request: GrpcRequest<RangeRequest>) -> Result<GrpcResponse<RangeResponse>, Status> {
+        observed(&self.api, "Range", self.api.range_request(request.into_inner())).await
+    }
+
+    type RangeStreamStream = tokio_stream::Once<Result<RangeStreamResponse, Status>>;
+
+    async fn range_stream(
+        &self,
+        request: GrpcRequest<RangeRequest>,
+    ) -> Result<GrpcResponse<Self::RangeStreamStream>, Status> {
+        // One chunk for now; streaming large results in pieces comes with bounded reads.
+        let response = self.api.range_request(request.into_inner()).await.map_err(status)?;
+        let chunk = RangeStreamResponse { range_response: Some(response) };
+        Ok(GrpcResponse::new(tokio_stream::once(Ok(chunk))))
+    }
+
+    async fn put(&self, request: GrpcRequest<PutRequest>) -> Result<GrpcResponse<PutResponse>, Status> {
+        observed(&self.api, "Put", self.api.put_request(request.into_inner())).await
+    }
+
+    async fn delete_range(
+        &self,
+        request: GrpcRequest<DeleteRangeRequest>,
+    ) -> Result<GrpcResponse<DeleteRangeResponse>, Status> {
+        observed(&self.api, "DeleteRange", self.api.delete_range_request(request.into_inner())).await
+    }
+
+    async fn txn(&self, request: GrpcRequest<TxnRequest>) -> Result<GrpcResponse<TxnResponse>, Status> {
+        observed(&self.api, "Txn", self.api.txn_request(request.into_inner())).await
+    }
+
+    async fn compact(
+        &self,
+        request: GrpcRequest<CompactionRequest>,
+    ) -> Result<GrpcResponse<CompactionResponse>, Status> {
+        observed(&self.api, "Compact", self.api.compact_request(request.into_inner())).await
+    }
+}

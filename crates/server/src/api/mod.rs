@@ -1,0 +1,77 @@
+//! etcd's v3 API on the client port: gRPC services, and plain HTTP routes on the same port.
+//!
+//! Handlers validate a request the way etcd does, then either propose it through Raft (writes)
+//! or read the local state machine (reads; after a ReadIndex round unless `serializable`).
+//! Errors from the core are mapped to gRPC statuses here, and only here.
+
+pub mod cluster;
+pub mod http;
+pub mod kv;
+pub mod maintenance;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use strata_core::error::Code;
+use strata_core::mvcc::Limits;
+use strata_core::pb::etcdserverpb::ResponseHeader;
+use strata_core::raftstore::RangeShared;
+use strata_core::{Error, FIRST_RANGE_ID};
+use strata_storage::Engine;
+
+use crate::config::NodeConfig;
+use crate::shell::ShellHandle;
+use crate::transport::PeerClientUrls;
+
+/// What every handler needs.
+pub struct Api {
+    pub config: NodeConfig,
+    pub shell: ShellHandle,
+    pub engine: Arc<dyn Engine>,
+    pub limits: Limits,
+    pub peer_client_urls: PeerClientUrls,
+    pub metrics: Arc<crate::api::http::Metrics>,
+    /// Bytes on disk, for `Status`; a closure so the handler does not depend on the engine type.
+    pub db_size: Arc<dyn Fn() -> u64 + Send + Sync>,
+}
+
+impl Api {
+    pub fn range(&self) -> &Arc<RangeShared> {
+        self.shell.shared(FIRST_RANGE_ID).expect("the first range exists")
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.config.request_timeout
+    }
+
+    /// A response header: cluster and member ids, the given revision, the current term.
+    pub fn header(&self, revision: i64) -> Option<ResponseHeader> {
+        Some(ResponseHeader {
+            cluster_id: self.config.cluster_id(),
+            member_id: self.config.member_id(),
+            revision,
+            raft_term: self.range().term.load(std::sync::atomic::Ordering::Acquire),
+        })
+    }
+}
+
+/// Maps a core error to the gRPC status etcd would answer with.
+pub fn status(error: Error) -> tonic::Status {
+    let code = match error.code() {
+        Code::InvalidArgument => tonic::Code::InvalidArgument,
+        Code::NotFound => tonic::Code::NotFound,
+        Code::OutOfRange => tonic::Code::OutOfRange,
+        Code::ResourceExhausted => tonic::Code::ResourceExhausted,
+        Code::Unavailable => tonic::Code::Unavailable,
+        Code::DeadlineExceeded => tonic::Code::DeadlineExceeded,
+        Code::Internal => tonic::Code::Internal,
+    };
+    tonic::Status::new(code, error.to_string())
+}
+
+/// The answer of an etcd RPC Strata does not serve yet.
+pub fn not_yet(method: &str) -> tonic::Status {
+    tonic::Status::unimplemented(format!(
+        "{method} is not implemented by Strata yet (it is on the roadmap: watches, leases, locks, election, membership and maintenance)"
+    ))
+}

@@ -1,0 +1,206 @@
+//! The `strata` command line. `start` takes etcd's flag names so existing etcd scripts carry
+//! over; `dev` runs a local three-member cluster; `get`/`put`/`del`/`status` are a small client.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{self, NodeConfig};
+
+#[derive(Parser)]
+#[command(name = "strata", version, about = "Strata: a replicated, etcd-compatible key-value store")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one member (flags as etcd's).
+    Start(StartArgs),
+    /// Run a local three-member cluster as child processes, until Ctrl-C.
+    Dev(crate::dev::DevArgs),
+    /// Read a key (or keys with --prefix).
+    Get(GetArgs),
+    /// Write a key.
+    Put(PutArgs),
+    /// Delete a key (or keys with --prefix).
+    Del(DelArgs),
+    /// Show each endpoint's status.
+    Status(ClientArgs),
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct StartArgs {
+    /// Human-readable name of this member.
+    #[arg(long, default_value = "default")]
+    pub name: String,
+    /// Where this member keeps its data (default: <name>.strata).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long, default_value = "http://127.0.0.1:2379")]
+    pub listen_client_urls: String,
+    /// Client URLs announced to the cluster (default: the listen URLs).
+    #[arg(long)]
+    pub advertise_client_urls: Option<String>,
+    #[arg(long, default_value = "http://127.0.0.1:2380")]
+    pub listen_peer_urls: String,
+    /// Peer URLs announced to the cluster (default: the listen URLs).
+    #[arg(long)]
+    pub initial_advertise_peer_urls: Option<String>,
+    /// `name=peer-url,...` of every initial member (default: this member alone).
+    #[arg(long)]
+    pub initial_cluster: Option<String>,
+    /// `new` to bootstrap, `existing` to join a running cluster.
+    #[arg(long, default_value = "new")]
+    pub initial_cluster_state: String,
+    #[arg(long, default_value = "etcd-cluster")]
+    pub initial_cluster_token: String,
+    /// Milliseconds per Raft tick (etcd's heartbeat interval).
+    #[arg(long, default_value_t = 100)]
+    pub heartbeat_interval: u64,
+    /// Milliseconds without a leader before an election.
+    #[arg(long, default_value_t = 1000)]
+    pub election_timeout: u64,
+    /// Milliseconds a request may wait for the cluster before failing.
+    #[arg(long, default_value_t = 7000)]
+    pub request_timeout: u64,
+}
+
+impl StartArgs {
+    pub fn to_config(&self) -> anyhow::Result<NodeConfig> {
+        let first = |urls: &str| urls.split(',').next().unwrap_or("").trim().to_string();
+        let listen_client = config::parse_url(&first(&self.listen_client_urls)).context("--listen-client-urls")?;
+        let listen_peer = config::parse_url(&first(&self.listen_peer_urls)).context("--listen-peer-urls")?;
+        let advertise_peer = self.initial_advertise_peer_urls.clone().unwrap_or_else(|| self.listen_peer_urls.clone());
+        let advertise_client = self.advertise_client_urls.clone().unwrap_or_else(|| self.listen_client_urls.clone());
+        let initial_cluster = self.initial_cluster.clone().unwrap_or_else(|| format!("{}={}", self.name, first(&advertise_peer)));
+        let members = config::parse_initial_cluster(&initial_cluster, &self.initial_cluster_token)?;
+        let Some(me) = members.iter().find(|m| m.name == self.name) else {
+            bail!("--initial-cluster has no member named {:?} (--name)", self.name);
+        };
+        let mut advertised: Vec<String> = advertise_peer.split(',').map(|s| s.trim().to_string()).collect();
+        advertised.sort();
+        if advertised != me.peer_urls {
+            bail!(
+                "--initial-advertise-peer-urls {:?} do not match --initial-cluster's URLs for {:?}: {:?}",
+                advertised, self.name, me.peer_urls
+            );
+        }
+        let data_dir = self.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("{}.strata", self.name)));
+        match self.initial_cluster_state.as_str() {
+            "new" => {}
+            "existing" if data_dir.join("FORMAT").exists() => {}
+            "existing" => bail!("--initial-cluster-state existing: joining a running cluster is not supported yet (membership changes are on the roadmap)"),
+            other => bail!("--initial-cluster-state must be `new` or `existing`, not {other:?}"),
+        }
+        if self.heartbeat_interval == 0 || self.election_timeout < 5 * self.heartbeat_interval {
+            bail!("--election-timeout must be at least 5 × --heartbeat-interval");
+        }
+        Ok(NodeConfig {
+            name: self.name.clone(),
+            data_dir,
+            listen_client,
+            advertise_client_urls: advertise_client.split(',').map(|s| s.trim().to_string()).collect(),
+            listen_peer,
+            members,
+            cluster_token: self.initial_cluster_token.clone(),
+            tick_interval: Duration::from_millis(self.heartbeat_interval),
+            election_ticks: (self.election_timeout / self.heartbeat_interval) as usize,
+            request_timeout: Duration::from_millis(self.request_timeout),
+        })
+    }
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct ClientArgs {
+    /// Comma-separated client URLs; the first that answers is used.
+    #[arg(long, default_value = "http://127.0.0.1:2379", global = true)]
+    pub endpoints: String,
+}
+
+#[derive(Args, Debug)]
+struct GetArgs {
+    key: String,
+    #[arg(long)]
+    prefix: bool,
+    /// Read at this revision.
+    #[arg(long, default_value_t = 0)]
+    rev: i64,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Args, Debug)]
+struct PutArgs {
+    key: String,
+    value: String,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Args, Debug)]
+struct DelArgs {
+    key: String,
+    #[arg(long)]
+    prefix: bool,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Start(args) => {
+                let config = args.to_config()?;
+                crate::server::run(config, shutdown_signal()).await
+            }
+            Command::Dev(args) => crate::dev::run(args, shutdown_signal()).await,
+            Command::Get(args) => crate::cli_client::get(&args.client.endpoints, &args.key, args.prefix, args.rev).await,
+            Command::Put(args) => crate::cli_client::put(&args.client.endpoints, &args.key, &args.value).await,
+            Command::Del(args) => crate::cli_client::del(&args.client.endpoints, &args.key, args.prefix).await,
+            Command::Status(args) => crate::cli_client::status(&args.endpoints).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}

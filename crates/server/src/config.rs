@@ -1,0 +1,137 @@
+//! A node's configuration, from etcd's flag names, and the ids derived from it.
+//!
+//! Member and cluster ids are derived the way etcd derives them — a member's id from its peer
+//! URLs and the cluster token, the cluster's from its members' ids — so that restarting a
+//! member with the same flags yields the same ids. (The hash is FNV-1a, not etcd's SHA-1, so
+//! the numbers differ from etcd's.)
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+/// One member of the initial cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub id: u64,
+    pub name: String,
+    pub peer_urls: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub listen_client: SocketAddr,
+    pub advertise_client_urls: Vec<String>,
+    pub listen_peer: SocketAddr,
+    pub members: Vec<Member>,
+    pub cluster_token: String,
+    pub tick_interval: Duration,
+    pub election_ticks: usize,
+    /// How long a request may wait for Raft before failing with a timeout.
+    pub request_timeout: Duration,
+}
+
+impl NodeConfig {
+    /// This node's member entry.
+    pub fn me(&self) -> &Member {
+        self.members.iter().find(|m| m.name == self.name).expect("validated in parse")
+    }
+
+    pub fn member_id(&self) -> u64 {
+        self.me().id
+    }
+
+    pub fn cluster_id(&self) -> u64 {
+        let mut ids: Vec<u64> = self.members.iter().map(|m| m.id).collect();
+        ids.sort_unstable();
+        let mut bytes = Vec::new();
+        for id in ids {
+            bytes.extend_from_slice(&id.to_be_bytes());
+        }
+        nonzero(fnv1a(&bytes))
+    }
+}
+
+/// Parses `name1=url1,name2=url2,...` (a name may appear with several URLs).
+pub fn parse_initial_cluster(spec: &str, token: &str) -> anyhow::Result<Vec<Member>> {
+    let mut members: Vec<Member> = Vec::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, url) = part
+            .split_once('=')
+            .with_context(|| format!("--initial-cluster entry {part:?} is not name=url"))?;
+        parse_url(url).with_context(|| format!("--initial-cluster entry {part:?}"))?;
+        match members.iter_mut().find(|m| m.name == name) {
+            Some(m) => m.peer_urls.push(url.to_string()),
+            None => members.push(Member { id: 0, name: name.to_string(), peer_urls: vec![url.to_string()] }),
+        }
+    }
+    if members.is_empty() {
+        bail!("--initial-cluster is empty");
+    }
+    for m in &mut members {
+        m.peer_urls.sort();
+        m.id = member_id(&m.peer_urls, token);
+    }
+    let mut ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.len() != members.len() {
+        bail!("--initial-cluster lists the same peer URLs for two members");
+    }
+    Ok(members)
+}
+
+pub fn member_id(peer_urls: &[String], token: &str) -> u64 {
+    let mut bytes = peer_urls.join(",").into_bytes();
+    bytes.extend_from_slice(token.as_bytes());
+    nonzero(fnv1a(&bytes))
+}
+
+/// Parses `http://host:port` (or `host:port`) into a socket address.
+pub fn parse_url(url: &str) -> anyhow::Result<SocketAddr> {
+    let rest = url.strip_prefix("http://").unwrap_or(url);
+    if url.starts_with("https://") || url.starts_with("unix") {
+        bail!("{url}: only http:// URLs are supported so far (TLS is on the roadmap)");
+    }
+    let host_port = rest.trim_end_matches('/');
+    let host_port = host_port.replace("localhost", "127.0.0.1");
+    host_port.parse().with_context(|| format!("{url}: expected http://IP:PORT"))
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+/// Raft reserves id 0 for "none".
+fn nonzero(id: u64) -> u64 {
+    if id == 0 { 1 } else { id }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initial_cluster() {
+        let members = parse_initial_cluster(
+            "a=http://127.0.0.1:2380,b=http://127.0.0.1:2381,c=http://127.0.0.1:2382",
+            "tok",
+        )
+        .unwrap();
+        assert_eq!(members.len(), 3);
+        assert_ne!(members[0].id, members[1].id);
+        assert_eq!(members[0].id, member_id(&["http://127.0.0.1:2380".into()], "tok"));
+        assert!(parse_initial_cluster("a", "t").is_err());
+        assert!(parse_initial_cluster("a=http://127.0.0.1:1,b=http://127.0.0.1:1", "t").is_err());
+        assert!(parse_url("https://1.2.3.4:5").is_err());
+        assert_eq!(parse_url("http://localhost:2379").unwrap().port(), 2379);
+    }
+}

@@ -1,0 +1,18 @@
+//! The Strata node: everything that touches sockets, threads, clocks and the disk's directory
+//! layout. The logic it runs lives in `strata-core`; this crate is the I/O shell around it.
+//!
+//! * [`shell`]: the driver thread that owns the node's Raft replicas and runs their rounds;
+//! * [`transport`]: node-to-node gRPC streams carrying batched Raft messages;
+//! * [`api`]: etcd's v3 gRPC services and the HTTP endpoints on the client port;
+//! * [`server`]: wires a node together from its [`config::NodeConfig`];
+//! * [`cli`]: the `strata` command line (`start`, `dev`, `get`, `put`, `del`, `status`).
+
+pub mod api;
+pub mod cli;
+pub mod cli_client;
+pub mod config;
+pub mod dev;
+pub mod pb;
+pub mod server;
+pub mod shell;
+pub mod transport;

@@ -1,0 +1,17 @@
+//! Generated gRPC code: etcd's services over `strata_core::pb` messages, and Strata's transport.
+#![allow(clippy::all, missing_docs)]
+
+pub use strata_core::pb::*;
+
+pub mod etcd {
+    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.rs"));
+}
+pub mod lock {
+    include!(concat!(env!("OUT_DIR"), "/v3lockpb.rs"));
+}
+pub mod election {
+    include!(concat!(env!("OUT_DIR"), "/v3electionpb.rs"));
+}
+pub mod transport {
+    include!(concat!(env!("OUT_DIR"), "/stratapb.rs"));
+}

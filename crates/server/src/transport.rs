@@ -1,0 +1,186 @@
+//! Node-to-node transport: one long-lived gRPC client stream per peer carrying batches of Raft
+//! messages, tagged with their range id.
+//!
+//! Sending never blocks the raftstore: messages go into a bounded per-peer queue, and a task
+//! per peer drains it into the stream, batching whatever has accumulated. When the queue is
+//! full the message is dropped and raft-rs is told the peer is unreachable — Raft is built to
+//! tolerate lost messages, and dropping beats buffering without bound. A broken stream is
+//! re-opened with backoff; HTTP/2 keep-alives detect a silent peer (a partition) within a few
+//! seconds, and connecting has its own deadline.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use strata_core::raftstore::{Message, OutMessage, decode_raft, encode_raft};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::pb::transport::raft_transport_client::RaftTransportClient;
+use crate::pb::transport::raft_transport_server::RaftTransport;
+use crate::pb::transport::{RaftBatch, RaftEnvelope, SendResponse};
+use crate::shell::{Input, Outbox, ShellHandle};
+
+/// Messages queued per peer before new ones are dropped.
+const PEER_QUEUE_MAX: usize = 8_192;
+/// Messages per batch on the wire at most.
+const BATCH_MESSAGES_MAX: usize = 512;
+/// Largest message accepted from a peer (snapshots travel whole for now).
+pub const PEER_MESSAGE_BYTES_MAX: usize = 512 * 1024 * 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Client URLs peers announced on their streams, for `MemberList`.
+pub type PeerClientUrls = Arc<Mutex<HashMap<u64, Vec<String>>>>;
+
+/// The sending side, owned by the shell.
+pub struct Transport {
+    peers: HashMap<u64, mpsc::Sender<OutMessage>>,
+    shell: Option<ShellHandle>,
+}
+
+impl Transport {
+    /// Starts a sender task per peer. `shell` receives unreachable reports once set.
+    pub fn start(
+        runtime: &tokio::runtime::Handle,
+        self_id: u64,
+        self_client_urls: Vec<String>,
+        peers: &[(u64, String)],
+        reports: Arc<Mutex<Option<ShellHandle>>>,
+    ) -> Self {
+        let mut senders = HashMap::new();
+        for (peer_id, url) in peers {
+            let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);
+            senders.insert(*peer_id, tx);
+            let url = if url.starts_with("http") { url.clone() } else { format!("http://{url}") };
+            runtime.spawn(peer_sender(self_id, self_client_urls.clone(), *peer_id, url, rx, reports.clone()));
+        }
+        Self { peers: senders, shell: None }
+    }
+
+    pub fn set_shell(&mut self, shell: ShellHandle) {
+        self.shell = Some(shell);
+    }
+}
+
+impl Outbox for Transport {
+    fn send(&mut self, messages: Vec<OutMessage>) {
+        for out in messages {
+            let to = out.message.to;
+            let range_id = out.range_id;
+            let Some(queue) = self.peers.get(&to) else { continue };
+            if queue.try_send(out).is_err() {
+                if let Some(shell) = &self.shell {
+                    let _ = shell.try_send(Input::Unreachable { range_id, peer: to });
+                }
+            }
+        }
+    }
+}
+
+async fn peer_sender(
+    self_id: u64,
+    client_urls: Vec<String>,
+    peer_id: u64,
+    url: String,
+    mut queue: mpsc::Receiver<OutMessage>,
+    reports: Arc<Mutex<Option<ShellHandle>>>,
+) {
+    let report = |input: Input| {
+        if let Some(shell) = reports.lock().expect("reports lock").as_ref() {
+            let _ = shell.try_send(input);
+        }
+    };
+    let mut backoff = Duration::from_millis(50);
+    let endpoint = match Endpoint::from_shared(url.clone()) {
+        Ok(e) => e
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(1))
+            .keep_alive_timeout(Duration::from_secs(3))
+            .keep_alive_while_idle(true),
+        Err(e) => {
+            tracing::error!(peer = peer_id, %url, error = %e, "invalid peer URL; not sending to it");
+            return;
+        }
+    };
+    loop {
+        let channel: Channel = endpoint.connect_lazy();
+        let mut client = RaftTransportClient::new(channel).max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
+        let (stream_tx, stream_rx) = mpsc::channel::<RaftBatch>(64);
+        let call = tokio::spawn(async move { client.send(Request::new(ReceiverStream::new(stream_rx))).await });
+        let mut first = true;
+        // Forward batches until the stream breaks.
+        let broken = loop {
+            let Some(out) = queue.recv().await else { return };
+            let mut batch = RaftBatch {
+                from_node: self_id,
+                messages: Vec::new(),
+                client_urls: if first { client_urls.clone() } else { Vec::new() },
+            };
+            let mut snapshots = Vec::new();
+            push(&mut batch, &mut snapshots, out);
+            while batch.messages.len() < BATCH_MESSAGES_MAX {
+                match queue.try_recv() {
+                    Ok(out) => push(&mut batch, &mut snapshots, out),
+                    Err(_) => break,
+                }
+            }
+            let sent = stream_tx.send(batch).await.is_ok() && !call.is_finished();
+            for range_id in snapshots {
+                report(Input::SnapshotStatus { range_id, peer: peer_id, delivered: sent });
+            }
+            if !sent {
+                break true;
+            }
+            first = false;
+            backoff = Duration::from_millis(50);
+        };
+        if broken {
+            call.abort();
+            report(Input::Unreachable { range_id: strata_core::FIRST_RANGE_ID, peer: peer_id });
+            tracing::debug!(peer = peer_id, %url, "stream to peer broken; reconnecting");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+        }
+    }
+}
+
+fn push(batch: &mut RaftBatch, snapshots: &mut Vec<u64>, out: OutMessage) {
+    if out.message.get_msg_type() == raft::prelude::MessageType::MsgSnapshot {
+        snapshots.push(out.range_id);
+    }
+    batch.messages.push(RaftEnvelope { range_id: out.range_id, message: encode_raft(&out.message) });
+}
+
+/// The receiving side: a gRPC service that hands every message to the shell.
+pub struct TransportService {
+    pub shell: ShellHandle,
+    pub peer_client_urls: PeerClientUrls,
+}
+
+#[tonic::async_trait]
+impl RaftTransport for TransportService {
+    async fn send(&self, request: Request<Streaming<RaftBatch>>) -> Result<Response<SendResponse>, Status> {
+        let mut stream = request.into_inner();
+        while let Some(batch) = stream.message().await? {
+            if !batch.client_urls.is_empty() {
+                self.peer_client_urls.lock().expect("urls lock").insert(batch.from_node, batch.client_urls);
+            }
+            for envelope in batch.messages {
+                let message: Message = match decode_raft("raft message", &envelope.message) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(from = batch.from_node, error = %e, "dropping undecodable raft message");
+                        continue;
+                    }
+                };
+                // A full queue drops the message; Raft will resend.
+                let _ = self.shell.try_send(Input::Raft { range_id: envelope.range_id, message });
+            }
+        }
+        Ok(Response::new(SendResponse {}))
+    }
+}

@@ -1,0 +1,171 @@
+//! The durable engine, on the `fjall` LSM-tree.
+//!
+//! Layout of a data directory:
+//!
+//! ```text
+//! <dir>/FORMAT   one line naming the storage format; written once, checked at every open
+//! <dir>/engine/  fjall's files (journal, tables)
+//! ```
+//!
+//! fjall is opened with manual journal persistence: a write reaches the OS with
+//! [`Durability::Buffered`] and the disk only with [`Durability::Sync`] or [`Engine::sync`],
+//! which is what lets the Raft driver pay one fsync for a whole round of work. fjall has one
+//! journal for all keyspaces, so writes become durable in the order they were made.
+
+use std::fs;
+use std::io::Write as _;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+
+use fjall::{Database, KeyspaceCreateOptions, PersistMode, Readable as _};
+
+use crate::{Durability, Engine, Error, Keyspace, Result, ScanIter, WriteBatch, WriteOp, checksum};
+
+/// The first line of `FORMAT`. Bump it when the on-disk layout changes incompatibly.
+const FORMAT_LINE: &str = "strata-storage 1 fjall-3";
+const FORMAT_FILE: &str = "FORMAT";
+
+pub struct FjallEngine {
+    db: Database,
+    keyspaces: [fjall::Keyspace; 3],
+    location: String,
+}
+
+impl FjallEngine {
+    /// Opens (or creates) the engine in `dir`. Refuses a directory that holds something other
+    /// than a Strata store, naming the file that is wrong.
+    pub fn open(dir: &Path) -> Result<Self> {
+        check_or_create_format(dir)?;
+        let engine_dir = dir.join("engine");
+        let location = engine_dir.display().to_string();
+        let engine_error = |message: String| Error::Engine { location: location.clone(), message };
+        // fjall reports damage as errors, but a store damaged in a way it does not expect could
+        // still trip an assertion inside it; refuse to start either way rather than crash.
+        let opened = catch_unwind(AssertUnwindSafe(|| {
+            Database::builder(&engine_dir).manual_journal_persist(true).open()
+        }));
+        let db = match opened {
+            Ok(Ok(db)) => db,
+            Ok(Err(e)) => return Err(engine_error(format!("cannot open the store: {e:?}"))),
+            Err(_) => return Err(engine_error("the store is damaged (open aborted)".into())),
+        };
+        let open_keyspace = |ks: Keyspace| {
+            db.keyspace(ks.name(), KeyspaceCreateOptions::default)
+                .map_err(|e| engine_error(format!("cannot open keyspace {ks}: {e:?}")))
+        };
+        let keyspaces =
+            [open_keyspace(Keyspace::Raft)?, open_keyspace(Keyspace::Mvcc)?, open_keyspace(Keyspace::Meta)?];
+        Ok(Self { db, keyspaces, location })
+    }
+
+    fn keyspace(&self, ks: Keyspace) -> &fjall::Keyspace {
+        match ks {
+            Keyspace::Raft => &self.keyspaces[0],
+            Keyspace::Mvcc => &self.keyspaces[1],
+            Keyspace::Meta => &self.keyspaces[2],
+        }
+    }
+
+    fn error(&self, what: &str, e: impl std::fmt::Debug) -> Error {
+        Error::Engine { location: self.location.clone(), message: format!("{what}: {e:?}") }
+    }
+
+    /// Bytes the store occupies on disk.
+    pub fn disk_space_bytes(&self) -> u64 {
+        self.db.disk_space().unwrap_or(0)
+    }
+}
+
+fn check_or_create_format(dir: &Path) -> Result<()> {
+    let format_path: PathBuf = dir.join(FORMAT_FILE);
+    let dir_error = |path: &Path, message: String| Error::DataDir { path: path.display().to_string(), message };
+    match fs::read_to_string(&format_path) {
+        Ok(content) => {
+            let first = content.lines().next().unwrap_or("");
+            if first != FORMAT_LINE {
+                return Err(dir_error(
+                    &format_path,
+                    format!("unsupported storage format {first:?} (this build reads {FORMAT_LINE:?}); refusing to start"),
+                ));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let occupied = fs::read_dir(dir).map(|mut entries| entries.next().is_some()).unwrap_or(false);
+            if occupied {
+                return Err(dir_error(
+                    &format_path,
+                    format!("missing: {} is not empty and is not a Strata data directory; refusing to start", dir.display()),
+                ));
+            }
+            fs::create_dir_all(dir).map_err(|e| dir_error(dir, format!("cannot create: {e}")))?;
+            let mut file =
+                fs::File::create(&format_path).map_err(|e| dir_error(&format_path, format!("cannot create: {e}")))?;
+            file.write_all(format!("{FORMAT_LINE}\n").as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(|e| dir_error(&format_path, format!("cannot write: {e}")))?;
+            // Make the new file's directory entry durable too.
+            if let Ok(d) = fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+            Ok(())
+        }
+        Err(e) => Err(dir_error(&format_path, format!("cannot read: {e}"))),
+    }
+}
+
+impl Engine for FjallEngine {
+    fn get(&self, keyspace: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.keyspace(keyspace).get(key) {
+            Ok(Some(framed)) => Ok(Some(checksum::open(&self.location, keyspace, key, &framed)?)),
+            Ok(None) => Ok(None),
+            Err(e) => Err(self.error("read failed", e)),
+        }
+    }
+
+    fn scan(&self, keyspace: Keyspace, start: &[u8], end: &[u8]) -> Result<ScanIter<'_>> {
+        let ks = self.keyspace(keyspace);
+        // A snapshot, so the scan is one point-in-time view however long the caller iterates.
+        let snapshot = self.db.snapshot();
+        let iter = if end.is_empty() {
+            snapshot.range(ks, start.to_vec()..)
+        } else if end <= start {
+            return Ok(Box::new(std::iter::empty()));
+        } else {
+            snapshot.range(ks, start.to_vec()..end.to_vec())
+        };
+        let location = self.location.clone();
+        Ok(Box::new(iter.map(move |guard| {
+            let (key, framed) = guard.into_inner().map_err(|e| Error::Engine {
+                location: location.clone(),
+                message: format!("scan failed: {e:?}"),
+            })?;
+            let value = checksum::open(&location, keyspace, &key, &framed)?;
+            Ok((key.to_vec(), value))
+        })))
+    }
+
+    fn write(&self, batch: &WriteBatch, durability: Durability) -> Result<()> {
+        crate::check_batch(batch, &self.location)?;
+        let mut fjall_batch = self.db.batch();
+        for op in batch.ops() {
+            match op {
+                WriteOp::Put { keyspace, key, value } => {
+                    fjall_batch.insert(self.keyspace(*keyspace), key.clone(), checksum::seal(key, value))
+                }
+                WriteOp::Delete { keyspace, key } => fjall_batch.remove(self.keyspace(*keyspace), key.clone()),
+            }
+        }
+        fjall_batch.commit().map_err(|e| self.error("write failed", e))?;
+        let mode = match durability {
+            Durability::Sync => PersistMode::SyncData,
+            // Hand the journal to the OS so a process crash loses nothing already written.
+            Durability::Buffered => PersistMode::Buffer,
+        };
+        self.db.persist(mode).map_err(|e| self.error("persist failed", e))
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.db.persist(PersistMode::SyncData).map_err(|e| self.error("fsync failed", e))
+    }
+}
