@@ -39,6 +39,7 @@ impl Metrics {
             ("strata_mvcc_revision", range.revision.load(Ordering::Acquire) as f64),
             ("strata_mvcc_compact_revision", range.compact_revision.load(Ordering::Acquire) as f64),
             ("strata_has_leader", f64::from(u8::from(range.leader_id.load(Ordering::Acquire) != 0))),
+            ("strata_raft_leader_id", range.leader_id.load(Ordering::Acquire) as f64),
         ];
         for (name, value) in gauges {
             let _ = writeln!(out, "# TYPE {name} gauge\n{name} {value}");

@@ -1,0 +1,223 @@
+//! Test support: real `strata` processes on 127.0.0.1, started and stopped by PID.
+//!
+//! Every cluster lives in its own temporary directory and on ports picked free by the OS, so
+//! tests run in parallel. Dropping a [`Cluster`] kills every process it started.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const STRATA: &str = env!("CARGO_BIN_EXE_strata");
+
+/// A free TCP port on 127.0.0.1 (free when returned; the OS may hand it out again later).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct Member {
+    pub name: String,
+    pub client_port: u16,
+    pub peer_port: u16,
+    pub data_dir: PathBuf,
+    pub child: Option<Child>,
+}
+
+impl Member {
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub members: Vec<Member>,
+    initial_cluster: String,
+    /// Extra flags for every member.
+    pub extra_args: Vec<String>,
+}
+
+impl Cluster {
+    /// Starts `n` members with fast Raft timing (20 ms ticks, 200 ms election timeout) and
+    /// waits until they have a leader.
+    pub fn start(n: usize) -> Self {
+        Self::start_with(n, &[])
+    }
+
+    pub fn start_with(n: usize, extra_args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let members: Vec<Member> = (1..=n)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client_port: free_port(),
+                peer_port: free_port(),
+                data_dir: dir.path().join(format!("m{i}")),
+                child: None,
+            })
+            .collect();
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Self {
+            dir,
+            members,
+            initial_cluster,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
+        for i in 0..n {
+            cluster.spawn(i);
+        }
+        cluster.wait_for_leader(Duration::from_secs(30));
+        cluster
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(Member::endpoint).collect()
+    }
+
+    pub fn endpoints_csv(&self) -> String {
+        self.endpoints().join(",")
+    }
+
+    fn log_path(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("{}.log", self.members[i].name))
+    }
+
+    /// Starts member `i` (again).
+    pub fn spawn(&mut self, i: usize) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(i)).unwrap();
+        let m = &self.members[i];
+        let child = Command::new(STRATA)
+            .arg("start")
+            .args(["--name", &m.name])
+            .arg("--data-dir")
+            .arg(&m.data_dir)
+            .args(["--listen-client-urls", &m.endpoint()])
+            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{}", m.peer_port)])
+            .args(["--initial-cluster", &self.initial_cluster])
+            .args(["--heartbeat-interval", "20", "--election-timeout", "200", "--request-timeout", "3000"])
+            .args(&self.extra_args)
+            .env("STRATA_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start strata");
+        self.members[i].child = Some(child);
+    }
+
+    /// `kill -9` member `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM member `i` and wait for it to exit.
+    pub fn stop(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn is_running(&mut self, i: usize) -> bool {
+        match &mut self.members[i].child {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// The log a member wrote, for failure messages.
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.log_path(i)).unwrap_or_default()
+    }
+
+    /// Waits until every running member reports the same known leader.
+    pub fn wait_for_leader(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let running: Vec<usize> = (0..self.members.len()).filter(|i| self.members[*i].child.is_some()).collect();
+        loop {
+            let leaders: Vec<Option<u64>> = running.iter().map(|i| leader_of(&self.members[*i].endpoint())).collect();
+            if let Some(Some(first)) = leaders.first() {
+                if *first != 0 && leaders.iter().all(|l| *l == Some(*first)) {
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                let logs: String = running.iter().map(|i| format!("--- {}\n{}", self.members[*i].name, self.log(*i))).collect();
+                panic!("no leader after {timeout:?}: {leaders:?}\n{logs}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for m in &mut self.members {
+            if let Some(mut child) = m.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// The leader a member knows of, read from its `/metrics` over plain HTTP (no async runtime,
+/// so it works inside and outside tokio tests).
+pub fn leader_of(endpoint: &str) -> Option<u64> {
+    let body = http_get(endpoint, "/metrics")?;
+    let line = body.lines().find(|l| l.starts_with("strata_raft_leader_id "))?;
+    line.split_whitespace().nth(1)?.parse::<f64>().ok().map(|v| v as u64)
+}
+
+/// A minimal HTTP/1.1 GET; returns the body.
+pub fn http_get(endpoint: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let addr = endpoint.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_millis(500)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (_, body) = response.split_once("\r\n\r\n")?;
+    Some(body.to_string())
+}
+
+/// Runs a command and returns (success, stdout, stderr).
+pub fn run(program: &str, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(program).args(args).env("ETCDCTL_API", "3").output().unwrap_or_else(|e| {
+        panic!("cannot run {program}: {e} — the test suite needs it installed (see README)")
+    });
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Connects an etcd-client to the given endpoints.
+pub async fn client(endpoints: &[String]) -> etcd_client::Client {
+    let options = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(Duration::from_secs(5));
+    etcd_client::Client::connect(endpoints, Some(options)).await.expect("connect")
+}
+
+pub fn path_exists(p: &Path) -> bool {
+    p.exists()
+}
