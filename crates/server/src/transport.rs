@@ -110,16 +110,22 @@ async fn peer_sender(
         let channel: Channel = endpoint.connect_lazy();
         let mut client = RaftTransportClient::new(channel).max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
         let (stream_tx, stream_rx) = mpsc::channel::<RaftBatch>(64);
-        let call = tokio::spawn(async move { client.send(Request::new(ReceiverStream::new(stream_rx))).await });
-        let mut first = true;
+        let mut call = tokio::spawn(async move { client.send(Request::new(ReceiverStream::new(stream_rx))).await });
+        // Introduce ourselves right away (not only with the first Raft message), so every
+        // member learns every other member's client URLs even if they never exchange messages.
+        let hello = RaftBatch { from_node: self_id, messages: Vec::new(), client_urls: client_urls.clone() };
+        let mut broken = stream_tx.send(hello).await.is_err();
         // Forward batches until the stream breaks.
-        let broken = loop {
-            let Some(out) = queue.recv().await else { return };
-            let mut batch = RaftBatch {
-                from_node: self_id,
-                messages: Vec::new(),
-                client_urls: if first { client_urls.clone() } else { Vec::new() },
+        while !broken {
+            // Wait for work, but notice a stream that ends on its own (peer gone) right away.
+            let out = tokio::select! {
+                out = queue.recv() => match out {
+                    Some(out) => out,
+                    None => return,
+                },
+                _ = &mut call => break,
             };
+            let mut batch = RaftBatch { from_node: self_id, messages: Vec::new(), client_urls: Vec::new() };
             let mut snapshots = Vec::new();
             push(&mut batch, &mut snapshots, out);
             while batch.messages.len() < BATCH_MESSAGES_MAX {
@@ -132,13 +138,12 @@ async fn peer_sender(
             for range_id in snapshots {
                 report(Input::SnapshotStatus { range_id, peer: peer_id, delivered: sent });
             }
-            if !sent {
-                break true;
+            broken = !sent;
+            if sent {
+                backoff = Duration::from_millis(50);
             }
-            first = false;
-            backoff = Duration::from_millis(50);
-        };
-        if broken {
+        }
+        {
             call.abort();
             report(Input::Unreachable { range_id: strata_core::FIRST_RANGE_ID, peer: peer_id });
             tracing::debug!(peer = peer_id, %url, "stream to peer broken; reconnecting");

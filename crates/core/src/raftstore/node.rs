@@ -33,6 +33,10 @@ pub struct Config {
     /// Largest batch of entries in one append message.
     pub append_bytes_max: u64,
     pub inflight_appends_max: usize,
+    /// Re-issue a ReadIndex request unanswered after this many ticks. raft-rs drops one it
+    /// cannot serve (no leader known, or a new leader that has not yet committed an entry of its
+    /// term), so the retry is what bounds the wait.
+    pub read_retry_ticks: u64,
 }
 
 impl Config {
@@ -47,6 +51,7 @@ impl Config {
             log_entries_keep: 2_000,
             append_bytes_max: 1024 * 1024,
             inflight_appends_max: 256,
+            read_retry_ticks: 3,
         }
     }
 }
@@ -178,7 +183,7 @@ impl Node {
     /// Advances logical time by one tick for every replica.
     pub fn tick(&mut self) {
         self.ticks += 1;
-        let retry_after = self.config.election_ticks as u64;
+        let retry_after = self.config.read_retry_ticks;
         for replica in self.replicas.values_mut() {
             replica.raw.tick();
             // A ReadIndex request can be lost (dropped message, leader change): re-issue it.
