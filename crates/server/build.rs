@@ -25,10 +25,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .extern_path(".v3lockpb", "::strata_core::pb::v3lockpb")
         .extern_path(".v3electionpb", "::strata_core::pb::v3electionpb")
         .compile_with_config(config(), &etcd_files, &[proto_root.clone(), include.clone()])?;
-    tonic_prost_build::configure()
-        .build_client(true)
-        .build_server(true)
-        .compile_with_config(config(), &[proto_root.join("strata/raft.proto")], &[proto_root.clone(), include])?;
+    tonic_prost_build::configure().build_client(true).build_server(true).compile_with_config(
+        config(),
+        &[proto_root.join("strata/raft.proto")],
+        &[proto_root.clone(), include],
+    )?;
     println!("cargo:rerun-if-changed={}", proto_root.display());
     Ok(())
 }

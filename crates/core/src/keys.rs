@@ -147,7 +147,7 @@ mod tests {
 
     #[test]
     fn versions_sort_by_key_then_newest_first() {
-        let mut keys = vec![
+        let mut keys = [
             version(b"a", 1),
             version(b"a", 5),
             version(b"a\x00", 3),

@@ -41,9 +41,19 @@ impl TestCluster {
     fn new(config: fn(u64) -> Config) -> Self {
         let engines: Vec<MemEngine> = (0..3).map(|_| MemEngine::new()).collect();
         let nodes = (1..=3)
-            .map(|id| Some(Node::open(config(id), Arc::new(engines[id as usize - 1].clone())).unwrap()))
+            .map(|id| {
+                Some(Node::open(config(id), Arc::new(engines[id as usize - 1].clone())).unwrap())
+            })
             .collect();
-        Self { engines, nodes, isolated: HashSet::new(), in_flight: Vec::new(), next_proposal: 1, config, reads_ready: Vec::new() }
+        Self {
+            engines,
+            nodes,
+            isolated: HashSet::new(),
+            in_flight: Vec::new(),
+            next_proposal: 1,
+            config,
+            reads_ready: Vec::new(),
+        }
     }
 
     fn node(&mut self, id: u64) -> &mut Node {
@@ -82,7 +92,14 @@ impl TestCluster {
             .iter()
             .enumerate()
             .filter(|(i, n)| n.is_some() && !self.isolated.contains(&(*i as u64 + 1)))
-            .map(|(_, n)| n.as_ref().unwrap().shared(FIRST_RANGE_ID).unwrap().leader_id.load(std::sync::atomic::Ordering::Acquire))
+            .map(|(_, n)| {
+                n.as_ref()
+                    .unwrap()
+                    .shared(FIRST_RANGE_ID)
+                    .unwrap()
+                    .leader_id
+                    .load(std::sync::atomic::Ordering::Acquire)
+            })
             .collect();
         match leaders.into_iter().collect::<Vec<_>>()[..] {
             [id] if id != 0 => Some(id),
@@ -104,7 +121,8 @@ impl TestCluster {
     fn put(&mut self, via: u64, key: &str, value: &str) -> i64 {
         let id = self.next_proposal;
         self.next_proposal += 1;
-        let request = Request::Put(PutRequest { key: key.into(), value: value.into(), ..Default::default() });
+        let request =
+            Request::Put(PutRequest { key: key.into(), value: value.into(), ..Default::default() });
         self.node(via).propose(FIRST_RANGE_ID, id, request).unwrap();
         for _ in 0..500 {
             for (node, pid, result) in self.step() {
@@ -198,7 +216,11 @@ fn restarts_from_durable_state_after_power_loss() {
     cluster.run(20);
     for id in 1..=3 {
         for i in 0..=10 {
-            assert_eq!(cluster.get(id, &format!("k{i}")), Some(b"v".to_vec()), "node {id} lost k{i}");
+            assert_eq!(
+                cluster.get(id, &format!("k{i}")),
+                Some(b"v".to_vec()),
+                "node {id} lost k{i}"
+            );
         }
     }
 }

@@ -23,7 +23,7 @@ use std::path::Path;
 
 use strata_core::command::Request;
 use strata_core::mvcc::view::View;
-use strata_core::mvcc::{Applier, AppliedState, Limits, Response, read, validate};
+use strata_core::mvcc::{AppliedState, Applier, Limits, Response, read, validate};
 use strata_core::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use strata_core::pb::etcdserverpb::range_request::{SortOrder, SortTarget};
 use strata_core::pb::etcdserverpb::request_op::Request as Op;
@@ -82,19 +82,21 @@ fn flag(args: &[&str], name: &str) -> bool {
 }
 
 fn range_request(key: &str, args: &[&str]) -> RangeRequest {
-    let target = args.iter().find_map(|a| a.strip_prefix("sort=")).map_or(SortTarget::Key, |t| match t {
-        "key" => SortTarget::Key,
-        "version" => SortTarget::Version,
-        "create" => SortTarget::Create,
-        "mod" => SortTarget::Mod,
-        "value" => SortTarget::Value,
-        other => panic!("unknown sort target {other}"),
-    });
-    let order = args.iter().find_map(|a| a.strip_prefix("order=")).map_or(SortOrder::None, |o| match o {
-        "asc" => SortOrder::Ascend,
-        "desc" => SortOrder::Descend,
-        other => panic!("unknown order {other}"),
-    });
+    let target =
+        args.iter().find_map(|a| a.strip_prefix("sort=")).map_or(SortTarget::Key, |t| match t {
+            "key" => SortTarget::Key,
+            "version" => SortTarget::Version,
+            "create" => SortTarget::Create,
+            "mod" => SortTarget::Mod,
+            "value" => SortTarget::Value,
+            other => panic!("unknown sort target {other}"),
+        });
+    let order =
+        args.iter().find_map(|a| a.strip_prefix("order=")).map_or(SortOrder::None, |o| match o {
+            "asc" => SortOrder::Ascend,
+            "desc" => SortOrder::Descend,
+            other => panic!("unknown order {other}"),
+        });
     RangeRequest {
         key: key.into(),
         range_end: span(key, args),
@@ -135,16 +137,30 @@ fn parse_compare(text: &str) -> Compare {
         "lease" => (CompareTarget::Lease, TargetUnion::Lease(value.parse().unwrap())),
         other => panic!("unknown compare target {other}"),
     };
-    Compare { result: result as i32, target: target as i32, key: key.into(), range_end: vec![], target_union: Some(union) }
+    Compare {
+        result: result as i32,
+        target: target as i32,
+        key: key.into(),
+        range_end: vec![],
+        target_union: Some(union),
+    }
 }
 
 fn parse_op(text: &str) -> RequestOp {
     let open = text.find('(').unwrap();
     let args: Vec<&str> = text[open + 1..text.len() - 1].split(',').collect();
     let request = match &text[..open] {
-        "put" => Op::RequestPut(PutRequest { key: args[0].into(), value: args[1].into(), ..Default::default() }),
+        "put" => Op::RequestPut(PutRequest {
+            key: args[0].into(),
+            value: args[1].into(),
+            ..Default::default()
+        }),
         "get" => Op::RequestRange(RangeRequest { key: args[0].into(), ..Default::default() }),
-        "range" => Op::RequestRange(RangeRequest { key: args[0].into(), range_end: args[1].into(), ..Default::default() }),
+        "range" => Op::RequestRange(RangeRequest {
+            key: args[0].into(),
+            range_end: args[1].into(),
+            ..Default::default()
+        }),
         "del" => Op::RequestDeleteRange(DeleteRangeRequest {
             key: args[0].into(),
             range_end: args.get(1).map_or(Vec::new(), |e| e.as_bytes().to_vec()),
@@ -178,7 +194,13 @@ fn show_range(out: &mut String, indent: &str, r: &RangeResponse) {
     for kv in &r.kvs {
         show_kv(out, indent, kv);
     }
-    let _ = writeln!(out, "{indent}count={} more={} revision={}", r.count, r.more, r.header.as_ref().unwrap().revision);
+    let _ = writeln!(
+        out,
+        "{indent}count={} more={} revision={}",
+        r.count,
+        r.more,
+        r.header.as_ref().unwrap().revision
+    );
 }
 
 fn show_response(out: &mut String, indent: &str, response: &OpResponse) {
@@ -230,14 +252,21 @@ fn run_command(store: &mut Store, line: &str) -> String {
             }
             "del" => {
                 let args = &words[2..];
-                let req = DeleteRangeRequest { key: words[1].into(), range_end: span(words[1], args), prev_kv: flag(args, "prev_kv") };
+                let req = DeleteRangeRequest {
+                    key: words[1].into(),
+                    range_end: span(words[1], args),
+                    prev_kv: flag(args, "prev_kv"),
+                };
                 validate::check_delete_range(&req)?;
-                let Response::DeleteRange(r) = store.write(Request::DeleteRange(req))? else { unreachable!() };
+                let Response::DeleteRange(r) = store.write(Request::DeleteRange(req))? else {
+                    unreachable!()
+                };
                 for kv in &r.prev_kvs {
                     out.push_str("prev: ");
                     show_kv(&mut out, "", kv);
                 }
-                let _ = writeln!(out, "deleted={} revision={}", r.deleted, r.header.unwrap().revision);
+                let _ =
+                    writeln!(out, "deleted={} revision={}", r.deleted, r.header.unwrap().revision);
             }
             "txn" => {
                 let args = &words[1..];
@@ -248,14 +277,22 @@ fn run_command(store: &mut Store, line: &str) -> String {
                 };
                 validate::check_txn(&req, &Limits::default())?;
                 let Response::Txn(r) = store.write(Request::Txn(req))? else { unreachable!() };
-                let _ = writeln!(out, "succeeded={} revision={}", r.succeeded, r.header.unwrap().revision);
+                let _ = writeln!(
+                    out,
+                    "succeeded={} revision={}",
+                    r.succeeded,
+                    r.header.unwrap().revision
+                );
                 for op in &r.responses {
                     show_response(&mut out, "  ", op.response.as_ref().unwrap());
                 }
             }
             "compact" => {
-                let req = CompactionRequest { revision: words[1].parse().unwrap(), physical: false };
-                let Response::Compaction(r) = store.write(Request::Compaction(req))? else { unreachable!() };
+                let req =
+                    CompactionRequest { revision: words[1].parse().unwrap(), physical: false };
+                let Response::Compaction(r) = store.write(Request::Compaction(req))? else {
+                    unreachable!()
+                };
                 let _ = writeln!(out, "compacted revision={}", r.header.unwrap().revision);
             }
             other => panic!("unknown command {other}"),
@@ -311,8 +348,15 @@ fn mvcc_golden_scenarios() {
         if update {
             std::fs::write(&path, &rendered).unwrap();
         } else if original != rendered {
-            failures.push(format!("{}:\n--- expected\n{original}\n--- actual\n{rendered}", path.display()));
+            failures.push(format!(
+                "{}:\n--- expected\n{original}\n--- actual\n{rendered}",
+                path.display()
+            ));
         }
     }
-    assert!(failures.is_empty(), "golden files differ (UPDATE_GOLDEN=1 to accept):\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "golden files differ (UPDATE_GOLDEN=1 to accept):\n{}",
+        failures.join("\n")
+    );
 }

@@ -11,7 +11,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{self, NodeConfig};
 
 #[derive(Parser)]
-#[command(name = "strata", version, about = "Strata: a replicated, etcd-compatible key-value store")]
+#[command(
+    name = "strata",
+    version,
+    about = "Strata: a replicated, etcd-compatible key-value store"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -73,28 +77,43 @@ pub struct StartArgs {
 impl StartArgs {
     pub fn to_config(&self) -> anyhow::Result<NodeConfig> {
         let first = |urls: &str| urls.split(',').next().unwrap_or("").trim().to_string();
-        let listen_client = config::parse_url(&first(&self.listen_client_urls)).context("--listen-client-urls")?;
-        let listen_peer = config::parse_url(&first(&self.listen_peer_urls)).context("--listen-peer-urls")?;
-        let advertise_peer = self.initial_advertise_peer_urls.clone().unwrap_or_else(|| self.listen_peer_urls.clone());
-        let advertise_client = self.advertise_client_urls.clone().unwrap_or_else(|| self.listen_client_urls.clone());
-        let initial_cluster = self.initial_cluster.clone().unwrap_or_else(|| format!("{}={}", self.name, first(&advertise_peer)));
+        let listen_client =
+            config::parse_url(&first(&self.listen_client_urls)).context("--listen-client-urls")?;
+        let listen_peer =
+            config::parse_url(&first(&self.listen_peer_urls)).context("--listen-peer-urls")?;
+        let advertise_peer = self
+            .initial_advertise_peer_urls
+            .clone()
+            .unwrap_or_else(|| self.listen_peer_urls.clone());
+        let advertise_client =
+            self.advertise_client_urls.clone().unwrap_or_else(|| self.listen_client_urls.clone());
+        let initial_cluster = self
+            .initial_cluster
+            .clone()
+            .unwrap_or_else(|| format!("{}={}", self.name, first(&advertise_peer)));
         let members = config::parse_initial_cluster(&initial_cluster, &self.initial_cluster_token)?;
         let Some(me) = members.iter().find(|m| m.name == self.name) else {
             bail!("--initial-cluster has no member named {:?} (--name)", self.name);
         };
-        let mut advertised: Vec<String> = advertise_peer.split(',').map(|s| s.trim().to_string()).collect();
+        let mut advertised: Vec<String> =
+            advertise_peer.split(',').map(|s| s.trim().to_string()).collect();
         advertised.sort();
         if advertised != me.peer_urls {
             bail!(
                 "--initial-advertise-peer-urls {:?} do not match --initial-cluster's URLs for {:?}: {:?}",
-                advertised, self.name, me.peer_urls
+                advertised,
+                self.name,
+                me.peer_urls
             );
         }
-        let data_dir = self.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("{}.strata", self.name)));
+        let data_dir =
+            self.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("{}.strata", self.name)));
         match self.initial_cluster_state.as_str() {
             "new" => {}
             "existing" if data_dir.join("FORMAT").exists() => {}
-            "existing" => bail!("--initial-cluster-state existing: joining a running cluster is not supported yet (membership changes are on the roadmap)"),
+            "existing" => bail!(
+                "--initial-cluster-state existing: joining a running cluster is not supported yet (membership changes are on the roadmap)"
+            ),
             other => bail!("--initial-cluster-state must be `new` or `existing`, not {other:?}"),
         }
         if self.heartbeat_interval == 0 || self.election_timeout < 5 * self.heartbeat_interval {
@@ -104,7 +123,10 @@ impl StartArgs {
             name: self.name.clone(),
             data_dir,
             listen_client,
-            advertise_client_urls: advertise_client.split(',').map(|s| s.trim().to_string()).collect(),
+            advertise_client_urls: advertise_client
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .collect(),
             listen_peer,
             members,
             cluster_token: self.initial_cluster_token.clone(),
@@ -168,9 +190,16 @@ pub fn main() -> ExitCode {
                 crate::server::run(config, shutdown_signal()).await
             }
             Command::Dev(args) => crate::dev::run(args, shutdown_signal()).await,
-            Command::Get(args) => crate::cli_client::get(&args.client.endpoints, &args.key, args.prefix, args.rev).await,
-            Command::Put(args) => crate::cli_client::put(&args.client.endpoints, &args.key, &args.value).await,
-            Command::Del(args) => crate::cli_client::del(&args.client.endpoints, &args.key, args.prefix).await,
+            Command::Get(args) => {
+                crate::cli_client::get(&args.client.endpoints, &args.key, args.prefix, args.rev)
+                    .await
+            }
+            Command::Put(args) => {
+                crate::cli_client::put(&args.client.endpoints, &args.key, &args.value).await
+            }
+            Command::Del(args) => {
+                crate::cli_client::del(&args.client.endpoints, &args.key, args.prefix).await
+            }
             Command::Status(args) => crate::cli_client::status(&args.endpoints).await,
         }
     });
@@ -186,7 +215,8 @@ pub fn main() -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -79,11 +79,17 @@ pub async fn del(spec: &str, key: &str, prefix: bool) -> anyhow::Result<()> {
 }
 
 pub async fn status(spec: &str) -> anyhow::Result<()> {
-    println!("{:<28} {:>18} {:>18} {:>6} {:>10} {:>10}", "ENDPOINT", "MEMBER", "LEADER", "TERM", "INDEX", "REVISION");
+    println!(
+        "{:<28} {:>18} {:>18} {:>6} {:>10} {:>10}",
+        "ENDPOINT", "MEMBER", "LEADER", "TERM", "INDEX", "REVISION"
+    );
     for endpoint in endpoints(spec) {
         let result = async {
             let mut client = MaintenanceClient::new(connect(&endpoint).await?);
-            let status = client.status(StatusRequest {}).await.map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+            let status = client
+                .status(StatusRequest {})
+                .await
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
             anyhow::Ok(status.into_inner())
         }
         .await;

@@ -65,7 +65,11 @@ pub fn parse_initial_cluster(spec: &str, token: &str) -> anyhow::Result<Vec<Memb
         parse_url(url).with_context(|| format!("--initial-cluster entry {part:?}"))?;
         match members.iter_mut().find(|m| m.name == name) {
             Some(m) => m.peer_urls.push(url.to_string()),
-            None => members.push(Member { id: 0, name: name.to_string(), peer_urls: vec![url.to_string()] }),
+            None => members.push(Member {
+                id: 0,
+                name: name.to_string(),
+                peer_urls: vec![url.to_string()],
+            }),
         }
     }
     if members.is_empty() {

@@ -23,9 +23,13 @@ pub struct DevArgs {
     pub members: u16,
 }
 
-pub async fn run(args: DevArgs, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    args: DevArgs,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find the strata binary")?;
-    std::fs::create_dir_all(&args.dir).with_context(|| format!("cannot create {}", args.dir.display()))?;
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("cannot create {}", args.dir.display()))?;
     let names: Vec<String> = (1..=args.members).map(|i| format!("s{i}")).collect();
     let peer_url = |i: u16| format!("http://127.0.0.1:{}", args.port + 100 + i);
     let client_url = |i: u16| format!("http://127.0.0.1:{}", args.port + i);

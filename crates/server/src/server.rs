@@ -29,19 +29,24 @@ use crate::transport::{PEER_MESSAGE_BYTES_MAX, Transport, TransportService};
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
 /// Runs a node until `shutdown` resolves.
-pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    config: NodeConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let fjall = Arc::new(FjallEngine::open(&config.data_dir)?);
     let engine: Arc<dyn Engine> = fjall.clone();
 
     let member_id = config.member_id();
-    let epoch = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
+    let epoch =
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
     let voters: Vec<u64> = config.members.iter().map(|m| m.id).collect();
     let mut raft_config = RaftConfig::new(member_id, epoch, voters);
     raft_config.election_ticks = config.election_ticks;
-    let node = Node::open(raft_config, engine.clone())
-        .with_context(|| format!("cannot open the node's state in {}", config.data_dir.display()))?;
+    let node = Node::open(raft_config, engine.clone()).with_context(|| {
+        format!("cannot open the node's state in {}", config.data_dir.display())
+    })?;
 
     let peers: Vec<(u64, String)> = config
         .members
@@ -50,21 +55,16 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         .map(|m| (m.id, m.peer_urls[0].clone()))
         .collect();
     let reports = Arc::new(Mutex::new(None));
-    let mut transport = Transport::start(
+    let transport = Transport::start(
         &tokio::runtime::Handle::current(),
         member_id,
         config.advertise_client_urls.clone(),
         &peers,
         reports.clone(),
     );
-    // The transport needs the shell's handle and the shell needs the transport: break the
-    // cycle by handing the handle over after spawning.
-    let (handle_tx, handle_rx) = std::sync::mpsc::channel();
-    let outbox = DeferredOutbox { transport: None, handle_rx: Some(handle_rx) };
-    let (handle, _thread) = shell::spawn(node, outbox, config.tick_interval)?;
-    transport.set_shell(handle.clone());
+    let (handle, _thread) = shell::spawn(node, transport, config.tick_interval)?;
+    // The transport reports undeliverable messages to the shell from now on.
     *reports.lock().expect("reports lock") = Some(handle.clone());
-    handle_tx.send(transport).ok();
 
     let peer_client_urls = Arc::new(Mutex::new(Default::default()));
     let limits = Limits::default();
@@ -88,17 +88,22 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
     let request_bytes_max = limits.request_bytes_max + GRPC_OVERHEAD_BYTES;
     // gRPC services are routed by path prefix; everything else (HTTP routes, and gRPC calls to
     // services not served yet) goes to the HTTP router.
-    let kv = KvServer::new(KvService { api: api.clone() }).max_decoding_message_size(request_bytes_max);
+    let kv =
+        KvServer::new(KvService { api: api.clone() }).max_decoding_message_size(request_bytes_max);
     let client_app = http::router(api.clone())
         .route_service("/etcdserverpb.KV/{*method}", kv)
         .route_service(
             "/etcdserverpb.Maintenance/{*method}",
             MaintenanceServer::new(MaintenanceService { api: api.clone() }),
         )
-        .route_service("/etcdserverpb.Cluster/{*method}", ClusterServer::new(ClusterService { api: api.clone() }));
+        .route_service(
+            "/etcdserverpb.Cluster/{*method}",
+            ClusterServer::new(ClusterService { api: api.clone() }),
+        );
 
-    let peer_service = RaftTransportServer::new(TransportService { shell: handle.clone(), peer_client_urls })
-        .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX);
+    let peer_service =
+        RaftTransportServer::new(TransportService { shell: handle.clone(), peer_client_urls })
+            .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX);
     let peer_server = tonic::transport::Server::builder()
         .add_service(peer_service)
         .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(peer_listener));
@@ -121,26 +126,4 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
     // Dropping the last shell handles stops the raftstore thread; every acknowledged write is
     // already durable, so nothing needs flushing.
     Ok(())
-}
-
-/// Gives the shell its transport once both exist.
-struct DeferredOutbox {
-    transport: Option<Transport>,
-    handle_rx: Option<std::sync::mpsc::Receiver<Transport>>,
-}
-
-impl shell::Outbox for DeferredOutbox {
-    fn send(&mut self, messages: Vec<strata_core::raftstore::OutMessage>) {
-        if self.transport.is_none() {
-            if let Some(rx) = &self.handle_rx {
-                if let Ok(transport) = rx.recv() {
-                    self.transport = Some(transport);
-                    self.handle_rx = None;
-                }
-            }
-        }
-        if let Some(transport) = &mut self.transport {
-            transport.send(messages);
-        }
-    }
 }

@@ -28,11 +28,30 @@ const INPUT_QUEUE_MAX: usize = 16_384;
 const INPUTS_PER_ROUND_MAX: usize = 4_096;
 
 pub enum Input {
-    Propose { range_id: RangeId, request: Request, deadline: Instant, reply: oneshot::Sender<Result<Response, Error>> },
-    Read { range_id: RangeId, deadline: Instant, reply: oneshot::Sender<Result<(), Error>> },
-    Raft { range_id: RangeId, message: Message },
-    Unreachable { range_id: RangeId, peer: u64 },
-    SnapshotStatus { range_id: RangeId, peer: u64, delivered: bool },
+    Propose {
+        range_id: RangeId,
+        request: Request,
+        deadline: Instant,
+        reply: oneshot::Sender<Result<Response, Error>>,
+    },
+    Read {
+        range_id: RangeId,
+        deadline: Instant,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    Raft {
+        range_id: RangeId,
+        message: Message,
+    },
+    Unreachable {
+        range_id: RangeId,
+        peer: u64,
+    },
+    SnapshotStatus {
+        range_id: RangeId,
+        peer: u64,
+        delivered: bool,
+    },
 }
 
 /// Where the shell sends messages for peers (the transport).
@@ -60,7 +79,12 @@ impl ShellHandle {
     }
 
     /// Proposes a request and waits for it to be applied (or to fail).
-    pub async fn propose(&self, range_id: RangeId, request: Request, timeout: Duration) -> Result<Response, Error> {
+    pub async fn propose(
+        &self,
+        range_id: RangeId,
+        request: Request,
+        timeout: Duration,
+    ) -> Result<Response, Error> {
         let (reply, rx) = oneshot::channel();
         let deadline = Instant::now() + timeout;
         self.try_send(Input::Propose { range_id, request, deadline, reply })?;
@@ -110,9 +134,14 @@ pub struct Shell<O: Outbox> {
 
 /// Starts the shell thread. It runs until every handle is dropped or storage fails; a storage
 /// failure stops the process (see `run`).
-pub fn spawn<O: Outbox>(node: Node, outbox: O, tick_interval: Duration) -> std::io::Result<(ShellHandle, std::thread::JoinHandle<()>)> {
+pub fn spawn<O: Outbox>(
+    node: Node,
+    outbox: O,
+    tick_interval: Duration,
+) -> std::io::Result<(ShellHandle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = sync_channel(INPUT_QUEUE_MAX);
-    let shared = node.range_ids().into_iter().filter_map(|id| Some((id, node.shared(id)?))).collect();
+    let shared =
+        node.range_ids().into_iter().filter_map(|id| Some((id, node.shared(id)?))).collect();
     let handle = ShellHandle { tx, shared };
     let mut shell = Shell {
         node,
@@ -124,7 +153,8 @@ pub fn spawn<O: Outbox>(node: Node, outbox: O, tick_interval: Duration) -> std::
         unproposed: Vec::new(),
         reads: HashMap::new(),
     };
-    let thread = std::thread::Builder::new().name("strata-raftstore".into()).spawn(move || shell.run())?;
+    let thread =
+        std::thread::Builder::new().name("strata-raftstore".into()).spawn(move || shell.run())?;
     Ok((handle, thread))
 }
 
@@ -230,7 +260,8 @@ impl<O: Outbox> Shell<O> {
 }
 
 fn expire<T>(waiting: &mut HashMap<u64, Waiting<T>>, now: Instant) {
-    let expired: Vec<u64> = waiting.iter().filter(|(_, w)| w.deadline <= now).map(|(id, _)| *id).collect();
+    let expired: Vec<u64> =
+        waiting.iter().filter(|(_, w)| w.deadline <= now).map(|(id, _)| *id).collect();
     for id in expired {
         if let Some(w) = waiting.remove(&id) {
             let _ = w.reply.send(Err(Error::Timeout));

@@ -35,33 +35,45 @@ const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Client URLs peers announced on their streams, for `MemberList`.
 pub type PeerClientUrls = Arc<Mutex<HashMap<u64, Vec<String>>>>;
 
+/// Where the transport reports undeliverable messages: the shell, once it runs.
+pub type Reports = Arc<Mutex<Option<ShellHandle>>>;
+
+fn report(reports: &Reports, input: Input) {
+    if let Some(shell) = reports.lock().expect("reports lock").as_ref() {
+        let _ = shell.try_send(input);
+    }
+}
+
 /// The sending side, owned by the shell.
 pub struct Transport {
     peers: HashMap<u64, mpsc::Sender<OutMessage>>,
-    shell: Option<ShellHandle>,
+    reports: Reports,
 }
 
 impl Transport {
-    /// Starts a sender task per peer. `shell` receives unreachable reports once set.
+    /// Starts a sender task per peer. Undeliverable messages are reported to `reports`.
     pub fn start(
         runtime: &tokio::runtime::Handle,
         self_id: u64,
         self_client_urls: Vec<String>,
         peers: &[(u64, String)],
-        reports: Arc<Mutex<Option<ShellHandle>>>,
+        reports: Reports,
     ) -> Self {
         let mut senders = HashMap::new();
         for (peer_id, url) in peers {
             let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);
             senders.insert(*peer_id, tx);
             let url = if url.starts_with("http") { url.clone() } else { format!("http://{url}") };
-            runtime.spawn(peer_sender(self_id, self_client_urls.clone(), *peer_id, url, rx, reports.clone()));
+            runtime.spawn(peer_sender(
+                self_id,
+                self_client_urls.clone(),
+                *peer_id,
+                url,
+                rx,
+                reports.clone(),
+            ));
         }
-        Self { peers: senders, shell: None }
-    }
-
-    pub fn set_shell(&mut self, shell: ShellHandle) {
-        self.shell = Some(shell);
+        Self { peers: senders, reports }
     }
 }
 
@@ -72,9 +84,7 @@ impl Outbox for Transport {
             let range_id = out.range_id;
             let Some(queue) = self.peers.get(&to) else { continue };
             if queue.try_send(out).is_err() {
-                if let Some(shell) = &self.shell {
-                    let _ = shell.try_send(Input::Unreachable { range_id, peer: to });
-                }
+                report(&self.reports, Input::Unreachable { range_id, peer: to });
             }
         }
     }
@@ -86,13 +96,9 @@ async fn peer_sender(
     peer_id: u64,
     url: String,
     mut queue: mpsc::Receiver<OutMessage>,
-    reports: Arc<Mutex<Option<ShellHandle>>>,
+    reports: Reports,
 ) {
-    let report = |input: Input| {
-        if let Some(shell) = reports.lock().expect("reports lock").as_ref() {
-            let _ = shell.try_send(input);
-        }
-    };
+    let report = |input: Input| report(&reports, input);
     let mut backoff = Duration::from_millis(50);
     let endpoint = match Endpoint::from_shared(url.clone()) {
         Ok(e) => e
@@ -108,12 +114,20 @@ async fn peer_sender(
     };
     loop {
         let channel: Channel = endpoint.connect_lazy();
-        let mut client = RaftTransportClient::new(channel).max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
+        let mut client =
+            RaftTransportClient::new(channel).max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
         let (stream_tx, stream_rx) = mpsc::channel::<RaftBatch>(64);
-        let mut call = tokio::spawn(async move { client.send(Request::new(ReceiverStream::new(stream_rx))).await });
+        let mut call =
+            tokio::spawn(
+                async move { client.send(Request::new(ReceiverStream::new(stream_rx))).await },
+            );
         // Introduce ourselves right away (not only with the first Raft message), so every
         // member learns every other member's client URLs even if they never exchange messages.
-        let hello = RaftBatch { from_node: self_id, messages: Vec::new(), client_urls: client_urls.clone() };
+        let hello = RaftBatch {
+            from_node: self_id,
+            messages: Vec::new(),
+            client_urls: client_urls.clone(),
+        };
         let mut broken = stream_tx.send(hello).await.is_err();
         // Forward batches until the stream breaks.
         while !broken {
@@ -125,7 +139,8 @@ async fn peer_sender(
                 },
                 _ = &mut call => break,
             };
-            let mut batch = RaftBatch { from_node: self_id, messages: Vec::new(), client_urls: Vec::new() };
+            let mut batch =
+                RaftBatch { from_node: self_id, messages: Vec::new(), client_urls: Vec::new() };
             let mut snapshots = Vec::new();
             push(&mut batch, &mut snapshots, out);
             while batch.messages.len() < BATCH_MESSAGES_MAX {
@@ -157,7 +172,9 @@ fn push(batch: &mut RaftBatch, snapshots: &mut Vec<u64>, out: OutMessage) {
     if out.message.get_msg_type() == raft::prelude::MessageType::MsgSnapshot {
         snapshots.push(out.range_id);
     }
-    batch.messages.push(RaftEnvelope { range_id: out.range_id, message: encode_raft(&out.message) });
+    batch
+        .messages
+        .push(RaftEnvelope { range_id: out.range_id, message: encode_raft(&out.message) });
 }
 
 /// The receiving side: a gRPC service that hands every message to the shell.
@@ -168,11 +185,17 @@ pub struct TransportService {
 
 #[tonic::async_trait]
 impl RaftTransport for TransportService {
-    async fn send(&self, request: Request<Streaming<RaftBatch>>) -> Result<Response<SendResponse>, Status> {
+    async fn send(
+        &self,
+        request: Request<Streaming<RaftBatch>>,
+    ) -> Result<Response<SendResponse>, Status> {
         let mut stream = request.into_inner();
         while let Some(batch) = stream.message().await? {
             if !batch.client_urls.is_empty() {
-                self.peer_client_urls.lock().expect("urls lock").insert(batch.from_node, batch.client_urls);
+                self.peer_client_urls
+                    .lock()
+                    .expect("urls lock")
+                    .insert(batch.from_node, batch.client_urls);
             }
             for envelope in batch.messages {
                 let message: Message = match decode_raft("raft message", &envelope.message) {

@@ -31,10 +31,8 @@ impl Rng {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_kill_9() {
-    let seed = std::env::var("STRATA_CHAOS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
+    let seed =
+        std::env::var("STRATA_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
             now.as_nanos() as u64 ^ u64::from(std::process::id())
         });
@@ -97,22 +95,36 @@ async fn acknowledged_writes_survive_kill_9() {
     }
     cluster.wait_for_leader(Duration::from_secs(30));
     let acked = acked.lock().unwrap().clone();
-    eprintln!("{} writes acknowledged, {errors} failed or unknown; {kills} single kills, {all_at_once} whole-cluster kills", acked.len());
+    eprintln!(
+        "{} writes acknowledged, {errors} failed or unknown; {kills} single kills, {all_at_once} whole-cluster kills",
+        acked.len()
+    );
     assert!(acked.len() >= 100, "too few acknowledged writes to prove anything: {}", acked.len());
-    assert!(kills >= 3 && all_at_once >= 1, "too little chaos: {kills} kills, {all_at_once} whole-cluster kills");
+    assert!(
+        kills >= 3 && all_at_once >= 1,
+        "too little chaos: {kills} kills, {all_at_once} whole-cluster kills"
+    );
 
     // Every member, read linearizably, holds every acknowledged write.
     let mut revisions = Vec::new();
     for endpoint in &endpoints {
         let mut c = client(std::slice::from_ref(endpoint)).await;
         let all = c.get("w", Some(GetOptions::new().with_prefix())).await.unwrap();
-        let stored: std::collections::HashMap<&[u8], &[u8]> = all.kvs().iter().map(|kv| (kv.key(), kv.value())).collect();
+        let stored: std::collections::HashMap<&[u8], &[u8]> =
+            all.kvs().iter().map(|kv| (kv.key(), kv.value())).collect();
         for (key, value) in &acked {
-            assert_eq!(stored.get(key.as_bytes()).copied(), Some(value.as_bytes()), "{endpoint} lost acknowledged write {key}");
+            assert_eq!(
+                stored.get(key.as_bytes()).copied(),
+                Some(value.as_bytes()),
+                "{endpoint} lost acknowledged write {key}"
+            );
         }
         revisions.push(all.header().unwrap().revision());
     }
-    assert!(revisions.iter().all(|r| *r == revisions[0]), "members disagree on the revision: {revisions:?}");
+    assert!(
+        revisions.iter().all(|r| *r == revisions[0]),
+        "members disagree on the revision: {revisions:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,7 +148,9 @@ async fn minority_loss_keeps_serving_and_majority_loss_fails_fast() {
     let elapsed = started.elapsed();
     let message = err.to_string();
     assert!(
-        message.contains("no leader") || message.contains("request timed out") || message.contains("timeout"),
+        message.contains("no leader")
+            || message.contains("request timed out")
+            || message.contains("timeout"),
         "unclear error: {message}"
     );
     assert!(elapsed < Duration::from_secs(10), "a request hung for {elapsed:?}");

@@ -3,7 +3,9 @@
 
 mod support;
 
-use etcd_client::{Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{
+    Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
+};
 use support::{Cluster, client};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,12 +134,17 @@ async fn ranges_limits_and_sorting() {
     assert_eq!((limited.kvs().len(), limited.count(), limited.more()), (2, 3, true));
     let all = c.get("\0", Some(GetOptions::new().with_from_key())).await.unwrap();
     assert_eq!(all.count(), 4);
-    let counted = c.get("a", Some(GetOptions::new().with_prefix().with_count_only())).await.unwrap();
+    let counted =
+        c.get("a", Some(GetOptions::new().with_prefix().with_count_only())).await.unwrap();
     assert_eq!((counted.count(), counted.kvs().len()), (1, 0));
     let sorted = c
         .get(
             "a",
-            Some(GetOptions::new().with_from_key().with_sort(etcd_client::SortTarget::Key, etcd_client::SortOrder::Descend)),
+            Some(
+                GetOptions::new()
+                    .with_from_key()
+                    .with_sort(etcd_client::SortTarget::Key, etcd_client::SortOrder::Descend),
+            ),
         )
         .await
         .unwrap();

@@ -30,7 +30,12 @@ fn put_get_delete_prefix_and_revisions() {
     etcdctl(&cluster, &["put", "foo/1", "one"]);
     etcdctl(&cluster, &["put", "foo/2", "two"]);
     assert_eq!(etcdctl(&cluster, &["get", "foo"]), "foo\nbar\n");
-    assert_eq!(etcdctl(&cluster, &["get", "foo/", "--prefix", "--keys-only"]).split_whitespace().collect::<Vec<_>>(), ["foo/1", "foo/2"]);
+    assert_eq!(
+        etcdctl(&cluster, &["get", "foo/", "--prefix", "--keys-only"])
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["foo/1", "foo/2"]
+    );
     // -w json: revisions and base64 keys as etcd prints them.
     let out = json(&etcdctl(&cluster, &["get", "foo", "-w", "json"]));
     assert_eq!(out["kvs"][0]["key"], "Zm9v");
@@ -55,7 +60,12 @@ fn txn_from_stdin() {
         .spawn()
         .expect("etcdctl must be installed");
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(b"value(\"lock\") = \"free\"\n\nput lock taken\n\nget lock\n\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"value(\"lock\") = \"free\"\n\nput lock taken\n\nget lock\n\n")
+        .unwrap();
     let output = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.starts_with("SUCCESS"), "{stdout}");
@@ -76,19 +86,31 @@ fn compaction_status_and_members() {
     let status = json(&etcdctl(&cluster, &["endpoint", "status", "-w", "json"]));
     let statuses = status.as_array().unwrap();
     assert_eq!(statuses.len(), 3);
-    let leaders: Vec<&serde_json::Value> = statuses.iter().map(|s| &s["Status"]["leader"]).collect();
+    let leaders: Vec<&serde_json::Value> =
+        statuses.iter().map(|s| &s["Status"]["leader"]).collect();
     assert!(leaders.iter().all(|l| *l == leaders[0] && l.as_u64() != Some(0)), "{status}");
 
     let members = json(&etcdctl(&cluster, &["member", "list", "-w", "json"]));
     let members = members["members"].as_array().unwrap();
     assert_eq!(members.len(), 3);
     for m in members {
-        assert_eq!(m["clientURLs"].as_array().map(|a| a.len()), Some(1), "every member knows every client URL: {m}");
+        assert_eq!(
+            m["clientURLs"].as_array().map(|a| a.len()),
+            Some(1),
+            "every member knows every client URL: {m}"
+        );
     }
     let table = etcdctl(&cluster, &["member", "list"]);
     assert!(table.contains("m1") && table.contains("started"), "{table}");
     // etcdctl 3.4 prints health to stderr.
-    let (ok, stdout, stderr) = run("etcdctl", &[&format!("--endpoints={}", cluster.endpoints_csv().replace("http://", "")), "endpoint", "health"]);
+    let (ok, stdout, stderr) = run(
+        "etcdctl",
+        &[
+            &format!("--endpoints={}", cluster.endpoints_csv().replace("http://", "")),
+            "endpoint",
+            "health",
+        ],
+    );
     let health = stdout + &stderr;
     assert!(ok && health.matches("is healthy").count() == 3, "{health}");
 }

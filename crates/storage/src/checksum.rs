@@ -26,11 +26,8 @@ pub(crate) fn open(
     key: &[u8],
     framed: &[u8],
 ) -> Result<Vec<u8>, Error> {
-    let corruption = || Error::Corruption {
-        location: location.to_string(),
-        keyspace,
-        key: display_key(key),
-    };
+    let corruption =
+        || Error::Corruption { location: location.to_string(), keyspace, key: display_key(key) };
     if framed.len() < CHECKSUM_BYTES {
         return Err(corruption());
     }

@@ -3,8 +3,11 @@
 
 use crate::{Durability, Engine, Keyspace, WriteBatch};
 
+/// A conformance check: panics if the engine violates the contract.
+pub type Check = fn(&dyn Engine);
+
 /// Every check, by name, so the test harness can run each one as its own test.
-pub const CHECKS: &[(&str, fn(&dyn Engine))] = &[
+pub const CHECKS: &[(&str, Check)] = &[
     ("point_reads", point_reads),
     ("scan_bounds", scan_bounds),
     ("keyspaces_are_separate", keyspaces_are_separate),
@@ -109,7 +112,11 @@ pub fn invalid_keys_reject_the_batch(engine: &dyn Engine) {
         batch.put(Keyspace::Mvcc, b"ok", b"1");
         batch.put(Keyspace::Mvcc, bad, b"1");
         assert!(engine.write(&batch, Durability::Sync).is_err());
-        assert_eq!(engine.get(Keyspace::Mvcc, b"ok").unwrap(), None, "nothing of the batch applied");
+        assert_eq!(
+            engine.get(Keyspace::Mvcc, b"ok").unwrap(),
+            None,
+            "nothing of the batch applied"
+        );
     }
     put(engine, Keyspace::Mvcc, &vec![b'x'; crate::KEY_BYTES_MAX], b"largest key");
 }

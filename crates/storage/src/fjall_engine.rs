@@ -53,8 +53,11 @@ impl FjallEngine {
             db.keyspace(ks.name(), KeyspaceCreateOptions::default)
                 .map_err(|e| engine_error(format!("cannot open keyspace {ks}: {e:?}")))
         };
-        let keyspaces =
-            [open_keyspace(Keyspace::Raft)?, open_keyspace(Keyspace::Mvcc)?, open_keyspace(Keyspace::Meta)?];
+        let keyspaces = [
+            open_keyspace(Keyspace::Raft)?,
+            open_keyspace(Keyspace::Mvcc)?,
+            open_keyspace(Keyspace::Meta)?,
+        ];
         Ok(Self { db, keyspaces, location })
     }
 
@@ -78,29 +81,36 @@ impl FjallEngine {
 
 fn check_or_create_format(dir: &Path) -> Result<()> {
     let format_path: PathBuf = dir.join(FORMAT_FILE);
-    let dir_error = |path: &Path, message: String| Error::DataDir { path: path.display().to_string(), message };
+    let dir_error =
+        |path: &Path, message: String| Error::DataDir { path: path.display().to_string(), message };
     match fs::read_to_string(&format_path) {
         Ok(content) => {
             let first = content.lines().next().unwrap_or("");
             if first != FORMAT_LINE {
                 return Err(dir_error(
                     &format_path,
-                    format!("unsupported storage format {first:?} (this build reads {FORMAT_LINE:?}); refusing to start"),
+                    format!(
+                        "unsupported storage format {first:?} (this build reads {FORMAT_LINE:?}); refusing to start"
+                    ),
                 ));
             }
             Ok(())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let occupied = fs::read_dir(dir).map(|mut entries| entries.next().is_some()).unwrap_or(false);
+            let occupied =
+                fs::read_dir(dir).map(|mut entries| entries.next().is_some()).unwrap_or(false);
             if occupied {
                 return Err(dir_error(
                     &format_path,
-                    format!("missing: {} is not empty and is not a Strata data directory; refusing to start", dir.display()),
+                    format!(
+                        "missing: {} is not empty and is not a Strata data directory; refusing to start",
+                        dir.display()
+                    ),
                 ));
             }
             fs::create_dir_all(dir).map_err(|e| dir_error(dir, format!("cannot create: {e}")))?;
-            let mut file =
-                fs::File::create(&format_path).map_err(|e| dir_error(&format_path, format!("cannot create: {e}")))?;
+            let mut file = fs::File::create(&format_path)
+                .map_err(|e| dir_error(&format_path, format!("cannot create: {e}")))?;
             file.write_all(format!("{FORMAT_LINE}\n").as_bytes())
                 .and_then(|()| file.sync_all())
                 .map_err(|e| dir_error(&format_path, format!("cannot write: {e}")))?;
@@ -150,10 +160,14 @@ impl Engine for FjallEngine {
         let mut fjall_batch = self.db.batch();
         for op in batch.ops() {
             match op {
-                WriteOp::Put { keyspace, key, value } => {
-                    fjall_batch.insert(self.keyspace(*keyspace), key.clone(), checksum::seal(key, value))
+                WriteOp::Put { keyspace, key, value } => fjall_batch.insert(
+                    self.keyspace(*keyspace),
+                    key.clone(),
+                    checksum::seal(key, value),
+                ),
+                WriteOp::Delete { keyspace, key } => {
+                    fjall_batch.remove(self.keyspace(*keyspace), key.clone())
                 }
-                WriteOp::Delete { keyspace, key } => fjall_batch.remove(self.keyspace(*keyspace), key.clone()),
             }
         }
         fjall_batch.commit().map_err(|e| self.error("write failed", e))?;

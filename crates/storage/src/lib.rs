@@ -153,7 +153,10 @@ pub(crate) fn check_batch(batch: &WriteBatch, location: &str) -> Result<()> {
         if key.is_empty() || key.len() > KEY_BYTES_MAX {
             return Err(Error::Engine {
                 location: location.to_string(),
-                message: format!("invalid key of {} bytes (1 to {KEY_BYTES_MAX} allowed)", key.len()),
+                message: format!(
+                    "invalid key of {} bytes (1 to {KEY_BYTES_MAX} allowed)",
+                    key.len()
+                ),
             });
         }
     }

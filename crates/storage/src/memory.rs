@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use crate::{Durability, Engine, KvPair, Keyspace, Result, ScanIter, WriteBatch, WriteOp, checksum};
+use crate::{
+    Durability, Engine, Keyspace, KvPair, Result, ScanIter, WriteBatch, WriteOp, checksum,
+};
 
 type Image = BTreeMap<(Keyspace, Vec<u8>), Vec<u8>>;
 

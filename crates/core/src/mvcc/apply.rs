@@ -40,8 +40,11 @@ pub struct Applier<'a> {
     overlay: Overlay,
     batch: WriteBatch,
     /// Overlay entries replaced by the request being applied, to roll it back on error.
-    undo: Vec<(Vec<u8>, Option<Option<Vec<u8>>>)>,
+    undo: Vec<Undo>,
 }
+
+/// An overlay key and what it held before (`None`: absent), to restore on rollback.
+type Undo = (Vec<u8>, Option<Option<Vec<u8>>>);
 
 /// The writes of one request in progress: they all share `revision`, numbered by `sub`.
 struct Writes {
@@ -213,7 +216,11 @@ impl<'a> Applier<'a> {
         })
     }
 
-    fn range(&self, writes: &Writes, req: &RangeRequest) -> Result<crate::pb::etcdserverpb::RangeResponse> {
+    fn range(
+        &self,
+        writes: &Writes,
+        req: &RangeRequest,
+    ) -> Result<crate::pb::etcdserverpb::RangeResponse> {
         // Inside a transaction a read at the current revision sees the transaction's writes.
         let state = AppliedState { revision: self.read_revision(writes), ..self.state };
         read::range(&self.view(), &state, req)
@@ -297,7 +304,9 @@ impl<'a> Applier<'a> {
         let mut responses = Vec::with_capacity(ops.len());
         for op in ops {
             let response = match &op.request {
-                Some(OpRequest::RequestRange(r)) => OpResponse::ResponseRange(self.range(writes, r)?),
+                Some(OpRequest::RequestRange(r)) => {
+                    OpResponse::ResponseRange(self.range(writes, r)?)
+                }
                 Some(OpRequest::RequestPut(p)) => OpResponse::ResponsePut(self.put(writes, p)?),
                 Some(OpRequest::RequestDeleteRange(d)) => {
                     OpResponse::ResponseDeleteRange(self.delete_range(writes, d)?)
@@ -369,7 +378,9 @@ fn compare_one(compare: &Compare, target: CompareTarget, kv: &KeyValue) -> bool 
         (CompareTarget::Version, Some(TargetUnion::Version(v))) => kv.version.cmp(v),
         (CompareTarget::Create, Some(TargetUnion::CreateRevision(v))) => kv.create_revision.cmp(v),
         (CompareTarget::Mod, Some(TargetUnion::ModRevision(v))) => kv.mod_revision.cmp(v),
-        (CompareTarget::Value, Some(TargetUnion::Value(v))) => kv.value.as_slice().cmp(v.as_slice()),
+        (CompareTarget::Value, Some(TargetUnion::Value(v))) => {
+            kv.value.as_slice().cmp(v.as_slice())
+        }
         (CompareTarget::Lease, Some(TargetUnion::Lease(v))) => kv.lease.cmp(v),
         // A target without its value compares against the zero value, as etcd's Go code does.
         (CompareTarget::Value, _) => kv.value.as_slice().cmp(&[][..]),

@@ -6,7 +6,9 @@ use std::collections::HashSet;
 
 use super::Limits;
 use crate::pb::etcdserverpb::request_op::Request as OpRequest;
-use crate::pb::etcdserverpb::{DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest};
+use crate::pb::etcdserverpb::{
+    DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+};
 use crate::{Error, Result};
 
 /// Largest user key accepted. etcd has no key limit below the request size; Strata's engine
@@ -139,7 +141,10 @@ mod tests {
 
     fn put(key: &str) -> RequestOp {
         RequestOp {
-            request: Some(Request::RequestPut(PutRequest { key: key.into(), ..Default::default() })),
+            request: Some(Request::RequestPut(PutRequest {
+                key: key.into(),
+                ..Default::default()
+            })),
         }
     }
     fn del(key: &str, end: &str) -> RequestOp {
@@ -157,7 +162,10 @@ mod tests {
         }
     }
     fn check(ops: Vec<RequestOp>) -> Result<()> {
-        check_txn(&TxnRequest { compare: vec![], success: ops, failure: vec![] }, &Limits::default())
+        check_txn(
+            &TxnRequest { compare: vec![], success: ops, failure: vec![] },
+            &Limits::default(),
+        )
     }
 
     #[test]
@@ -169,7 +177,10 @@ mod tests {
         assert_eq!(check(vec![del("a", "c"), del("b", "d")]), Ok(()));
         assert_eq!(check(vec![txn(vec![put("a")], vec![put("a")])]), Ok(()));
         assert_eq!(check(vec![put("a"), txn(vec![put("a")], vec![])]), Err(Error::DuplicateKey));
-        assert_eq!(check(vec![txn(vec![del("a", "")], vec![]), put("a")]), Err(Error::DuplicateKey));
+        assert_eq!(
+            check(vec![txn(vec![del("a", "")], vec![]), put("a")]),
+            Err(Error::DuplicateKey)
+        );
     }
 
     #[test]
@@ -177,7 +188,12 @@ mod tests {
         let many: Vec<_> = (0..129).map(|i| put(&format!("k{i}"))).collect();
         assert_eq!(check(many), Err(Error::TooManyOps));
         assert_eq!(check(vec![put("")]), Err(Error::EmptyKey));
-        let ignore = PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ignore_value: true, ..Default::default() };
+        let ignore = PutRequest {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            ignore_value: true,
+            ..Default::default()
+        };
         assert_eq!(check_put(&ignore), Err(Error::ValueProvided));
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::iter::Peekable;
 
-use strata_storage::{Engine, KvPair, Keyspace, ScanIter};
+use strata_storage::{Engine, Keyspace, KvPair, ScanIter};
 
 use super::record::VersionRecord;
 use crate::pb::mvccpb::KeyValue;
@@ -14,6 +14,9 @@ use crate::{Result, keys};
 
 /// Pending writes to the Mvcc keyspace: `None` is a deletion.
 pub type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// Overlay records in key order, copied out of the overlay for one scan.
+type OverlayIter = Peekable<std::vec::IntoIter<(Vec<u8>, Option<Vec<u8>>)>>;
 
 #[derive(Clone, Copy)]
 pub struct View<'a> {
@@ -92,14 +95,17 @@ impl<'a> View<'a> {
 
 fn decoded(raw_key: &[u8]) -> Result<(Vec<u8>, i64)> {
     keys::decode_version(raw_key).ok_or_else(|| {
-        crate::Error::Storage(format!("malformed MVCC key {}", strata_storage::display_key(raw_key)))
+        crate::Error::Storage(format!(
+            "malformed MVCC key {}",
+            strata_storage::display_key(raw_key)
+        ))
     })
 }
 
 /// Engine records merged with overlay records, in key order; the overlay wins on equal keys.
 pub struct Merged<'a> {
     engine: Peekable<ScanIter<'a>>,
-    overlay: Peekable<std::vec::IntoIter<(Vec<u8>, Option<Vec<u8>>)>>,
+    overlay: OverlayIter,
 }
 
 impl Iterator for Merged<'_> {

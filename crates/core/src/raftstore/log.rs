@@ -45,18 +45,21 @@ impl RaftLog {
             return Ok(None);
         };
         let conf_state: ConfState = decode("conf state", &conf_bytes)?;
-        let hard_state: HardState = match engine.get(Keyspace::Raft, &keys::raft_hard_state(range_id))? {
-            Some(bytes) => decode("hard state", &bytes)?,
-            None => HardState::default(),
-        };
-        let truncated: SnapshotMetadata = match engine.get(Keyspace::Raft, &keys::raft_snapshot(range_id))? {
-            Some(bytes) => decode("snapshot metadata", &bytes)?,
-            None => SnapshotMetadata::default(),
-        };
+        let hard_state: HardState =
+            match engine.get(Keyspace::Raft, &keys::raft_hard_state(range_id))? {
+                Some(bytes) => decode("hard state", &bytes)?,
+                None => HardState::default(),
+            };
+        let truncated: SnapshotMetadata =
+            match engine.get(Keyspace::Raft, &keys::raft_snapshot(range_id))? {
+                Some(bytes) => decode("snapshot metadata", &bytes)?,
+                None => SnapshotMetadata::default(),
+            };
         let (start, end) = keys::raft_log_bounds(range_id);
         let mut entries = VecDeque::new();
-        let mut expected = truncated.index + 1;
-        for item in engine.scan(Keyspace::Raft, &start, &end)? {
+        for (expected, item) in
+            (truncated.index + 1..).zip(engine.scan(Keyspace::Raft, &start, &end)?)
+        {
             let (key, bytes) = item?;
             let entry: Entry = decode("log entry", &bytes)?;
             if keys::raft_log_index(&key) != Some(entry.index) || entry.index != expected {
@@ -65,7 +68,6 @@ impl RaftLog {
                     entry.index
                 )));
             }
-            expected += 1;
             entries.push_back(entry);
         }
         Ok(Some(Self::new(range_id, hard_state, conf_state, truncated, entries)))
@@ -75,7 +77,13 @@ impl RaftLog {
     pub fn bootstrap(range_id: RangeId, voters: Vec<u64>, batch: &mut WriteBatch) -> Self {
         let conf_state = ConfState { voters, ..Default::default() };
         batch.put(Keyspace::Raft, keys::raft_conf_state(range_id), encode(&conf_state));
-        Self::new(range_id, HardState::default(), conf_state, SnapshotMetadata::default(), VecDeque::new())
+        Self::new(
+            range_id,
+            HardState::default(),
+            conf_state,
+            SnapshotMetadata::default(),
+            VecDeque::new(),
+        )
     }
 
     fn new(
@@ -132,7 +140,11 @@ impl RaftLog {
     /// Updates the cache after the batch with `entries` is durable.
     pub fn append(&mut self, entries: &[Entry]) {
         let Some(first) = entries.first() else { return };
-        assert!(first.index > self.truncated.index, "appending compacted entries at {}", first.index);
+        assert!(
+            first.index > self.truncated.index,
+            "appending compacted entries at {}",
+            first.index
+        );
         assert!(first.index <= self.last_index() + 1, "gap in the log before {}", first.index);
         let keep = (first.index - self.first_index()) as usize;
         self.entries.truncate(keep);
@@ -224,7 +236,11 @@ impl raft::Storage for RaftLog {
         if low <= self.truncated.index {
             return Err(store_error(StorageError::Compacted));
         }
-        assert!(high <= self.last_index() + 1, "entries past the end: {high} > {}", self.last_index() + 1);
+        assert!(
+            high <= self.last_index() + 1,
+            "entries past the end: {high} > {}",
+            self.last_index() + 1
+        );
         let max_size = max_size.into().unwrap_or(u64::MAX);
         let offset = self.first_index();
         let mut size = 0u64;
@@ -260,7 +276,9 @@ impl raft::Storage for RaftLog {
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
         let prepared = self.prepared_snapshot.lock().expect("snapshot lock");
         match prepared.as_ref() {
-            Some(snapshot) if snapshot.metadata.as_ref().is_some_and(|m| m.index >= request_index) => {
+            Some(snapshot)
+                if snapshot.metadata.as_ref().is_some_and(|m| m.index >= request_index) =>
+            {
                 Ok(snapshot.clone())
             }
             _ => {

@@ -23,5 +23,5 @@ mod replica;
 mod snapshot;
 
 pub use log::{decode as decode_raft, encode as encode_raft};
-pub use node::{Config, Node, Output, OutMessage, RangeShared};
+pub use node::{Config, Node, OutMessage, Output, RangeShared};
 pub use raft::prelude::Message;

@@ -114,7 +114,9 @@ impl Node {
             Some(log) => log,
             None => {
                 if config.initial_voters.is_empty() {
-                    return Err(Error::Internal("empty store and no initial cluster to bootstrap".into()));
+                    return Err(Error::Internal(
+                        "empty store and no initial cluster to bootstrap".into(),
+                    ));
                 }
                 let mut batch = WriteBatch::new();
                 let log = RaftLog::bootstrap(range_id, config.initial_voters.clone(), &mut batch);
@@ -210,7 +212,10 @@ impl Node {
     /// Proposes a request. Fails with `NoLeader` when the replica knows no leader to forward
     /// it to; the caller may retry later with the same id.
     pub fn propose(&mut self, range_id: RangeId, proposal_id: u64, request: Request) -> Result<()> {
-        let replica = self.replicas.get_mut(&range_id).ok_or(Error::Internal(format!("unknown range {range_id}")))?;
+        let replica = self
+            .replicas
+            .get_mut(&range_id)
+            .ok_or(Error::Internal(format!("unknown range {range_id}")))?;
         let command = Command {
             proposer: self.config.node_id,
             proposal_id,
@@ -240,7 +245,11 @@ impl Node {
     /// Reports whether a snapshot reached `peer`.
     pub fn report_snapshot(&mut self, range_id: RangeId, peer: NodeId, delivered: bool) {
         if let Some(replica) = self.replicas.get_mut(&range_id) {
-            let status = if delivered { raft::SnapshotStatus::Finish } else { raft::SnapshotStatus::Failure };
+            let status = if delivered {
+                raft::SnapshotStatus::Finish
+            } else {
+                raft::SnapshotStatus::Failure
+            };
             replica.raw.report_snapshot(peer, status);
         }
     }
@@ -289,7 +298,12 @@ impl Node {
                 replica.raw.store().persist_hard_state(hard_state, &mut log_batch);
             }
             for read_state in ready.take_read_states() {
-                let ctx = read_state.request_ctx.as_slice().try_into().map(u64::from_be_bytes).unwrap_or(0);
+                let ctx = read_state
+                    .request_ctx
+                    .as_slice()
+                    .try_into()
+                    .map(u64::from_be_bytes)
+                    .unwrap_or(0);
                 if let Some(pending) = replica.pending_reads.iter_mut().find(|p| p.ctx == ctx) {
                     pending.index = Some(read_state.index);
                 }
@@ -328,7 +342,10 @@ impl Node {
             out.completions.extend(completions);
             // Raise the compaction floor before the compaction's deletions become visible, so a
             // concurrent reader below it notices (see the server's read path).
-            replica.shared.compact_revision.fetch_max(replica.applied.compact_revision, Ordering::AcqRel);
+            replica
+                .shared
+                .compact_revision
+                .fetch_max(replica.applied.compact_revision, Ordering::AcqRel);
         }
         for replica in self.replicas.values_mut() {
             let applied = replica.applied.applied_index;
@@ -360,7 +377,10 @@ impl Node {
                     index: replica.applied.applied_index,
                     term: replica.applied.applied_term,
                 };
-                replica.raw.store().set_prepared_snapshot(Snapshot { data, metadata: Some(metadata) });
+                replica
+                    .raw
+                    .store()
+                    .set_prepared_snapshot(Snapshot { data, metadata: Some(metadata) });
             }
         }
         Ok(out)
@@ -394,6 +414,10 @@ fn publish(replica: &mut Replica) {
     shared.applied_index.store(replica.applied.applied_index, Ordering::Release);
     shared.term.store(status.hs.term, Ordering::Release);
     shared.commit_index.store(status.hs.commit, Ordering::Release);
-    let leader = if status.ss.raft_state == StateRole::Leader { replica.raw.raft.id } else { status.ss.leader_id };
+    let leader = if status.ss.raft_state == StateRole::Leader {
+        replica.raw.raft.id
+    } else {
+        status.ss.leader_id
+    };
     shared.leader_id.store(leader, Ordering::Release);
 }

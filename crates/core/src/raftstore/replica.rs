@@ -10,7 +10,7 @@ use strata_storage::{Engine, Keyspace, WriteBatch};
 use super::log::{RaftLog, decode, encode};
 use super::node::RangeShared;
 use crate::command::Command;
-use crate::mvcc::{Applier, AppliedState, Response};
+use crate::mvcc::{AppliedState, Applier, Response};
 use crate::{NodeId, RangeId, Result, keys};
 
 /// A batch of reads waiting on one ReadIndex request.
@@ -60,7 +60,10 @@ impl Replica {
                 EntryType::EntryNormal if entry.data.is_empty() => {} // a new leader's no-op
                 EntryType::EntryNormal => {
                     let command = Command::decode(&entry.data).map_err(|e| {
-                        crate::Error::Internal(format!("undecodable command at index {}: {e}", entry.index))
+                        crate::Error::Internal(format!(
+                            "undecodable command at index {}: {e}",
+                            entry.index
+                        ))
                     })?;
                     let Some(request) = &command.request else { continue };
                     let result = applier.apply(request);
@@ -84,7 +87,11 @@ impl Replica {
         Ok(completions)
     }
 
-    fn apply_conf_change(&mut self, change: &impl raft_proto::ConfChangeI, batch: &mut WriteBatch) -> Result<()> {
+    fn apply_conf_change(
+        &mut self,
+        change: &impl raft_proto::ConfChangeI,
+        batch: &mut WriteBatch,
+    ) -> Result<()> {
         let conf_state = self
             .raw
             .apply_conf_change(change)

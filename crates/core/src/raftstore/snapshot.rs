@@ -43,7 +43,8 @@ pub fn restore(
 ) -> Result<AppliedState> {
     let snapshot = SnapshotData::decode(data)
         .map_err(|e| Error::Internal(format!("undecodable snapshot for range {range_id}: {e}")))?;
-    let applied = snapshot.applied.ok_or_else(|| Error::Internal("snapshot without state".into()))?;
+    let applied =
+        snapshot.applied.ok_or_else(|| Error::Internal("snapshot without state".into()))?;
     for item in engine.scan(Keyspace::Mvcc, &[], &[])? {
         batch.delete(Keyspace::Mvcc, item?.0);
     }

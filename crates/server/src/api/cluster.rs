@@ -33,25 +33,40 @@ impl Api {
                 is_learner: false,
             })
             .collect();
-        MemberListResponse { header: self.header(self.range().revision.load(Ordering::Acquire)), members }
+        MemberListResponse {
+            header: self.header(self.range().revision.load(Ordering::Acquire)),
+            members,
+        }
     }
 }
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
-    async fn member_add(&self, _: Request<MemberAddRequest>) -> Result<Response<MemberAddResponse>, Status> {
+    async fn member_add(
+        &self,
+        _: Request<MemberAddRequest>,
+    ) -> Result<Response<MemberAddResponse>, Status> {
         Err(not_yet("Cluster.MemberAdd"))
     }
 
-    async fn member_remove(&self, _: Request<MemberRemoveRequest>) -> Result<Response<MemberRemoveResponse>, Status> {
+    async fn member_remove(
+        &self,
+        _: Request<MemberRemoveRequest>,
+    ) -> Result<Response<MemberRemoveResponse>, Status> {
         Err(not_yet("Cluster.MemberRemove"))
     }
 
-    async fn member_update(&self, _: Request<MemberUpdateRequest>) -> Result<Response<MemberUpdateResponse>, Status> {
+    async fn member_update(
+        &self,
+        _: Request<MemberUpdateRequest>,
+    ) -> Result<Response<MemberUpdateResponse>, Status> {
         Err(not_yet("Cluster.MemberUpdate"))
     }
 
-    async fn member_list(&self, _: Request<MemberListRequest>) -> Result<Response<MemberListResponse>, Status> {
+    async fn member_list(
+        &self,
+        _: Request<MemberListRequest>,
+    ) -> Result<Response<MemberListResponse>, Status> {
         Ok(Response::new(self.api.member_list_response()))
     }
 

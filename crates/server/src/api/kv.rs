@@ -77,7 +77,10 @@ impl Api {
         }
     }
 
-    pub async fn delete_range_request(&self, req: DeleteRangeRequest) -> Result<DeleteRangeResponse, Error> {
+    pub async fn delete_range_request(
+        &self,
+        req: DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, Error> {
         validate::check_delete_range(&req)?;
         match self.write(Request::DeleteRange(req)).await? {
             Response::DeleteRange(mut r) => {
@@ -100,7 +103,8 @@ impl Api {
             }
             let shared = self.range();
             let state = shared.read_state();
-            let mut applier = strata_core::mvcc::Applier::new(self.engine.as_ref(), FIRST_RANGE_ID, state);
+            let mut applier =
+                strata_core::mvcc::Applier::new(self.engine.as_ref(), FIRST_RANGE_ID, state);
             return match applier.apply(&Request::Txn(req))? {
                 Response::Txn(mut r) => {
                     r.header = self.header(state.revision);
@@ -118,7 +122,10 @@ impl Api {
         }
     }
 
-    pub async fn compact_request(&self, req: CompactionRequest) -> Result<CompactionResponse, Error> {
+    pub async fn compact_request(
+        &self,
+        req: CompactionRequest,
+    ) -> Result<CompactionResponse, Error> {
         match self.write(Request::Compaction(req)).await? {
             Response::Compaction(mut r) => {
                 r.header = self.header(r.header.map_or(0, |h| h.revision));
@@ -163,7 +170,10 @@ async fn observed<T>(
 
 #[tonic::async_trait]
 impl Kv for KvService {
-    async fn range(&self, request: GrpcRequest<RangeRequest>) -> Result<GrpcResponse<RangeResponse>, Status> {
+    async fn range(
+        &self,
+        request: GrpcRequest<RangeRequest>,
+    ) -> Result<GrpcResponse<RangeResponse>, Status> {
         observed(&self.api, "Range", self.api.range_request(request.into_inner())).await
     }
 
@@ -179,7 +189,10 @@ impl Kv for KvService {
         Ok(GrpcResponse::new(tokio_stream::once(Ok(chunk))))
     }
 
-    async fn put(&self, request: GrpcRequest<PutRequest>) -> Result<GrpcResponse<PutResponse>, Status> {
+    async fn put(
+        &self,
+        request: GrpcRequest<PutRequest>,
+    ) -> Result<GrpcResponse<PutResponse>, Status> {
         observed(&self.api, "Put", self.api.put_request(request.into_inner())).await
     }
 
@@ -187,10 +200,14 @@ impl Kv for KvService {
         &self,
         request: GrpcRequest<DeleteRangeRequest>,
     ) -> Result<GrpcResponse<DeleteRangeResponse>, Status> {
-        observed(&self.api, "DeleteRange", self.api.delete_range_request(request.into_inner())).await
+        observed(&self.api, "DeleteRange", self.api.delete_range_request(request.into_inner()))
+            .await
     }
 
-    async fn txn(&self, request: GrpcRequest<TxnRequest>) -> Result<GrpcResponse<TxnResponse>, Status> {
+    async fn txn(
+        &self,
+        request: GrpcRequest<TxnRequest>,
+    ) -> Result<GrpcResponse<TxnResponse>, Status> {
         observed(&self.api, "Txn", self.api.txn_request(request.into_inner())).await
     }
 

@@ -89,7 +89,8 @@ impl Cluster {
 
     /// Starts member `i` (again).
     pub fn spawn(&mut self, i: usize) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(i)).unwrap();
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(i)).unwrap();
         let m = &self.members[i];
         let child = Command::new(STRATA)
             .arg("start")
@@ -99,7 +100,14 @@ impl Cluster {
             .args(["--listen-client-urls", &m.endpoint()])
             .args(["--listen-peer-urls", &format!("http://127.0.0.1:{}", m.peer_port)])
             .args(["--initial-cluster", &self.initial_cluster])
-            .args(["--heartbeat-interval", "20", "--election-timeout", "200", "--request-timeout", "3000"])
+            .args([
+                "--heartbeat-interval",
+                "20",
+                "--election-timeout",
+                "200",
+                "--request-timeout",
+                "3000",
+            ])
             .args(&self.extra_args)
             .env("STRATA_LOG", "info")
             .stdin(Stdio::null())
@@ -149,16 +157,22 @@ impl Cluster {
     /// Waits until every running member reports the same known leader.
     pub fn wait_for_leader(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
-        let running: Vec<usize> = (0..self.members.len()).filter(|i| self.members[*i].child.is_some()).collect();
+        let running: Vec<usize> =
+            (0..self.members.len()).filter(|i| self.members[*i].child.is_some()).collect();
         loop {
-            let leaders: Vec<Option<u64>> = running.iter().map(|i| leader_of(&self.members[*i].endpoint())).collect();
-            if let Some(Some(first)) = leaders.first() {
-                if *first != 0 && leaders.iter().all(|l| *l == Some(*first)) {
-                    return;
-                }
+            let leaders: Vec<Option<u64>> =
+                running.iter().map(|i| leader_of(&self.members[*i].endpoint())).collect();
+            if let Some(Some(first)) = leaders.first()
+                && *first != 0
+                && leaders.iter().all(|l| *l == Some(*first))
+            {
+                return;
             }
             if Instant::now() > deadline {
-                let logs: String = running.iter().map(|i| format!("--- {}\n{}", self.members[*i].name, self.log(*i))).collect();
+                let logs: String = running
+                    .iter()
+                    .map(|i| format!("--- {}\n{}", self.members[*i].name, self.log(*i)))
+                    .collect();
                 panic!("no leader after {timeout:?}: {leaders:?}\n{logs}");
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -189,7 +203,9 @@ pub fn leader_of(endpoint: &str) -> Option<u64> {
 pub fn http_get(endpoint: &str, path: &str) -> Option<String> {
     use std::io::{Read, Write};
     let addr = endpoint.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_millis(500)).ok()?;
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_millis(500))
+            .ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
     let mut response = String::new();
@@ -200,9 +216,10 @@ pub fn http_get(endpoint: &str, path: &str) -> Option<String> {
 
 /// Runs a command and returns (success, stdout, stderr).
 pub fn run(program: &str, args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(program).args(args).env("ETCDCTL_API", "3").output().unwrap_or_else(|e| {
-        panic!("cannot run {program}: {e} — the test suite needs it installed (see README)")
-    });
+    let output =
+        Command::new(program).args(args).env("ETCDCTL_API", "3").output().unwrap_or_else(|e| {
+            panic!("cannot run {program}: {e} — the test suite needs it installed (see README)")
+        });
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).into_owned(),
