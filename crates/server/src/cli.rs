@@ -72,6 +72,10 @@ pub struct StartArgs {
     /// Milliseconds a request may wait for the cluster before failing.
     #[arg(long, default_value_t = 7000)]
     pub request_timeout: u64,
+    /// Applied Raft entries kept in a member's log before it is compacted (etcd's name; a
+    /// follower further behind catches up by snapshot).
+    #[arg(long, default_value_t = 10_000)]
+    pub snapshot_count: u64,
 }
 
 impl StartArgs {
@@ -116,6 +120,9 @@ impl StartArgs {
             ),
             other => bail!("--initial-cluster-state must be `new` or `existing`, not {other:?}"),
         }
+        if self.snapshot_count < 10 {
+            bail!("--snapshot-count must be at least 10");
+        }
         if self.heartbeat_interval == 0 || self.election_timeout < 5 * self.heartbeat_interval {
             bail!("--election-timeout must be at least 5 × --heartbeat-interval");
         }
@@ -133,6 +140,7 @@ impl StartArgs {
             tick_interval: Duration::from_millis(self.heartbeat_interval),
             election_ticks: (self.election_timeout / self.heartbeat_interval) as usize,
             request_timeout: Duration::from_millis(self.request_timeout),
+            log_entries_max: self.snapshot_count,
         })
     }
 }

@@ -32,6 +32,8 @@ pub struct NodeConfig {
     pub election_ticks: usize,
     /// How long a request may wait for Raft before failing with a timeout.
     pub request_timeout: Duration,
+    /// Applied entries kept in the Raft log before it is compacted.
+    pub log_entries_max: u64,
 }
 
 impl NodeConfig {

@@ -15,4 +15,5 @@ pub mod dev;
 pub mod pb;
 pub mod server;
 pub mod shell;
+pub mod timed_engine;
 pub mod transport;

@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use strata_core::mvcc::Limits;
+use strata_core::raftstore::stats::{Histogram, SECONDS_BOUNDS};
 use strata_core::raftstore::{Config as RaftConfig, Node};
 use strata_storage::{Engine, FjallEngine};
 use tokio::net::TcpListener;
@@ -21,6 +22,7 @@ use crate::pb::etcd::kv_server::KvServer;
 use crate::pb::etcd::maintenance_server::MaintenanceServer;
 use crate::pb::transport::raft_transport_server::RaftTransportServer;
 use crate::shell;
+use crate::timed_engine::TimedEngine;
 use crate::transport::{PEER_MESSAGE_BYTES_MAX, Transport, TransportService};
 
 /// gRPC messages from clients may exceed the request limit by this much, so that a request just
@@ -36,7 +38,9 @@ pub async fn run(
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let fjall = Arc::new(FjallEngine::open(&config.data_dir)?);
-    let engine: Arc<dyn Engine> = fjall.clone();
+    let sync_seconds = Arc::new(Histogram::new(SECONDS_BOUNDS));
+    let engine: Arc<dyn Engine> =
+        Arc::new(TimedEngine { inner: fjall.clone(), sync_seconds: sync_seconds.clone() });
 
     let member_id = config.member_id();
     let epoch =
@@ -44,6 +48,9 @@ pub async fn run(
     let voters: Vec<u64> = config.members.iter().map(|m| m.id).collect();
     let mut raft_config = RaftConfig::new(member_id, epoch, voters);
     raft_config.election_ticks = config.election_ticks;
+    raft_config.log_entries_max = config.log_entries_max;
+    // Keep a fifth of the log after compaction so briefly lagging followers use the log.
+    raft_config.log_entries_keep = config.log_entries_max / 5;
     let node = Node::open(raft_config, engine.clone()).with_context(|| {
         format!("cannot open the node's state in {}", config.data_dir.display())
     })?;
@@ -62,6 +69,7 @@ pub async fn run(
         &peers,
         reports.clone(),
     );
+    let node_stats = node.stats();
     let (handle, _thread) = shell::spawn(node, transport, config.tick_interval)?;
     // The transport reports undeliverable messages to the shell from now on.
     *reports.lock().expect("reports lock") = Some(handle.clone());
@@ -74,7 +82,7 @@ pub async fn run(
         engine: engine.clone(),
         limits: limits.clone(),
         peer_client_urls: peer_client_urls.clone(),
-        metrics: Arc::new(Metrics::default()),
+        metrics: Arc::new(Metrics::new(node_stats, sync_seconds)),
         db_size: Arc::new(move || fjall.disk_space_bytes()),
     });
 

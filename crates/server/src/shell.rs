@@ -111,6 +111,8 @@ impl ShellHandle {
 
 struct Waiting<T> {
     deadline: Instant,
+    /// The Raft term when the request was handed to Raft (for proposals).
+    term: u64,
     reply: oneshot::Sender<Result<T, Error>>,
 }
 
@@ -130,6 +132,8 @@ pub struct Shell<O: Outbox> {
     proposals: HashMap<u64, Waiting<Response>>,
     unproposed: Vec<Unproposed>,
     reads: HashMap<u64, Waiting<()>>,
+    /// The term at the last check for proposals of earlier terms.
+    last_term: u64,
 }
 
 /// Starts the shell thread. It runs until every handle is dropped or storage fails; a storage
@@ -152,6 +156,7 @@ pub fn spawn<O: Outbox>(
         proposals: HashMap::new(),
         unproposed: Vec::new(),
         reads: HashMap::new(),
+        last_term: 0,
     };
     let thread =
         std::thread::Builder::new().name("strata-raftstore".into()).spawn(move || shell.run())?;
@@ -183,7 +188,8 @@ impl<O: Outbox> Shell<O> {
                 next_tick = now + self.tick_interval;
             }
             if self.node.has_work() {
-                match self.node.process_ready() {
+                let outbox = &mut self.outbox;
+                match self.node.process_ready_sending(&mut |messages| outbox.send(messages)) {
                     Ok(output) => self.dispatch(output),
                     Err(e) => {
                         // The node's memory may now be ahead of its disk; continuing could
@@ -201,12 +207,13 @@ impl<O: Outbox> Shell<O> {
         match input {
             Input::Propose { range_id, request, deadline, reply } => {
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-                self.proposals.insert(id, Waiting { deadline, reply });
+                let term = self.current_term(range_id);
+                self.proposals.insert(id, Waiting { deadline, term, reply });
                 self.propose(Unproposed { id, range_id, request });
             }
             Input::Read { range_id, deadline, reply } => {
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-                self.reads.insert(id, Waiting { deadline, reply });
+                self.reads.insert(id, Waiting { deadline, term: 0, reply });
                 self.node.read_index(range_id, id);
             }
             Input::Raft { range_id, message } => self.node.step(range_id, message),
@@ -219,7 +226,12 @@ impl<O: Outbox> Shell<O> {
 
     fn propose(&mut self, proposal: Unproposed) {
         match self.node.propose(proposal.range_id, proposal.id, proposal.request.clone()) {
-            Ok(()) => {}
+            Ok(()) => {
+                let term = self.current_term(proposal.range_id);
+                if let Some(w) = self.proposals.get_mut(&proposal.id) {
+                    w.term = term;
+                }
+            }
             Err(Error::NoLeader) => self.unproposed.push(proposal),
             Err(e) => {
                 if let Some(w) = self.proposals.remove(&proposal.id) {
@@ -242,6 +254,35 @@ impl<O: Outbox> Shell<O> {
         expire(&mut self.reads, now);
     }
 
+    fn current_term(&self, range_id: RangeId) -> u64 {
+        self.node.shared(range_id).map_or(0, |s| s.term.load(Ordering::Acquire))
+    }
+
+    /// A proposal handed to Raft in an earlier term may have gone to a leader that is gone (a
+    /// follower forwards proposals, and a lost forward is never retried by Raft). Answer such
+    /// proposals now with "leader changed" — their outcome is unknown, as etcd reports it —
+    /// rather than letting them wait for their deadline.
+    fn fail_proposals_of_old_terms(&mut self) {
+        let term = self.current_term(strata_core::FIRST_RANGE_ID);
+        if term <= self.last_term {
+            return;
+        }
+        self.last_term = term;
+        let unproposed: std::collections::HashSet<u64> =
+            self.unproposed.iter().map(|p| p.id).collect();
+        let stale: Vec<u64> = self
+            .proposals
+            .iter()
+            .filter(|(id, w)| w.term < term && !unproposed.contains(id))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            if let Some(w) = self.proposals.remove(&id) {
+                let _ = w.reply.send(Err(Error::LeaderChanged { leader_hint: None }));
+            }
+        }
+    }
+
     fn dispatch(&mut self, output: strata_core::raftstore::Output) {
         if !output.messages.is_empty() {
             self.outbox.send(output.messages);
@@ -256,6 +297,7 @@ impl<O: Outbox> Shell<O> {
                 let _ = w.reply.send(Ok(()));
             }
         }
+        self.fail_proposals_of_old_terms();
     }
 }
 

@@ -299,7 +299,10 @@ impl<'a> Applier<'a> {
     }
 
     fn execute_txn(&mut self, writes: &mut Writes, req: &TxnRequest) -> Result<TxnResponse> {
-        let succeeded = self.compares_hold(self.read_revision(writes), &req.compare)?;
+        // etcd decides every branch, nested ones included, on the store as it was before the
+        // transaction (`compareToPath`): a nested compare does not see earlier operations' writes.
+        // This is also the path `check_txn` checked.
+        let succeeded = self.compares_hold(self.state.revision, &req.compare)?;
         let ops: &[RequestOp] = if succeeded { &req.success } else { &req.failure };
         let mut responses = Vec::with_capacity(ops.len());
         for op in ops {
@@ -313,7 +316,8 @@ impl<'a> Applier<'a> {
                 }
                 Some(OpRequest::RequestTxn(t)) => {
                     let mut nested = self.execute_txn(writes, t)?;
-                    nested.header = Self::header(self.read_revision(writes));
+                    // etcd fills in only the outermost header; a nested one stays empty.
+                    nested.header = Some(ResponseHeader::default());
                     OpResponse::ResponseTxn(nested)
                 }
                 None => continue,

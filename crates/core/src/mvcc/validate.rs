@@ -46,15 +46,18 @@ pub fn check_delete_range(req: &DeleteRangeRequest) -> Result<()> {
 }
 
 pub fn check_txn(req: &TxnRequest, limits: &Limits) -> Result<()> {
-    check_txn_ops(req, limits)?;
+    check_txn_ops(req, limits.txn_ops_max)?;
     check_intervals(&req.success)?;
     check_intervals(&req.failure)?;
     Ok(())
 }
 
-fn check_txn_ops(req: &TxnRequest, limits: &Limits) -> Result<()> {
-    let max = limits.txn_ops_max;
-    if req.compare.len() > max || req.success.len() > max || req.failure.len() > max {
+/// `max` is what is left of the operation budget: as in etcd, a nested transaction may use only
+/// what its parent's longest list (compares, success or failure) leaves, so the budget shrinks
+/// with every level of nesting.
+fn check_txn_ops(req: &TxnRequest, max: usize) -> Result<()> {
+    let ops = req.compare.len().max(req.success.len()).max(req.failure.len());
+    if ops > max {
         return Err(Error::TooManyOps);
     }
     for compare in &req.compare {
@@ -65,7 +68,7 @@ fn check_txn_ops(req: &TxnRequest, limits: &Limits) -> Result<()> {
             Some(OpRequest::RequestRange(r)) => check_range(r)?,
             Some(OpRequest::RequestPut(p)) => check_put(p)?,
             Some(OpRequest::RequestDeleteRange(d)) => check_delete_range(d)?,
-            Some(OpRequest::RequestTxn(t)) => check_txn_ops(t, limits)?,
+            Some(OpRequest::RequestTxn(t)) => check_txn_ops(t, max - ops)?,
             None => {}
         }
     }
@@ -187,6 +190,10 @@ mod tests {
     fn op_limits_and_keys() {
         let many: Vec<_> = (0..129).map(|i| put(&format!("k{i}"))).collect();
         assert_eq!(check(many), Err(Error::TooManyOps));
+        // Beside one more operation, a nested transaction has 128 - 2 operations left.
+        let nested = |n: usize| (0..n).map(|i| put(&format!("n{i}"))).collect::<Vec<_>>();
+        assert_eq!(check(vec![put("a"), txn(nested(127), vec![])]), Err(Error::TooManyOps));
+        assert_eq!(check(vec![put("a"), txn(nested(126), vec![])]), Ok(()));
         assert_eq!(check(vec![put("")]), Err(Error::EmptyKey));
         let ignore = PutRequest {
             key: b"k".to_vec(),

@@ -21,6 +21,7 @@ mod log;
 mod node;
 mod replica;
 mod snapshot;
+pub mod stats;
 
 pub use log::{decode as decode_raft, encode as encode_raft};
 pub use node::{Config, Node, OutMessage, Output, RangeShared};

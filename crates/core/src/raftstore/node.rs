@@ -11,6 +11,7 @@ use strata_storage::{Durability, Engine, WriteBatch};
 use super::log::RaftLog;
 use super::replica::{PendingRead, Replica};
 use super::snapshot;
+use super::stats::{NodeStats, bump};
 use crate::command::{Command, Request};
 use crate::mvcc::{self, AppliedState, Response};
 use crate::{Error, FIRST_RANGE_ID, NodeId, RangeId, Result};
@@ -103,6 +104,7 @@ pub struct Node {
     replicas: BTreeMap<RangeId, Replica>,
     ticks: u64,
     next_read_ctx: u64,
+    stats: Arc<NodeStats>,
 }
 
 impl Node {
@@ -159,11 +161,15 @@ impl Node {
         publish(&mut replica);
         let mut replicas = BTreeMap::new();
         replicas.insert(range_id, replica);
-        Ok(Self { config, engine, replicas, ticks: 0, next_read_ctx: 1 })
+        Ok(Self { config, engine, replicas, ticks: 0, next_read_ctx: 1, stats: Arc::default() })
     }
 
     pub fn node_id(&self) -> NodeId {
         self.config.node_id
+    }
+
+    pub fn stats(&self) -> Arc<NodeStats> {
+        self.stats.clone()
     }
 
     pub fn range_ids(&self) -> Vec<RangeId> {
@@ -188,11 +194,11 @@ impl Node {
         let retry_after = self.config.read_retry_ticks;
         for replica in self.replicas.values_mut() {
             replica.raw.tick();
-            // A ReadIndex request can be lost (dropped message, leader change): re-issue it.
+            // A ReadIndex request can be lost (dropped message, leader change): re-issue it
+            // under the same context, so an answer to either copy releases the reads (a leader
+            // ignores a context it is already confirming).
             for pending in &mut replica.pending_reads {
                 if pending.index.is_none() && self.ticks - pending.issued_tick >= retry_after {
-                    pending.ctx = self.next_read_ctx;
-                    self.next_read_ctx += 1;
                     pending.issued_tick = self.ticks;
                     replica.raw.read_index(pending.ctx.to_be_bytes().to_vec());
                 }
@@ -222,6 +228,7 @@ impl Node {
             proposer_epoch: self.config.epoch,
             request: Some(request),
         };
+        bump(&self.stats.proposals, 1);
         replica.raw.propose(Vec::new(), command.encode()).map_err(|e| match e {
             raft::Error::ProposalDropped => Error::NoLeader,
             other => Error::Internal(format!("proposal failed: {other}")),
@@ -262,6 +269,20 @@ impl Node {
     /// Runs one round (see the module docs). A storage error is returned and the node must not
     /// be used afterwards: its in-memory state may be ahead of what is durable.
     pub fn process_ready(&mut self) -> Result<Output> {
+        let mut early = Vec::new();
+        let mut out = self.process_ready_sending(&mut |messages| early.extend(messages))?;
+        early.append(&mut out.messages);
+        out.messages = early;
+        Ok(out)
+    }
+
+    /// Like [`Node::process_ready`], but hands the messages that need not wait for this round's
+    /// fsync (a leader's appends, heartbeats) to `send_now` before writing, so followers persist
+    /// in parallel with the leader instead of after it.
+    pub fn process_ready_sending(
+        &mut self,
+        send_now: &mut dyn FnMut(Vec<OutMessage>),
+    ) -> Result<Output> {
         let mut out = Output::default();
         let engine = self.engine.clone();
 
@@ -289,9 +310,17 @@ impl Node {
                 continue;
             }
             let mut ready = replica.raw.ready();
-            out.messages.extend(wrap(replica.range_id, ready.take_messages()));
+            let immediate: Vec<OutMessage> =
+                wrap(replica.range_id, ready.take_messages()).collect();
+            if !immediate.is_empty() {
+                send_now(immediate);
+            }
             if !ready.snapshot().is_empty() {
                 restore_snapshot(engine.as_ref(), replica, ready.snapshot(), &mut log_batch)?;
+                bump(&self.stats.snapshots_applied, 1);
+            }
+            if !ready.entries().is_empty() {
+                self.stats.log_batch_entries.observe(ready.entries().len() as f64);
             }
             replica.raw.store().persist_entries(ready.entries(), &mut log_batch);
             if let Some(hard_state) = ready.hs() {
@@ -332,6 +361,10 @@ impl Node {
             }
             out.messages.extend(wrap(range_id, light.take_messages()));
             committed.extend(light.take_committed_entries());
+            if !committed.is_empty() {
+                bump(&self.stats.entries_applied, committed.len() as u64);
+                self.stats.apply_batch_entries.observe(committed.len() as f64);
+            }
             let completions = replica.apply_entries(
                 engine.as_ref(),
                 &committed,
@@ -359,9 +392,14 @@ impl Node {
         }
 
         // 4: publish, release reads, prepare requested snapshots.
+        bump(&self.stats.rounds, 1);
         for replica in self.replicas.values_mut() {
             replica.raw.advance_apply_to(replica.applied.applied_index);
+            let leader_before = replica.shared.leader_id.load(Ordering::Acquire);
             publish(replica);
+            if replica.shared.leader_id.load(Ordering::Acquire) != leader_before {
+                bump(&self.stats.leader_changes, 1);
+            }
             let applied = replica.applied.applied_index;
             replica.pending_reads.retain(|pending| match pending.index {
                 Some(index) if index <= applied => {

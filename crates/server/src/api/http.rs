@@ -13,20 +13,39 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use strata_core::raftstore::stats::{Histogram, NodeStats, SECONDS_BOUNDS};
+
 use super::Api;
 
-/// Request counters and latency sums per RPC, in Prometheus text format.
-#[derive(Default)]
+/// Requests per (RPC, succeeded).
+type RequestTotals = BTreeMap<(&'static str, bool), u64>;
+
+/// The node's metrics, rendered in Prometheus text format: Raft and MVCC state, the raftstore's
+/// own counters (proposals, applies, rounds, batch sizes, leader changes), fsync latency, and
+/// request counts and latency per RPC.
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(&'static str, bool), (u64, f64)>>,
+    requests: Mutex<RequestTotals>,
+    /// Request latency per RPC, in seconds.
+    request_seconds: Mutex<BTreeMap<&'static str, Arc<Histogram>>>,
+    node: Arc<NodeStats>,
+    sync_seconds: Arc<Histogram>,
 }
 
 impl Metrics {
+    pub fn new(node: Arc<NodeStats>, sync_seconds: Arc<Histogram>) -> Self {
+        Self { requests: Mutex::default(), request_seconds: Mutex::default(), node, sync_seconds }
+    }
+
     pub fn observe_request(&self, method: &'static str, latency: Duration, ok: bool) {
-        let mut requests = self.requests.lock().expect("metrics lock");
-        let entry = requests.entry((method, ok)).or_default();
-        entry.0 += 1;
-        entry.1 += latency.as_secs_f64();
+        *self.requests.lock().expect("metrics lock").entry((method, ok)).or_default() += 1;
+        let histogram = self
+            .request_seconds
+            .lock()
+            .expect("metrics lock")
+            .entry(method)
+            .or_insert_with(|| Arc::new(Histogram::new(SECONDS_BOUNDS)))
+            .clone();
+        histogram.observe(latency.as_secs_f64());
     }
 
     fn render(&self, api: &Api) -> String {
@@ -38,27 +57,73 @@ impl Metrics {
             ("strata_raft_applied_index", range.applied_index.load(Ordering::Acquire) as f64),
             ("strata_mvcc_revision", range.revision.load(Ordering::Acquire) as f64),
             ("strata_mvcc_compact_revision", range.compact_revision.load(Ordering::Acquire) as f64),
-            ("strata_has_leader", f64::from(u8::from(range.leader_id.load(Ordering::Acquire) != 0))),
+            (
+                "strata_has_leader",
+                f64::from(u8::from(range.leader_id.load(Ordering::Acquire) != 0)),
+            ),
             ("strata_raft_leader_id", range.leader_id.load(Ordering::Acquire) as f64),
         ];
         for (name, value) in gauges {
             let _ = writeln!(out, "# TYPE {name} gauge\n{name} {value}");
         }
+        let node = &self.node;
+        let counters = [
+            ("strata_proposals_total", &node.proposals),
+            ("strata_entries_applied_total", &node.entries_applied),
+            ("strata_raftstore_rounds_total", &node.rounds),
+            ("strata_leader_changes_total", &node.leader_changes),
+            ("strata_snapshots_sent_total", &node.snapshots_sent),
+            ("strata_snapshots_applied_total", &node.snapshots_applied),
+        ];
+        for (name, counter) in counters {
+            let _ =
+                writeln!(out, "# TYPE {name} counter\n{name} {}", counter.load(Ordering::Relaxed));
+        }
+        render_histogram(&mut out, "strata_log_batch_entries", "", &node.log_batch_entries);
+        render_histogram(&mut out, "strata_apply_batch_entries", "", &node.apply_batch_entries);
+        render_histogram(&mut out, "strata_fsync_seconds", "", &self.sync_seconds);
+        let _ = writeln!(out, "# TYPE strata_grpc_request_seconds histogram");
+        for (method, histogram) in self.request_seconds.lock().expect("metrics lock").iter() {
+            render_histogram(
+                &mut out,
+                "strata_grpc_request_seconds",
+                &format!("method=\"{method}\""),
+                histogram,
+            );
+        }
         let _ = writeln!(out, "# TYPE strata_grpc_requests_total counter");
-        let _ = writeln!(out, "# TYPE strata_grpc_request_seconds_sum counter");
-        for ((method, ok), (count, seconds)) in self.requests.lock().expect("metrics lock").iter() {
+        for ((method, ok), count) in self.requests.lock().expect("metrics lock").iter() {
             let outcome = if *ok { "ok" } else { "error" };
-            let _ = writeln!(out, "strata_grpc_requests_total{{method=\"{method}\",outcome=\"{outcome}\"}} {count}");
-            let _ = writeln!(out, "strata_grpc_request_seconds_sum{{method=\"{method}\",outcome=\"{outcome}\"}} {seconds}");
+            let _ = writeln!(
+                out,
+                "strata_grpc_requests_total{{method=\"{method}\",outcome=\"{outcome}\"}} {count}"
+            );
         }
         out
     }
+}
+
+/// Writes one histogram in Prometheus's text format; `labels` are extra labels (may be empty).
+fn render_histogram(out: &mut String, name: &str, labels: &str, histogram: &Histogram) {
+    let (buckets, sum) = histogram.snapshot();
+    if labels.is_empty() {
+        let _ = writeln!(out, "# TYPE {name} histogram");
+    }
+    let sep = if labels.is_empty() { "" } else { "," };
+    for (bound, count) in &buckets {
+        let le = if bound.is_infinite() { "+Inf".to_string() } else { bound.to_string() };
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {count}");
+    }
+    let count = buckets.last().map_or(0, |(_, c)| *c);
+    let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+    let _ = writeln!(out, "{name}_sum{braces} {sum}\n{name}_count{braces} {count}");
 }
 
 pub fn router(api: Arc<Api>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .merge(super::gateway::routes())
         .fallback(fallback)
         .with_state(api)
 }
@@ -66,7 +131,11 @@ pub fn router(api: Arc<Api>) -> Router {
 /// Healthy when this member knows a leader, as etcd's `/health` reports.
 async fn health(State(api): State<Arc<Api>>) -> Response {
     let has_leader = api.range().leader_id.load(Ordering::Acquire) != 0;
-    let body = if has_leader { r#"{"health":"true"}"# } else { r#"{"health":"false","reason":"no leader"}"# };
+    let body = if has_leader {
+        r#"{"health":"true"}"#
+    } else {
+        r#"{"health":"false","reason":"no leader"}"#
+    };
     let code = if has_leader { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, [("content-type", "application/json")], body).into_response()
 }

@@ -5,6 +5,7 @@
 //! Errors from the core are mapped to gRPC statuses here, and only here.
 
 pub mod cluster;
+pub mod gateway;
 pub mod http;
 pub mod kv;
 pub mod maintenance;
