@@ -31,6 +31,8 @@ const BATCH_MESSAGES_MAX: usize = 512;
 pub const PEER_MESSAGE_BYTES_MAX: usize = 512 * 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// How long one batch may wait to enter a peer's stream before the stream counts as broken.
+const BATCH_SEND_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Client URLs peers announced on their streams, for `MemberList`.
 pub type PeerClientUrls = Arc<Mutex<HashMap<u64, Vec<String>>>>;
@@ -149,7 +151,12 @@ async fn peer_sender(
                     Err(_) => break,
                 }
             }
-            let sent = stream_tx.send(batch).await.is_ok() && !call.is_finished();
+            // A peer that stops reading (partitioned, paused) fills the stream's window; give a
+            // batch a deadline rather than waiting on it forever, and reconnect.
+            let sent = matches!(
+                tokio::time::timeout(BATCH_SEND_TIMEOUT, stream_tx.send(batch)).await,
+                Ok(Ok(()))
+            ) && !call.is_finished();
             for range_id in snapshots {
                 report(Input::SnapshotStatus { range_id, peer: peer_id, delivered: sent });
             }

@@ -49,7 +49,7 @@ const DELIBERATE: &[(&str, &str)] = &[
     (
         "duplicate: put + from-key delete covering it",
         "etcd's duplicate-key check reads a from-key (\"\\0\") range end as an empty interval \
-         and accepts a put inside the deleted range (etcd-io/etcd#22395); Strata rejects it as it \
+         and accepts a put inside the deleted range; Strata rejects it as it \
          rejects the same overlap spelled with an explicit range end",
     ),
     (

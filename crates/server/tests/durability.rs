@@ -137,7 +137,7 @@ async fn minority_loss_keeps_serving_and_majority_loss_fails_fast() {
     // One member down: still available.
     cluster.kill(0);
     let mut survivor = client(&endpoints[1..]).await;
-    survivor.put("minority-down", "1", None).await.unwrap();
+    support::put_retrying(&mut survivor, "minority-down", "1").await;
     assert_eq!(survivor.get("before", None).await.unwrap().kvs()[0].value(), b"1");
 
     // Two members down: requests fail with a clear error once their deadline passes.
@@ -165,7 +165,7 @@ async fn minority_loss_keeps_serving_and_majority_loss_fails_fast() {
     cluster.spawn(1);
     cluster.wait_for_leader(Duration::from_secs(30));
     let mut c = client(&endpoints).await;
-    c.put("healed", "1", None).await.unwrap();
+    support::put_retrying(&mut c, "healed", "1").await;
     for key in ["before", "minority-down", "healed"] {
         assert_eq!(c.get(key, None).await.unwrap().kvs().len(), 1, "{key}");
     }
@@ -181,12 +181,7 @@ async fn restarted_member_catches_up_by_snapshot() {
     for i in 0..300 {
         // If the killed member was the leader, writes fail with a retryable error until the
         // others elect a new one; retry as a client would (puts of a fixed value are idempotent).
-        let mut attempts = 0;
-        while let Err(e) = c.put(format!("snap/{i:03}"), format!("v{i}"), None).await {
-            attempts += 1;
-            assert!(attempts < 50, "put kept failing: {e}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        support::put_retrying(&mut c, &format!("snap/{i:03}"), &format!("v{i}")).await;
     }
     c.compact(100, None).await.unwrap();
     cluster.spawn(2);

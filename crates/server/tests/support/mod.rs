@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -235,6 +235,19 @@ pub async fn client(endpoints: &[String]) -> etcd_client::Client {
     etcd_client::Client::connect(endpoints, Some(options)).await.expect("connect")
 }
 
-pub fn path_exists(p: &Path) -> bool {
-    p.exists()
+/// Puts a key, retrying while the cluster answers with a retryable error (no leader, leader
+/// changed, timed out) — what a client does while a new leader is being elected. Only for
+/// idempotent writes.
+pub async fn put_retrying(client: &mut etcd_client::Client, key: &str, value: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match client.put(key, value, None).await {
+            Ok(_) => return,
+            Err(etcd_client::Error::GRpcStatus(s)) if s.code() == tonic::Code::Unavailable => {
+                assert!(Instant::now() < deadline, "put {key} kept failing: {}", s.message());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("put {key}: {e}"),
+        }
+    }
 }
