@@ -134,6 +134,8 @@ pub struct Shell<O: Outbox> {
     reads: HashMap<u64, Waiting<()>>,
     /// The term at the last check for proposals of earlier terms.
     last_term: u64,
+    /// The leader known after the last round, to log changes.
+    last_leader: u64,
 }
 
 /// Starts the shell thread. It runs until every handle is dropped or storage fails; a storage
@@ -157,6 +159,7 @@ pub fn spawn<O: Outbox>(
         unproposed: Vec::new(),
         reads: HashMap::new(),
         last_term: 0,
+        last_leader: 0,
     };
     let thread =
         std::thread::Builder::new().name("strata-raftstore".into()).spawn(move || shell.run())?;
@@ -283,6 +286,24 @@ impl<O: Outbox> Shell<O> {
         }
     }
 
+    /// Logs leadership changes of the first range: the one event operators look for first.
+    fn log_leadership(&mut self) {
+        let Some(shared) = self.node.shared(strata_core::FIRST_RANGE_ID) else { return };
+        let leader = shared.leader_id.load(Ordering::Acquire);
+        if leader == self.last_leader {
+            return;
+        }
+        let term = shared.term.load(Ordering::Acquire);
+        if leader == 0 {
+            tracing::warn!(term, previous = format!("{:x}", self.last_leader), "no leader");
+        } else if leader == self.node.node_id() {
+            tracing::info!(term, "this member became leader");
+        } else {
+            tracing::info!(term, leader = format!("{leader:x}"), "leader elected");
+        }
+        self.last_leader = leader;
+    }
+
     fn dispatch(&mut self, output: strata_core::raftstore::Output) {
         if !output.messages.is_empty() {
             self.outbox.send(output.messages);
@@ -298,6 +319,7 @@ impl<O: Outbox> Shell<O> {
             }
         }
         self.fail_proposals_of_old_terms();
+        self.log_leadership();
     }
 }
 
