@@ -13,6 +13,7 @@ pub mod cli_client;
 pub mod config;
 pub mod dev;
 pub mod pb;
+pub mod raft_log;
 pub mod server;
 pub mod shell;
 pub mod timed_engine;

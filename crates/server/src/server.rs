@@ -48,6 +48,7 @@ pub async fn run(
     let voters: Vec<u64> = config.members.iter().map(|m| m.id).collect();
     let mut raft_config = RaftConfig::new(member_id, epoch, voters);
     raft_config.election_ticks = config.election_ticks;
+    raft_config.raft_logger = Some(crate::raft_log::logger());
     raft_config.log_entries_max = config.log_entries_max;
     // Keep a fifth of the log after compaction so briefly lagging followers use the log.
     raft_config.log_entries_keep = config.log_entries_max / 5;

@@ -38,6 +38,8 @@ pub struct Config {
     /// cannot serve (no leader known, or a new leader that has not yet committed an entry of its
     /// term), so the retry is what bounds the wait.
     pub read_retry_ticks: u64,
+    /// Where raft-rs's own log records go (elections, rejections); discarded when `None`.
+    pub raft_logger: Option<slog::Logger>,
 }
 
 impl Config {
@@ -53,6 +55,7 @@ impl Config {
             append_bytes_max: 1024 * 1024,
             inflight_appends_max: 256,
             read_retry_ticks: 3,
+            raft_logger: None,
         }
     }
 }
@@ -145,8 +148,10 @@ impl Node {
             ..Default::default()
         };
         raft_config.validate().map_err(|e| Error::Internal(format!("raft config: {e}")))?;
-        // raft-rs logs through slog; its events are visible to Strata through the node's state.
-        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let logger = config
+            .raft_logger
+            .clone()
+            .unwrap_or_else(|| slog::Logger::root(slog::Discard, slog::o!()));
         let raw = RawNode::new(&raft_config, log, &logger)
             .map_err(|e| Error::Internal(format!("cannot start raft: {e}")))?;
         let shared = Arc::new(RangeShared::default());
