@@ -274,3 +274,22 @@ fn linearizable_read_on_a_follower_waits_for_apply() {
     }
     assert!(released, "the read was never released");
 }
+
+#[test]
+fn second_snapshot_is_fresh_not_the_cached_first_one() {
+    let mut cluster = TestCluster::new(small_log_config);
+    let leader = cluster.run_until_leader();
+    let lagging = (1..=3).find(|id| *id != leader).unwrap();
+    // Fall behind twice; the log is compacted past the first snapshot in between, so the
+    // second catch-up needs a new snapshot.
+    for round in 0..2 {
+        cluster.isolated.insert(lagging);
+        for i in 0..100 {
+            cluster.put(leader, &format!("r{round}/{i:03}"), "v");
+        }
+        cluster.isolated.clear();
+        cluster.run(300);
+        assert_eq!(cluster.revision(lagging), cluster.revision(leader), "round {round}");
+    }
+    assert_eq!(cluster.get(lagging, "r1/099"), Some(b"v".to_vec()));
+}

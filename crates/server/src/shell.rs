@@ -258,7 +258,7 @@ impl<O: Outbox> Shell<O> {
     }
 
     fn current_term(&self, range_id: RangeId) -> u64 {
-        self.node.shared(range_id).map_or(0, |s| s.term.load(Ordering::Acquire))
+        self.node.term(range_id)
     }
 
     /// A proposal handed to Raft in an earlier term may have gone to a leader that is gone (a

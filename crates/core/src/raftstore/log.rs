@@ -178,6 +178,12 @@ impl RaftLog {
         batch.put(Keyspace::Raft, keys::raft_snapshot(self.range_id), encode(&self.truncated));
         let drop_count = self.entries.iter().take_while(|e| e.index <= index).count();
         self.entries.drain(..drop_count);
+        // A prepared snapshot older than the compaction point can no longer help anyone (see
+        // `snapshot`); free the memory it holds.
+        let mut prepared = self.prepared_snapshot.lock().expect("snapshot lock");
+        if prepared.as_ref().and_then(|s| s.metadata.as_ref()).is_some_and(|m| m.index < index) {
+            *prepared = None;
+        }
         true
     }
 
@@ -276,8 +282,13 @@ impl raft::Storage for RaftLog {
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
         let prepared = self.prepared_snapshot.lock().expect("snapshot lock");
         match prepared.as_ref() {
+            // Only a snapshot that reaches the log's compaction point is useful: the follower
+            // continues from the log after it. An older one would be rejected or leave the
+            // follower needing entries that are gone, and it would be sent again forever.
             Some(snapshot)
-                if snapshot.metadata.as_ref().is_some_and(|m| m.index >= request_index) =>
+                if snapshot.metadata.as_ref().is_some_and(|m| {
+                    m.index >= request_index && m.index >= self.truncated.index
+                }) =>
             {
                 Ok(snapshot.clone())
             }

@@ -177,6 +177,12 @@ impl Node {
         self.stats.clone()
     }
 
+    /// The replica's current Raft term, as raft-rs knows it right now (the published one in
+    /// [`RangeShared`] lags by up to a round).
+    pub fn term(&self, range_id: RangeId) -> u64 {
+        self.replicas.get(&range_id).map_or(0, |r| r.raw.raft.term)
+    }
+
     pub fn range_ids(&self) -> Vec<RangeId> {
         self.replicas.keys().copied().collect()
     }
@@ -205,9 +211,13 @@ impl Node {
             for pending in &mut replica.pending_reads {
                 if pending.index.is_none() && self.ticks - pending.issued_tick >= retry_after {
                     pending.issued_tick = self.ticks;
-                    replica.raw.read_index(pending.ctx.to_be_bytes().to_vec());
+                    replica.raw.read_index(read_ctx(&self.config, pending.ctx));
                 }
             }
+            // Reads nobody can be waiting for any more (the shell's deadlines are far shorter)
+            // are dropped, so a member without a leader does not accumulate them.
+            let ticks = self.ticks;
+            replica.pending_reads.retain(|p| ticks - p.created_tick < READ_EXPIRY_TICKS);
         }
     }
 
@@ -296,10 +306,11 @@ impl Node {
             if !replica.unissued_reads.is_empty() {
                 let ctx = self.next_read_ctx;
                 self.next_read_ctx += 1;
-                replica.raw.read_index(ctx.to_be_bytes().to_vec());
+                replica.raw.read_index(read_ctx(&self.config, ctx));
                 replica.pending_reads.push(PendingRead {
                     ctx,
                     issued_tick: self.ticks,
+                    created_tick: self.ticks,
                     index: None,
                     read_ids: std::mem::take(&mut replica.unissued_reads),
                 });
@@ -332,12 +343,9 @@ impl Node {
                 replica.raw.store().persist_hard_state(hard_state, &mut log_batch);
             }
             for read_state in ready.take_read_states() {
-                let ctx = read_state
-                    .request_ctx
-                    .as_slice()
-                    .try_into()
-                    .map(u64::from_be_bytes)
-                    .unwrap_or(0);
+                let Some(ctx) = own_read_ctx(&self.config, &read_state.request_ctx) else {
+                    continue;
+                };
                 if let Some(pending) = replica.pending_reads.iter_mut().find(|p| p.ctx == ctx) {
                     pending.index = Some(read_state.index);
                 }
@@ -389,7 +397,7 @@ impl Node {
             let applied = replica.applied.applied_index;
             let (first, keep) = (replica.raw.store().first_index(), self.config.log_entries_keep);
             if applied >= first && applied - first + 1 > self.config.log_entries_max {
-                replica.raw.mut_store().compact(applied - keep, &mut apply_batch);
+                replica.raw.mut_store().compact(applied.saturating_sub(keep), &mut apply_batch);
             }
         }
         if !apply_batch.is_empty() {
@@ -428,6 +436,28 @@ impl Node {
         }
         Ok(out)
     }
+}
+
+/// Pending reads older than this many ticks are dropped.
+const READ_EXPIRY_TICKS: u64 = 300;
+
+/// A ReadIndex context: unique across nodes and process restarts, because the leader keys
+/// pending reads by context alone and a reused one could release a new read with an old answer.
+fn read_ctx(config: &Config, counter: u64) -> Vec<u8> {
+    let mut ctx = Vec::with_capacity(24);
+    ctx.extend_from_slice(&config.node_id.to_be_bytes());
+    ctx.extend_from_slice(&config.epoch.to_be_bytes());
+    ctx.extend_from_slice(&counter.to_be_bytes());
+    ctx
+}
+
+/// The counter of a context this node and process issued, if it is one.
+fn own_read_ctx(config: &Config, ctx: &[u8]) -> Option<u64> {
+    let mine = read_ctx(config, 0);
+    if ctx.len() != mine.len() || ctx[..16] != mine[..16] {
+        return None;
+    }
+    Some(u64::from_be_bytes(ctx[16..].try_into().ok()?))
 }
 
 fn wrap(range_id: RangeId, messages: Vec<Message>) -> impl Iterator<Item = OutMessage> {

@@ -15,8 +15,10 @@ use crate::{NodeId, RangeId, Result, keys};
 
 /// A batch of reads waiting on one ReadIndex request.
 pub(crate) struct PendingRead {
+    /// The counter part of the ReadIndex context (see `node::read_ctx`).
     pub ctx: u64,
     pub issued_tick: u64,
+    pub created_tick: u64,
     /// The commit index the leader confirmed; the reads run once it is applied.
     pub index: Option<u64>,
     pub read_ids: Vec<u64>,
@@ -67,6 +69,12 @@ impl Replica {
                     })?;
                     let Some(request) = &command.request else { continue };
                     let result = applier.apply(request);
+                    // A storage failure is not the request's outcome: answering it and moving on
+                    // would let this replica skip a write the others applied. Stop instead.
+                    if let Err(e @ (crate::Error::Storage(_) | crate::Error::Internal(_))) = &result
+                    {
+                        return Err(e.clone());
+                    }
                     if command.proposer == node_id && command.proposer_epoch == epoch {
                         completions.push((command.proposal_id, result));
                     }

@@ -102,16 +102,29 @@ impl Api {
                 self.shell.read_index(FIRST_RANGE_ID, self.timeout()).await?;
             }
             let shared = self.range();
-            let state = shared.read_state();
-            let mut applier =
-                strata_core::mvcc::Applier::new(self.engine.as_ref(), FIRST_RANGE_ID, state);
-            return match applier.apply(&Request::Txn(req))? {
-                Response::Txn(mut r) => {
-                    r.header = self.header(state.revision);
-                    Ok(r)
+            loop {
+                let state = shared.read_state();
+                let mut applier =
+                    strata_core::mvcc::Applier::new(self.engine.as_ref(), FIRST_RANGE_ID, state);
+                let response = applier.apply(&Request::Txn(req.clone()))?;
+                // As in `read_local`: a compaction that landed while the transaction read may
+                // have removed versions it needed. Run it again on the new state; reads below
+                // the new floor then fail with "compacted", as they should.
+                // (The floor is published before the round's revision, so the state just read may
+                // be below it for a moment: that, too, is a retry.)
+                if shared.compact_revision.load(Ordering::Acquire) != state.compact_revision
+                    || state.compact_revision > state.revision
+                {
+                    continue;
                 }
-                other => Err(unexpected(other)),
-            };
+                return match response {
+                    Response::Txn(mut r) => {
+                        r.header = self.header(state.revision);
+                        Ok(r)
+                    }
+                    other => Err(unexpected(other)),
+                };
+            }
         }
         match self.write(Request::Txn(req)).await? {
             Response::Txn(mut r) => {
