@@ -221,15 +221,24 @@ pub fn main() -> ExitCode {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{Layer as _, filter};
+    let env_filter = tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn"));
     // Colours only on a terminal: log files and CI output stay plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let output = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
         .with_writer(std::io::stderr)
-        .try_init();
+        .with_filter(env_filter);
+    // The storage engine's debug records, kept only to name the file an open failed on.
+    let trail = crate::open_trail::OpenTrail.with_filter(
+        filter::Targets::new()
+            .with_target("fjall", tracing::Level::DEBUG)
+            .with_target("lsm_tree", tracing::Level::DEBUG),
+    );
+    let _ = tracing_subscriber::registry().with(output).with(trail).try_init();
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod cli_client;
 pub mod config;
 pub mod dev;
+pub mod open_trail;
 pub mod pb;
 pub mod raft_log;
 pub mod server;

@@ -37,7 +37,26 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    let fjall = Arc::new(FjallEngine::open(&config.data_dir)?);
+    let (opened, last_path) =
+        crate::open_trail::during_open(|| FjallEngine::open(&config.data_dir));
+    let fjall = match opened {
+        Ok(engine) => Arc::new(engine),
+        // fjall's errors carry no path: say where it was when it failed. Tables are checked
+        // after all of a keyspace's files are opened, so the damage is in the file named or in
+        // another file of its folder.
+        Err(e @ strata_storage::Error::Engine { .. }) => match last_path {
+            Some(path) => {
+                let folder = std::path::Path::new(&path).parent().map(|p| p.display().to_string());
+                anyhow::bail!(
+                    "{e}; the last file it opened was {path}: the damage is in that file or in \
+                     another file under {}; refusing to start",
+                    folder.unwrap_or_default()
+                )
+            }
+            None => anyhow::bail!("{e}; refusing to start"),
+        },
+        Err(e) => return Err(e.into()),
+    };
     let sync_seconds = Arc::new(Histogram::new(SECONDS_BOUNDS));
     let engine: Arc<dyn Engine> =
         Arc::new(TimedEngine { inner: fjall.clone(), sync_seconds: sync_seconds.clone() });

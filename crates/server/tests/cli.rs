@@ -160,8 +160,10 @@ fn start_never_panics_on_a_damaged_store() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!stderr.contains("panicked"), "panic after damaging {}: {stderr}", file.display());
         if !out.status.success() && out.status.code().is_some() {
+            // A refusal says so, and names where in the store the damage is.
             assert!(
-                stderr.contains("error:"),
+                stderr.contains("refusing to start")
+                    && stderr.contains("the last file it opened was"),
                 "unclear failure after damaging {}: {stderr}",
                 file.display()
             );
