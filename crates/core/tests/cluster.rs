@@ -293,3 +293,30 @@ fn second_snapshot_is_fresh_not_the_cached_first_one() {
     }
     assert_eq!(cluster.get(lagging, "r1/099"), Some(b"v".to_vec()));
 }
+
+#[test]
+fn refuses_to_open_a_log_that_lost_acknowledged_entries() {
+    let mut cluster = TestCluster::new(default_config);
+    let leader = cluster.run_until_leader();
+    for i in 0..5 {
+        cluster.put(leader, &format!("k{i}"), "v");
+    }
+    cluster.run(10);
+    // Drop the newest log entry of a follower behind its back, as a damaged journal would.
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    cluster.nodes[follower as usize - 1] = None;
+    let engine = cluster.engines[follower as usize - 1].clone();
+    let (start, end) = strata_core::keys::raft_log_bounds(FIRST_RANGE_ID);
+    let last = engine
+        .scan(strata_storage::Keyspace::Raft, &start, &end)
+        .unwrap()
+        .last()
+        .unwrap()
+        .unwrap()
+        .0;
+    let mut batch = strata_storage::WriteBatch::new();
+    batch.delete(strata_storage::Keyspace::Raft, last);
+    engine.write(&batch, strata_storage::Durability::Sync).unwrap();
+    let err = Node::open(default_config(follower), Arc::new(engine)).err().expect("must refuse");
+    assert!(err.to_string().contains("lost acknowledged entries"), "{err}");
+}

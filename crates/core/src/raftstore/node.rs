@@ -131,6 +131,17 @@ impl Node {
         };
         let applied = mvcc::load_applied_state(engine.as_ref(), range_id)?;
         let mut log = log;
+        // Everything committed or applied must still be in the log (or below its compaction
+        // point). If not, the store lost a suffix it had acknowledged — a damaged journal —
+        // and serving from it could lose writes: refuse, rather than let raft-rs panic.
+        let last_index = log.last_index();
+        let needed = log.hard_state().commit.max(applied.applied_index);
+        if needed > last_index {
+            return Err(Error::Storage(format!(
+                "range {range_id}: the Raft log ends at index {last_index} but index {needed} was \
+                 committed or applied; the store has lost acknowledged entries"
+            )));
+        }
         // The hard state's commit index is persisted lazily; what was applied was committed.
         if log.hard_state().commit < applied.applied_index {
             log.set_commit(applied.applied_index);
