@@ -19,9 +19,6 @@ mod support;
 
 use std::collections::{BTreeSet, HashSet};
 use std::fmt::Write as _;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use etcd_client::{
     Client, CompactionOptions, CompactionResponse, Compare, CompareOp, DeleteOptions,
@@ -29,7 +26,8 @@ use etcd_client::{
     ResponseHeader, SortOrder, SortTarget, StatusResponse, Txn, TxnOp, TxnOpResponse, TxnResponse,
 };
 use serde_json::{Value, json};
-use support::{Cluster, client, free_port, http_get};
+use support::etcd::Etcd;
+use support::{Cluster, client};
 
 /// Steps whose responses differ on purpose: (step name, reason). Keep in sync with the table in
 /// docs/etcd-compatibility.md.
@@ -71,10 +69,10 @@ const TXN_OPS_MAX: usize = 128;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn responses_match_etcd() {
-    let etcd = Etcd::start();
+    let etcd = Etcd::start("m1");
     let strata = Cluster::start(1);
     let mut d = Differ {
-        etcd: client(&[etcd.endpoint()]).await,
+        etcd: client(std::slice::from_ref(&etcd.endpoint)).await,
         strata: client(&strata.endpoints()).await,
         names: HashSet::new(),
         mismatches: Vec::new(),
@@ -771,91 +769,4 @@ fn text(bytes: &[u8]) -> String {
             s
         }),
     }
-}
-
-// --- The reference etcd ---------------------------------------------------------------------
-
-/// A single-member etcd on 127.0.0.1, on free ports, in its own temporary directory; killed by
-/// PID when dropped.
-struct Etcd {
-    child: Child,
-    client_port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Etcd {
-    fn start() -> Self {
-        let binary = etcd_binary().unwrap_or_else(|| {
-            panic!(
-                "etcd not found (neither /usr/bin/etcd nor `etcd` on PATH): this differential \
-                 test needs a real etcd; install Debian's etcd-server package"
-            )
-        });
-        let dir = tempfile::tempdir().unwrap();
-        let (client_port, peer_port) = (free_port(), free_port());
-        let client_url = format!("http://127.0.0.1:{client_port}");
-        let peer_url = format!("http://127.0.0.1:{peer_port}");
-        let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
-        let child = Command::new(&binary)
-            // Named as `support::Cluster` names its first member, so member lists compare.
-            .args(["--name", "m1"])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
-            .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("m1={peer_url}")])
-            .args(["--initial-cluster-state", "new"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-        let mut etcd = Self { child, client_port, dir };
-        etcd.wait_healthy(Duration::from_secs(30));
-        etcd
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
-    }
-
-    /// Waits until etcd's `/health` reports a leader.
-    fn wait_healthy(&mut self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if http_get(&self.endpoint(), "/health")
-                .is_some_and(|b| b.contains(r#""health":"true""#))
-            {
-                return;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("etcd exited early ({status}):\n{}", self.log());
-            }
-            if Instant::now() > deadline {
-                panic!("etcd not healthy after {timeout:?}:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Debian's etcd-server installs `/usr/bin/etcd`; otherwise the first `etcd` on PATH.
-fn etcd_binary() -> Option<PathBuf> {
-    let debian = PathBuf::from("/usr/bin/etcd");
-    if debian.is_file() {
-        return Some(debian);
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|dir| dir.join("etcd")).find(|p| p.is_file())
 }

@@ -7,14 +7,13 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value, json};
-use support::{Cluster, free_port, http_get};
+use support::Cluster;
+use support::etcd::Etcd;
 
 /// One HTTP answer: status code, content type, the body as written and parsed (`Value::Null`
 /// when it is not JSON).
@@ -344,65 +343,6 @@ fn errors_answer_like_grpc_gateway() {
 // ---------------------------------------------------------------------------------------------
 // Side by side with etcd 3.4
 
-/// A real single-member etcd on free local ports, killed by PID on drop.
-struct Etcd {
-    child: Child,
-    endpoint: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Etcd {
-    fn start() -> Self {
-        let program = std::env::var_os("STRATA_TEST_ETCD")
-            .map_or_else(|| PathBuf::from("etcd"), PathBuf::from);
-        let version = Command::new(&program).arg("--version").output().unwrap_or_else(|e| {
-            panic!(
-                "cannot run {}: {e} — this test compares Strata with etcd 3.4; install etcd 3.4 \
-                 (Debian: `apt-get install etcd-server`) or set STRATA_TEST_ETCD",
-                program.display()
-            )
-        });
-        let version = String::from_utf8_lossy(&version.stdout).into_owned();
-        assert!(
-            version.contains("etcd Version: 3.4."),
-            "this test compares Strata with etcd 3.4, but {} is:\n{version}",
-            program.display()
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let (client, peer) = (free_port(), free_port());
-        let endpoint = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
-        let child = Command::new(&program)
-            .args(["--name", "default"])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(["--listen-client-urls", &endpoint, "--advertise-client-urls", &endpoint])
-            .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("default={peer_url}")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start etcd");
-        let etcd = Etcd { child, endpoint, _dir: dir };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while http_get(&etcd.endpoint, "/health").is_none_or(|h| !h.contains(r#""health":"true""#))
-        {
-            assert!(Instant::now() < deadline, "etcd did not become healthy");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        etcd
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Drops the parts of response headers that differ between two clusters by nature: cluster
 /// and member ids, and the Raft term. Revisions stay: both stores start at revision 1.
 fn without_ids(mut value: Value) -> Value {
@@ -434,7 +374,7 @@ fn names(value: &Value) -> Vec<String> {
 
 #[test]
 fn same_answers_as_etcd_3_4() {
-    let etcd = Etcd::start();
+    let etcd = Etcd::start("default");
     let cluster = Cluster::start(1);
     let strata = &cluster.endpoints()[0];
     let k = |s: &str| b64(s);

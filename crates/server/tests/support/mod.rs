@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod etcd;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
