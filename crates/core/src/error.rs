@@ -4,8 +4,6 @@
 //! so that etcd clients recognise it (they match on the text). The mapping to tonic's `Status`
 //! happens once, in the server crate, from [`Error::code`] and the `Display` text.
 
-use crate::NodeId;
-
 /// The gRPC status codes Strata answers with (a subset, named as in the gRPC spec).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Code {
@@ -14,7 +12,6 @@ pub enum Code {
     OutOfRange,
     ResourceExhausted,
     Unavailable,
-    DeadlineExceeded,
     Internal,
 }
 
@@ -48,7 +45,7 @@ pub enum Error {
     NoLeader,
     /// The leader changed while the request was in flight; it may or may not have been applied.
     #[error("etcdserver: leader changed")]
-    LeaderChanged { leader_hint: Option<NodeId> },
+    LeaderChanged,
     /// The request did not complete before its deadline; it may still be applied.
     #[error("etcdserver: request timed out")]
     Timeout,
@@ -77,7 +74,7 @@ impl Error {
             | Error::RequestTooLarge => Code::InvalidArgument,
             Error::Compacted | Error::FutureRevision => Code::OutOfRange,
             Error::LeaseNotFound => Code::NotFound,
-            Error::NoLeader | Error::LeaderChanged { .. } | Error::Stopped => Code::Unavailable,
+            Error::NoLeader | Error::LeaderChanged | Error::Stopped => Code::Unavailable,
             Error::Timeout => Code::Unavailable,
             Error::TooManyRequests => Code::ResourceExhausted,
             Error::Storage(_) | Error::Internal(_) => Code::Internal,
@@ -90,7 +87,7 @@ impl Error {
         matches!(
             self,
             Error::NoLeader
-                | Error::LeaderChanged { .. }
+                | Error::LeaderChanged
                 | Error::Timeout
                 | Error::TooManyRequests
                 | Error::Stopped

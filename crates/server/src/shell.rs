@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
@@ -128,7 +128,7 @@ pub struct Shell<O: Outbox> {
     outbox: O,
     rx: Receiver<Input>,
     tick_interval: Duration,
-    next_id: AtomicU64,
+    next_id: u64,
     proposals: HashMap<u64, Waiting<Response>>,
     unproposed: Vec<Unproposed>,
     reads: HashMap<u64, Waiting<()>>,
@@ -154,7 +154,7 @@ pub fn spawn<O: Outbox>(
         outbox,
         rx,
         tick_interval,
-        next_id: AtomicU64::new(1),
+        next_id: 1,
         proposals: HashMap::new(),
         unproposed: Vec::new(),
         reads: HashMap::new(),
@@ -209,13 +209,13 @@ impl<O: Outbox> Shell<O> {
     fn handle(&mut self, input: Input) {
         match input {
             Input::Propose { range_id, request, deadline, reply } => {
-                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                let id = self.take_id();
                 let term = self.current_term(range_id);
                 self.proposals.insert(id, Waiting { deadline, term, reply });
                 self.propose(Unproposed { id, range_id, request });
             }
             Input::Read { range_id, deadline, reply } => {
-                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                let id = self.take_id();
                 self.reads.insert(id, Waiting { deadline, term: 0, reply });
                 self.node.read_index(range_id, id);
             }
@@ -225,6 +225,11 @@ impl<O: Outbox> Shell<O> {
                 self.node.report_snapshot(range_id, peer, delivered)
             }
         }
+    }
+
+    fn take_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
     }
 
     fn propose(&mut self, proposal: Unproposed) {
@@ -281,7 +286,7 @@ impl<O: Outbox> Shell<O> {
             .collect();
         for id in stale {
             if let Some(w) = self.proposals.remove(&id) {
-                let _ = w.reply.send(Err(Error::LeaderChanged { leader_hint: None }));
+                let _ = w.reply.send(Err(Error::LeaderChanged));
             }
         }
     }

@@ -23,7 +23,6 @@
 //! with two members set is rejected (etcd keeps a random one).
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
@@ -54,7 +53,9 @@ use super::{Api, status};
 const BODY_OVERHEAD_FACTOR: usize = 2;
 const BODY_OVERHEAD_BYTES: usize = 64 * 1024;
 
-/// The gateway's routes, to merge into the client port's router.
+/// The gateway's routes, to merge into the client port's router. KV calls are recorded in the
+/// same metrics as their gRPC twins: etcd's gateway calls its own gRPC server, so there too a
+/// JSON request counts as an RPC.
 pub fn routes() -> Router<Arc<Api>> {
     Router::new()
         .route("/v3/kv/range", post(range))
@@ -70,27 +71,27 @@ type Answer = Result<Json, Failure>;
 
 async fn range(State(api): State<Arc<Api>>, body: Body) -> Answer {
     let req = decode(&api, body, range_request).await?;
-    Ok(range_response(&observed(&api, "Range", api.range_request(req)).await?))
+    Ok(range_response(&api.observe("Range", api.range_request(req)).await?))
 }
 
 async fn put(State(api): State<Arc<Api>>, body: Body) -> Answer {
     let req = decode(&api, body, put_request).await?;
-    Ok(put_response(&observed(&api, "Put", api.put_request(req)).await?))
+    Ok(put_response(&api.observe("Put", api.put_request(req)).await?))
 }
 
 async fn delete_range(State(api): State<Arc<Api>>, body: Body) -> Answer {
     let req = decode(&api, body, delete_range_request).await?;
-    Ok(delete_range_response(&observed(&api, "DeleteRange", api.delete_range_request(req)).await?))
+    Ok(delete_range_response(&api.observe("DeleteRange", api.delete_range_request(req)).await?))
 }
 
 async fn txn(State(api): State<Arc<Api>>, body: Body) -> Answer {
     let req = decode(&api, body, txn_request).await?;
-    Ok(txn_response(&observed(&api, "Txn", api.txn_request(req)).await?))
+    Ok(txn_response(&api.observe("Txn", api.txn_request(req)).await?))
 }
 
 async fn compaction(State(api): State<Arc<Api>>, body: Body) -> Answer {
     let req = decode(&api, body, compaction_request).await?;
-    Ok(compaction_response(&observed(&api, "Compact", api.compact_request(req)).await?))
+    Ok(compaction_response(&api.observe("Compact", api.compact_request(req)).await?))
 }
 
 async fn maintenance_status(State(api): State<Arc<Api>>, body: Body) -> Answer {
@@ -102,19 +103,6 @@ async fn maintenance_status(State(api): State<Arc<Api>>, body: Body) -> Answer {
 async fn member_list(State(api): State<Arc<Api>>, body: Body) -> Answer {
     decode(&api, body, |_| Ok(())).await?;
     Ok(member_list_response(&api.member_list_response()))
-}
-
-/// Records a KV call in the same metrics as its gRPC twin: etcd's gateway calls its own gRPC
-/// server, so there too a JSON request counts as an RPC.
-async fn observed<T>(
-    api: &Api,
-    method: &'static str,
-    work: impl Future<Output = Result<T, Error>>,
-) -> Result<T, Error> {
-    let started = Instant::now();
-    let result = work.await;
-    api.metrics.observe_request(method, started.elapsed(), result.is_ok());
-    result
 }
 
 // ---------------------------------------------------------------------------------------------

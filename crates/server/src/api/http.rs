@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,35 +17,45 @@ use strata_core::raftstore::stats::{Histogram, NodeStats, SECONDS_BOUNDS};
 
 use super::Api;
 
-/// Requests per (RPC, succeeded).
-type RequestTotals = BTreeMap<(&'static str, bool), u64>;
+/// One RPC's counters: outcomes and latency. Atomics, so recording a request takes the map's
+/// lock only long enough to find its entry.
+struct RequestStats {
+    ok: AtomicU64,
+    error: AtomicU64,
+    seconds: Histogram,
+}
 
 /// The node's metrics, rendered in Prometheus text format: Raft and MVCC state, the raftstore's
 /// own counters (proposals, applies, rounds, batch sizes, leader changes), fsync latency, and
 /// request counts and latency per RPC.
 pub struct Metrics {
-    requests: Mutex<RequestTotals>,
-    /// Request latency per RPC, in seconds.
-    request_seconds: Mutex<BTreeMap<&'static str, Arc<Histogram>>>,
+    requests: Mutex<BTreeMap<&'static str, Arc<RequestStats>>>,
     node: Arc<NodeStats>,
     sync_seconds: Arc<Histogram>,
 }
 
 impl Metrics {
     pub fn new(node: Arc<NodeStats>, sync_seconds: Arc<Histogram>) -> Self {
-        Self { requests: Mutex::default(), request_seconds: Mutex::default(), node, sync_seconds }
+        Self { requests: Mutex::default(), node, sync_seconds }
     }
 
     pub fn observe_request(&self, method: &'static str, latency: Duration, ok: bool) {
-        *self.requests.lock().expect("metrics lock").entry((method, ok)).or_default() += 1;
-        let histogram = self
-            .request_seconds
+        let stats = self
+            .requests
             .lock()
             .expect("metrics lock")
             .entry(method)
-            .or_insert_with(|| Arc::new(Histogram::new(SECONDS_BOUNDS)))
+            .or_insert_with(|| {
+                Arc::new(RequestStats {
+                    ok: AtomicU64::new(0),
+                    error: AtomicU64::new(0),
+                    seconds: Histogram::new(SECONDS_BOUNDS),
+                })
+            })
             .clone();
-        histogram.observe(latency.as_secs_f64());
+        let outcome = if ok { &stats.ok } else { &stats.error };
+        outcome.fetch_add(1, Ordering::Relaxed);
+        stats.seconds.observe(latency.as_secs_f64());
     }
 
     fn render(&self, api: &Api) -> String {
@@ -82,22 +92,29 @@ impl Metrics {
         render_histogram(&mut out, "strata_log_batch_entries", "", &node.log_batch_entries);
         render_histogram(&mut out, "strata_apply_batch_entries", "", &node.apply_batch_entries);
         render_histogram(&mut out, "strata_fsync_seconds", "", &self.sync_seconds);
+        let requests: Vec<_> = self
+            .requests
+            .lock()
+            .expect("metrics lock")
+            .iter()
+            .map(|(method, stats)| (*method, stats.clone()))
+            .collect();
         let _ = writeln!(out, "# TYPE strata_grpc_request_seconds histogram");
-        for (method, histogram) in self.request_seconds.lock().expect("metrics lock").iter() {
-            render_histogram(
-                &mut out,
-                "strata_grpc_request_seconds",
-                &format!("method=\"{method}\""),
-                histogram,
-            );
+        for (method, stats) in &requests {
+            let labels = format!("method=\"{method}\"");
+            render_histogram(&mut out, "strata_grpc_request_seconds", &labels, &stats.seconds);
         }
         let _ = writeln!(out, "# TYPE strata_grpc_requests_total counter");
-        for ((method, ok), count) in self.requests.lock().expect("metrics lock").iter() {
-            let outcome = if *ok { "ok" } else { "error" };
-            let _ = writeln!(
-                out,
-                "strata_grpc_requests_total{{method=\"{method}\",outcome=\"{outcome}\"}} {count}"
-            );
+        for (method, stats) in &requests {
+            for (outcome, count) in [("ok", &stats.ok), ("error", &stats.error)] {
+                let count = count.load(Ordering::Relaxed);
+                if count > 0 {
+                    let _ = writeln!(
+                        out,
+                        "strata_grpc_requests_total{{method=\"{method}\",outcome=\"{outcome}\"}} {count}"
+                    );
+                }
+            }
         }
         out
     }

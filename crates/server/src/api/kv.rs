@@ -2,12 +2,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use prost::Message as _;
 use strata_core::command::Request;
 use strata_core::mvcc::view::View;
-use strata_core::mvcc::{Response, read, validate};
+use strata_core::mvcc::{AppliedState, Applier, Response, read, validate};
 use strata_core::pb::etcdserverpb::request_op::Request as OpRequest;
 use strata_core::pb::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
@@ -34,21 +33,34 @@ impl Api {
     }
 
     fn read_local(&self, req: &RangeRequest) -> Result<RangeResponse, Error> {
+        let view = View::new(self.engine.as_ref());
+        let (mut response, state) = self.read_stable(|state| read::range(&view, &state, req))?;
+        response.header = self.header(state.revision);
+        Ok(response)
+    }
+
+    /// Runs `read` against the local state machine, at a state no compaction overtook.
+    ///
+    /// A compaction's floor is published before its deletions land (see
+    /// `Node::process_ready`), so a read that saw the floor unchanged from start to end saw no
+    /// deletions it needed. Otherwise it runs again on the new state, where reads below the new
+    /// floor fail with "compacted", as they should. The floor can also run ahead of the
+    /// published revision for a moment within a round; that state is skipped too.
+    fn read_stable<T>(
+        &self,
+        read: impl Fn(AppliedState) -> Result<T, Error>,
+    ) -> Result<(T, AppliedState), Error> {
         let shared = self.range();
         loop {
             let state = shared.read_state();
-            let mut response = read::range(&View::new(self.engine.as_ref()), &state, req)?;
-            // A compaction that finished while we read may have removed versions we needed
-            // (see `Node::process_ready`): retry at the new revision, or report "compacted".
-            let read_at = if req.revision > 0 { req.revision } else { state.revision };
-            if shared.compact_revision.load(Ordering::Acquire) > read_at {
-                if req.revision > 0 {
-                    return Err(Error::Compacted);
-                }
+            if state.compact_revision > state.revision {
+                std::thread::yield_now();
                 continue;
             }
-            response.header = self.header(state.revision);
-            return Ok(response);
+            let result = read(state);
+            if shared.compact_revision.load(Ordering::Acquire) == state.compact_revision {
+                return result.map(|value| (value, state));
+            }
         }
     }
 
@@ -101,30 +113,17 @@ impl Api {
             if !serializable {
                 self.shell.read_index(FIRST_RANGE_ID, self.timeout()).await?;
             }
-            let shared = self.range();
-            loop {
-                let state = shared.read_state();
-                let mut applier =
-                    strata_core::mvcc::Applier::new(self.engine.as_ref(), FIRST_RANGE_ID, state);
-                let response = applier.apply(&Request::Txn(req.clone()))?;
-                // As in `read_local`: a compaction that landed while the transaction read may
-                // have removed versions it needed. Run it again on the new state; reads below
-                // the new floor then fail with "compacted", as they should.
-                // (The floor is published before the round's revision, so the state just read may
-                // be below it for a moment: that, too, is a retry.)
-                if shared.compact_revision.load(Ordering::Acquire) != state.compact_revision
-                    || state.compact_revision > state.revision
-                {
-                    continue;
+            let request = Request::Txn(req);
+            let (response, state) = self.read_stable(|state| {
+                Applier::new(self.engine.as_ref(), FIRST_RANGE_ID, state).apply(&request)
+            })?;
+            return match response {
+                Response::Txn(mut r) => {
+                    r.header = self.header(state.revision);
+                    Ok(r)
                 }
-                return match response {
-                    Response::Txn(mut r) => {
-                        r.header = self.header(state.revision);
-                        Ok(r)
-                    }
-                    other => Err(unexpected(other)),
-                };
-            }
+                other => Err(unexpected(other)),
+            };
         }
         match self.write(Request::Txn(req)).await? {
             Response::Txn(mut r) => {
@@ -175,10 +174,7 @@ async fn observed<T>(
     method: &'static str,
     work: impl std::future::Future<Output = Result<T, Error>>,
 ) -> Result<GrpcResponse<T>, Status> {
-    let started = Instant::now();
-    let result = work.await;
-    api.metrics.observe_request(method, started.elapsed(), result.is_ok());
-    result.map(GrpcResponse::new).map_err(status)
+    api.observe(method, work).await.map(GrpcResponse::new).map_err(status)
 }
 
 #[tonic::async_trait]

@@ -45,6 +45,19 @@ impl Api {
         self.config.request_timeout
     }
 
+    /// Runs a request, recording its latency and outcome under `method` (for gRPC and the
+    /// JSON gateway alike).
+    pub async fn observe<T>(
+        &self,
+        method: &'static str,
+        work: impl std::future::Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        let started = std::time::Instant::now();
+        let result = work.await;
+        self.metrics.observe_request(method, started.elapsed(), result.is_ok());
+        result
+    }
+
     /// A response header: cluster and member ids, the given revision, the current term.
     pub fn header(&self, revision: i64) -> Option<ResponseHeader> {
         Some(ResponseHeader {
@@ -64,7 +77,6 @@ pub fn status(error: Error) -> tonic::Status {
         Code::OutOfRange => tonic::Code::OutOfRange,
         Code::ResourceExhausted => tonic::Code::ResourceExhausted,
         Code::Unavailable => tonic::Code::Unavailable,
-        Code::DeadlineExceeded => tonic::Code::DeadlineExceeded,
         Code::Internal => tonic::Code::Internal,
     };
     tonic::Status::new(code, error.to_string())
