@@ -21,6 +21,11 @@ pub struct Command {
     /// earlier incarnation of the process.
     #[prost(uint64, tag = "3")]
     pub proposer_epoch: u64,
+    /// Numbers the proposer's proposals in the order it made them (per epoch, from 1), so every
+    /// replica applies each at most once: a copy (a duplicated message) or a proposal overtaken
+    /// by a later one is skipped. See `raftstore::session`.
+    #[prost(uint64, tag = "4")]
+    pub sequence: u64,
     #[prost(oneof = "Request", tags = "10, 11, 12, 13")]
     pub request: Option<Request>,
 }

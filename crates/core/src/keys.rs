@@ -71,6 +71,33 @@ pub fn range_applied(range_id: RangeId) -> Vec<u8> {
     key
 }
 
+/// The latest proposal of `proposer` that range `range_id` applied (see `raftstore::session`).
+pub fn range_session(range_id: RangeId, proposer: u64) -> Vec<u8> {
+    let mut key = range_session_prefix(range_id);
+    key.extend_from_slice(&proposer.to_be_bytes());
+    key
+}
+
+/// The bounds `[start, end)` of a range's session records.
+pub fn range_session_bounds(range_id: RangeId) -> (Vec<u8>, Vec<u8>) {
+    let start = range_session_prefix(range_id);
+    let mut end = start.clone();
+    *end.last_mut().expect("prefix ends with a separator") += 1;
+    (start, end)
+}
+
+fn range_session_prefix(range_id: RangeId) -> Vec<u8> {
+    let mut key = b"session/".to_vec();
+    key.extend_from_slice(&range_id.to_be_bytes());
+    key.push(b'/');
+    key
+}
+
+/// The epoch of the node's latest start, so that epochs only grow.
+pub fn node_epoch() -> Vec<u8> {
+    b"node/epoch".to_vec()
+}
+
 /// Appends the memcomparable escaping of `user_key`.
 fn escape_into(out: &mut Vec<u8>, user_key: &[u8]) {
     for &b in user_key {

@@ -320,3 +320,49 @@ fn refuses_to_open_a_log_that_lost_acknowledged_entries() {
     let err = Node::open(default_config(follower), Arc::new(engine)).err().expect("must refuse");
     assert!(err.to_string().contains("lost acknowledged entries"), "{err}");
 }
+
+#[test]
+fn a_duplicated_proposal_is_applied_once() {
+    let mut cluster = TestCluster::new(default_config);
+    let leader = cluster.run_until_leader();
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    cluster.put(leader, "k", "first");
+    // A follower's proposal travels to the leader as a message; deliver that message twice, as
+    // a duplicating network would, with a newer write in between.
+    let request = Request::Put(PutRequest {
+        key: b"k".to_vec(),
+        value: b"old".to_vec(),
+        ..Default::default()
+    });
+    cluster.node(follower).propose(FIRST_RANGE_ID, 1_000, request).unwrap();
+    let output = cluster.node(follower).process_ready().unwrap();
+    let proposal = output.messages.into_iter().find(|m| m.message.to == leader).unwrap();
+    cluster.in_flight.push(proposal.clone());
+    cluster.run(10);
+    assert_eq!(cluster.get(leader, "k"), Some(b"old".to_vec()));
+    let revision = cluster.put(leader, "k", "new");
+    cluster.in_flight.push(proposal);
+    cluster.run(10);
+    for id in 1..=3 {
+        assert_eq!(cluster.get(id, "k"), Some(b"new".to_vec()), "node {id}");
+        assert_eq!(cluster.revision(id), revision, "the copy must not take a revision");
+    }
+}
+
+#[test]
+fn epochs_grow_across_restarts_whatever_the_configured_epoch() {
+    let mut cluster = TestCluster::new(default_config);
+    let leader = cluster.run_until_leader();
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    cluster.put(follower, "a", "1");
+    // Restart the follower with an epoch lower than before (a clock that went backwards): its
+    // new proposals must still be applied, not mistaken for old ones.
+    cluster.nodes[follower as usize - 1] = None;
+    let engine = cluster.engines[follower as usize - 1].clone();
+    let mut config = default_config(follower);
+    config.epoch = 0;
+    cluster.nodes[follower as usize - 1] = Some(Node::open(config, Arc::new(engine)).unwrap());
+    cluster.run(20);
+    cluster.put(follower, "b", "2");
+    assert_eq!(cluster.get(leader, "b"), Some(b"2".to_vec()));
+}

@@ -20,9 +20,10 @@
 mod log;
 mod node;
 mod replica;
+mod session;
 mod snapshot;
 pub mod stats;
 
 pub use log::{decode as decode_raft, encode as encode_raft};
-pub use node::{Config, Node, OutMessage, Output, RangeShared};
-pub use raft::prelude::Message;
+pub use node::{AppliedEntry, Config, Mutation, Node, OutMessage, Output, RangeShared};
+pub use raft::prelude::{Message, MessageType};

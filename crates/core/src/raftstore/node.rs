@@ -6,15 +6,16 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use raft::prelude::{Message, Snapshot, SnapshotMetadata};
 use raft::{RawNode, ReadOnlyOption, StateRole};
-use strata_storage::{Durability, Engine, WriteBatch};
+use strata_storage::{Durability, Engine, Keyspace, WriteBatch};
 
 use super::log::RaftLog;
 use super::replica::{PendingRead, Replica};
+use super::session::Sessions;
 use super::snapshot;
 use super::stats::{NodeStats, bump};
 use crate::command::{Command, Request};
 use crate::mvcc::{self, AppliedState, Response};
-use crate::{Error, FIRST_RANGE_ID, NodeId, RangeId, Result};
+use crate::{Error, FIRST_RANGE_ID, NodeId, RangeId, Result, keys};
 
 /// How a node runs its replicas.
 #[derive(Clone, Debug)]
@@ -40,6 +41,31 @@ pub struct Config {
     pub read_retry_ticks: u64,
     /// Where raft-rs's own log records go (elections, rejections); discarded when `None`.
     pub raft_logger: Option<slog::Logger>,
+    /// Derive randomized election timeouts from this seed instead of the OS random number
+    /// generator raft-rs uses, so that a simulated run replays exactly.
+    pub election_seed: Option<u64>,
+    /// Report every applied entry in [`Output::applied`] (for the simulator's checkers).
+    pub record_applied: bool,
+    /// A deliberately broken behaviour, for proving that the simulator's checkers catch it.
+    pub mutation: Mutation,
+}
+
+/// Deliberate bugs the simulator's tests switch on to show its checkers fail when they should.
+/// Production code never sets anything but `None`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mutation {
+    #[default]
+    None,
+    /// Write log entries and hard state without fsync, acknowledging them all the same.
+    AckBeforeFsync,
+    /// Skip the effect of one applied write (the first at index 10 or later) on this replica.
+    SkipApply,
+    /// Serve linearizable reads from the leader's lease (raft-rs `LeaseBased`), which trusts
+    /// that clocks tick at the same rate.
+    LeaseReads,
+    /// Serve linearizable reads from the local state without ReadIndex. Acted on by the read
+    /// path of the shell that serves clients, not by the node.
+    ReadsWithoutReadIndex,
 }
 
 impl Config {
@@ -56,6 +82,9 @@ impl Config {
             inflight_appends_max: 256,
             read_retry_ticks: 3,
             raft_logger: None,
+            election_seed: None,
+            record_applied: false,
+            mutation: Mutation::None,
         }
     }
 }
@@ -75,6 +104,17 @@ pub struct Output {
     pub completions: Vec<(u64, Result<Response>)>,
     /// Reads (by read id) that may now be served from the local state machine.
     pub reads_ready: Vec<u64>,
+    /// Every entry applied in this round, when [`Config::record_applied`] is set.
+    pub applied: Vec<AppliedEntry>,
+}
+
+/// An applied log entry, as the simulator's checkers see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppliedEntry {
+    pub range_id: RangeId,
+    pub index: u64,
+    pub term: u64,
+    pub data: Vec<u8>,
 }
 
 /// A replica's state as request handlers need it, published after every round. Handlers read it
@@ -107,13 +147,15 @@ pub struct Node {
     replicas: BTreeMap<RangeId, Replica>,
     ticks: u64,
     next_read_ctx: u64,
+    /// The sequence number of the next proposal (see `session`).
+    next_sequence: u64,
     stats: Arc<NodeStats>,
 }
 
 impl Node {
     /// Opens the node's replicas from the engine, bootstrapping the first range if the store is
     /// empty and initial voters are configured.
-    pub fn open(config: Config, engine: Arc<dyn Engine>) -> Result<Self> {
+    pub fn open(mut config: Config, engine: Arc<dyn Engine>) -> Result<Self> {
         let range_id = FIRST_RANGE_ID;
         let log = match RaftLog::load(engine.as_ref(), range_id)? {
             Some(log) => log,
@@ -130,6 +172,7 @@ impl Node {
             }
         };
         let applied = mvcc::load_applied_state(engine.as_ref(), range_id)?;
+        let sessions = Sessions::load(engine.as_ref(), range_id)?;
         let mut log = log;
         // Everything committed or applied must still be in the log (or below its compaction
         // point). If not, the store lost a suffix it had acknowledged — a damaged journal —
@@ -142,6 +185,21 @@ impl Node {
                  committed or applied; the store has lost acknowledged entries"
             )));
         }
+        // Epochs must grow from one start to the next, whatever the clock the caller took its
+        // epoch from did: replicas skip proposals of an epoch older than one they applied.
+        let last_epoch = match engine.get(Keyspace::Meta, &keys::node_epoch())? {
+            Some(bytes) => u64::from_be_bytes(
+                bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| Error::Storage("malformed node epoch record".into()))?,
+            ),
+            None => 0,
+        };
+        config.epoch = config.epoch.max(last_epoch + 1);
+        let mut batch = WriteBatch::new();
+        batch.put(Keyspace::Meta, keys::node_epoch(), config.epoch.to_be_bytes().to_vec());
+        engine.write(&batch, Durability::Sync)?;
         // The hard state's commit index is persisted lazily; what was applied was committed.
         if log.hard_state().commit < applied.applied_index {
             log.set_commit(applied.applied_index);
@@ -155,7 +213,11 @@ impl Node {
             max_inflight_msgs: config.inflight_appends_max,
             check_quorum: true,
             pre_vote: true,
-            read_only_option: ReadOnlyOption::Safe,
+            read_only_option: if config.mutation == Mutation::LeaseReads {
+                ReadOnlyOption::LeaseBased
+            } else {
+                ReadOnlyOption::Safe
+            },
             ..Default::default()
         };
         raft_config.validate().map_err(|e| Error::Internal(format!("raft config: {e}")))?;
@@ -170,14 +232,43 @@ impl Node {
             range_id,
             raw,
             applied,
+            sessions,
             shared,
             unissued_reads: Vec::new(),
             pending_reads: Vec::new(),
+            skip_apply: config.mutation == Mutation::SkipApply,
         };
         publish(&mut replica);
         let mut replicas = BTreeMap::new();
         replicas.insert(range_id, replica);
-        Ok(Self { config, engine, replicas, ticks: 0, next_read_ctx: 1, stats: Arc::default() })
+        let mut node = Self {
+            config,
+            engine,
+            replicas,
+            ticks: 0,
+            next_read_ctx: 1,
+            next_sequence: 1,
+            stats: Arc::default(),
+        };
+        node.pin_election_timeouts();
+        Ok(node)
+    }
+
+    /// With [`Config::election_seed`], replaces the election timeout raft-rs drew from the OS
+    /// random number generator with one derived from the seed and the replica's observable
+    /// state. raft-rs redraws only when it resets the replica (a new term, role or leader), and
+    /// consults the timeout only on later ticks, so re-deriving after every call is enough.
+    fn pin_election_timeouts(&mut self) {
+        let Some(seed) = self.config.election_seed else { return };
+        for replica in self.replicas.values_mut() {
+            let raft = &mut replica.raw.raft;
+            let (min, max) = (raft.election_timeout(), 2 * raft.election_timeout());
+            let mut h = seed ^ replica.range_id.rotate_left(17) ^ raft.id.rotate_left(31);
+            for v in [raft.term, raft.state as u64, raft.leader_id] {
+                h = mix(h ^ v);
+            }
+            raft.set_randomized_election_timeout(min + (h % (max - min) as u64) as usize);
+        }
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -230,6 +321,7 @@ impl Node {
             let ticks = self.ticks;
             replica.pending_reads.retain(|p| ticks - p.created_tick < READ_EXPIRY_TICKS);
         }
+        self.pin_election_timeouts();
     }
 
     /// Delivers a message from a peer. Messages for unknown ranges are dropped.
@@ -239,6 +331,7 @@ impl Node {
             // tolerates lost messages, so dropping is the right reaction.
             let _ = replica.raw.step(message);
         }
+        self.pin_election_timeouts();
     }
 
     /// Proposes a request. Fails with `NoLeader` when the replica knows no leader to forward
@@ -252,13 +345,17 @@ impl Node {
             proposer: self.config.node_id,
             proposal_id,
             proposer_epoch: self.config.epoch,
+            sequence: self.next_sequence,
             request: Some(request),
         };
+        self.next_sequence += 1;
         bump(&self.stats.proposals, 1);
-        replica.raw.propose(Vec::new(), command.encode()).map_err(|e| match e {
+        let result = replica.raw.propose(Vec::new(), command.encode()).map_err(|e| match e {
             raft::Error::ProposalDropped => Error::NoLeader,
             other => Error::Internal(format!("proposal failed: {other}")),
-        })
+        });
+        self.pin_election_timeouts();
+        result
     }
 
     /// Asks for a linearizable read; `read_id` appears in a later round's `reads_ready`.
@@ -365,7 +462,8 @@ impl Node {
             readies.push((replica.range_id, ready));
         }
         if !log_batch.is_empty() {
-            let durability = if must_sync { Durability::Sync } else { Durability::Buffered };
+            let sync = must_sync && self.config.mutation != Mutation::AckBeforeFsync;
+            let durability = if sync { Durability::Sync } else { Durability::Buffered };
             engine.write(&log_batch, durability)?;
         }
 
@@ -388,6 +486,12 @@ impl Node {
             if !committed.is_empty() {
                 bump(&self.stats.entries_applied, committed.len() as u64);
                 self.stats.apply_batch_entries.observe(committed.len() as f64);
+            }
+            if self.config.record_applied {
+                let applied_index = replica.applied.applied_index;
+                out.applied.extend(committed.iter().filter(|e| e.index > applied_index).map(|e| {
+                    AppliedEntry { range_id, index: e.index, term: e.term, data: e.data.to_vec() }
+                }));
             }
             let completions = replica.apply_entries(
                 engine.as_ref(),
@@ -433,7 +537,7 @@ impl Node {
                 _ => true,
             });
             if replica.raw.store().take_snapshot_request() {
-                let data = snapshot::build(engine.as_ref(), replica.applied)?;
+                let data = snapshot::build(engine.as_ref(), replica.applied, &replica.sessions)?;
                 let metadata = SnapshotMetadata {
                     conf_state: Some(replica.raw.store().conf_state().clone()),
                     index: replica.applied.applied_index,
@@ -445,8 +549,16 @@ impl Node {
                     .set_prepared_snapshot(Snapshot { data, metadata: Some(metadata) });
             }
         }
+        self.pin_election_timeouts();
         Ok(out)
     }
+}
+
+/// SplitMix64's finaliser: spreads every input bit over the output.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 /// Pending reads older than this many ticks are dropped.
@@ -482,7 +594,8 @@ fn restore_snapshot(
     batch: &mut WriteBatch,
 ) -> Result<()> {
     let metadata = snapshot.metadata.clone().unwrap_or_default();
-    let applied = snapshot::restore(engine, replica.range_id, &snapshot.data, batch)?;
+    let (applied, sessions) = snapshot::restore(engine, replica.range_id, &snapshot.data, batch)?;
+    replica.sessions = sessions;
     assert_eq!(applied.applied_index, metadata.index, "snapshot data and metadata disagree");
     replica.raw.mut_store().apply_snapshot(&metadata, batch);
     replica.applied = applied;

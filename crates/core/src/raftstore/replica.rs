@@ -9,6 +9,7 @@ use strata_storage::{Engine, Keyspace, WriteBatch};
 
 use super::log::{RaftLog, decode, encode};
 use super::node::RangeShared;
+use super::session::Sessions;
 use crate::command::Command;
 use crate::mvcc::{AppliedState, Applier, Response};
 use crate::{NodeId, RangeId, Result, keys};
@@ -28,10 +29,14 @@ pub(crate) struct Replica {
     pub range_id: RangeId,
     pub raw: RawNode<RaftLog>,
     pub applied: AppliedState,
+    /// Which proposals were applied already (at most once each).
+    pub sessions: Sessions,
     pub shared: Arc<RangeShared>,
     /// Reads asked for since the last round; they share the next ReadIndex request.
     pub unissued_reads: Vec<u64>,
     pub pending_reads: Vec<PendingRead>,
+    /// `Mutation::SkipApply` not yet acted on.
+    pub skip_apply: bool,
 }
 
 /// The result of one of this node's proposals.
@@ -68,6 +73,20 @@ impl Replica {
                         ))
                     })?;
                     let Some(request) = &command.request else { continue };
+                    let own = command.proposer == node_id && command.proposer_epoch == epoch;
+                    if !self.sessions.admit(self.range_id, &command, batch) {
+                        // A copy of an applied proposal, or one overtaken by a later one. If it
+                        // is this process's and still awaited, it was never applied.
+                        if own {
+                            completions
+                                .push((command.proposal_id, Err(crate::Error::LeaderChanged)));
+                        }
+                        continue;
+                    }
+                    if self.skip_apply && entry.index >= 10 {
+                        self.skip_apply = false;
+                        continue;
+                    }
                     let result = applier.apply(request);
                     // A storage failure is not the request's outcome: answering it and moving on
                     // would let this replica skip a write the others applied. Stop instead.
@@ -75,7 +94,7 @@ impl Replica {
                     {
                         return Err(e.clone());
                     }
-                    if command.proposer == node_id && command.proposer_epoch == epoch {
+                    if own {
                         completions.push((command.proposal_id, result));
                     }
                 }

@@ -4,6 +4,7 @@
 use prost::Message as _;
 use strata_storage::{Engine, Keyspace, WriteBatch};
 
+use super::session::Sessions;
 use crate::mvcc::AppliedState;
 use crate::{Error, RangeId, Result, keys};
 
@@ -14,6 +15,19 @@ pub struct SnapshotData {
     /// Every record of the range's MVCC data, raw (all versions, so history reads work).
     #[prost(message, repeated, tag = "2")]
     pub records: Vec<Record>,
+    /// The range's at-most-once marks (see `session`).
+    #[prost(message, repeated, tag = "3")]
+    pub sessions: Vec<SessionMark>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SessionMark {
+    #[prost(uint64, tag = "1")]
+    pub proposer: u64,
+    #[prost(uint64, tag = "2")]
+    pub epoch: u64,
+    #[prost(uint64, tag = "3")]
+    pub sequence: u64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -25,22 +39,27 @@ pub struct Record {
 }
 
 /// Captures the range's data. The caller guarantees the engine holds exactly `applied`.
-pub fn build(engine: &dyn Engine, applied: AppliedState) -> Result<Vec<u8>> {
+pub fn build(engine: &dyn Engine, applied: AppliedState, sessions: &Sessions) -> Result<Vec<u8>> {
     let mut records = Vec::new();
     for item in engine.scan(Keyspace::Mvcc, &[], &[])? {
         let (key, value) = item?;
         records.push(Record { key, value });
     }
-    Ok(SnapshotData { applied: Some(applied), records }.encode_to_vec())
+    let sessions = sessions
+        .entries()
+        .map(|(proposer, epoch, sequence)| SessionMark { proposer, epoch, sequence })
+        .collect();
+    Ok(SnapshotData { applied: Some(applied), records, sessions }.encode_to_vec())
 }
 
-/// Adds replacing the range's data with the snapshot's to `batch`; returns its applied state.
+/// Adds replacing the range's data with the snapshot's to `batch`; returns its applied state
+/// and at-most-once marks.
 pub fn restore(
     engine: &dyn Engine,
     range_id: RangeId,
     data: &[u8],
     batch: &mut WriteBatch,
-) -> Result<AppliedState> {
+) -> Result<(AppliedState, Sessions)> {
     let snapshot = SnapshotData::decode(data)
         .map_err(|e| Error::Internal(format!("undecodable snapshot for range {range_id}: {e}")))?;
     let applied =
@@ -52,5 +71,7 @@ pub fn restore(
         batch.put(Keyspace::Mvcc, record.key, record.value);
     }
     batch.put(Keyspace::Meta, keys::range_applied(range_id), applied.encode());
-    Ok(applied)
+    let marks = snapshot.sessions.into_iter().map(|m| (m.proposer, m.epoch, m.sequence));
+    let sessions = Sessions::restore(engine, range_id, marks, batch)?;
+    Ok((applied, sessions))
 }

@@ -1,0 +1,153 @@
+//! The checkers. Each returns violations as readable sentences; an empty list means the run
+//! upheld the property.
+//!
+//! * [`linearizability`]: clients' histories, key by key.
+//! * [`RaftObserver`]: Raft safety, watched while the run goes — at most one leader per term,
+//!   and every replica applies the same entry at each index.
+//! * [`revisions`]: revisions increase with real time and each key's versions tell one story.
+//! * Durability and convergence need the final stores and live in the world.
+
+pub mod linearizability;
+
+use std::collections::BTreeMap;
+
+use strata_core::raftstore::AppliedEntry;
+
+use crate::history::{Key, Op, Operation, Outcome, Value};
+
+/// Watches leaders and applied entries as the run goes.
+#[derive(Default)]
+pub struct RaftObserver {
+    /// The leader seen for each term.
+    leaders: BTreeMap<u64, u64>,
+    /// What was applied at each (range, index): term and a hash of the entry.
+    applied: BTreeMap<(u64, u64), (u64, u64, u64)>,
+    /// Per node, the last index it applied since it last started.
+    last_applied: BTreeMap<u64, u64>,
+    pub violations: Vec<String>,
+}
+
+impl RaftObserver {
+    pub fn leader(&mut self, node: u64, term: u64) {
+        let first = *self.leaders.entry(term).or_insert(node);
+        if first != node && self.violations.len() < 10 {
+            self.violations.push(format!("two leaders in term {term}: n{first} and n{node}"));
+        }
+    }
+
+    pub fn restarted(&mut self, node: u64) {
+        self.last_applied.remove(&node);
+    }
+
+    pub fn applied(&mut self, node: u64, entries: &[AppliedEntry]) {
+        for entry in entries {
+            let last = self.last_applied.insert(node, entry.index).unwrap_or(0);
+            if entry.index <= last {
+                self.violations
+                    .push(format!("n{node} applied index {} after index {last}", entry.index));
+            }
+            let seen = (entry.term, hash(&entry.data), node);
+            let first = *self.applied.entry((entry.range_id, entry.index)).or_insert(seen);
+            if (first.0, first.1) != (seen.0, seen.1) && self.violations.len() < 10 {
+                self.violations.push(format!(
+                    "range {} index {}: n{} applied an entry of term {}, n{node} one of term {} \
+                     (different contents)",
+                    entry.range_id, entry.index, first.2, first.0, entry.term
+                ));
+            }
+        }
+    }
+}
+
+/// FNV-1a, for fingerprints of entries and traces.
+pub fn hash(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3))
+}
+
+/// Revisions and versions:
+/// * every write that changed the store has its own revision;
+/// * an operation invoked after another completed never reports a lower revision (a write,
+///   never the same one) — serializable reads excepted, which may be stale by design;
+/// * all observations of a key at one `mod_revision` agree on value, version and
+///   `create_revision`, and `version` is 1 exactly when the key was created at that revision.
+pub fn revisions(history: &[Operation]) -> Vec<String> {
+    let mut violations = Vec::new();
+    let mut owners: BTreeMap<i64, usize> = BTreeMap::new();
+    for op in history.iter().filter(|op| op.outcome.changed_store()) {
+        let revision = op.outcome.revision().expect("answered");
+        if let Some(other) = owners.insert(revision, op.id) {
+            violations.push(format!(
+                "revision {revision} reported by two writes:\n    {}\n    {op}",
+                history[other]
+            ));
+        }
+    }
+
+    // Real-time order: sweep invocations, folding in every operation completed before.
+    let answered: Vec<&Operation> = history
+        .iter()
+        .filter(|op| op.op.is_linearizable() && op.outcome.revision().is_some())
+        .collect();
+    let mut by_completion = answered.clone();
+    by_completion.sort_by_key(|op| op.completed);
+    let mut by_invocation = answered;
+    by_invocation.sort_by_key(|op| op.invoked);
+    let mut done = by_completion.iter().peekable();
+    let mut highest: Option<&Operation> = None;
+    for op in by_invocation {
+        while let Some(before) = done.next_if(|b| b.completed.unwrap_or(u64::MAX) < op.invoked) {
+            if highest.is_none_or(|h| h.outcome.revision() < before.outcome.revision()) {
+                highest = Some(before);
+            }
+        }
+        let Some(before) = highest else { continue };
+        let (earlier, later) = (before.outcome.revision(), op.outcome.revision());
+        let backwards = later < earlier
+            || (later == earlier && before.outcome.changed_store() && op.outcome.changed_store());
+        if backwards && violations.len() < 10 {
+            violations
+                .push(format!("revision went backwards in real time:\n    {before}\n    {op}"));
+        }
+    }
+
+    // One story per key version.
+    type Seen = (Value, Option<(i64, i64)>, usize);
+    let mut versions: BTreeMap<(Key, i64), Seen> = BTreeMap::new();
+    let mut observe = |key: &Key, mod_revision: i64, seen: Seen, violations: &mut Vec<String>| {
+        let first = versions.entry((key.clone(), mod_revision)).or_insert(seen.clone());
+        let agree =
+            first.0 == seen.0 && (first.1.is_none() || seen.1.is_none() || first.1 == seen.1);
+        if first.1.is_none() {
+            first.1 = seen.1;
+        }
+        if !agree && violations.len() < 10 {
+            violations.push(format!(
+                "key {key:?} at mod_revision {mod_revision} seen two ways:\n    {}\n    {}",
+                history[first.2], history[seen.2]
+            ));
+        }
+    };
+    for op in history {
+        match (&op.op, &op.outcome) {
+            (Op::Put { key, value } | Op::Cas { key, value, .. }, outcome)
+                if outcome.changed_store() =>
+            {
+                let revision = outcome.revision().expect("answered");
+                observe(key, revision, (value.clone(), None, op.id), &mut violations);
+            }
+            (_, Outcome::Read { kvs, .. }) => {
+                for kv in kvs {
+                    if (kv.version == 1) != (kv.create_revision == kv.mod_revision) {
+                        violations.push(format!("inconsistent version {kv:?} in\n    {op}"));
+                    }
+                    let seen = (kv.value.clone(), Some((kv.create_revision, kv.version)), op.id);
+                    observe(&kv.key, kv.mod_revision, seen, &mut violations);
+                }
+            }
+            _ => {}
+        }
+    }
+    violations
+}

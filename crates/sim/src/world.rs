@@ -1,0 +1,766 @@
+//! The simulated world: nodes made of the production [`Node`] over simulated disks, a network
+//! that delays, drops, duplicates, reorders and partitions, clients with timeouts, and a fault
+//! schedule — all driven by one event queue in simulated time from one seed.
+//!
+//! Each node's loop is what the server's raftstore thread does: tick on a timer, step messages
+//! as they arrive, propose writes (holding them while no leader is known), ask for ReadIndex
+//! for linearizable reads and serve them once released, and run a round after every input. A
+//! storage error ends the node, as it ends the process, and the node is restarted from what its
+//! disk made durable.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use strata_core::FIRST_RANGE_ID;
+use strata_core::command::Request;
+use strata_core::mvcc::read;
+use strata_core::mvcc::view::View;
+use strata_core::raftstore::{Config, MessageType, Mutation, Node, OutMessage};
+use strata_storage::{Engine, Keyspace, KvPair};
+
+use crate::check::{self, RaftObserver};
+use crate::disk::Disk;
+use crate::faults::{FaultCounts, FaultPlan, Kind as FaultKind};
+use crate::history::{Op, Operation, Outcome};
+use crate::rng::Rng;
+use crate::workload::{self, Client};
+
+/// Simulated microseconds.
+pub type Time = u64;
+
+const MS: Time = 1_000;
+/// The nominal tick; a drifting node ticks faster or slower.
+const TICK: Time = 10 * MS;
+/// How long a client waits for an answer.
+const CLIENT_TIMEOUT: Time = 1_000 * MS;
+/// After the faults stop: time to recover before the final reads, and before the end.
+const SETTLE: Time = 2_000 * MS;
+const FINAL: Time = 6_000 * MS;
+/// Steps the linearizability search may take per key before giving up.
+const SEARCH_BUDGET: u64 = 2_000_000;
+
+/// What to simulate.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub seed: u64,
+    pub nodes: u64,
+    pub clients: usize,
+    /// Simulated time under load and faults.
+    pub duration_ms: u64,
+    /// The fault kinds a run may use; empty for a run without faults (and a calm network).
+    pub faults: Vec<FaultKind>,
+    pub mutation: Mutation,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            nodes: 3,
+            clients: 4,
+            duration_ms: 3_000,
+            faults: FaultKind::ALL.to_vec(),
+            mutation: Mutation::None,
+        }
+    }
+}
+
+impl Options {
+    /// The one command that replays this run.
+    pub fn replay_command(&self) -> String {
+        let mut command = format!(
+            "cargo run --release -p strata-sim -- --seed {} --nodes {} --clients {} --duration-ms {}",
+            self.seed, self.nodes, self.clients, self.duration_ms
+        );
+        if self.faults != FaultKind::ALL {
+            let names: Vec<&str> = self.faults.iter().map(|k| k.name()).collect();
+            command.push_str(&format!(" --faults '{}'", names.join(",")));
+        }
+        if let Some(name) = crate::mutation_name(self.mutation) {
+            command.push_str(&format!(" --mutation {name}"));
+        }
+        command.push_str(" --verbose");
+        command
+    }
+}
+
+/// What a run did and found.
+#[derive(Debug)]
+pub struct Report {
+    pub options: Options,
+    /// A fingerprint of every event in order: equal for equal seeds.
+    pub trace_hash: u64,
+    pub simulated_ms: u64,
+    pub events: u64,
+    pub faults: FaultCounts,
+    pub history: Vec<Operation>,
+    pub violations: Vec<String>,
+    /// Keys whose linearizability search ran out of budget.
+    pub inconclusive_keys: usize,
+}
+
+impl Report {
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    pub fn acknowledged_writes(&self) -> usize {
+        self.history.iter().filter(|op| op.outcome.changed_store()).count()
+    }
+}
+
+#[derive(Debug)]
+enum Event {
+    Tick(u64),
+    Deliver { to: u64, message: Box<OutMessage> },
+    SnapshotStatus { leader: u64, epoch: u64, peer: u64, delivered: bool },
+    Request { node: u64, op: usize },
+    Response { op: usize, outcome: Outcome },
+    Timeout { op: usize },
+    ClientNext(usize),
+    Fault,
+    Heal(Vec<(u64, u64)>),
+    Restart(u64),
+    Resume(u64),
+    Quiesce,
+    FinalRead(usize),
+}
+
+struct SimNode {
+    id: u64,
+    disk: Disk,
+    node: Option<Node>,
+    epoch: u64,
+    paused_until: Option<Time>,
+    /// Inputs that arrived while paused, handled on resume in arrival order.
+    deferred: Vec<Event>,
+    tick_interval: Time,
+    /// Writes waiting for a leader to be known, by operation id.
+    unproposed: Vec<(u64, Request)>,
+    /// Writes proposed and not yet answered. Only the first result is answered: a proposal the
+    /// network duplicated is applied twice, and the client must see the first application.
+    waiting: BTreeSet<u64>,
+}
+
+pub struct World {
+    options: Options,
+    now: Time,
+    seq: u64,
+    queue: BTreeMap<(Time, u64), Event>,
+    nodes: Vec<SimNode>,
+    clients: Vec<Client>,
+    keys: Vec<String>,
+    history: Vec<Operation>,
+    /// Directed links currently cut, with how many partitions cut each.
+    cut: BTreeMap<(u64, u64), u32>,
+    plan: FaultPlan,
+    faults_on: bool,
+    net_rng: Rng,
+    client_rng: Rng,
+    observer: RaftObserver,
+    trace: u64,
+    events: u64,
+    /// Problems found while running (a node that refused to restart, for example).
+    violations: Vec<String>,
+    verbose: bool,
+}
+
+impl World {
+    pub fn new(options: Options) -> Self {
+        let mut rng = Rng::new(options.seed);
+        let plan = FaultPlan::new(rng.fork(), &options.faults, options.nodes);
+        let net_rng = rng.fork();
+        let client_rng = rng.fork();
+        let mut world = Self {
+            now: 0,
+            seq: 0,
+            queue: BTreeMap::new(),
+            nodes: Vec::new(),
+            clients: (0..options.clients).map(|id| Client { id, ..Default::default() }).collect(),
+            keys: workload::keys(),
+            history: Vec::new(),
+            cut: BTreeMap::new(),
+            plan,
+            faults_on: true,
+            net_rng,
+            client_rng,
+            observer: RaftObserver::default(),
+            trace: 0,
+            events: 0,
+            violations: Vec::new(),
+            verbose: false,
+            options,
+        };
+        for id in 1..=world.options.nodes {
+            world.nodes.push(SimNode {
+                id,
+                disk: Disk::default(),
+                node: None,
+                epoch: 0,
+                paused_until: None,
+                deferred: Vec::new(),
+                tick_interval: TICK,
+                unproposed: Vec::new(),
+                waiting: BTreeSet::new(),
+            });
+            world.start(id);
+            // Nodes' timers start out of phase, as real processes do.
+            let phase = world.net_rng.range(0, TICK);
+            world.schedule(phase, Event::Tick(id));
+        }
+        for client in 0..world.options.clients {
+            let delay = world.client_rng.range(0, 20 * MS);
+            world.schedule(delay, Event::ClientNext(client));
+        }
+        let first_fault = world.plan.next_gap();
+        world.schedule(first_fault, Event::Fault);
+        world.schedule(world.options.duration_ms * MS, Event::Quiesce);
+        world
+    }
+
+    pub fn verbose(mut self, verbose: bool) -> Self {
+        self.verbose = verbose;
+        self
+    }
+
+    /// Runs to the end and checks everything.
+    pub fn run(mut self) -> Report {
+        let end = self.options.duration_ms * MS + FINAL;
+        while let Some(((time, _), event)) = self.queue.pop_first() {
+            if time > end {
+                break;
+            }
+            self.now = time;
+            self.events += 1;
+            self.trace_event(&event);
+            self.handle(event);
+        }
+        self.finish()
+    }
+
+    fn schedule(&mut self, after: Time, event: Event) {
+        self.seq += 1;
+        self.queue.insert((self.now + after, self.seq), event);
+    }
+
+    fn log(&self, text: impl FnOnce() -> String) {
+        if self.verbose {
+            println!("{:>10.3} ms  {}", self.now as f64 / MS as f64, text());
+        }
+    }
+
+    fn trace_event(&mut self, event: &Event) {
+        let text = match event {
+            Event::Deliver { to, message } => format!(
+                "deliver {:?} {}->{to} t{} i{} c{}",
+                message.message.msg_type,
+                message.message.from,
+                message.message.term,
+                message.message.index,
+                message.message.commit
+            ),
+            other => format!("{other:?}"),
+        };
+        self.trace = check::hash(format!("{}{}{text}", self.trace, self.now).as_bytes());
+    }
+
+    /// Starts node `id`'s process on whatever its disk holds.
+    fn start(&mut self, id: u64) {
+        let sim = &mut self.nodes[id as usize - 1];
+        sim.epoch += 1;
+        sim.unproposed.clear();
+        sim.waiting.clear();
+        let mut config = Config::new(id, sim.epoch, (1..=self.options.nodes).collect());
+        config.election_seed = Some(self.options.seed);
+        config.record_applied = true;
+        // Small enough that snapshots happen in short runs.
+        config.log_entries_max = 200;
+        config.log_entries_keep = 50;
+        config.mutation = match self.options.mutation {
+            // One replica misbehaves; the others are the reference.
+            Mutation::SkipApply if id != 1 => Mutation::None,
+            other => other,
+        };
+        let failed_syncs = sim.disk.failed_syncs();
+        match Node::open(config, Arc::new(sim.disk.clone())) {
+            Ok(node) => sim.node = Some(node),
+            // The disk failed while starting: the process exits and is started again.
+            Err(_) if sim.disk.failed_syncs() > failed_syncs => {
+                sim.disk.memory.crash();
+                let delay = self.plan.restart_delay();
+                self.schedule(delay, Event::Restart(id));
+            }
+            Err(e) => self.violations.push(format!("n{id} refused to restart: {e}")),
+        }
+        self.observer.restarted(id);
+    }
+
+    fn handle(&mut self, event: Event) {
+        // Inputs for a paused node wait for it.
+        let target = match &event {
+            Event::Tick(id) | Event::Deliver { to: id, .. } | Event::Request { node: id, .. } => {
+                Some(*id)
+            }
+            Event::SnapshotStatus { leader, .. } => Some(*leader),
+            _ => None,
+        };
+        if let Some(id) = target {
+            let sim = &mut self.nodes[id as usize - 1];
+            if sim.paused_until.is_some() && !matches!(event, Event::Tick(_)) {
+                sim.deferred.push(event);
+                return;
+            }
+        }
+        match event {
+            Event::Tick(id) => {
+                let interval = self.nodes[id as usize - 1].tick_interval;
+                if self.nodes[id as usize - 1].paused_until.is_none() {
+                    self.with_node(id, |sim, node| {
+                        node.tick();
+                        // Writes that found no leader are retried on every tick.
+                        for (op, request) in std::mem::take(&mut sim.unproposed) {
+                            if node.propose(FIRST_RANGE_ID, op, request.clone()).is_err() {
+                                sim.unproposed.push((op, request));
+                            }
+                        }
+                    });
+                    self.round(id);
+                }
+                self.schedule(interval, Event::Tick(id));
+            }
+            Event::Deliver { to, message } => self.deliver(to, *message),
+            Event::SnapshotStatus { leader, epoch, peer, delivered } => {
+                if self.nodes[leader as usize - 1].epoch == epoch {
+                    self.with_node(leader, |_, node| {
+                        node.report_snapshot(FIRST_RANGE_ID, peer, delivered)
+                    });
+                    self.round(leader);
+                }
+            }
+            Event::Request { node, op } => self.request(node, op),
+            Event::Response { op, outcome } => self.respond(op, outcome),
+            Event::Timeout { op } => {
+                if self.history[op].outcome == Outcome::Pending {
+                    self.history[op].outcome = Outcome::Unknown;
+                    self.client_done(op);
+                }
+            }
+            Event::ClientNext(client) => self.client_next(client),
+            Event::Fault => {
+                if self.faults_on {
+                    self.inject_fault();
+                    let gap = self.plan.next_gap();
+                    self.schedule(gap, Event::Fault);
+                }
+            }
+            Event::Heal(links) => {
+                for link in links {
+                    if let Some(count) = self.cut.get_mut(&link) {
+                        *count -= 1;
+                        if *count == 0 {
+                            self.cut.remove(&link);
+                        }
+                    }
+                }
+            }
+            Event::Restart(id) => {
+                if self.nodes[id as usize - 1].node.is_none() {
+                    self.start(id);
+                    self.log(|| format!("n{id} restarted"));
+                    self.round(id);
+                }
+            }
+            Event::Resume(id) => self.resume(id),
+            Event::Quiesce => self.quiesce(),
+            Event::FinalRead(key) => self.final_read(key),
+        }
+    }
+
+    /// Runs rounds on node `id` while it has work, sending what they produce.
+    fn round(&mut self, id: u64) {
+        for _ in 0..8 {
+            let ran = self.with_node(id, |_, node| {
+                if !node.has_work() {
+                    return None;
+                }
+                let mut early = Vec::new();
+                let result = node.process_ready_sending(&mut |messages| early.extend(messages));
+                let term = node.term(FIRST_RANGE_ID);
+                let is_leader = node
+                    .shared(FIRST_RANGE_ID)
+                    .is_some_and(|s| s.leader_id.load(std::sync::atomic::Ordering::Acquire) == id);
+                Some((early, result, term, is_leader))
+            });
+            let Some(Some((early, result, term, is_leader))) = ran else { return };
+            self.send(early);
+            let output = match result {
+                Ok(output) => output,
+                Err(e) => {
+                    // As in the server: a storage error stops the process.
+                    self.log(|| format!("n{id} stopped: {e}"));
+                    self.plan.counts.fsync_failures += 1;
+                    self.crash(id);
+                    let delay = self.plan.restart_delay();
+                    self.schedule(delay, Event::Restart(id));
+                    return;
+                }
+            };
+            if is_leader {
+                self.observer.leader(id, term);
+            }
+            self.observer.applied(id, &output.applied);
+            self.send(output.messages);
+            for (op, result) in output.completions {
+                if self.nodes[id as usize - 1].waiting.remove(&op) {
+                    self.reply(op as usize, workload::write_outcome(result));
+                }
+            }
+            for op in output.reads_ready {
+                self.serve_read(id, op as usize);
+            }
+        }
+    }
+
+    /// Calls into node `id`'s process, if it is up. A panic there is a bug: it is recorded, and
+    /// the process dies with it (and is restarted, as a supervisor would).
+    fn with_node<R>(&mut self, id: u64, f: impl FnOnce(&mut SimNode, &mut Node) -> R) -> Option<R> {
+        let sim = &mut self.nodes[id as usize - 1];
+        let mut node = sim.node.take()?;
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(sim, &mut node)));
+        match result {
+            Ok(value) => {
+                sim.node = Some(node);
+                Some(value)
+            }
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                if self.violations.len() < 10 {
+                    self.violations.push(format!("n{id} panicked: {message}"));
+                }
+                sim.node = Some(node);
+                self.crash(id);
+                let delay = self.plan.restart_delay();
+                self.schedule(delay, Event::Restart(id));
+                None
+            }
+        }
+    }
+
+    fn send(&mut self, messages: Vec<OutMessage>) {
+        for message in messages {
+            let to = message.message.to;
+            let copies = self.plan.network.copies(&mut self.net_rng);
+            if copies == 0 {
+                self.plan.counts.messages_dropped += 1;
+                self.snapshot_status(&message, false);
+            }
+            for _ in 0..copies {
+                let delay = self.plan.network.delay(&mut self.net_rng);
+                self.schedule(delay, Event::Deliver { to, message: Box::new(message.clone()) });
+            }
+        }
+    }
+
+    /// Tells a snapshot's sender whether it arrived, as the transport does.
+    fn snapshot_status(&mut self, message: &OutMessage, delivered: bool) {
+        if message.message.get_msg_type() != MessageType::MsgSnapshot {
+            return;
+        }
+        let leader = message.message.from;
+        let epoch = self.nodes[leader as usize - 1].epoch;
+        let peer = message.message.to;
+        self.schedule(MS, Event::SnapshotStatus { leader, epoch, peer, delivered });
+    }
+
+    fn deliver(&mut self, to: u64, message: OutMessage) {
+        let from = message.message.from;
+        let cut = self.cut.contains_key(&(from, to));
+        let up = self.nodes[to as usize - 1].node.is_some();
+        if cut || !up {
+            self.snapshot_status(&message, false);
+            return;
+        }
+        self.snapshot_status(&message, true);
+        self.with_node(to, |_, node| node.step(message.range_id, message.message));
+        self.round(to);
+    }
+
+    // ---- clients ----
+
+    fn client_next(&mut self, client: usize) {
+        if !self.faults_on && self.now >= self.options.duration_ms * MS {
+            return; // the load stops with the faults
+        }
+        let op = self.clients[client].next_op(&mut self.client_rng, &self.keys);
+        self.invoke(client, op);
+    }
+
+    fn invoke(&mut self, client: usize, op: Op) {
+        let node = self.client_rng.range(1, self.options.nodes + 1);
+        let id = self.history.len();
+        self.history.push(Operation {
+            id,
+            client,
+            node,
+            op,
+            invoked: self.now,
+            completed: None,
+            outcome: Outcome::Pending,
+        });
+        let latency = self.client_rng.range(100, 2 * MS);
+        self.schedule(latency, Event::Request { node, op: id });
+        self.schedule(CLIENT_TIMEOUT, Event::Timeout { op: id });
+    }
+
+    fn request(&mut self, id: u64, op: usize) {
+        // A node that is down refuses the connection: the client times out.
+        let operation = self.history[op].op.clone();
+        let local_read = !operation.is_linearizable()
+            || self.options.mutation == Mutation::ReadsWithoutReadIndex;
+        let handled = self.with_node(id, |sim, node| {
+            if let Some(request) = workload::write_request(&operation) {
+                sim.waiting.insert(op as u64);
+                if node.propose(FIRST_RANGE_ID, op as u64, request.clone()).is_err() {
+                    sim.unproposed.push((op as u64, request));
+                }
+            } else if !local_read {
+                node.read_index(FIRST_RANGE_ID, op as u64);
+            }
+        });
+        if handled.is_some() && local_read && !operation.is_write() {
+            self.serve_read(id, op);
+        }
+        self.round(id);
+    }
+
+    fn serve_read(&mut self, id: u64, op: usize) {
+        let sim = &self.nodes[id as usize - 1];
+        let Some(node) = sim.node.as_ref() else { return };
+        let state = node.shared(FIRST_RANGE_ID).expect("first range").read_state();
+        let request = workload::read_request(&self.history[op].op);
+        let result = read::range(&View::new(&sim.disk as &dyn Engine), &state, &request);
+        self.reply(op, workload::read_outcome(result));
+    }
+
+    fn reply(&mut self, op: usize, outcome: Outcome) {
+        let latency = self.client_rng.range(100, 2 * MS);
+        self.schedule(latency, Event::Response { op, outcome });
+    }
+
+    fn respond(&mut self, op: usize, outcome: Outcome) {
+        if self.history[op].outcome != Outcome::Pending {
+            return; // timed out already, or a duplicate
+        }
+        let operation = &mut self.history[op];
+        operation.completed = Some(self.now);
+        operation.outcome = outcome;
+        self.client_done(op);
+    }
+
+    fn client_done(&mut self, op: usize) {
+        let client = self.history[op].client;
+        if client >= self.clients.len() {
+            return; // the final reader
+        }
+        let (operation, outcome) = (self.history[op].op.clone(), self.history[op].outcome.clone());
+        self.clients[client].observe(&operation, &outcome);
+        let think = self.client_rng.range(0, 10 * MS);
+        self.schedule(think, Event::ClientNext(client));
+    }
+
+    // ---- faults ----
+
+    fn inject_fault(&mut self) {
+        use crate::faults::Fault;
+        let fault =
+            self.plan.choose(&self.nodes.iter().map(|n| n.node.is_some()).collect::<Vec<_>>());
+        self.log(|| format!("fault: {fault:?}"));
+        match fault {
+            None => {}
+            Some(Fault::Partition { links, heal_after }) => {
+                for link in &links {
+                    *self.cut.entry(*link).or_default() += 1;
+                }
+                self.schedule(heal_after, Event::Heal(links));
+            }
+            Some(Fault::Crash { node, restart_after }) => {
+                self.crash(node);
+                self.schedule(restart_after, Event::Restart(node));
+            }
+            Some(Fault::Pause { node, resume_after }) => {
+                let sim = &mut self.nodes[node as usize - 1];
+                if sim.paused_until.is_none() {
+                    sim.paused_until = Some(self.now + resume_after);
+                    self.schedule(resume_after, Event::Resume(node));
+                }
+            }
+            Some(Fault::Drift { node, percent }) => {
+                self.nodes[node as usize - 1].tick_interval = TICK * percent / 100;
+            }
+            Some(Fault::FailSync { node }) => self.nodes[node as usize - 1].disk.fail_next_sync(),
+        }
+    }
+
+    /// A power loss: the node's process is gone and its disk keeps only what was fsynced.
+    fn crash(&mut self, id: u64) {
+        let sim = &mut self.nodes[id as usize - 1];
+        if sim.node.take().is_some() {
+            sim.disk.memory.crash();
+            sim.unproposed.clear();
+            sim.deferred.clear();
+            sim.paused_until = None;
+            self.log(|| format!("n{id} crashed"));
+        }
+    }
+
+    fn resume(&mut self, id: u64) {
+        let sim = &mut self.nodes[id as usize - 1];
+        if sim.paused_until.take().is_none() {
+            return;
+        }
+        for event in std::mem::take(&mut sim.deferred) {
+            self.handle(event);
+        }
+    }
+
+    /// Faults stop: the network heals, every node is up, resumed and on time again.
+    fn quiesce(&mut self) {
+        self.log(|| "faults stop".into());
+        self.faults_on = false;
+        self.cut.clear();
+        self.plan.network = crate::faults::Network::calm();
+        for id in 1..=self.options.nodes {
+            let sim = &mut self.nodes[id as usize - 1];
+            sim.tick_interval = TICK;
+            sim.disk.clear_faults();
+            self.resume(id);
+            if self.nodes[id as usize - 1].node.is_none() {
+                self.schedule(0, Event::Restart(id));
+            }
+        }
+        self.schedule(SETTLE, Event::FinalRead(0));
+    }
+
+    /// After recovery, one linearizable read of each key, retried until answered: these pin
+    /// down the final state for the linearizability check.
+    fn final_read(&mut self, key: usize) {
+        let client = self.options.clients; // a reader of its own
+        let last = self.history.iter().rev().find(|op| op.client == client);
+        let next_key = match last {
+            Some(op) if op.outcome == Outcome::Pending => {
+                return self.schedule(10 * MS, Event::FinalRead(key));
+            }
+            Some(op) if matches!(op.outcome, Outcome::Read { .. }) => key + 1,
+            _ => key,
+        };
+        if next_key >= self.keys.len() {
+            return;
+        }
+        let op = Op::Get { key: self.keys[next_key].clone(), serializable: false };
+        self.invoke(client, op);
+        self.schedule(10 * MS, Event::FinalRead(next_key));
+    }
+
+    // ---- the end ----
+
+    fn finish(mut self) -> Report {
+        let mut violations = std::mem::take(&mut self.violations);
+        violations.append(&mut self.observer.violations);
+        let final_reads = self.history.iter().filter(|op| op.client == self.options.clients);
+        let answered = final_reads.filter(|op| matches!(op.outcome, Outcome::Read { .. })).count();
+        if answered < self.keys.len() {
+            violations.push(format!(
+                "liveness: only {answered} of {} final reads were answered after the faults stopped",
+                self.keys.len()
+            ));
+        }
+        violations.extend(self.convergence());
+        violations.extend(self.durability());
+        violations.extend(check::revisions(&self.history));
+        let (lin, inconclusive_keys) =
+            check::linearizability::check(&self.history, &self.keys, SEARCH_BUDGET);
+        violations.extend(lin);
+        Report {
+            trace_hash: self.trace,
+            simulated_ms: self.now / MS,
+            events: self.events,
+            faults: self.plan.counts.clone(),
+            history: self.history,
+            violations,
+            inconclusive_keys,
+            options: self.options,
+        }
+    }
+
+    /// Every replica ends with the same applied index and the same MVCC data.
+    fn convergence(&self) -> Vec<String> {
+        let mut violations = Vec::new();
+        let mut reference: Option<(u64, Vec<KvPair>)> = None;
+        for sim in &self.nodes {
+            let Some(node) = sim.node.as_ref() else {
+                violations.push(format!("n{} is not running at the end", sim.id));
+                continue;
+            };
+            let applied = node.shared(FIRST_RANGE_ID).expect("range").read_state().applied_index;
+            let data: Vec<_> = match sim.disk.scan(Keyspace::Mvcc, b"", b"") {
+                Ok(iter) => iter.filter_map(|item| item.ok()).collect(),
+                Err(e) => {
+                    violations.push(format!("n{}: cannot scan its data: {e}", sim.id));
+                    continue;
+                }
+            };
+            match &reference {
+                None => reference = Some((applied, data)),
+                Some((index, expected)) => {
+                    if *index != applied {
+                        violations.push(format!(
+                            "liveness: n{} applied up to {applied}, n1 up to {index}, at the end",
+                            sim.id
+                        ));
+                    } else if *expected != data {
+                        violations.push(format!(
+                            "n{} holds different data than the first node at applied index {applied}",
+                            sim.id
+                        ));
+                    }
+                }
+            }
+        }
+        violations
+    }
+
+    /// Every acknowledged write is in every replica's history, at its revision.
+    fn durability(&self) -> Vec<String> {
+        let mut violations = Vec::new();
+        for sim in self.nodes.iter().filter(|sim| sim.node.is_some()) {
+            let view = View::new(&sim.disk as &dyn Engine);
+            for op in self.history.iter().filter(|op| op.outcome.changed_store()) {
+                let revision = op.outcome.revision().expect("answered");
+                let (key, expected) = match &op.op {
+                    Op::Put { key, value } | Op::Cas { key, value, .. } => (key, Some(value)),
+                    Op::Delete { key } => (key, None),
+                    _ => continue,
+                };
+                let found = view.get(key.as_bytes(), revision);
+                let holds = match (&found, expected) {
+                    (Ok(Some(kv)), Some(value)) => {
+                        kv.value == value.as_bytes() && kv.mod_revision == revision
+                    }
+                    (Ok(None), None) => true,
+                    _ => false,
+                };
+                if !holds && violations.len() < 10 {
+                    violations.push(format!(
+                        "lost acknowledged write on n{}: {op}; the store has {found:?} at revision {revision}",
+                        sim.id
+                    ));
+                }
+            }
+        }
+        violations
+    }
+}
