@@ -64,6 +64,9 @@ pub enum Fault {
     Drift { node: u64, percent: u64 },
     /// The node's next fsync fails.
     FailSync { node: u64 },
+    /// Power loss, and one durable record on the node's disk is damaged (the `pick`-th, modulo
+    /// how many there are). Only one node per run is damaged.
+    Corrupt { node: u64, pick: u64 },
 }
 
 /// How many faults of each kind a run injected.
@@ -74,6 +77,7 @@ pub struct FaultCounts {
     pub pauses: u64,
     pub drifts: u64,
     pub fsync_failures: u64,
+    pub corruptions: u64,
     pub messages_dropped: u64,
 }
 
@@ -84,6 +88,7 @@ impl FaultCounts {
         self.pauses += other.pauses;
         self.drifts += other.drifts;
         self.fsync_failures += other.fsync_failures;
+        self.corruptions += other.corruptions;
         self.messages_dropped += other.messages_dropped;
     }
 }
@@ -97,11 +102,12 @@ pub enum Kind {
     Pause,
     Drift,
     FailSync,
+    Corrupt,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] =
-        [Kind::Partition, Kind::Crash, Kind::Pause, Kind::Drift, Kind::FailSync];
+    pub const ALL: [Kind; 6] =
+        [Kind::Partition, Kind::Crash, Kind::Pause, Kind::Drift, Kind::FailSync, Kind::Corrupt];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -110,6 +116,7 @@ impl Kind {
             Kind::Pause => "pause",
             Kind::Drift => "drift",
             Kind::FailSync => "fail-sync",
+            Kind::Corrupt => "corrupt",
         }
     }
 
@@ -122,6 +129,8 @@ pub struct FaultPlan {
     rng: Rng,
     nodes: u64,
     kinds: Vec<Kind>,
+    /// The one node whose disk may be damaged.
+    damaged: Option<u64>,
     pub network: Network,
     pub counts: FaultCounts,
 }
@@ -132,12 +141,17 @@ impl FaultPlan {
         let kinds: Vec<Kind> = allowed.iter().copied().filter(|_| rng.chance(0.6)).collect();
         let hostile = !allowed.is_empty() && rng.chance(0.7);
         let network = if hostile { Network::hostile(&mut rng) } else { Network::calm() };
-        Self { rng, nodes, kinds, network, counts: FaultCounts::default() }
+        Self { rng, nodes, kinds, damaged: None, network, counts: FaultCounts::default() }
     }
 
     /// Time until the next fault.
     pub fn next_gap(&mut self) -> Time {
         self.rng.range(100 * MS, 700 * MS)
+    }
+
+    /// How many of `unsynced` writes the system wrote back before a power loss.
+    pub fn writes_kept(&mut self, unsynced: usize) -> usize {
+        self.rng.range(0, unsynced as u64 + 1) as usize
     }
 
     /// How long a node stopped by a storage error stays down.
@@ -190,6 +204,11 @@ impl FaultPlan {
                 Fault::Drift { node, percent: self.rng.range(25, 800) }
             }
             Kind::FailSync => Fault::FailSync { node },
+            Kind::Corrupt => {
+                self.counts.corruptions += 1;
+                let node = *self.damaged.get_or_insert(node);
+                Fault::Corrupt { node, pick: self.rng.next_u64() }
+            }
         })
     }
 }

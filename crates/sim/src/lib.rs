@@ -11,13 +11,15 @@
 //! * [`faults`]: the fault model;
 //! * [`workload`]: what clients send;
 //! * [`history`]: what clients saw;
-//! * [`check`]: the checkers run on every history.
+//! * [`check`]: the checkers run on every history;
+//! * [`scenario`]: scripted, hand-stepped clusters for golden tests.
 
 pub mod check;
 pub mod disk;
 pub mod faults;
 pub mod history;
 pub mod rng;
+pub mod scenario;
 pub mod workload;
 pub mod world;
 

@@ -137,6 +137,9 @@ struct SimNode {
     tick_interval: Time,
     /// Writes waiting for a leader to be known, by operation id.
     unproposed: Vec<(u64, Request)>,
+    /// Whether a fault damaged this node's disk: it may refuse to start or stop on the error,
+    /// and the end-of-run checks leave it out — but it must never serve wrong data.
+    damaged: bool,
     /// Writes proposed and not yet answered. Only the first result is answered: a proposal the
     /// network duplicated is applied twice, and the client must see the first application.
     waiting: BTreeSet<u64>,
@@ -201,6 +204,7 @@ impl World {
                 deferred: Vec::new(),
                 tick_interval: TICK,
                 unproposed: Vec::new(),
+                damaged: false,
                 waiting: BTreeSet::new(),
             });
             world.start(id);
@@ -290,6 +294,8 @@ impl World {
                 let delay = self.plan.restart_delay();
                 self.schedule(delay, Event::Restart(id));
             }
+            // A damaged disk may be refused: the node stays down until an operator replaces it.
+            Err(e) if sim.damaged => self.log(|| format!("n{id} refused its damaged disk: {e}")),
             Err(e) => self.violations.push(format!("n{id} refused to restart: {e}")),
         }
         self.observer.restarted(id);
@@ -379,6 +385,7 @@ impl World {
     /// Runs rounds on node `id` while it has work, sending what they produce.
     fn round(&mut self, id: u64) {
         for _ in 0..8 {
+            let failed_syncs = self.nodes[id as usize - 1].disk.failed_syncs();
             let ran = self.with_node(id, |_, node| {
                 if !node.has_work() {
                     return None;
@@ -396,9 +403,13 @@ impl World {
             let output = match result {
                 Ok(output) => output,
                 Err(e) => {
-                    // As in the server: a storage error stops the process.
+                    // As in the server: a storage error stops the process. Only an injected
+                    // fsync failure or a damaged disk explains one.
+                    let sim = &self.nodes[id as usize - 1];
+                    if !sim.damaged && sim.disk.failed_syncs() == failed_syncs {
+                        self.violations.push(format!("n{id} stopped on a storage error: {e}"));
+                    }
                     self.log(|| format!("n{id} stopped: {e}"));
-                    self.plan.counts.fsync_failures += 1;
                     self.crash(id);
                     let delay = self.plan.restart_delay();
                     self.schedule(delay, Event::Restart(id));
@@ -517,7 +528,6 @@ impl World {
     }
 
     fn request(&mut self, id: u64, op: usize) {
-        // A node that is down refuses the connection: the client times out.
         let operation = self.history[op].op.clone();
         let local_read = !operation.is_linearizable()
             || self.options.mutation == Mutation::ReadsWithoutReadIndex;
@@ -531,8 +541,12 @@ impl World {
                 node.read_index(FIRST_RANGE_ID, op as u64);
             }
         });
-        if handled.is_some() && local_read && !operation.is_write() {
-            self.serve_read(id, op);
+        match handled {
+            // Nothing listens on a node that is down: the connection is refused, and the
+            // request certainly had no effect.
+            None => self.reply(op, Outcome::Failed("connection refused".into())),
+            Some(()) if local_read && !operation.is_write() => self.serve_read(id, op),
+            Some(()) => {}
         }
         self.round(id);
     }
@@ -602,14 +616,27 @@ impl World {
                 self.nodes[node as usize - 1].tick_interval = TICK * percent / 100;
             }
             Some(Fault::FailSync { node }) => self.nodes[node as usize - 1].disk.fail_next_sync(),
+            Some(Fault::Corrupt { node, pick }) => {
+                self.crash(node);
+                let sim = &mut self.nodes[node as usize - 1];
+                let records = sim.disk.memory.durable_keys();
+                let (keyspace, key) = &records[(pick % records.len() as u64) as usize];
+                sim.disk.memory.corrupt(*keyspace, key);
+                sim.damaged = true;
+                let delay = self.plan.restart_delay();
+                self.schedule(delay, Event::Restart(node));
+            }
         }
     }
 
-    /// A power loss: the node's process is gone and its disk keeps only what was fsynced.
+    /// A power loss: the node's process is gone and its disk keeps what was fsynced, plus
+    /// whatever prefix of the later writes the system happened to write back.
     fn crash(&mut self, id: u64) {
+        let unsynced = self.nodes[id as usize - 1].disk.memory.unsynced_writes();
+        let kept = self.plan.writes_kept(unsynced);
         let sim = &mut self.nodes[id as usize - 1];
         if sim.node.take().is_some() {
-            sim.disk.memory.crash();
+            sim.disk.memory.crash_keeping(kept);
             sim.unproposed.clear();
             sim.deferred.clear();
             sim.paused_until = None;
@@ -684,6 +711,7 @@ impl World {
         let (lin, inconclusive_keys) =
             check::linearizability::check(&self.history, &self.keys, SEARCH_BUDGET);
         violations.extend(lin);
+        self.plan.counts.fsync_failures = self.nodes.iter().map(|n| n.disk.failed_syncs()).sum();
         Report {
             trace_hash: self.trace,
             simulated_ms: self.now / MS,
@@ -700,7 +728,7 @@ impl World {
     fn convergence(&self) -> Vec<String> {
         let mut violations = Vec::new();
         let mut reference: Option<(u64, Vec<KvPair>)> = None;
-        for sim in &self.nodes {
+        for sim in self.nodes.iter().filter(|sim| !sim.damaged) {
             let Some(node) = sim.node.as_ref() else {
                 violations.push(format!("n{} is not running at the end", sim.id));
                 continue;
@@ -718,7 +746,7 @@ impl World {
                 Some((index, expected)) => {
                     if *index != applied {
                         violations.push(format!(
-                            "liveness: n{} applied up to {applied}, n1 up to {index}, at the end",
+                            "liveness: n{} applied up to {applied}, the first node up to {index}, at the end",
                             sim.id
                         ));
                     } else if *expected != data {
@@ -736,7 +764,7 @@ impl World {
     /// Every acknowledged write is in every replica's history, at its revision.
     fn durability(&self) -> Vec<String> {
         let mut violations = Vec::new();
-        for sim in self.nodes.iter().filter(|sim| sim.node.is_some()) {
+        for sim in self.nodes.iter().filter(|sim| sim.node.is_some() && !sim.damaged) {
             let view = View::new(&sim.disk as &dyn Engine);
             for op in self.history.iter().filter(|op| op.outcome.changed_store()) {
                 let revision = op.outcome.revision().expect("answered");

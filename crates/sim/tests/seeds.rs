@@ -37,7 +37,8 @@ fn five_hundred_seeds_of_mixed_faults_uphold_every_check() {
     // The runs did real work under real faults (a checker over empty histories proves nothing).
     assert!(acknowledged > 20_000, "{acknowledged} acknowledged writes");
     assert!(faults.crashes > 300 && faults.partitions > 300 && faults.pauses > 300);
-    assert!(faults.drifts > 300 && faults.fsync_failures > 100 && faults.messages_dropped > 10_000);
+    assert!(faults.drifts > 300 && faults.fsync_failures > 100 && faults.corruptions > 100);
+    assert!(faults.messages_dropped > 10_000);
 }
 
 #[test]

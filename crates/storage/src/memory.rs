@@ -48,21 +48,48 @@ impl MemEngine {
 
     /// Simulates a power loss: every write not yet made durable is gone.
     pub fn crash(&self) {
+        self.crash_keeping(0);
+    }
+
+    /// Simulates a power loss after the system wrote back the oldest `kept` of the writes not
+    /// yet made durable: those survive whole, every later one is gone. (A journal is written in
+    /// order and a torn record fails its checksum, so what survives is always a prefix of whole
+    /// batches.)
+    pub fn crash_keeping(&self, kept: usize) {
         let mut state = self.state.write().expect("engine lock poisoned");
-        state.unsynced.clear();
+        let unsynced = std::mem::take(&mut state.unsynced);
+        for batch in unsynced.iter().take(kept) {
+            apply(&mut state.durable, batch);
+        }
         state.visible = state.durable.clone();
     }
 
-    /// Overwrites the stored bytes of one record, for corruption tests.
+    /// How many writes are not yet durable.
+    pub fn unsynced_writes(&self) -> usize {
+        self.state.read().expect("engine lock poisoned").unsynced.len()
+    }
+
+    /// Overwrites the stored bytes of one record (as written and as durable), for corruption
+    /// tests.
     pub fn corrupt(&self, keyspace: Keyspace, key: &[u8]) {
-        let mut state = self.state.write().expect("engine lock poisoned");
-        if let Some(value) = state.visible.get_mut(&(keyspace, key.to_vec())) {
-            if let Some(last) = value.last_mut() {
-                *last ^= 0xff;
-            } else {
-                value.push(0);
+        let mut guard = self.state.write().expect("engine lock poisoned");
+        let state = &mut *guard;
+        let id = (keyspace, key.to_vec());
+        for image in [&mut state.visible, &mut state.durable] {
+            if let Some(value) = image.get_mut(&id) {
+                if let Some(last) = value.last_mut() {
+                    *last ^= 0xff;
+                } else {
+                    value.push(0);
+                }
             }
         }
+    }
+
+    /// Every durable record's keyspace and key, in order (for picking one to damage).
+    pub fn durable_keys(&self) -> Vec<(Keyspace, Vec<u8>)> {
+        let state = self.state.read().expect("engine lock poisoned");
+        state.durable.keys().cloned().collect()
     }
 }
 

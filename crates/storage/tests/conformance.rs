@@ -55,6 +55,20 @@ fn memory_crash_loses_only_unsynced_writes() {
 }
 
 #[test]
+fn memory_crash_keeps_a_prefix_of_unsynced_writes() {
+    let engine = MemEngine::new();
+    put(&engine, b"a", b"1", Durability::Buffered);
+    put(&engine, b"b", b"2", Durability::Buffered);
+    put(&engine, b"c", b"3", Durability::Buffered);
+    assert_eq!(engine.unsynced_writes(), 3);
+    engine.crash_keeping(2);
+    assert_eq!(engine.get(Keyspace::Raft, b"a").unwrap(), Some(b"1".to_vec()));
+    assert_eq!(engine.get(Keyspace::Raft, b"b").unwrap(), Some(b"2".to_vec()));
+    assert_eq!(engine.get(Keyspace::Raft, b"c").unwrap(), None);
+    assert_eq!(engine.unsynced_writes(), 0);
+}
+
+#[test]
 fn memory_corruption_is_reported_not_served() {
     let engine = MemEngine::new();
     put(&engine, b"a", b"1", Durability::Sync);

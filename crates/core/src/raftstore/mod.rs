@@ -26,4 +26,5 @@ pub mod stats;
 
 pub use log::{decode as decode_raft, encode as encode_raft};
 pub use node::{AppliedEntry, Config, Mutation, Node, OutMessage, Output, RangeShared};
+pub use raft::StateRole;
 pub use raft::prelude::{Message, MessageType};

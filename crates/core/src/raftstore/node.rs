@@ -285,6 +285,11 @@ impl Node {
         self.replicas.get(&range_id).map_or(0, |r| r.raw.raft.term)
     }
 
+    /// The replica's Raft role right now.
+    pub fn role(&self, range_id: RangeId) -> Option<StateRole> {
+        self.replicas.get(&range_id).map(|r| r.raw.raft.state)
+    }
+
     pub fn range_ids(&self) -> Vec<RangeId> {
         self.replicas.keys().copied().collect()
     }
