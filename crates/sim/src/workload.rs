@@ -134,8 +134,16 @@ pub fn write_outcome(result: Result<Response, Error>) -> Outcome {
             Outcome::Cas { revision: revision(r.header), succeeded: r.succeeded }
         }
         Ok(other) => Outcome::Failed(format!("unexpected response {other:?}")),
-        // An applied request that failed (a validation error) had no effect.
-        Err(e) => Outcome::Failed(e.to_string()),
+        Err(e) => error_outcome(e),
+    }
+}
+
+/// What an error says about a request's effect: "leader changed" and "timed out" leave it
+/// open, as for etcd's clients; every other error means it had none.
+pub fn error_outcome(error: Error) -> Outcome {
+    match error {
+        Error::LeaderChanged | Error::Timeout => Outcome::Unknown,
+        other => Outcome::Failed(other.to_string()),
     }
 }
 
@@ -155,6 +163,6 @@ pub fn read_outcome(result: Result<RangeResponse, Error>) -> Outcome {
                 })
                 .collect(),
         },
-        Err(e) => Outcome::Failed(e.to_string()),
+        Err(e) => error_outcome(e),
     }
 }

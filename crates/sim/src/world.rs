@@ -2,20 +2,20 @@
 //! that delays, drops, duplicates, reorders and partitions, clients with timeouts, and a fault
 //! schedule — all driven by one event queue in simulated time from one seed.
 //!
-//! Each node's loop is what the server's raftstore thread does: tick on a timer, step messages
-//! as they arrive, propose writes (holding them while no leader is known), ask for ReadIndex
-//! for linearizable reads and serve them once released, and run a round after every input. A
-//! storage error ends the node, as it ends the process, and the node is restarted from what its
-//! disk made durable.
+//! Each node runs what the server's raftstore thread runs: the production [`Driver`] around the
+//! node, which keeps the waiting requests (proposals held while no leader is known and retried
+//! on every tick, ReadIndex reads, deadlines, "leader changed" for proposals of an old term). The
+//! simulated process ticks it on its own timer, steps messages as they arrive and runs a round
+//! after every input. A storage error ends the node, as it ends the process, and the node is
+//! restarted from what its disk made durable.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use strata_core::FIRST_RANGE_ID;
-use strata_core::command::Request;
 use strata_core::mvcc::read;
 use strata_core::mvcc::view::View;
-use strata_core::raftstore::{Config, MessageType, Mutation, Node, OutMessage};
+use strata_core::raftstore::{Answers, Config, Driver, MessageType, Mutation, Node, OutMessage};
 use strata_storage::{Engine, Keyspace, KvPair};
 
 use crate::check::{self, RaftObserver};
@@ -126,23 +126,22 @@ enum Event {
     FinalRead(usize),
 }
 
+/// The driver of a simulated node: times in simulated microseconds, replies by operation id.
+type SimDriver = Driver<Time, usize, usize>;
+
 struct SimNode {
     id: u64,
     disk: Disk,
-    node: Option<Node>,
+    /// The running process: the production driver around the node.
+    node: Option<SimDriver>,
     epoch: u64,
     paused_until: Option<Time>,
     /// Inputs that arrived while paused, handled on resume in arrival order.
     deferred: Vec<Event>,
     tick_interval: Time,
-    /// Writes waiting for a leader to be known, by operation id.
-    unproposed: Vec<(u64, Request)>,
     /// Whether a fault damaged this node's disk: it may refuse to start or stop on the error,
     /// and the end-of-run checks leave it out — but it must never serve wrong data.
     damaged: bool,
-    /// Writes proposed and not yet answered. Only the first result is answered: a proposal the
-    /// network duplicated is applied twice, and the client must see the first application.
-    waiting: BTreeSet<u64>,
 }
 
 pub struct World {
@@ -203,9 +202,7 @@ impl World {
                 paused_until: None,
                 deferred: Vec::new(),
                 tick_interval: TICK,
-                unproposed: Vec::new(),
                 damaged: false,
-                waiting: BTreeSet::new(),
             });
             world.start(id);
             // Nodes' timers start out of phase, as real processes do.
@@ -272,8 +269,6 @@ impl World {
     fn start(&mut self, id: u64) {
         let sim = &mut self.nodes[id as usize - 1];
         sim.epoch += 1;
-        sim.unproposed.clear();
-        sim.waiting.clear();
         let mut config = Config::new(id, sim.epoch, (1..=self.options.nodes).collect());
         config.election_seed = Some(self.options.seed);
         config.record_applied = true;
@@ -287,7 +282,7 @@ impl World {
         };
         let failed_syncs = sim.disk.failed_syncs();
         match Node::open(config, Arc::new(sim.disk.clone())) {
-            Ok(node) => sim.node = Some(node),
+            Ok(node) => sim.node = Some(Driver::new(node)),
             // The disk failed while starting: the process exits and is started again.
             Err(_) if sim.disk.failed_syncs() > failed_syncs => {
                 sim.disk.memory.crash();
@@ -321,15 +316,10 @@ impl World {
             Event::Tick(id) => {
                 let interval = self.nodes[id as usize - 1].tick_interval;
                 if self.nodes[id as usize - 1].paused_until.is_none() {
-                    self.with_node(id, |sim, node| {
-                        node.tick();
-                        // Writes that found no leader are retried on every tick.
-                        for (op, request) in std::mem::take(&mut sim.unproposed) {
-                            if node.propose(FIRST_RANGE_ID, op, request.clone()).is_err() {
-                                sim.unproposed.push((op, request));
-                            }
-                        }
-                    });
+                    let now = self.now;
+                    if let Some(answers) = self.with_node(id, |_, driver| driver.tick(now)) {
+                        self.answer(id, answers);
+                    }
                     self.round(id);
                 }
                 self.schedule(interval, Event::Tick(id));
@@ -337,8 +327,8 @@ impl World {
             Event::Deliver { to, message } => self.deliver(to, *message),
             Event::SnapshotStatus { leader, epoch, peer, delivered } => {
                 if self.nodes[leader as usize - 1].epoch == epoch {
-                    self.with_node(leader, |_, node| {
-                        node.report_snapshot(FIRST_RANGE_ID, peer, delivered)
+                    self.with_node(leader, |_, driver| {
+                        driver.node_mut().report_snapshot(FIRST_RANGE_ID, peer, delivered)
                     });
                     self.round(leader);
                 }
@@ -386,22 +376,21 @@ impl World {
     fn round(&mut self, id: u64) {
         for _ in 0..8 {
             let failed_syncs = self.nodes[id as usize - 1].disk.failed_syncs();
-            let ran = self.with_node(id, |_, node| {
-                if !node.has_work() {
-                    return None;
-                }
+            let ran = self.with_node(id, |_, driver| {
                 let mut early = Vec::new();
-                let result = node.process_ready_sending(&mut |messages| early.extend(messages));
+                let result = driver.round(&mut |messages| early.extend(messages));
+                let node = driver.node();
                 let term = node.term(FIRST_RANGE_ID);
                 let is_leader = node
                     .shared(FIRST_RANGE_ID)
                     .is_some_and(|s| s.leader_id.load(std::sync::atomic::Ordering::Acquire) == id);
-                Some((early, result, term, is_leader))
+                (early, result, term, is_leader)
             });
-            let Some(Some((early, result, term, is_leader))) = ran else { return };
+            let Some((early, result, term, is_leader)) = ran else { return };
             self.send(early);
-            let output = match result {
-                Ok(output) => output,
+            let (output, answers) = match result {
+                Ok(Some(ran)) => ran,
+                Ok(None) => return,
                 Err(e) => {
                     // As in the server: a storage error stops the process. Only an injected
                     // fsync failure or a damaged disk explains one.
@@ -421,20 +410,31 @@ impl World {
             }
             self.observer.applied(id, &output.applied);
             self.send(output.messages);
-            for (op, result) in output.completions {
-                if self.nodes[id as usize - 1].waiting.remove(&op) {
-                    self.reply(op as usize, workload::write_outcome(result));
-                }
-            }
-            for op in output.reads_ready {
-                self.serve_read(id, op as usize);
+            self.answer(id, answers);
+        }
+    }
+
+    /// Sends the driver's answers back to the clients: write results, and reads released by
+    /// ReadIndex, served now from the local state.
+    fn answer(&mut self, id: u64, answers: Answers<usize, usize>) {
+        for (op, result) in answers.writes {
+            self.reply(op, workload::write_outcome(result));
+        }
+        for (op, result) in answers.reads {
+            match result {
+                Ok(()) => self.serve_read(id, op),
+                Err(e) => self.reply(op, workload::error_outcome(e)),
             }
         }
     }
 
     /// Calls into node `id`'s process, if it is up. A panic there is a bug: it is recorded, and
     /// the process dies with it (and is restarted, as a supervisor would).
-    fn with_node<R>(&mut self, id: u64, f: impl FnOnce(&mut SimNode, &mut Node) -> R) -> Option<R> {
+    fn with_node<R>(
+        &mut self,
+        id: u64,
+        f: impl FnOnce(&mut SimNode, &mut SimDriver) -> R,
+    ) -> Option<R> {
         let sim = &mut self.nodes[id as usize - 1];
         let mut node = sim.node.take()?;
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(sim, &mut node)));
@@ -496,7 +496,7 @@ impl World {
             return;
         }
         self.snapshot_status(&message, true);
-        self.with_node(to, |_, node| node.step(message.range_id, message.message));
+        self.with_node(to, |_, driver| driver.node_mut().step(message.range_id, message.message));
         self.round(to);
     }
 
@@ -531,30 +531,31 @@ impl World {
         let operation = self.history[op].op.clone();
         let local_read = !operation.is_linearizable()
             || self.options.mutation == Mutation::ReadsWithoutReadIndex;
-        let handled = self.with_node(id, |sim, node| {
+        let deadline = self.now + CLIENT_TIMEOUT;
+        let handled = self.with_node(id, |_, driver| {
             if let Some(request) = workload::write_request(&operation) {
-                sim.waiting.insert(op as u64);
-                if node.propose(FIRST_RANGE_ID, op as u64, request.clone()).is_err() {
-                    sim.unproposed.push((op as u64, request));
+                driver.propose(FIRST_RANGE_ID, request, deadline, op)
+            } else {
+                if !local_read {
+                    driver.read(FIRST_RANGE_ID, deadline, op);
                 }
-            } else if !local_read {
-                node.read_index(FIRST_RANGE_ID, op as u64);
+                Answers::default()
             }
         });
         match handled {
             // Nothing listens on a node that is down: the connection is refused, and the
             // request certainly had no effect.
             None => self.reply(op, Outcome::Failed("connection refused".into())),
-            Some(()) if local_read && !operation.is_write() => self.serve_read(id, op),
-            Some(()) => {}
+            Some(_) if local_read && !operation.is_write() => self.serve_read(id, op),
+            Some(answers) => self.answer(id, answers),
         }
         self.round(id);
     }
 
     fn serve_read(&mut self, id: u64, op: usize) {
         let sim = &self.nodes[id as usize - 1];
-        let Some(node) = sim.node.as_ref() else { return };
-        let state = node.shared(FIRST_RANGE_ID).expect("first range").read_state();
+        let Some(driver) = sim.node.as_ref() else { return };
+        let state = driver.node().shared(FIRST_RANGE_ID).expect("first range").read_state();
         let request = workload::read_request(&self.history[op].op);
         let result = read::range(&View::new(&sim.disk as &dyn Engine), &state, &request);
         self.reply(op, workload::read_outcome(result));
@@ -637,7 +638,6 @@ impl World {
         let sim = &mut self.nodes[id as usize - 1];
         if sim.node.take().is_some() {
             sim.disk.memory.crash_keeping(kept);
-            sim.unproposed.clear();
             sim.deferred.clear();
             sim.paused_until = None;
             self.log(|| format!("n{id} crashed"));
@@ -729,11 +729,12 @@ impl World {
         let mut violations = Vec::new();
         let mut reference: Option<(u64, Vec<KvPair>)> = None;
         for sim in self.nodes.iter().filter(|sim| !sim.damaged) {
-            let Some(node) = sim.node.as_ref() else {
+            let Some(driver) = sim.node.as_ref() else {
                 violations.push(format!("n{} is not running at the end", sim.id));
                 continue;
             };
-            let applied = node.shared(FIRST_RANGE_ID).expect("range").read_state().applied_index;
+            let applied =
+                driver.node().shared(FIRST_RANGE_ID).expect("range").read_state().applied_index;
             let data: Vec<_> = match sim.disk.scan(Keyspace::Mvcc, b"", b"") {
                 Ok(iter) => iter.filter_map(|item| item.ok()).collect(),
                 Err(e) => {

@@ -17,6 +17,7 @@
 //! which is why Strata uses it rather than leader leases. Reads arriving in the same round
 //! share one ReadIndex request.
 
+mod driver;
 mod log;
 mod node;
 mod replica;
@@ -24,6 +25,7 @@ mod session;
 mod snapshot;
 pub mod stats;
 
+pub use driver::{Answers, Driver};
 pub use log::{decode as decode_raft, encode as encode_raft};
 pub use node::{AppliedEntry, Config, Mutation, Node, OutMessage, Output, RangeShared};
 pub use raft::StateRole;

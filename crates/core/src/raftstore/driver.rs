@@ -1,0 +1,210 @@
+//! [`Driver`]: the request bookkeeping every shell around a [`Node`] needs, kept pure so the
+//! server's raftstore thread and the simulator run the same code.
+//!
+//! It owns the node and remembers who waits for what: proposals (until applied, failed, or past
+//! their deadline), proposals that found no leader (retried on every tick), and linearizable
+//! reads (until released by ReadIndex). The shell supplies the time — any ordered value, an
+//! `Instant` in the server and simulated microseconds in the simulator — and delivers the
+//! [`Answers`] a call returns; the reply handles `P` (proposals) and `R` (reads) are whatever
+//! the shell needs to find the waiting client.
+
+use std::collections::BTreeMap;
+
+use super::node::{Node, OutMessage, Output};
+use crate::command::Request;
+use crate::mvcc::Response;
+use crate::{Error, FIRST_RANGE_ID, RangeId, Result};
+
+/// Answers to deliver to waiting clients.
+pub struct Answers<P, R> {
+    pub writes: Vec<(P, Result<Response>)>,
+    pub reads: Vec<(R, Result<()>)>,
+}
+
+impl<P, R> Default for Answers<P, R> {
+    fn default() -> Self {
+        Self { writes: Vec::new(), reads: Vec::new() }
+    }
+}
+
+impl<P, R> Answers<P, R> {
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.reads.is_empty()
+    }
+}
+
+struct Waiting<T, H> {
+    deadline: T,
+    /// The Raft term when the proposal was handed to Raft.
+    term: u64,
+    reply: H,
+}
+
+/// A proposal that found no leader; retried every tick until its deadline.
+struct Unproposed {
+    id: u64,
+    range_id: RangeId,
+    request: Request,
+}
+
+pub struct Driver<T, P, R> {
+    node: Node,
+    next_id: u64,
+    proposals: BTreeMap<u64, Waiting<T, P>>,
+    unproposed: Vec<Unproposed>,
+    reads: BTreeMap<u64, Waiting<T, R>>,
+    /// The term at the last check for proposals of earlier terms.
+    last_term: u64,
+}
+
+impl<T: Ord + Copy, P, R> Driver<T, P, R> {
+    pub fn new(node: Node) -> Self {
+        Self {
+            node,
+            next_id: 1,
+            proposals: BTreeMap::new(),
+            unproposed: Vec::new(),
+            reads: BTreeMap::new(),
+            last_term: 0,
+        }
+    }
+
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// For inputs that need no bookkeeping: Raft messages, unreachable peers, snapshot reports.
+    pub fn node_mut(&mut self) -> &mut Node {
+        &mut self.node
+    }
+
+    /// Proposes a write; its answer comes from a later call. A proposal that finds no leader
+    /// waits and is retried on every tick.
+    pub fn propose(
+        &mut self,
+        range_id: RangeId,
+        request: Request,
+        deadline: T,
+        reply: P,
+    ) -> Answers<P, R> {
+        let id = self.take_id();
+        let term = self.node.term(range_id);
+        self.proposals.insert(id, Waiting { deadline, term, reply });
+        let mut answers = Answers::default();
+        self.try_propose(Unproposed { id, range_id, request }, &mut answers);
+        answers
+    }
+
+    /// Asks for a linearizable read; the answer (`Ok`: serve it from the local state now)
+    /// comes from a later call.
+    pub fn read(&mut self, range_id: RangeId, deadline: T, reply: R) {
+        let id = self.take_id();
+        self.reads.insert(id, Waiting { deadline, term: 0, reply });
+        self.node.read_index(range_id, id);
+    }
+
+    /// Advances logical time: ticks the node, retries proposals that found no leader, and
+    /// answers requests past their deadline.
+    pub fn tick(&mut self, now: T) -> Answers<P, R> {
+        self.node.tick();
+        let mut answers = Answers::default();
+        for proposal in std::mem::take(&mut self.unproposed) {
+            match self.proposals.get(&proposal.id) {
+                Some(w) if w.deadline <= now => {
+                    let w = self.proposals.remove(&proposal.id).expect("present");
+                    answers.writes.push((w.reply, Err(Error::NoLeader)));
+                }
+                Some(_) => self.try_propose(proposal, &mut answers),
+                None => {}
+            }
+        }
+        expire(&mut self.proposals, now, &mut answers.writes);
+        expire(&mut self.reads, now, &mut answers.reads);
+        answers
+    }
+
+    /// Runs a round if the node has work (see [`Node::process_ready_sending`]). A storage
+    /// error means the node must not be used any more: its memory may be ahead of its disk.
+    pub fn round(
+        &mut self,
+        send_now: &mut dyn FnMut(Vec<OutMessage>),
+    ) -> Result<Option<(Output, Answers<P, R>)>> {
+        if !self.node.has_work() {
+            return Ok(None);
+        }
+        let mut output = self.node.process_ready_sending(send_now)?;
+        let mut answers = Answers::default();
+        for (id, result) in std::mem::take(&mut output.completions) {
+            if let Some(w) = self.proposals.remove(&id) {
+                answers.writes.push((w.reply, result));
+            }
+        }
+        for id in std::mem::take(&mut output.reads_ready) {
+            if let Some(w) = self.reads.remove(&id) {
+                answers.reads.push((w.reply, Ok(())));
+            }
+        }
+        self.fail_proposals_of_old_terms(&mut answers);
+        Ok(Some((output, answers)))
+    }
+
+    fn take_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn try_propose(&mut self, proposal: Unproposed, answers: &mut Answers<P, R>) {
+        match self.node.propose(proposal.range_id, proposal.id, proposal.request.clone()) {
+            Ok(()) => {
+                let term = self.node.term(proposal.range_id);
+                if let Some(w) = self.proposals.get_mut(&proposal.id) {
+                    w.term = term;
+                }
+            }
+            Err(Error::NoLeader) => self.unproposed.push(proposal),
+            Err(e) => {
+                if let Some(w) = self.proposals.remove(&proposal.id) {
+                    answers.writes.push((w.reply, Err(e)));
+                }
+            }
+        }
+    }
+
+    /// A proposal handed to Raft in an earlier term may have gone to a leader that is gone (a
+    /// follower forwards proposals, and a lost forward is never retried by Raft). Answer such
+    /// proposals now with "leader changed" — their outcome is unknown, as etcd reports it —
+    /// rather than letting them wait for their deadline.
+    fn fail_proposals_of_old_terms(&mut self, answers: &mut Answers<P, R>) {
+        let term = self.node.term(FIRST_RANGE_ID);
+        if term <= self.last_term {
+            return;
+        }
+        self.last_term = term;
+        let unproposed: Vec<u64> = self.unproposed.iter().map(|p| p.id).collect();
+        let stale: Vec<u64> = self
+            .proposals
+            .iter()
+            .filter(|(id, w)| w.term < term && !unproposed.contains(id))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            if let Some(w) = self.proposals.remove(&id) {
+                answers.writes.push((w.reply, Err(Error::LeaderChanged)));
+            }
+        }
+    }
+}
+
+fn expire<T: Ord + Copy, H, A>(
+    waiting: &mut BTreeMap<u64, Waiting<T, H>>,
+    now: T,
+    answers: &mut Vec<(H, Result<A>)>,
+) {
+    let expired: Vec<u64> =
+        waiting.iter().filter(|(_, w)| w.deadline <= now).map(|(id, _)| *id).collect();
+    for id in expired {
+        if let Some(w) = waiting.remove(&id) {
+            answers.push((w.reply, Err(Error::Timeout)));
+        }
+    }
+}
