@@ -23,7 +23,7 @@ use crate::pb::etcd::maintenance_server::MaintenanceServer;
 use crate::pb::transport::raft_transport_server::RaftTransportServer;
 use crate::shell;
 use crate::timed_engine::TimedEngine;
-use crate::transport::{PEER_MESSAGE_BYTES_MAX, Transport, TransportService};
+use crate::transport::{Connector, PEER_MESSAGE_BYTES_MAX, Transport, TransportService};
 
 /// gRPC messages from clients may exceed the request limit by this much, so that a request just
 /// over the limit is answered with etcd's "request is too large" rather than a transport error
@@ -60,12 +60,110 @@ pub async fn run(
     let sync_seconds = Arc::new(Histogram::new(SECONDS_BOUNDS));
     let engine: Arc<dyn Engine> =
         Arc::new(TimedEngine { inner: fjall.clone(), sync_seconds: sync_seconds.clone() });
-
-    let member_id = config.member_id();
     let epoch =
         SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
+    let member = assemble(
+        &config,
+        engine,
+        Parts {
+            epoch,
+            sync_seconds,
+            db_size: Arc::new(move || fjall.disk_space_bytes()),
+            connector: Connector::Tcp,
+            runner: Runner::Thread,
+        },
+    )?;
+    let member_id = config.member_id();
+
+    let client_listener = TcpListener::bind(config.listen_client)
+        .await
+        .with_context(|| format!("cannot listen for clients on {}", config.listen_client))?;
+    let peer_listener = TcpListener::bind(config.listen_peer)
+        .await
+        .with_context(|| format!("cannot listen for peers on {}", config.listen_peer))?;
+
+    let client_app = member.client_router();
+    let peer_server = tonic::transport::Server::builder()
+        .add_service(member.peer_service)
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(peer_listener));
+
+    tracing::info!(
+        name = %config.name,
+        member_id = format!("{member_id:x}"),
+        cluster_id = format!("{:x}", config.cluster_id()),
+        client = %config.listen_client,
+        peer = %config.listen_peer,
+        data_dir = %config.data_dir.display(),
+        "strata member started"
+    );
+    let client_server = axum::serve(client_listener, client_app);
+    tokio::select! {
+        result = client_server => result.context("client server failed")?,
+        result = peer_server => result.context("peer server failed")?,
+        () = shutdown => tracing::info!("shutting down"),
+    }
+    // Dropping the last shell handles stops the raftstore thread; every acknowledged write is
+    // already durable, so nothing needs flushing.
+    Ok(())
+}
+
+/// How the raftstore runs: on a thread of its own (production), or as a task on the runtime's
+/// clock, for tests that run members on a simulated network (see `shell::spawn_task`).
+pub enum Runner {
+    Thread,
+    Task,
+}
+
+/// What a member is made of besides its configuration and storage.
+pub struct Parts {
+    /// Distinguishes this start from earlier ones (see `strata_core::command::Command`).
+    pub epoch: u64,
+    pub sync_seconds: Arc<Histogram>,
+    pub db_size: Arc<dyn Fn() -> u64 + Send + Sync>,
+    pub connector: Connector,
+    pub runner: Runner,
+}
+
+/// A member before it listens anywhere: its services and its handle to the raftstore.
+pub struct Member {
+    pub api: Arc<Api>,
+    pub peer_service: RaftTransportServer<TransportService>,
+}
+
+impl Member {
+    /// The client port's routes: gRPC services by path prefix; everything else (HTTP routes,
+    /// and gRPC calls to services not served yet) goes to the HTTP router.
+    pub fn client_router(&self) -> axum::Router {
+        let api = &self.api;
+        http::router(api.clone())
+            .route_service("/etcdserverpb.KV/{*method}", self.kv_service())
+            .route_service(
+                "/etcdserverpb.Maintenance/{*method}",
+                MaintenanceServer::new(MaintenanceService { api: api.clone() }),
+            )
+            .route_service(
+                "/etcdserverpb.Cluster/{*method}",
+                ClusterServer::new(ClusterService { api: api.clone() }),
+            )
+    }
+
+    pub fn kv_service(&self) -> KvServer<KvService> {
+        let request_bytes_max = self.api.limits.request_bytes_max + GRPC_OVERHEAD_BYTES;
+        KvServer::new(KvService { api: self.api.clone() })
+            .max_decoding_message_size(request_bytes_max)
+    }
+}
+
+/// Opens the node on `engine` and starts its raftstore and transport (on the current tokio
+/// runtime).
+pub fn assemble(
+    config: &NodeConfig,
+    engine: Arc<dyn Engine>,
+    parts: Parts,
+) -> anyhow::Result<Member> {
+    let member_id = config.member_id();
     let voters: Vec<u64> = config.members.iter().map(|m| m.id).collect();
-    let mut raft_config = RaftConfig::new(member_id, epoch, voters);
+    let mut raft_config = RaftConfig::new(member_id, parts.epoch, voters);
     raft_config.election_ticks = config.election_ticks;
     raft_config.raft_logger = Some(crate::raft_log::logger());
     raft_config.log_entries_max = config.log_entries_max;
@@ -88,70 +186,28 @@ pub async fn run(
         config.advertise_client_urls.clone(),
         &peers,
         reports.clone(),
+        parts.connector,
     );
     let node_stats = node.stats();
-    let (handle, _thread) = shell::spawn(node, transport, config.tick_interval)?;
+    let handle = match parts.runner {
+        Runner::Thread => shell::spawn(node, transport, config.tick_interval)?.0,
+        Runner::Task => shell::spawn_task(node, transport, config.tick_interval),
+    };
     // The transport reports undeliverable messages to the shell from now on.
     *reports.lock().expect("reports lock") = Some(handle.clone());
 
     let peer_client_urls = Arc::new(Mutex::new(Default::default()));
-    let limits = Limits::default();
     let api = Arc::new(Api {
         config: config.clone(),
         shell: handle.clone(),
-        engine: engine.clone(),
-        limits: limits.clone(),
+        engine,
+        limits: Limits::default(),
         peer_client_urls: peer_client_urls.clone(),
-        metrics: Arc::new(Metrics::new(node_stats, sync_seconds)),
-        db_size: Arc::new(move || fjall.disk_space_bytes()),
+        metrics: Arc::new(Metrics::new(node_stats, parts.sync_seconds)),
+        db_size: parts.db_size,
     });
-
-    let client_listener = TcpListener::bind(config.listen_client)
-        .await
-        .with_context(|| format!("cannot listen for clients on {}", config.listen_client))?;
-    let peer_listener = TcpListener::bind(config.listen_peer)
-        .await
-        .with_context(|| format!("cannot listen for peers on {}", config.listen_peer))?;
-
-    let request_bytes_max = limits.request_bytes_max + GRPC_OVERHEAD_BYTES;
-    // gRPC services are routed by path prefix; everything else (HTTP routes, and gRPC calls to
-    // services not served yet) goes to the HTTP router.
-    let kv =
-        KvServer::new(KvService { api: api.clone() }).max_decoding_message_size(request_bytes_max);
-    let client_app = http::router(api.clone())
-        .route_service("/etcdserverpb.KV/{*method}", kv)
-        .route_service(
-            "/etcdserverpb.Maintenance/{*method}",
-            MaintenanceServer::new(MaintenanceService { api: api.clone() }),
-        )
-        .route_service(
-            "/etcdserverpb.Cluster/{*method}",
-            ClusterServer::new(ClusterService { api: api.clone() }),
-        );
-
     let peer_service =
-        RaftTransportServer::new(TransportService { shell: handle.clone(), peer_client_urls })
+        RaftTransportServer::new(TransportService { shell: handle, peer_client_urls })
             .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX);
-    let peer_server = tonic::transport::Server::builder()
-        .add_service(peer_service)
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(peer_listener));
-
-    tracing::info!(
-        name = %config.name,
-        member_id = format!("{member_id:x}"),
-        cluster_id = format!("{:x}", config.cluster_id()),
-        client = %config.listen_client,
-        peer = %config.listen_peer,
-        data_dir = %config.data_dir.display(),
-        "strata member started"
-    );
-    let client_server = axum::serve(client_listener, client_app);
-    tokio::select! {
-        result = client_server => result.context("client server failed")?,
-        result = peer_server => result.context("peer server failed")?,
-        () = shutdown => tracing::info!("shutting down"),
-    }
-    // Dropping the last shell handles stops the raftstore thread; every acknowledged write is
-    // already durable, so nothing needs flushing.
-    Ok(())
+    Ok(Member { api, peer_service })
 }

@@ -13,7 +13,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{
+    Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError, sync_channel,
+};
 use std::time::{Duration, Instant};
 
 use strata_core::command::Request;
@@ -86,7 +88,7 @@ impl ShellHandle {
         timeout: Duration,
     ) -> Result<Response, Error> {
         let (reply, rx) = oneshot::channel();
-        let deadline = Instant::now() + timeout;
+        let deadline = now() + timeout;
         self.try_send(Input::Propose { range_id, request, deadline, reply })?;
         // The shell enforces the deadline; the extra second only guards against a lost reply.
         match tokio::time::timeout(timeout + Duration::from_secs(1), rx).await {
@@ -99,7 +101,7 @@ impl ShellHandle {
     /// Waits until a linearizable read may be served from the local state machine.
     pub async fn read_index(&self, range_id: RangeId, timeout: Duration) -> Result<(), Error> {
         let (reply, rx) = oneshot::channel();
-        let deadline = Instant::now() + timeout;
+        let deadline = now() + timeout;
         self.try_send(Input::Read { range_id, deadline, reply })?;
         match tokio::time::timeout(timeout + Duration::from_secs(1), rx).await {
             Ok(Ok(result)) => result,
@@ -107,6 +109,12 @@ impl ShellHandle {
             Err(_) => Err(Error::Timeout),
         }
     }
+}
+
+/// The time deadlines are measured in: the system clock, or the simulated clock of a test
+/// runtime with paused time (see [`spawn_task`]).
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 type WriteReply = oneshot::Sender<Result<Response, Error>>;
@@ -128,17 +136,31 @@ pub fn spawn<O: Outbox>(
     outbox: O,
     tick_interval: Duration,
 ) -> std::io::Result<(ShellHandle, std::thread::JoinHandle<()>)> {
-    let (tx, rx) = sync_channel(INPUT_QUEUE_MAX);
-    let shared =
-        node.range_ids().into_iter().filter_map(|id| Some((id, node.shared(id)?))).collect();
-    let handle = ShellHandle { tx, shared };
-    let mut shell = Shell { driver: Driver::new(node), outbox, rx, tick_interval, last_leader: 0 };
+    let (handle, mut shell) = Shell::new(node, outbox, tick_interval);
     let thread =
         std::thread::Builder::new().name("strata-raftstore".into()).spawn(move || shell.run())?;
     Ok((handle, thread))
 }
 
+/// Starts the shell as a task on the current tokio runtime instead of a thread, checking for
+/// inputs every millisecond of the runtime's clock. For tests that run nodes on a simulated
+/// network and clock (turmoil), where every part of a node must follow that clock; the
+/// production path is [`spawn`].
+pub fn spawn_task<O: Outbox>(node: Node, outbox: O, tick_interval: Duration) -> ShellHandle {
+    let (handle, mut shell) = Shell::new(node, outbox, tick_interval);
+    tokio::spawn(async move { shell.run_polling().await });
+    handle
+}
+
 impl<O: Outbox> Shell<O> {
+    fn new(node: Node, outbox: O, tick_interval: Duration) -> (ShellHandle, Self) {
+        let (tx, rx) = sync_channel(INPUT_QUEUE_MAX);
+        let shared =
+            node.range_ids().into_iter().filter_map(|id| Some((id, node.shared(id)?))).collect();
+        let shell = Shell { driver: Driver::new(node), outbox, rx, tick_interval, last_leader: 0 };
+        (ShellHandle { tx, shared }, shell)
+    }
+
     fn run(&mut self) {
         let mut next_tick = Instant::now() + self.tick_interval;
         loop {
@@ -162,23 +184,47 @@ impl<O: Outbox> Shell<O> {
                 deliver(answers);
                 next_tick = now + self.tick_interval;
             }
-            let outbox = &mut self.outbox;
-            match self.driver.round(&mut |messages| outbox.send(messages)) {
-                Ok(None) => {}
-                Ok(Some((output, answers))) => {
-                    if !output.messages.is_empty() {
-                        self.outbox.send(output.messages);
-                    }
-                    deliver(answers);
-                    self.log_leadership();
+            self.round();
+        }
+    }
+
+    async fn run_polling(&mut self) {
+        let mut next_tick = now() + self.tick_interval;
+        loop {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            loop {
+                match self.rx.try_recv() {
+                    Ok(input) => self.handle(input),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return,
                 }
-                Err(e) => {
-                    // The node's memory may now be ahead of its disk; continuing could
-                    // acknowledge writes that are not durable. Stop, and let a restart recover
-                    // from what is on disk.
-                    tracing::error!(error = %e, "storage failure in the raftstore; stopping the process");
-                    std::process::exit(70);
+            }
+            let now = now();
+            if now >= next_tick {
+                deliver(self.driver.tick(now));
+                next_tick = now + self.tick_interval;
+            }
+            self.round();
+        }
+    }
+
+    fn round(&mut self) {
+        let outbox = &mut self.outbox;
+        match self.driver.round(&mut |messages| outbox.send(messages)) {
+            Ok(None) => {}
+            Ok(Some((output, answers))) => {
+                if !output.messages.is_empty() {
+                    self.outbox.send(output.messages);
                 }
+                deliver(answers);
+                self.log_leadership();
+            }
+            Err(e) => {
+                // The node's memory may now be ahead of its disk; continuing could acknowledge
+                // writes that are not durable. Stop, and let a restart recover from what is on
+                // disk.
+                tracing::error!(error = %e, "storage failure in the raftstore; stopping the process");
+                std::process::exit(70);
             }
         }
     }

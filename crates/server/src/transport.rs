@@ -9,8 +9,12 @@
 //! seconds, and connecting has its own deadline.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
 
 use strata_core::raftstore::{Message, OutMessage, decode_raft, encode_raft};
 use tokio::sync::mpsc;
@@ -33,6 +37,26 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// How long one batch may wait to enter a peer's stream before the stream counts as broken.
 const BATCH_SEND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A connection to a peer, whatever carries it.
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+/// Opens a connection to the peer at a URL.
+pub type Connect = Arc<
+    dyn Fn(http::Uri) -> Pin<Box<dyn Future<Output = std::io::Result<Box<dyn Io>>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// How the transport reaches peers: TCP, or a connector supplied by a test that runs the
+/// transport over a simulated network.
+#[derive(Clone, Default)]
+pub enum Connector {
+    #[default]
+    Tcp,
+    Custom(Connect),
+}
 
 /// Client URLs peers announced on their streams, for `MemberList`.
 pub type PeerClientUrls = Arc<Mutex<HashMap<u64, Vec<String>>>>;
@@ -60,6 +84,7 @@ impl Transport {
         self_client_urls: Vec<String>,
         peers: &[(u64, String)],
         reports: Reports,
+        connector: Connector,
     ) -> Self {
         let mut senders = HashMap::new();
         for (peer_id, url) in peers {
@@ -73,6 +98,7 @@ impl Transport {
                 url,
                 rx,
                 reports.clone(),
+                connector.clone(),
             ));
         }
         Self { peers: senders, reports }
@@ -99,6 +125,7 @@ async fn peer_sender(
     url: String,
     mut queue: mpsc::Receiver<OutMessage>,
     reports: Reports,
+    connector: Connector,
 ) {
     let report = |input: Input| report(&reports, input);
     let mut backoff = Duration::from_millis(50);
@@ -115,7 +142,16 @@ async fn peer_sender(
         }
     };
     loop {
-        let channel: Channel = endpoint.connect_lazy();
+        let channel: Channel = match &connector {
+            Connector::Tcp => endpoint.connect_lazy(),
+            Connector::Custom(connect) => {
+                let connect = connect.clone();
+                endpoint.connect_with_connector_lazy(tower::service_fn(move |uri| {
+                    let connecting = connect(uri);
+                    async move { connecting.await.map(TokioIo::new) }
+                }))
+            }
+        };
         let mut client =
             RaftTransportClient::new(channel).max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
         let (stream_tx, stream_rx) = mpsc::channel::<RaftBatch>(64);
