@@ -11,9 +11,10 @@
 //! heal                     restore every link
 //! crash 2                  power loss: node 2's process stops, unsynced writes are lost
 //! restart 2                start node 2 again from its disk
-//! put a=1 via 1            propose at node 1; deliver until answered or quiet
-//! del a via 1
-//! get a via 2 [serializable]   read (ReadIndex unless serializable); deliver until released
+//! put a=1 [via 1]          propose at node 1 (default: the leader); deliver until answered
+//!                          or quiet
+//! del a [via 1]
+//! get a [via 2] [serializable]  read (ReadIndex unless serializable); deliver until released
 //! status                   role, term, leader, commit, applied index and revision per node
 //! ```
 //!
@@ -144,9 +145,13 @@ impl Scenario {
             }
             ["crash", id] => self.crash(id),
             ["restart", id] => self.restart(id),
-            ["put", assignment, "via", id] => self.put(assignment, id),
-            ["del", key, "via", id] => self.delete(key, id),
-            ["get", key, "via", id, rest @ ..] => self.get(key, id, rest.contains(&"serializable")),
+            ["put", assignment, rest @ ..] => {
+                self.via(rest).and_then(|id| self.put(assignment, id))
+            }
+            ["del", key, rest @ ..] => self.via(rest).and_then(|id| self.delete(key, id)),
+            ["get", key, rest @ ..] => {
+                self.via(rest).and_then(|id| self.get(key, id, rest.contains(&"serializable")))
+            }
             ["status"] => {
                 self.status();
                 Ok(())
@@ -168,6 +173,18 @@ impl Scenario {
             Ok(id) if (1..=self.count()).contains(&id) => Ok(id),
             _ => Err(format!("no node {word}")),
         }
+    }
+
+    /// The node named by `via N`, or else the leader of the highest term (node 1 if none).
+    fn via(&self, args: &[&str]) -> Result<u64, String> {
+        if let Some(at) = args.iter().position(|w| *w == "via") {
+            return self.node_id(args.get(at + 1).ok_or("via what?")?);
+        }
+        let leader = (1..=self.count())
+            .filter_map(|id| Some((id, self.nodes[id as usize - 1].as_ref()?)))
+            .filter(|(_, node)| node.role(FIRST_RANGE_ID) == Some(StateRole::Leader))
+            .max_by_key(|(_, node)| node.term(FIRST_RANGE_ID));
+        Ok(leader.map_or(1, |(id, _)| id))
     }
 
     fn tick(&mut self, args: &[&str]) -> Result<(), String> {
@@ -278,26 +295,25 @@ impl Scenario {
         Ok(())
     }
 
-    fn put(&mut self, assignment: &str, via: &str) -> Result<(), String> {
+    fn put(&mut self, assignment: &str, id: u64) -> Result<(), String> {
         let (key, value) = assignment.split_once('=').ok_or("expected key=value")?;
         let request = Request::Put(PutRequest {
             key: key.as_bytes().to_vec(),
             value: value.as_bytes().to_vec(),
             ..Default::default()
         });
-        self.write(request, format!("put {assignment}"), via)
+        self.write(request, format!("put {assignment}"), id)
     }
 
-    fn delete(&mut self, key: &str, via: &str) -> Result<(), String> {
+    fn delete(&mut self, key: &str, id: u64) -> Result<(), String> {
         let request = Request::DeleteRange(DeleteRangeRequest {
             key: key.as_bytes().to_vec(),
             ..Default::default()
         });
-        self.write(request, format!("del {key}"), via)
+        self.write(request, format!("del {key}"), id)
     }
 
-    fn write(&mut self, request: Request, what: String, via: &str) -> Result<(), String> {
-        let id = self.node_id(via)?;
+    fn write(&mut self, request: Request, what: String, id: u64) -> Result<(), String> {
         let node = self.nodes[id as usize - 1].as_mut().ok_or(format!("n{id} is down"))?;
         let request_id = self.next_request;
         self.next_request += 1;
@@ -308,8 +324,7 @@ impl Scenario {
         Ok(())
     }
 
-    fn get(&mut self, key: &str, via: &str, serializable: bool) -> Result<(), String> {
-        let id = self.node_id(via)?;
+    fn get(&mut self, key: &str, id: u64, serializable: bool) -> Result<(), String> {
         let node = self.nodes[id as usize - 1].as_mut().ok_or(format!("n{id} is down"))?;
         let request_id = self.next_request;
         self.next_request += 1;

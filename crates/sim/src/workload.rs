@@ -17,17 +17,29 @@ pub fn keys() -> Vec<Key> {
     (0..5).map(|i| format!("k{i}")).collect()
 }
 
-/// One client's memory: the last value it saw per key, which its compare-and-swaps expect.
+/// A put or delete whose fate is unknown or that failed is sent again, as applications do, up
+/// to this many times (a compare-and-swap is not: it is not idempotent).
+const RETRIES_MAX: u32 = 2;
+
+/// One client's memory: the last value it saw per key, which its compare-and-swaps expect, and
+/// a request to send again.
 #[derive(Default)]
 pub struct Client {
     pub id: usize,
     pub sent: u64,
     pub last_seen: std::collections::BTreeMap<Key, Option<Value>>,
-    pub busy: bool,
+    retry: Option<(Op, u32)>,
 }
 
 impl Client {
+    pub fn new(id: usize) -> Self {
+        Self { id, ..Self::default() }
+    }
+
     pub fn next_op(&mut self, rng: &mut Rng, keys: &[Key]) -> Op {
+        if let Some((op, _)) = &self.retry {
+            return op.clone();
+        }
         self.sent += 1;
         let key = rng.pick(keys).clone();
         let value = format!("c{}.{}", self.id, self.sent);
@@ -44,8 +56,17 @@ impl Client {
         }
     }
 
-    /// Remembers what an answered operation showed about the keys.
+    /// Remembers what an answered operation showed about the keys, and whether to send it
+    /// again.
     pub fn observe(&mut self, op: &Op, outcome: &Outcome) {
+        let failed = matches!(outcome, Outcome::Unknown | Outcome::Failed(_));
+        let retried = match self.retry.take() {
+            Some((previous, attempts)) if previous == *op => attempts,
+            _ => 0,
+        };
+        if failed && matches!(op, Op::Put { .. } | Op::Delete { .. }) && retried < RETRIES_MAX {
+            self.retry = Some((op.clone(), retried + 1));
+        }
         match (op, outcome) {
             (Op::Put { key, value }, Outcome::Put { .. }) => {
                 self.last_seen.insert(key.clone(), Some(value.clone()));

@@ -178,7 +178,7 @@ impl World {
             seq: 0,
             queue: BTreeMap::new(),
             nodes: Vec::new(),
-            clients: (0..options.clients).map(|id| Client { id, ..Default::default() }).collect(),
+            clients: (0..options.clients).map(Client::new).collect(),
             keys: workload::keys(),
             history: Vec::new(),
             cut: BTreeMap::new(),
