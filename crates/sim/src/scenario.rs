@@ -55,7 +55,8 @@ pub struct Scenario {
 
 impl Scenario {
     /// Runs a whole script; returns its output in the golden-file format (each command, a
-    /// `----` line, what it printed, a blank line). Comments and blank lines are copied.
+    /// `----` line, what it printed, a blank line). Comments are kept; output recorded under a
+    /// command in `script` is replaced.
     pub fn run_script(script: &str) -> String {
         let mut scenario: Option<Scenario> = None;
         let mut out = String::new();
@@ -76,11 +77,13 @@ impl Scenario {
                 }
             }
             let printed = match &mut scenario {
-                _ if command.starts_with("cluster") => {
-                    let nodes = arg(command, "nodes").unwrap_or(3);
-                    scenario = Some(Scenario::new(nodes));
-                    format!("{nodes} nodes started\n")
-                }
+                _ if command.starts_with("cluster") => match arg(command, "nodes").unwrap_or(3) {
+                    nodes @ 1..=9 => {
+                        scenario = Some(Scenario::new(nodes));
+                        format!("{nodes} nodes started\n")
+                    }
+                    _ => "error: a cluster has 1 to 9 nodes\n".to_string(),
+                },
                 Some(s) => s.command(command),
                 None => "error: the script must start with `cluster`\n".to_string(),
             };
@@ -242,22 +245,32 @@ impl Scenario {
             if self.in_flight.is_empty() {
                 break;
             }
-            for message in std::mem::take(&mut self.in_flight) {
-                let (from, to) = (message.message.from, message.message.to);
-                let Some(node) = self.nodes[to as usize - 1].as_mut() else {
-                    dropped += 1;
-                    continue;
-                };
-                if self.cut.contains(&(from, to)) {
-                    dropped += 1;
-                    continue;
-                }
-                node.step(message.range_id, message.message);
-                delivered += 1;
-                self.round(to);
-            }
+            let (d, x) = self.deliver_in_flight();
+            delivered += d;
+            dropped += x;
         }
         let _ = writeln!(self.out, "{delivered} messages delivered, {dropped} dropped");
+    }
+
+    /// Delivers every message now in flight (not the ones that causes); returns how many were
+    /// delivered and dropped.
+    fn deliver_in_flight(&mut self) -> (usize, usize) {
+        let (mut delivered, mut dropped) = (0, 0);
+        for message in std::mem::take(&mut self.in_flight) {
+            let (from, to) = (message.message.from, message.message.to);
+            let Some(node) = self.nodes[to as usize - 1].as_mut() else {
+                dropped += 1;
+                continue;
+            };
+            if self.cut.contains(&(from, to)) {
+                dropped += 1;
+                continue;
+            }
+            node.step(message.range_id, message.message);
+            delivered += 1;
+            self.round(to);
+        }
+        (delivered, dropped)
     }
 
     fn partition(&mut self, a: &str, others: &str, both_ways: bool) -> Result<(), String> {
@@ -349,16 +362,7 @@ impl Scenario {
             if !self.waiting.contains_key(&request) || self.in_flight.is_empty() {
                 break;
             }
-            for message in std::mem::take(&mut self.in_flight) {
-                let (from, to) = (message.message.from, message.message.to);
-                if self.cut.contains(&(from, to)) {
-                    continue;
-                }
-                if let Some(node) = self.nodes[to as usize - 1].as_mut() {
-                    node.step(message.range_id, message.message);
-                    self.round(to);
-                }
-            }
+            self.deliver_in_flight();
         }
         if let Some((id, what, _)) = self.waiting.get(&request) {
             let _ = writeln!(self.out, "n{id}: {what} pending");

@@ -16,9 +16,9 @@ use strata_core::FIRST_RANGE_ID;
 use strata_core::mvcc::read;
 use strata_core::mvcc::view::View;
 use strata_core::raftstore::{Answers, Config, Driver, MessageType, Mutation, Node, OutMessage};
-use strata_storage::{Engine, Keyspace, KvPair};
+use strata_storage::Engine;
 
-use crate::check::{self, RaftObserver};
+use crate::check::{self, FinalReplica, RaftObserver};
 use crate::disk::Disk;
 use crate::faults::{FaultCounts, FaultPlan, Kind as FaultKind};
 use crate::history::{Op, Operation, Outcome};
@@ -705,8 +705,22 @@ impl World {
                 self.keys.len()
             ));
         }
-        violations.extend(self.convergence());
-        violations.extend(self.durability());
+        // A node whose disk was damaged may rightly be down or missing data; the others must
+        // agree and hold every acknowledged write.
+        let replicas: Vec<FinalReplica> = self
+            .nodes
+            .iter()
+            .filter(|sim| !sim.damaged)
+            .map(|sim| FinalReplica {
+                id: sim.id,
+                engine: &sim.disk,
+                applied_index: sim.node.as_ref().map(|driver| {
+                    driver.node().shared(FIRST_RANGE_ID).expect("range").read_state().applied_index
+                }),
+            })
+            .collect();
+        violations.extend(check::convergence(&replicas));
+        violations.extend(check::durability(&replicas, &self.history));
         violations.extend(check::revisions(&self.history));
         let (lin, inconclusive_keys) =
             check::linearizability::check(&self.history, &self.keys, SEARCH_BUDGET);
@@ -722,74 +736,5 @@ impl World {
             inconclusive_keys,
             options: self.options,
         }
-    }
-
-    /// Every replica ends with the same applied index and the same MVCC data.
-    fn convergence(&self) -> Vec<String> {
-        let mut violations = Vec::new();
-        let mut reference: Option<(u64, Vec<KvPair>)> = None;
-        for sim in self.nodes.iter().filter(|sim| !sim.damaged) {
-            let Some(driver) = sim.node.as_ref() else {
-                violations.push(format!("n{} is not running at the end", sim.id));
-                continue;
-            };
-            let applied =
-                driver.node().shared(FIRST_RANGE_ID).expect("range").read_state().applied_index;
-            let data: Vec<_> = match sim.disk.scan(Keyspace::Mvcc, b"", b"") {
-                Ok(iter) => iter.filter_map(|item| item.ok()).collect(),
-                Err(e) => {
-                    violations.push(format!("n{}: cannot scan its data: {e}", sim.id));
-                    continue;
-                }
-            };
-            match &reference {
-                None => reference = Some((applied, data)),
-                Some((index, expected)) => {
-                    if *index != applied {
-                        violations.push(format!(
-                            "liveness: n{} applied up to {applied}, the first node up to {index}, at the end",
-                            sim.id
-                        ));
-                    } else if *expected != data {
-                        violations.push(format!(
-                            "n{} holds different data than the first node at applied index {applied}",
-                            sim.id
-                        ));
-                    }
-                }
-            }
-        }
-        violations
-    }
-
-    /// Every acknowledged write is in every replica's history, at its revision.
-    fn durability(&self) -> Vec<String> {
-        let mut violations = Vec::new();
-        for sim in self.nodes.iter().filter(|sim| sim.node.is_some() && !sim.damaged) {
-            let view = View::new(&sim.disk as &dyn Engine);
-            for op in self.history.iter().filter(|op| op.outcome.changed_store()) {
-                let revision = op.outcome.revision().expect("answered");
-                let (key, expected) = match &op.op {
-                    Op::Put { key, value } | Op::Cas { key, value, .. } => (key, Some(value)),
-                    Op::Delete { key } => (key, None),
-                    _ => continue,
-                };
-                let found = view.get(key.as_bytes(), revision);
-                let holds = match (&found, expected) {
-                    (Ok(Some(kv)), Some(value)) => {
-                        kv.value == value.as_bytes() && kv.mod_revision == revision
-                    }
-                    (Ok(None), None) => true,
-                    _ => false,
-                };
-                if !holds && violations.len() < 10 {
-                    violations.push(format!(
-                        "lost acknowledged write on n{}: {op}; the store has {found:?} at revision {revision}",
-                        sim.id
-                    ));
-                }
-            }
-        }
-        violations
     }
 }

@@ -5,13 +5,15 @@
 //! * [`RaftObserver`]: Raft safety, watched while the run goes — at most one leader per term,
 //!   and every replica applies the same entry at each index.
 //! * [`revisions`]: revisions increase with real time and each key's versions tell one story.
-//! * Durability and convergence need the final stores and live in the world.
+//! * [`convergence`] and [`durability`]: the replicas' final stores.
 
 pub mod linearizability;
 
 use std::collections::BTreeMap;
 
+use strata_core::mvcc::view::View;
 use strata_core::raftstore::AppliedEntry;
+use strata_storage::{Engine, Keyspace, KvPair};
 
 use crate::history::{Key, Op, Operation, Outcome, Value};
 
@@ -147,6 +149,78 @@ pub fn revisions(history: &[Operation]) -> Vec<String> {
                 }
             }
             _ => {}
+        }
+    }
+    violations
+}
+
+/// A replica at the end of a run.
+pub struct FinalReplica<'a> {
+    pub id: u64,
+    pub engine: &'a dyn Engine,
+    /// `None` when its process is not running.
+    pub applied_index: Option<u64>,
+}
+
+/// Every replica runs at the end, all applied the same index and hold the same MVCC data.
+pub fn convergence(replicas: &[FinalReplica]) -> Vec<String> {
+    let mut violations = Vec::new();
+    let mut reference: Option<(u64, u64, Vec<KvPair>)> = None;
+    for replica in replicas {
+        let Some(applied) = replica.applied_index else {
+            violations.push(format!("n{} is not running at the end", replica.id));
+            continue;
+        };
+        let data: Vec<KvPair> = match replica.engine.scan(Keyspace::Mvcc, b"", b"") {
+            Ok(iter) => iter.filter_map(|item| item.ok()).collect(),
+            Err(e) => {
+                violations.push(format!("n{}: cannot scan its data: {e}", replica.id));
+                continue;
+            }
+        };
+        match &reference {
+            None => reference = Some((replica.id, applied, data)),
+            Some((first, index, _)) if *index != applied => violations.push(format!(
+                "liveness: at the end n{} applied up to {applied}, n{first} up to {index}",
+                replica.id
+            )),
+            Some((first, _, expected)) if *expected != data => violations.push(format!(
+                "n{} holds different data than n{first} at applied index {applied}",
+                replica.id
+            )),
+            Some(_) => {}
+        }
+    }
+    violations
+}
+
+/// Every acknowledged write is in every running replica's history, at its revision.
+pub fn durability(replicas: &[FinalReplica], history: &[Operation]) -> Vec<String> {
+    let mut violations = Vec::new();
+    for replica in replicas.iter().filter(|r| r.applied_index.is_some()) {
+        let view = View::new(replica.engine);
+        for op in history.iter().filter(|op| op.outcome.changed_store()) {
+            let revision = op.outcome.revision().expect("answered");
+            let (key, expected) = match &op.op {
+                Op::Put { key, value } | Op::Cas { key, value, .. } => (key, Some(value)),
+                Op::Delete { key } => (key, None),
+                _ => continue,
+            };
+            let found = view.get(key.as_bytes(), revision);
+            let holds = match (&found, expected) {
+                (Ok(Some(kv)), Some(value)) => {
+                    kv.value == value.as_bytes() && kv.mod_revision == revision
+                }
+                (Ok(None), None) => true,
+                _ => false,
+            };
+            if !holds && violations.len() < 10 {
+                violations.push(format!(
+                    "lost acknowledged write on n{}: {op}; the store has {found:?} at revision \
+                     {revision}",
+                    replica.id
+                ));
+            }
         }
     }
     violations
