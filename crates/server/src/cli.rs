@@ -35,6 +35,8 @@ enum Command {
     Del(DelArgs),
     /// Show each endpoint's status.
     Status(ClientArgs),
+    /// Measure any etcd v3 server (Strata or etcd) under load: throughput and latency.
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Args, Clone, Debug)]
@@ -209,6 +211,13 @@ pub fn main() -> ExitCode {
                 crate::cli_client::del(&args.client.endpoints, &args.key, args.prefix).await
             }
             Command::Status(args) => crate::cli_client::status(&args.endpoints).await,
+            Command::Bench(args) => {
+                let summary = crate::bench::run(args).await?;
+                match &summary.sum_check {
+                    Some(check) if check.starts_with("FAILED") => anyhow::bail!("{check}"),
+                    _ => Ok(()),
+                }
+            }
         }
     });
     match result {

@@ -5,9 +5,11 @@
 //! * [`transport`]: node-to-node gRPC streams carrying batched Raft messages;
 //! * [`api`]: etcd's v3 gRPC services and the HTTP endpoints on the client port;
 //! * [`server`]: wires a node together from its [`config::NodeConfig`];
-//! * [`cli`]: the `strata` command line (`start`, `dev`, `get`, `put`, `del`, `status`).
+//! * [`cli`]: the `strata` command line (`start`, `dev`, `get`, `put`, `del`, `status`, `bench`);
+//! * [`bench`]: the load generator behind `strata bench`, for any etcd v3 server.
 
 pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod cli_client;
 pub mod config;

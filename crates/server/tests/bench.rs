@@ -1,0 +1,74 @@
+//! `strata bench` drives Strata and a real etcd 3.4 alike: every workload completes with no
+//! errors against a 3-member Strata cluster, the txn workload's counters add up, and the same
+//! command measures etcd.
+
+mod support;
+
+use serde_json::Value;
+use support::Cluster;
+use support::etcd::Etcd;
+
+/// Runs `strata bench --json` with `args`; returns its JSON line.
+fn bench(endpoints: &str, args: &[&str]) -> Value {
+    let mut all = vec!["bench", "--endpoints", endpoints, "--json", "--duration", "20"];
+    all.extend_from_slice(args);
+    let (ok, stdout, stderr) = support::run(support::STRATA, &all);
+    assert!(ok, "strata {all:?} failed:\n{stdout}\n{stderr}");
+    let line = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {stdout}"))
+}
+
+fn assert_clean(result: &Value, ops: u64) {
+    assert_eq!(result["ops"], ops, "{result}");
+    assert_eq!(result["errors"], serde_json::json!({}), "{result}");
+    let p50 = result["latency_ms"]["p50"].as_f64().unwrap();
+    let max = result["latency_ms"]["max"].as_f64().unwrap();
+    assert!(p50 > 0.0 && p50 <= max, "{result}");
+}
+
+#[test]
+fn every_workload_runs_against_strata() {
+    let cluster = Cluster::start(3);
+    let endpoints = cluster.endpoints_csv();
+    for workload in ["put", "get", "get-serializable", "mixed", "range"] {
+        let result = bench(
+            &endpoints,
+            &["--workload", workload, "--clients", "4", "--total", "200", "--key-space", "50"],
+        );
+        assert_eq!(result["workload"], workload);
+        assert_clean(&result, 200);
+    }
+    let txn = bench(&endpoints, &["--workload", "txn", "--clients", "8", "--total", "200"]);
+    assert_clean(&txn, 200);
+    assert_eq!(txn["sum_check"], "ok", "{txn}");
+    // Open loop, zipfian keys: the requests due in the time allowed are all sent.
+    let open = bench(
+        &endpoints,
+        &["--rate", "200", "--clients", "4", "--total", "100", "--distribution", "zipfian"],
+    );
+    assert_clean(&open, 100);
+    assert_eq!(open["rate"], 200);
+}
+
+#[test]
+fn the_same_command_measures_etcd() {
+    let etcd = Etcd::start("bench");
+    for workload in ["put", "get", "range"] {
+        let result =
+            bench(&etcd.endpoint, &["--workload", workload, "--clients", "4", "--total", "100"]);
+        assert_clean(&result, 100);
+    }
+    let txn = bench(&etcd.endpoint, &["--workload", "txn", "--clients", "4", "--total", "100"]);
+    assert_clean(&txn, 100);
+    assert_eq!(txn["sum_check"], "ok", "{txn}");
+}
+
+#[test]
+fn bad_arguments_are_refused_with_a_clear_message() {
+    let (ok, _, stderr) = support::run(
+        support::STRATA,
+        &["bench", "--endpoints", "127.0.0.1:1", "--read-ratio", "2"],
+    );
+    assert!(!ok);
+    assert!(stderr.contains("--read-ratio must be between 0 and 1"), "{stderr}");
+}
