@@ -51,10 +51,8 @@ impl<'a> View<'a> {
 
     /// The latest version of `key` at or below `revision`, unless that version is a deletion.
     pub fn get(&self, key: &[u8], revision: i64) -> Result<Option<KeyValue>> {
-        let mut prefix_end = keys::version_prefix(key);
-        *prefix_end.last_mut().expect("prefix ends with a terminator") += 1;
         let start = keys::version(key, revision);
-        match self.scan(&start, &prefix_end)?.next() {
+        match self.scan(&start, &versions_end(key))?.next() {
             None => Ok(None),
             Some(item) => {
                 let (raw_key, bytes) = item?;
@@ -74,23 +72,50 @@ impl<'a> View<'a> {
         revision: i64,
         mut visit: impl FnMut(KeyValue) -> Result<bool>,
     ) -> Result<()> {
-        let (lo, hi) = keys::version_bounds(start, end);
-        let mut last_key: Option<Vec<u8>> = None;
-        for item in self.scan(&lo, &hi)? {
-            let (raw_key, bytes) = item?;
-            let (user_key, mod_revision) = decoded(&raw_key)?;
-            if mod_revision > revision || last_key.as_deref() == Some(user_key.as_slice()) {
-                continue;
+        let (mut from, hi) = keys::version_bounds(start, end);
+        'scan: loop {
+            let mut last_key: Option<Vec<u8>> = None;
+            let mut skipped = 0;
+            for item in self.scan(&from, &hi)? {
+                let (raw_key, bytes) = item?;
+                let (user_key, mod_revision) = decoded(&raw_key)?;
+                let older = last_key.as_deref() == Some(user_key.as_slice());
+                if older || mod_revision > revision {
+                    // A key written often has a long history: after a few versions, seek past
+                    // the rest (to the next key, or to the version at `revision`) rather than
+                    // read them all.
+                    skipped += 1;
+                    if skipped > VERSIONS_READ_BEFORE_SEEK {
+                        from = if older {
+                            versions_end(&user_key)
+                        } else {
+                            keys::version(&user_key, revision)
+                        };
+                        continue 'scan;
+                    }
+                    continue;
+                }
+                skipped = 0;
+                // The newest version at or below `revision`: it decides whether the key exists.
+                last_key = Some(user_key.clone());
+                let record = VersionRecord::decode(&bytes)?;
+                if !record.tombstone && !visit(record.into_key_value(user_key, mod_revision))? {
+                    return Ok(());
+                }
             }
-            // The newest version at or below `revision`: it decides whether the key exists.
-            last_key = Some(user_key.clone());
-            let record = VersionRecord::decode(&bytes)?;
-            if !record.tombstone && !visit(record.into_key_value(user_key, mod_revision))? {
-                break;
-            }
+            return Ok(());
         }
-        Ok(())
     }
+}
+
+/// Versions of one key skipped by reading before a scan seeks past the rest.
+const VERSIONS_READ_BEFORE_SEEK: usize = 8;
+
+/// The first raw key after every version of `user_key`.
+fn versions_end(user_key: &[u8]) -> Vec<u8> {
+    let mut end = keys::version_prefix(user_key);
+    *end.last_mut().expect("prefix ends with a terminator") += 1;
+    end
 }
 
 fn decoded(raw_key: &[u8]) -> Result<(Vec<u8>, i64)> {
