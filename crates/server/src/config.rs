@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use strata_core::rng::fnv1a;
 
 /// One member of the initial cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,15 +106,6 @@ pub fn parse_url(url: &str) -> anyhow::Result<SocketAddr> {
     let host_port = rest.trim_end_matches('/');
     let host_port = host_port.replace("localhost", "127.0.0.1");
     host_port.parse().with_context(|| format!("{url}: expected http://IP:PORT"))
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash
 }
 
 /// Raft reserves id 0 for "none".

@@ -3,8 +3,8 @@
 //! Each run enables a random subset of fault kinds, so some seeds are calm and some hostile,
 //! and between faults waits 100–700 ms of simulated time.
 
-use crate::rng::Rng;
 use crate::world::Time;
+use strata_core::rng::Rng;
 
 const MS: Time = 1_000;
 

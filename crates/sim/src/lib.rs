@@ -18,7 +18,6 @@ pub mod check;
 pub mod disk;
 pub mod faults;
 pub mod history;
-pub mod rng;
 pub mod scenario;
 pub mod workload;
 pub mod world;

@@ -10,7 +10,7 @@ use strata_core::pb::etcdserverpb::{
 };
 
 use crate::history::{Key, Kv, Op, Outcome, Value};
-use crate::rng::Rng;
+use strata_core::rng::Rng;
 
 /// The keys clients fight over: few, so operations contend.
 pub fn keys() -> Vec<Key> {

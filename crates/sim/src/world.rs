@@ -16,14 +16,15 @@ use strata_core::FIRST_RANGE_ID;
 use strata_core::mvcc::read;
 use strata_core::mvcc::view::View;
 use strata_core::raftstore::{Answers, Config, Driver, MessageType, Mutation, Node, OutMessage};
+use strata_core::rng::fnv1a;
 use strata_storage::Engine;
 
 use crate::check::{self, FinalReplica, RaftObserver};
 use crate::disk::Disk;
 use crate::faults::{FaultCounts, FaultPlan, Kind as FaultKind};
 use crate::history::{Op, Operation, Outcome};
-use crate::rng::Rng;
 use crate::workload::{self, Client};
+use strata_core::rng::Rng;
 
 /// Simulated microseconds.
 pub type Time = u64;
@@ -262,7 +263,7 @@ impl World {
             ),
             other => format!("{other:?}"),
         };
-        self.trace = check::hash(format!("{}{}{text}", self.trace, self.now).as_bytes());
+        self.trace = fnv1a(format!("{}{}{text}", self.trace, self.now).as_bytes());
     }
 
     /// Starts node `id`'s process on whatever its disk holds.

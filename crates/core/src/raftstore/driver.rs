@@ -8,7 +8,7 @@
 //! [`Answers`] a call returns; the reply handles `P` (proposals) and `R` (reads) are whatever
 //! the shell needs to find the waiting client.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::node::{Node, OutMessage, Output};
 use crate::command::Request;
@@ -180,7 +180,7 @@ impl<T: Ord + Copy, P, R> Driver<T, P, R> {
             return;
         }
         self.last_term = term;
-        let unproposed: Vec<u64> = self.unproposed.iter().map(|p| p.id).collect();
+        let unproposed: BTreeSet<u64> = self.unproposed.iter().map(|p| p.id).collect();
         let stale: Vec<u64> = self
             .proposals
             .iter()

@@ -15,6 +15,7 @@ use super::snapshot;
 use super::stats::{NodeStats, bump};
 use crate::command::{Command, Request};
 use crate::mvcc::{self, AppliedState, Response};
+use crate::rng::mix;
 use crate::{Error, FIRST_RANGE_ID, NodeId, RangeId, Result, keys};
 
 /// How a node runs its replicas.
@@ -557,13 +558,6 @@ impl Node {
         self.pin_election_timeouts();
         Ok(out)
     }
-}
-
-/// SplitMix64's finaliser: spreads every input bit over the output.
-fn mix(mut x: u64) -> u64 {
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
 }
 
 /// Pending reads older than this many ticks are dropped.

@@ -74,7 +74,7 @@ impl Replica {
                     })?;
                     let Some(request) = &command.request else { continue };
                     let own = command.proposer == node_id && command.proposer_epoch == epoch;
-                    if !self.sessions.admit(self.range_id, &command, batch) {
+                    if !self.sessions.admit(&command) {
                         // A copy of an applied proposal, or one overtaken by a later one. If it
                         // is this process's and still awaited, it was never applied.
                         if own {
@@ -110,6 +110,7 @@ impl Replica {
         }
         let (writes, state) = applier.finish();
         batch.extend(writes);
+        self.sessions.write_changed(self.range_id, batch);
         self.applied = state;
         Ok(completions)
     }

@@ -11,16 +11,20 @@
 //! The marks are part of the replicated state: written with the applied index, carried in
 //! snapshots, and identical on every replica because every replica applies the same log.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use strata_storage::{Engine, Keyspace, WriteBatch};
 
 use crate::command::Command;
 use crate::{Error, NodeId, RangeId, Result, keys};
 
-/// The latest applied `(epoch, sequence)` per proposer.
+/// The latest applied `(epoch, sequence)` per proposer, and which marks changed since they were
+/// last written.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Sessions(BTreeMap<NodeId, (u64, u64)>);
+pub struct Sessions {
+    marks: BTreeMap<NodeId, (u64, u64)>,
+    changed: BTreeSet<NodeId>,
+}
 
 impl Sessions {
     pub fn load(engine: &dyn Engine, range_id: RangeId) -> Result<Self> {
@@ -37,27 +41,36 @@ impl Sessions {
             let sequence = u64::from_be_bytes(mark[8..].try_into().expect("8 bytes"));
             sessions.insert(u64::from_be_bytes(proposer), (epoch, sequence));
         }
-        Ok(Self(sessions))
+        Ok(Self { marks: sessions, changed: BTreeSet::new() })
     }
 
-    /// Whether `command` is new; if so, records it and adds the record to `batch`. Commands
-    /// without a sequence number are always applied.
-    pub fn admit(&mut self, range_id: RangeId, command: &Command, batch: &mut WriteBatch) -> bool {
+    /// Whether `command` is new; if so, records it. Commands without a sequence number are
+    /// always applied.
+    pub fn admit(&mut self, command: &Command) -> bool {
         if command.sequence == 0 {
             return true;
         }
         let mark = (command.proposer_epoch, command.sequence);
-        if self.0.get(&command.proposer).is_some_and(|last| mark <= *last) {
+        if self.marks.get(&command.proposer).is_some_and(|last| mark <= *last) {
             return false;
         }
-        self.0.insert(command.proposer, mark);
-        batch.put(Keyspace::Meta, keys::range_session(range_id, command.proposer), encode(mark));
+        self.marks.insert(command.proposer, mark);
+        self.changed.insert(command.proposer);
         true
+    }
+
+    /// Adds the marks changed since the last call to `batch` (one record per proposer, however
+    /// many of its commands the batch applies).
+    pub fn write_changed(&mut self, range_id: RangeId, batch: &mut WriteBatch) {
+        for proposer in std::mem::take(&mut self.changed) {
+            let mark = self.marks[&proposer];
+            batch.put(Keyspace::Meta, keys::range_session(range_id, proposer), encode(mark));
+        }
     }
 
     /// The marks as (proposer, epoch, sequence), for snapshots.
     pub fn entries(&self) -> impl Iterator<Item = (NodeId, u64, u64)> + '_ {
-        self.0.iter().map(|(proposer, (epoch, sequence))| (*proposer, *epoch, *sequence))
+        self.marks.iter().map(|(proposer, (epoch, sequence))| (*proposer, *epoch, *sequence))
     }
 
     /// Replaces the stored marks of a range with `marks` (a received snapshot's).
@@ -80,7 +93,7 @@ impl Sessions {
                 encode((epoch, sequence)),
             );
         }
-        Ok(Self(sessions))
+        Ok(Self { marks: sessions, changed: BTreeSet::new() })
     }
 }
 

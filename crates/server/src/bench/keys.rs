@@ -1,31 +1,7 @@
 //! Which keys a benchmark touches: fixed-size keys over a key space, chosen uniformly, by a
 //! Zipfian law (a few hot keys, as in YCSB), or in sequence.
 
-/// A small, fast random number generator (SplitMix64); each client seeds its own.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut x = self.0;
-        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        x ^ (x >> 31)
-    }
-
-    /// A number in `[0, 1)`.
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
-}
+pub use strata_core::rng::Rng;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Distribution {
@@ -77,7 +53,7 @@ impl Chooser {
 
     pub fn next(&mut self, rng: &mut Rng) -> u64 {
         match self {
-            Chooser::Uniform { space } => rng.below(*space),
+            Chooser::Uniform { space } => rng.range(0, *space),
             Chooser::Sequential { space, next } => {
                 let index = *next;
                 *next = (*next + 1) % *space;

@@ -358,7 +358,7 @@ async fn operation(
             }
             Ok(())
         }
-        Workload::Txn => increment(shared, client, rng.below(args.counters)).await,
+        Workload::Txn => increment(shared, client, rng.range(0, args.counters)).await,
     }
 }
 

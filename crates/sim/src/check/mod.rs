@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 
 use strata_core::mvcc::view::View;
 use strata_core::raftstore::AppliedEntry;
+use strata_core::rng::fnv1a;
 use strata_storage::{Engine, Keyspace, KvPair};
 
 use crate::history::{Key, Op, Operation, Outcome, Value};
@@ -48,7 +49,7 @@ impl RaftObserver {
                 self.violations
                     .push(format!("n{node} applied index {} after index {last}", entry.index));
             }
-            let seen = (entry.term, hash(&entry.data), node);
+            let seen = (entry.term, fnv1a(&entry.data), node);
             let first = *self.applied.entry((entry.range_id, entry.index)).or_insert(seen);
             if (first.0, first.1) != (seen.0, seen.1) && self.violations.len() < 10 {
                 self.violations.push(format!(
@@ -59,13 +60,6 @@ impl RaftObserver {
             }
         }
     }
-}
-
-/// FNV-1a, for fingerprints of entries and traces.
-pub fn hash(bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3))
 }
 
 /// Revisions and versions:
