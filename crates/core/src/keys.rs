@@ -163,6 +163,12 @@ pub fn change(revision: i64, sub: u32) -> Vec<u8> {
     out
 }
 
+/// The revision of a change-index key.
+pub fn decode_change(key: &[u8]) -> Option<i64> {
+    let body = key.strip_prefix(&[TAG_CHANGE])?;
+    (body.len() == 12).then(|| u64::from_be_bytes(body[..8].try_into().expect("8 bytes")) as i64)
+}
+
 /// Bounds of the change index for revisions `[from, to)`.
 pub fn change_bounds(from: i64, to: i64) -> (Vec<u8>, Vec<u8>) {
     (change(from, 0), change(to, 0))
@@ -214,6 +220,8 @@ mod tests {
         assert_eq!(decode_version(b"k"), None);
         assert_eq!(decode_version(b"kabc\x00\x02xxxxxxxx"), None);
         assert_eq!(decode_version(&raft_log(1, 2)), None);
+        assert_eq!(decode_change(&change(42, 3)), Some(42));
+        assert_eq!(decode_change(&version(b"a", 1)), None);
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod mvcc;
 pub mod pb;
 pub mod raftstore;
 pub mod rng;
+pub mod watch;
 
 pub use error::{Error, Result};
 

@@ -78,6 +78,10 @@ pub struct StartArgs {
     /// follower further behind catches up by snapshot).
     #[arg(long, default_value_t = 10_000)]
     pub snapshot_count: u64,
+    /// How often an idle watch that asked for progress notifications gets one (etcd's name and
+    /// default).
+    #[arg(long, default_value = "10m")]
+    pub experimental_watch_progress_notify_interval: String,
 }
 
 impl StartArgs {
@@ -122,6 +126,12 @@ impl StartArgs {
             ),
             other => bail!("--initial-cluster-state must be `new` or `existing`, not {other:?}"),
         }
+        let watch_progress_interval =
+            config::parse_duration(&self.experimental_watch_progress_notify_interval)
+                .context("--experimental-watch-progress-notify-interval")?;
+        if watch_progress_interval.is_zero() {
+            bail!("--experimental-watch-progress-notify-interval must be positive");
+        }
         if self.snapshot_count < 10 {
             bail!("--snapshot-count must be at least 10");
         }
@@ -143,6 +153,7 @@ impl StartArgs {
             election_ticks: (self.election_timeout / self.heartbeat_interval) as usize,
             request_timeout: Duration::from_millis(self.request_timeout),
             log_entries_max: self.snapshot_count,
+            watch_progress_interval,
         })
     }
 }

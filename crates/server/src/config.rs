@@ -35,6 +35,8 @@ pub struct NodeConfig {
     pub request_timeout: Duration,
     /// Applied entries kept in the Raft log before it is compacted.
     pub log_entries_max: u64,
+    /// How often idle watches that asked for it get a progress notification.
+    pub watch_progress_interval: Duration,
 }
 
 impl NodeConfig {
@@ -98,6 +100,34 @@ pub fn member_id(peer_urls: &[String], token: &str) -> u64 {
 }
 
 /// Parses `http://host:port` (or `host:port`) into a socket address.
+/// Parses a duration the way etcd's flags write them (Go's syntax): `10m`, `1m30s`, `250ms`.
+pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
+    let mut total = Duration::ZERO;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        anyhow::bail!("empty duration");
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
+        let (number, tail) = rest.split_at(digits);
+        let unit_len = tail.find(|c: char| c.is_ascii_digit()).unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let number: f64 = number.parse().map_err(|_| anyhow::anyhow!("bad duration {text:?}"))?;
+        let seconds = match unit {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => anyhow::bail!("bad duration {text:?}: unit must be h, m, s, ms, us or ns"),
+        };
+        total += Duration::from_secs_f64(number * seconds);
+        rest = tail;
+    }
+    Ok(total)
+}
+
 pub fn parse_url(url: &str) -> anyhow::Result<SocketAddr> {
     let rest = url.strip_prefix("http://").unwrap_or(url);
     if url.starts_with("https://") || url.starts_with("unix") {
@@ -131,5 +161,16 @@ mod tests {
         assert!(parse_initial_cluster("a=http://127.0.0.1:1,b=http://127.0.0.1:1", "t").is_err());
         assert!(parse_url("https://1.2.3.4:5").is_err());
         assert_eq!(parse_url("http://localhost:2379").unwrap().port(), 2379);
+    }
+
+    #[test]
+    fn durations_in_go_syntax() {
+        assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        for bad in ["", "10", "5x", "m", "1..2s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
     }
 }

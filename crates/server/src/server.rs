@@ -17,11 +17,13 @@ use crate::api::cluster::ClusterService;
 use crate::api::http::Metrics;
 use crate::api::kv::KvService;
 use crate::api::maintenance::MaintenanceService;
+use crate::api::watch::{self, WatchService, Watches};
 use crate::api::{Api, http};
 use crate::config::NodeConfig;
 use crate::pb::etcd::cluster_server::ClusterServer;
 use crate::pb::etcd::kv_server::KvServer;
 use crate::pb::etcd::maintenance_server::MaintenanceServer;
+use crate::pb::etcd::watch_server::WatchServer;
 use crate::pb::transport::raft_transport_server::RaftTransportServer;
 use crate::shell;
 use crate::timed_engine::TimedEngine;
@@ -30,7 +32,7 @@ use crate::transport::{Connector, PEER_MESSAGE_BYTES_MAX, Transport, TransportSe
 /// gRPC messages from clients may exceed the request limit by this much, so that a request just
 /// over the limit is answered with etcd's "request is too large" rather than a transport error
 /// (etcd allows the same overhead).
-const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
 /// Runs a node until `shutdown` resolves.
 pub async fn run(
@@ -156,6 +158,10 @@ impl Member {
                 MaintenanceServer::new(MaintenanceService { api: api.clone() }),
             )
             .route_service(
+                "/etcdserverpb.Watch/{*method}",
+                WatchServer::new(WatchService { api: api.clone() }),
+            )
+            .route_service(
                 "/etcdserverpb.Cluster/{*method}",
                 ClusterServer::new(ClusterService { api: api.clone() }),
             )
@@ -203,6 +209,7 @@ pub fn assemble(
         parts.connector,
     );
     let node_stats = node.stats();
+    let revision = node.shared(strata_core::FIRST_RANGE_ID).map_or(0, |s| s.read_state().revision);
     let handle = match parts.runner {
         Runner::Thread => shell::spawn(node, transport, config.tick_interval)?.0,
         Runner::Task => shell::spawn_task(node, transport, config.tick_interval),
@@ -219,7 +226,9 @@ pub fn assemble(
         peer_client_urls: peer_client_urls.clone(),
         metrics: Arc::new(Metrics::new(node_stats, parts.sync_seconds)),
         db_size: parts.db_size,
+        watches: Watches::new(revision, config.watch_progress_interval),
     });
+    tokio::spawn(watch::feed(api.clone(), handle.applied()));
     let peer_service =
         RaftTransportServer::new(TransportService { shell: handle, peer_client_urls })
             .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX);

@@ -22,7 +22,7 @@ use strata_core::command::Request;
 use strata_core::mvcc::Response;
 use strata_core::raftstore::{Answers, Driver, Message, Node, OutMessage, RangeShared};
 use strata_core::{Error, RangeId};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 /// Inputs queued for the shell before requests are refused.
 const INPUT_QUEUE_MAX: usize = 16_384;
@@ -66,6 +66,7 @@ pub trait Outbox: Send + 'static {
 pub struct ShellHandle {
     tx: SyncSender<Input>,
     shared: HashMap<RangeId, Arc<RangeShared>>,
+    applied: Arc<Notify>,
 }
 
 impl ShellHandle {
@@ -78,6 +79,11 @@ impl ShellHandle {
 
     pub fn shared(&self, range_id: RangeId) -> Option<&Arc<RangeShared>> {
         self.shared.get(&range_id)
+    }
+
+    /// Notified whenever the first range's revision moves (what the watch feeder waits for).
+    pub fn applied(&self) -> Arc<Notify> {
+        self.applied.clone()
     }
 
     /// Proposes a request and waits for it to be applied (or to fail).
@@ -127,6 +133,9 @@ pub struct Shell<O: Outbox> {
     tick_interval: Duration,
     /// The leader known after the last round, to log changes.
     last_leader: u64,
+    applied: Arc<Notify>,
+    /// The first range's revision the last time `applied` was notified.
+    last_revision: i64,
 }
 
 /// Starts the shell thread. It runs until every handle is dropped or storage fails; a storage
@@ -157,8 +166,17 @@ impl<O: Outbox> Shell<O> {
         let (tx, rx) = sync_channel(INPUT_QUEUE_MAX);
         let shared =
             node.range_ids().into_iter().filter_map(|id| Some((id, node.shared(id)?))).collect();
-        let shell = Shell { driver: Driver::new(node), outbox, rx, tick_interval, last_leader: 0 };
-        (ShellHandle { tx, shared }, shell)
+        let applied = Arc::new(Notify::new());
+        let shell = Shell {
+            driver: Driver::new(node),
+            outbox,
+            rx,
+            tick_interval,
+            last_leader: 0,
+            applied: applied.clone(),
+            last_revision: 0,
+        };
+        (ShellHandle { tx, shared, applied }, shell)
     }
 
     fn run(&mut self) {
@@ -218,6 +236,7 @@ impl<O: Outbox> Shell<O> {
                 }
                 deliver(answers);
                 self.log_leadership();
+                self.notify_applied();
             }
             Err(e) => {
                 // The node's memory may now be ahead of its disk; continuing could acknowledge
@@ -244,6 +263,15 @@ impl<O: Outbox> Shell<O> {
             Input::SnapshotStatus { range_id, peer, delivered } => {
                 self.driver.node_mut().report_snapshot(range_id, peer, delivered)
             }
+        }
+    }
+
+    fn notify_applied(&mut self) {
+        let Some(shared) = self.driver.node().shared(strata_core::FIRST_RANGE_ID) else { return };
+        let revision = shared.revision.load(Ordering::Acquire);
+        if revision != self.last_revision {
+            self.last_revision = revision;
+            self.applied.notify_one();
         }
     }
 

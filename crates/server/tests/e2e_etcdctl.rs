@@ -114,3 +114,84 @@ fn compaction_status_and_members() {
     let health = stdout + &stderr;
     assert!(ok && health.matches("is healthy").count() == 3, "{health}");
 }
+
+/// A running `etcdctl watch`, its output collected as it arrives; killed by PID when dropped.
+struct Watching {
+    child: std::process::Child,
+    out: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Watching {
+    fn start(cluster: &Cluster, args: &[&str]) -> Self {
+        let endpoints = format!("--endpoints={}", cluster.endpoints_csv());
+        let mut child = std::process::Command::new("etcdctl")
+            .args([endpoints.as_str(), "watch"])
+            .args(args)
+            .env("ETCDCTL_API", "3")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("etcdctl must be installed");
+        let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut stdout = child.stdout.take().unwrap();
+        let sink = out.clone();
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Self { child, out }
+    }
+
+    /// Waits until the output is exactly `expected` (fails on anything else after 10 s).
+    fn expect(&self, expected: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let out = self.out.lock().unwrap().clone();
+            if out == expected {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "watch printed {out:?}, expected {expected:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn watch_with_rev_prefix_and_prev_kv() {
+    let cluster = Cluster::start(3);
+    etcdctl(&cluster, &["put", "foo", "1"]);
+    etcdctl(&cluster, &["put", "foo", "2"]);
+    // From a past revision: history first, then live events.
+    let history = Watching::start(&cluster, &["foo", "--rev=2"]);
+    history.expect("PUT\nfoo\n1\nPUT\nfoo\n2\n");
+    // Starting at the next revision, so no event is missed however long etcdctl takes to start.
+    let now = json(&etcdctl(&cluster, &["get", "foo", "-w", "json"]))["header"]["revision"]
+        .as_i64()
+        .unwrap();
+    let next = format!("--rev={}", now + 1);
+    let prefix = Watching::start(&cluster, &["p/", "--prefix", "--prev-kv", &next]);
+    etcdctl(&cluster, &["put", "p/a", "x"]);
+    etcdctl(&cluster, &["put", "p/a", "y"]);
+    etcdctl(&cluster, &["put", "q", "outside"]);
+    etcdctl(&cluster, &["del", "p/a"]);
+    etcdctl(&cluster, &["put", "foo", "3"]);
+    // etcdctl prints the previous key and value before the event's own.
+    prefix.expect("PUT\np/a\nx\nPUT\np/a\nx\np/a\ny\nDELETE\np/a\ny\np/a\n\n");
+    history.expect("PUT\nfoo\n1\nPUT\nfoo\n2\nPUT\nfoo\n3\n");
+}

@@ -55,6 +55,39 @@ fn http(endpoint: &str, method: &str, path: &str, body: &str) -> Answer {
     Answer { status, content_type: header("content-type").unwrap_or_default(), text, body }
 }
 
+/// Opens a watch over HTTP and reads its stream for a moment: the status and the JSON objects
+/// received, one per line.
+fn watch(endpoint: &str, body: &str) -> (u16, Vec<Value>) {
+    let addr = endpoint.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    write!(
+        stream,
+        "POST /v3/watch HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let (mut raw, mut buf) = (Vec::new(), [0u8; 4096]);
+    let until = std::time::Instant::now() + Duration::from_millis(1500);
+    while std::time::Instant::now() < until {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(_) => {} // nothing yet
+        }
+    }
+    let raw = String::from_utf8(raw).expect("utf-8 answer");
+    let (head, payload) = raw.split_once("\r\n\r\n").expect("headers end");
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status");
+    let lines = dechunk(payload)
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    (status, lines)
+}
+
 fn post(endpoint: &str, path: &str, body: &str) -> Answer {
     http(endpoint, "POST", path, body)
 }
@@ -493,6 +526,33 @@ fn same_answers_as_etcd_3_4() {
         };
         if shape(&want) != shape(&got) {
             differences.push(format!("POST {path}\n  etcd:   {want:?}\n  strata: {got:?}"));
+        }
+    }
+    // Watches: the stream's first lines, read for a moment, as one JSON object per line.
+    for (key, value) in [("w", "1"), ("w", "2"), ("wx", "3")] {
+        for endpoint in [&etcd.endpoint, strata] {
+            post(endpoint, "/v3/kv/put", &json!({ "key": k(key), "value": k(value) }).to_string());
+        }
+    }
+    post(&etcd.endpoint, "/v3/kv/deleterange", &json!({ "key": k("wx") }).to_string());
+    post(strata, "/v3/kv/deleterange", &json!({ "key": k("wx") }).to_string());
+    let watches = [
+        json!({ "create_request": { "key": k("w"), "start_revision": "1" } }),
+        json!({ "createRequest": { "key": k("w"), "rangeEnd": k("x"), "prevKv": true, "startRevision": 2 } }),
+        json!({ "create_request": { "key": k("w"), "range_end": k("x"), "filters": ["NOPUT"], "start_revision": "1" } }),
+        json!({ "create_request": { "key": k("w"), "range_end": k("x"), "filters": [1], "start_revision": "1" } }),
+    ];
+    for body in watches.iter().map(Value::to_string) {
+        let (want, got) = (watch(&etcd.endpoint, &body), watch(strata, &body));
+        let strip =
+            |lines: Vec<Value>| -> Vec<Value> { lines.into_iter().map(without_ids).collect() };
+        assert!(
+            want.1.len() >= 2,
+            "etcd answered the watch with its creation and events: {want:?}"
+        );
+        if (want.0, strip(want.1.clone())) != (got.0, strip(got.1.clone())) {
+            differences
+                .push(format!("POST /v3/watch {body}\n  etcd:   {want:?}\n  strata: {got:?}"));
         }
     }
     assert!(

@@ -52,6 +52,7 @@ fn config(name: &str) -> NodeConfig {
         election_ticks: 10,
         request_timeout: REQUEST_TIMEOUT,
         log_entries_max: 10_000,
+        watch_progress_interval: Duration::from_secs(600),
     }
 }
 

@@ -19,7 +19,7 @@
 
 pub mod apply;
 pub mod read;
-mod record;
+pub(crate) mod record;
 pub mod validate;
 pub mod view;
 

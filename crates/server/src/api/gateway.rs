@@ -39,12 +39,19 @@ use strata_core::pb::etcdserverpb::compare::{CompareResult, CompareTarget, Targe
 use strata_core::pb::etcdserverpb::range_request::{SortOrder, SortTarget};
 use strata_core::pb::etcdserverpb::request_op::Request as OpRequest;
 use strata_core::pb::etcdserverpb::response_op::Response as OpResponse;
+use strata_core::pb::etcdserverpb::watch_create_request::FilterType;
+use strata_core::pb::etcdserverpb::watch_request::RequestUnion;
 use strata_core::pb::etcdserverpb::{
     CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse,
     Member, MemberListResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp,
     ResponseHeader, ResponseOp, StatusResponse, TxnRequest, TxnResponse,
 };
-use strata_core::pb::mvccpb::KeyValue;
+use strata_core::pb::etcdserverpb::{
+    WatchCancelRequest, WatchCreateRequest, WatchProgressRequest, WatchRequest, WatchResponse,
+};
+use strata_core::pb::mvccpb::event::EventType;
+use strata_core::pb::mvccpb::{Event, KeyValue};
+use tokio_stream::StreamExt as _;
 
 use super::{Api, status};
 
@@ -65,6 +72,7 @@ pub fn routes() -> Router<Arc<Api>> {
         .route("/v3/kv/compaction", post(compaction))
         .route("/v3/maintenance/status", post(maintenance_status))
         .route("/v3/cluster/member/list", post(member_list))
+        .route("/v3/watch", post(watch))
 }
 
 type Answer = Result<Json, Failure>;
@@ -103,6 +111,34 @@ async fn maintenance_status(State(api): State<Arc<Api>>, body: Body) -> Answer {
 async fn member_list(State(api): State<Arc<Api>>, body: Body) -> Answer {
     decode(&api, body, |_| Ok(())).await?;
     Ok(member_list_response(&api.member_list_response()))
+}
+
+/// A watch over HTTP: the body holds one or more `WatchRequest` objects; the response streams
+/// one `{"result": WatchResponse}` object per line for as long as the client keeps the
+/// connection open (grpc-gateway's streaming form). The whole body is read before the session
+/// starts, so requests cannot be added later on the same connection.
+async fn watch(State(api): State<Arc<Api>>, body: Body) -> Result<Response, Failure> {
+    let limit = api.limits.request_bytes_max * BODY_OVERHEAD_FACTOR + BODY_OVERHEAD_BYTES;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| Error::RequestTooLarge)?;
+    let mut requests = Vec::new();
+    for value in serde_json::Deserializer::from_slice(&bytes).into_iter::<Value>() {
+        match value.map_err(DecodeError::from)? {
+            Value::Object(object) => requests.push(Ok(watch_request(&Input(&object))?)),
+            _ => return Err(DecodeError::NotAnObject.into()),
+        }
+    }
+    let responses = super::watch::open(api, tokio_stream::iter(requests));
+    let lines = tokio_stream::wrappers::ReceiverStream::new(responses).map(|item| {
+        let object = match item {
+            Ok(response) => Json::Object(vec![("result", watch_response(&response))]),
+            Err(status) => Json::Object(vec![("error", stream_error(&status))]),
+        };
+        let mut line = serde_json::to_vec(&object).expect("JSON values serialize");
+        line.push(b'\n');
+        Ok::<_, std::convert::Infallible>(line)
+    });
+    let content_type = [(axum::http::header::CONTENT_TYPE, "application/json")];
+    Ok((content_type, Body::from_stream(lines)).into_response())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -405,6 +441,44 @@ fn request_op(input: &Input) -> Result<RequestOp, DecodeError> {
     Ok(RequestOp { request: Some(request) })
 }
 
+fn watch_request(input: &Input) -> Result<WatchRequest, DecodeError> {
+    let members = ["create_request", "cancel_request", "progress_request"];
+    let Some(name) = input.oneof("request_union", &members)? else {
+        return Ok(WatchRequest { request_union: None });
+    };
+    let Some(inner) = input.message(name)? else { return Ok(WatchRequest { request_union: None }) };
+    let request = match name {
+        "create_request" => {
+            let filters = match inner.get("filters") {
+                None => Vec::new(),
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .map(|item| {
+                        let wrapper = Map::from_iter([("f".to_string(), item.clone())]);
+                        Input(&wrapper).enumeration("f", FilterType::from_str_name)
+                    })
+                    .collect::<Result<_, _>>()?,
+                other => return Err(mismatch("filters", "an array", other)),
+            };
+            RequestUnion::CreateRequest(WatchCreateRequest {
+                key: inner.bytes("key")?,
+                range_end: inner.bytes("range_end")?,
+                start_revision: inner.int64("start_revision")?,
+                progress_notify: inner.bool("progress_notify")?,
+                filters,
+                prev_kv: inner.bool("prev_kv")?,
+                watch_id: inner.int64("watch_id")?,
+                fragment: inner.bool("fragment")?,
+            })
+        }
+        "cancel_request" => {
+            RequestUnion::CancelRequest(WatchCancelRequest { watch_id: inner.int64("watch_id")? })
+        }
+        _ => RequestUnion::ProgressRequest(WatchProgressRequest {}),
+    };
+    Ok(WatchRequest { request_union: Some(request) })
+}
+
 fn compaction_request(input: &Input) -> Result<CompactionRequest, DecodeError> {
     Ok(CompactionRequest { revision: input.int64("revision")?, physical: input.bool("physical")? })
 }
@@ -587,6 +661,41 @@ fn status_response(r: &StatusResponse) -> Json {
         .string("storageVersion", &r.storage_version)
         .int("dbSizeQuota", r.db_size_quota)
         .message("downgradeInfo", downgrade)
+        .done()
+}
+
+fn watch_response(r: &WatchResponse) -> Json {
+    Fields::default()
+        .message("header", r.header.as_ref().map(header))
+        .int("watch_id", r.watch_id)
+        .bool("created", r.created)
+        .bool("canceled", r.canceled)
+        .int("compact_revision", r.compact_revision)
+        .string("cancel_reason", &r.cancel_reason)
+        .bool("fragment", r.fragment)
+        .messages("events", r.events.iter().map(event).collect())
+        .done()
+}
+
+fn event(e: &Event) -> Json {
+    let kind = EventType::try_from(e.r#type).map_or("", |t| t.as_str_name());
+    // PUT is the enum's zero value, left out like every default.
+    let kind = if e.r#type == 0 { "" } else { kind };
+    Fields::default()
+        .string("type", kind)
+        .message("kv", e.kv.as_ref().map(key_value))
+        .message("prev_kv", e.prev_kv.as_ref().map(key_value))
+        .done()
+}
+
+/// grpc-gateway's error object inside a stream.
+fn stream_error(status: &tonic::Status) -> Json {
+    let number = |n: u16| Json::Value(Value::from(n));
+    Fields::default()
+        .push("grpc_code", number(status.code() as u16))
+        .push("http_code", number(http_status(status.code()).as_u16()))
+        .string("message", status.message())
+        .string("http_status", http_status(status.code()).canonical_reason().unwrap_or(""))
         .done()
 }
 

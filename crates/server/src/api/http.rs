@@ -61,6 +61,7 @@ impl Metrics {
     fn render(&self, api: &Api) -> String {
         let mut out = String::new();
         let range = api.range();
+        let [watchers, lagging, buffered, largest] = api.watches.gauges();
         let gauges = [
             ("strata_raft_term", range.term.load(Ordering::Acquire) as f64),
             ("strata_raft_commit_index", range.commit_index.load(Ordering::Acquire) as f64),
@@ -72,6 +73,10 @@ impl Metrics {
                 f64::from(u8::from(range.leader_id.load(Ordering::Acquire) != 0)),
             ),
             ("strata_raft_leader_id", range.leader_id.load(Ordering::Acquire) as f64),
+            ("strata_watchers", watchers as f64),
+            ("strata_watchers_lagging", lagging as f64),
+            ("strata_watch_buffered_bytes", buffered as f64),
+            ("strata_watch_largest_buffer_bytes", largest as f64),
         ];
         for (name, value) in gauges {
             let _ = writeln!(out, "# TYPE {name} gauge\n{name} {value}");
@@ -84,6 +89,7 @@ impl Metrics {
             ("strata_leader_changes_total", &node.leader_changes),
             ("strata_snapshots_sent_total", &node.snapshots_sent),
             ("strata_snapshots_applied_total", &node.snapshots_applied),
+            ("strata_watch_events_sent_total", &api.watches.events_sent),
         ];
         for (name, counter) in counters {
             let _ =

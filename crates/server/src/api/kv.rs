@@ -46,7 +46,7 @@ impl Api {
     /// deletions it needed. Otherwise it runs again on the new state, where reads below the new
     /// floor fail with "compacted", as they should. The floor can also run ahead of the
     /// published revision for a moment within a round; that state is skipped too.
-    fn read_stable<T>(
+    pub(crate) fn read_stable<T>(
         &self,
         read: impl Fn(AppliedState) -> Result<T, Error>,
     ) -> Result<(T, AppliedState), Error> {

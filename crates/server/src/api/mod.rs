@@ -9,6 +9,7 @@ pub mod gateway;
 pub mod http;
 pub mod kv;
 pub mod maintenance;
+pub mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +35,7 @@ pub struct Api {
     pub metrics: Arc<crate::api::http::Metrics>,
     /// Bytes on disk, for `Status`; a closure so the handler does not depend on the engine type.
     pub db_size: Arc<dyn Fn() -> u64 + Send + Sync>,
+    pub watches: watch::Watches,
 }
 
 impl Api {

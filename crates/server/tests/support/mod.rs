@@ -201,6 +201,13 @@ pub fn leader_of(endpoint: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse::<f64>().ok().map(|v| v as u64)
 }
 
+/// One value from a member's `/metrics`.
+pub fn metric(endpoint: &str, name: &str) -> Option<f64> {
+    let body = http_get(endpoint, "/metrics")?;
+    let line = body.lines().find(|l| l.split_whitespace().next() == Some(name))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// A minimal HTTP/1.1 GET; returns the body.
 pub fn http_get(endpoint: &str, path: &str) -> Option<String> {
     use std::io::{Read, Write};
