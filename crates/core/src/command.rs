@@ -7,7 +7,10 @@
 
 use prost::Message as _;
 
-use crate::pb::etcdserverpb::{CompactionRequest, DeleteRangeRequest, PutRequest, TxnRequest};
+use crate::pb::etcdserverpb::{
+    CompactionRequest, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest, PutRequest,
+    TxnRequest,
+};
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Command {
@@ -26,7 +29,7 @@ pub struct Command {
     /// by a later one is skipped. See `raftstore::session`.
     #[prost(uint64, tag = "4")]
     pub sequence: u64,
-    #[prost(oneof = "Request", tags = "10, 11, 12, 13")]
+    #[prost(oneof = "Request", tags = "10, 11, 12, 13, 14, 15")]
     pub request: Option<Request>,
 }
 
@@ -40,6 +43,13 @@ pub enum Request {
     Txn(TxnRequest),
     #[prost(message, tag = "13")]
     Compaction(CompactionRequest),
+    /// A lease with its final id and TTL (the member that received the request chose the id
+    /// and applied the TTL bounds, so every replica grants the same lease).
+    #[prost(message, tag = "14")]
+    LeaseGrant(LeaseGrantRequest),
+    /// Proposed by a client, or by the leader when a lease expires.
+    #[prost(message, tag = "15")]
+    LeaseRevoke(LeaseRevokeRequest),
 }
 
 impl Command {

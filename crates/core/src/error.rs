@@ -9,6 +9,7 @@
 pub enum Code {
     InvalidArgument,
     NotFound,
+    FailedPrecondition,
     OutOfRange,
     ResourceExhausted,
     Unavailable,
@@ -40,6 +41,14 @@ pub enum Error {
     FutureRevision,
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
+    /// A lease operation that only the leader can answer reached a member that is not (or no
+    /// longer) the leader.
+    #[error("etcdserver: not leader")]
+    NotLeader,
     /// No leader is known: an election is in progress or a majority is unreachable.
     #[error("etcdserver: no leader")]
     NoLeader,
@@ -72,8 +81,9 @@ impl Error {
             | Error::TooManyOps
             | Error::DuplicateKey
             | Error::RequestTooLarge => Code::InvalidArgument,
-            Error::Compacted | Error::FutureRevision => Code::OutOfRange,
+            Error::Compacted | Error::FutureRevision | Error::LeaseTtlTooLarge => Code::OutOfRange,
             Error::LeaseNotFound => Code::NotFound,
+            Error::LeaseExists | Error::NotLeader => Code::FailedPrecondition,
             Error::NoLeader | Error::LeaderChanged | Error::Stopped => Code::Unavailable,
             Error::Timeout => Code::Unavailable,
             Error::TooManyRequests => Code::ResourceExhausted,
@@ -87,6 +97,7 @@ impl Error {
         matches!(
             self,
             Error::NoLeader
+                | Error::NotLeader
                 | Error::LeaderChanged
                 | Error::Timeout
                 | Error::TooManyRequests

@@ -11,6 +11,8 @@
 //! Mvcc keyspace (one key space shared by all ranges; a range is a span of it)
 //!   'k' <escaped user key> <!revision:8>   one version of a key (newest first)
 //!   'r' <revision:8> <sub:4>                change index: which key changed at a revision
+//!   'L' <lease id:8>                        a lease: its TTL
+//!   'A' <lease id:8> <escaped user key>     a key attached to a lease
 //! ```
 //!
 //! All integers are big endian so that byte order is numeric order. User keys are escaped
@@ -31,6 +33,8 @@ const TAG_CONF_STATE: u8 = b'c';
 const TAG_SNAPSHOT: u8 = b's';
 const TAG_VERSION: u8 = b'k';
 const TAG_CHANGE: u8 = b'r';
+const TAG_LEASE: u8 = b'L';
+const TAG_LEASE_KEY: u8 = b'A';
 
 fn range_prefixed(range_id: RangeId, tag: u8, suffix: &[u8]) -> Vec<u8> {
     let mut key = Vec::with_capacity(9 + suffix.len());
@@ -137,6 +141,53 @@ pub fn decode_version(key: &[u8]) -> Option<(Vec<u8>, i64)> {
     let body = key.strip_prefix(&[TAG_VERSION])?;
     let (escaped, revision) = body.split_at_checked(body.len().checked_sub(8)?)?;
     let revision = !u64::from_be_bytes(revision.try_into().ok()?) as i64;
+    Some((unescape(escaped)?, revision))
+}
+
+/// A lease's record.
+pub fn lease(id: i64) -> Vec<u8> {
+    let mut out = vec![TAG_LEASE];
+    out.extend_from_slice(&(id as u64).to_be_bytes());
+    out
+}
+
+/// Bounds of every lease record.
+pub fn lease_bounds() -> (Vec<u8>, Vec<u8>) {
+    (vec![TAG_LEASE], vec![TAG_LEASE + 1])
+}
+
+pub fn decode_lease(key: &[u8]) -> Option<i64> {
+    let body = key.strip_prefix(&[TAG_LEASE])?;
+    Some(u64::from_be_bytes(body.try_into().ok()?) as i64)
+}
+
+/// The record attaching `user_key` to lease `id`.
+pub fn lease_key(id: i64, user_key: &[u8]) -> Vec<u8> {
+    let mut out = lease_keys_prefix(id);
+    escape_into(&mut out, user_key);
+    out
+}
+
+fn lease_keys_prefix(id: i64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32);
+    out.push(TAG_LEASE_KEY);
+    out.extend_from_slice(&(id as u64).to_be_bytes());
+    out
+}
+
+/// Bounds of the keys attached to lease `id`.
+pub fn lease_keys_bounds(id: i64) -> (Vec<u8>, Vec<u8>) {
+    // Lease ids are positive, so `id + 1` cannot overflow.
+    (lease_keys_prefix(id), lease_keys_prefix(id + 1))
+}
+
+/// The user key of an attachment record.
+pub fn decode_lease_key(key: &[u8]) -> Option<Vec<u8>> {
+    unescape(key.strip_prefix(&[TAG_LEASE_KEY])?.get(8..)?)
+}
+
+/// Undoes [`escape_into`]; `escaped` must end with the terminator.
+fn unescape(escaped: &[u8]) -> Option<Vec<u8>> {
     let mut user_key = Vec::with_capacity(escaped.len());
     let mut i = 0;
     loop {
@@ -145,7 +196,7 @@ pub fn decode_version(key: &[u8]) -> Option<(Vec<u8>, i64)> {
                 user_key.push(0);
                 i += 2;
             }
-            (Some(0), Some(0x01)) if i + 2 == escaped.len() => return Some((user_key, revision)),
+            (Some(0), Some(0x01)) if i + 2 == escaped.len() => return Some(user_key),
             (Some(&b), _) if b != 0 => {
                 user_key.push(b);
                 i += 1;
@@ -222,6 +273,16 @@ mod tests {
         assert_eq!(decode_version(&raft_log(1, 2)), None);
         assert_eq!(decode_change(&change(42, 3)), Some(42));
         assert_eq!(decode_change(&version(b"a", 1)), None);
+        assert_eq!(decode_lease(&lease(7)), Some(7));
+        assert_eq!(decode_lease_key(&lease_key(7, b"a\x00b")), Some(b"a\x00b".to_vec()));
+        let (lo, hi) = lease_keys_bounds(7);
+        assert!(lease_key(7, b"\xff\xff") < hi && lease_key(7, b"") >= lo);
+        assert!(lease_key(8, b"") >= hi);
+        let (_, all_versions) = version_bounds(b"", b"");
+        let (first_version, _) = version_bounds(b"", b"");
+        for key in [lease(1), lease_key(1, b"k")] {
+            assert!(key < first_version || key >= all_versions, "lease records are not versions");
+        }
     }
 
     #[test]

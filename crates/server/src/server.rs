@@ -16,12 +16,14 @@ use tokio_stream::StreamExt as _;
 use crate::api::cluster::ClusterService;
 use crate::api::http::Metrics;
 use crate::api::kv::KvService;
+use crate::api::lease::{LeaseIds, LeaseService};
 use crate::api::maintenance::MaintenanceService;
 use crate::api::watch::{self, WatchService, Watches};
 use crate::api::{Api, http};
 use crate::config::NodeConfig;
 use crate::pb::etcd::cluster_server::ClusterServer;
 use crate::pb::etcd::kv_server::KvServer;
+use crate::pb::etcd::lease_server::LeaseServer;
 use crate::pb::etcd::maintenance_server::MaintenanceServer;
 use crate::pb::etcd::watch_server::WatchServer;
 use crate::pb::transport::raft_transport_server::RaftTransportServer;
@@ -158,6 +160,10 @@ impl Member {
                 MaintenanceServer::new(MaintenanceService { api: api.clone() }),
             )
             .route_service(
+                "/etcdserverpb.Lease/{*method}",
+                LeaseServer::new(LeaseService { api: api.clone() }),
+            )
+            .route_service(
                 "/etcdserverpb.Watch/{*method}",
                 WatchServer::new(WatchService { api: api.clone() }),
             )
@@ -185,6 +191,8 @@ pub fn assemble(
     let voters: Vec<u64> = config.members.iter().map(|m| m.id).collect();
     let mut raft_config = RaftConfig::new(member_id, parts.epoch, voters);
     raft_config.election_ticks = config.election_ticks;
+    raft_config.ticks_per_second = (std::time::Duration::from_secs(1).as_millis()
+        / config.tick_interval.as_millis().max(1)) as u64;
     raft_config.raft_logger = Some(crate::raft_log::logger());
     raft_config.log_entries_max = config.log_entries_max;
     // Keep a fifth of the log after compaction so briefly lagging followers use the log.
@@ -227,6 +235,8 @@ pub fn assemble(
         metrics: Arc::new(Metrics::new(node_stats, parts.sync_seconds)),
         db_size: parts.db_size,
         watches: Watches::new(revision, config.watch_progress_interval),
+        lease_ids: LeaseIds::new(member_id),
+        forwarder: Default::default(),
     });
     tokio::spawn(watch::feed(api.clone(), handle.applied()));
     let peer_service =

@@ -54,6 +54,16 @@ pub enum Input {
         peer: u64,
         delivered: bool,
     },
+    /// Renew a lease (leader only): its TTL, or 0 if it does not exist.
+    LeaseKeepAlive {
+        id: i64,
+        reply: oneshot::Sender<Result<i64, Error>>,
+    },
+    /// A lease's remaining and granted TTL (leader only).
+    LeaseTimeToLive {
+        id: i64,
+        reply: oneshot::Sender<Result<Option<(i64, i64)>, Error>>,
+    },
 }
 
 /// Where the shell sends messages for peers (the transport).
@@ -102,6 +112,20 @@ impl ShellHandle {
             Ok(Err(_)) => Err(Error::Stopped),
             Err(_) => Err(Error::Timeout),
         }
+    }
+
+    /// Renews a lease on this member, which must be the leader.
+    pub async fn lease_keep_alive(&self, id: i64) -> Result<i64, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.try_send(Input::LeaseKeepAlive { id, reply })?;
+        rx.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// A lease's remaining and granted TTL, from this member, which must be the leader.
+    pub async fn lease_time_to_live(&self, id: i64) -> Result<Option<(i64, i64)>, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.try_send(Input::LeaseTimeToLive { id, reply })?;
+        rx.await.map_err(|_| Error::Stopped)?
     }
 
     /// Waits until a linearizable read may be served from the local state machine.
@@ -262,6 +286,12 @@ impl<O: Outbox> Shell<O> {
             }
             Input::SnapshotStatus { range_id, peer, delivered } => {
                 self.driver.node_mut().report_snapshot(range_id, peer, delivered)
+            }
+            Input::LeaseKeepAlive { id, reply } => {
+                let _ = reply.send(self.driver.lease_keep_alive(id));
+            }
+            Input::LeaseTimeToLive { id, reply } => {
+                let _ = reply.send(self.driver.lease_time_to_live(id));
             }
         }
     }

@@ -22,8 +22,10 @@ use std::fmt::Write as _;
 
 use etcd_client::{
     Client, CompactionOptions, CompactionResponse, Compare, CompareOp, DeleteOptions,
-    DeleteResponse, GetOptions, GetResponse, KeyValue, MemberListResponse, PutOptions, PutResponse,
-    ResponseHeader, SortOrder, SortTarget, StatusResponse, Txn, TxnOp, TxnOpResponse, TxnResponse,
+    DeleteResponse, GetOptions, GetResponse, KeyValue, LeaseGrantOptions, LeaseGrantResponse,
+    LeaseLeasesResponse, LeaseTimeToLiveOptions, LeaseTimeToLiveResponse, MemberListResponse,
+    PutOptions, PutResponse, ResponseHeader, SortOrder, SortTarget, StatusResponse, Txn, TxnOp,
+    TxnOpResponse, TxnResponse,
 };
 use serde_json::{Value, json};
 use support::etcd::Etcd;
@@ -84,6 +86,7 @@ async fn responses_match_etcd() {
     txns(&mut d).await;
     compaction(&mut d).await;
     errors(&mut d).await;
+    leases(&mut d).await;
     d.get("get: every key at the end", "\0", Some(GetOptions::new().with_from_key())).await;
     d.step("status", Op::Status).await;
     d.step("member list", Op::MemberList).await;
@@ -383,6 +386,45 @@ async fn compaction(d: &mut Differ) {
 /// Requests etcd rejects. Transactions here that a server might wrongly accept are guarded by a
 /// compare that never holds, so that nothing is written either way and a difference here does
 /// not shift the revisions of later steps.
+/// Leases: grants with chosen ids (ids the server picks differ by nature), keys attached and
+/// detached, time-to-live with keys, listing, revocation, and the errors.
+async fn leases(d: &mut Differ) {
+    let grant = |ttl, id| Op::LeaseGrant(ttl, Some(id));
+    d.step("lease: grant with an id", grant(60, 1000)).await;
+    d.step("lease: grant a second", grant(30, 1001)).await;
+    d.step("lease: grant an existing id", grant(60, 1000)).await;
+    d.step("lease: grant a TTL too large", grant(9_000_000_001, 1002)).await;
+    d.step("lease: grant with an id chosen by the server", Op::LeaseGrant(60, None)).await;
+    let with = |id| Some(PutOptions::new().with_lease(id).with_prev_key());
+    d.put("lease: put with a lease", "leased/a", "1", with(1000)).await;
+    d.put("lease: second key on the lease", "leased/b", "1", with(1000)).await;
+    d.put("lease: key on the other lease", "leased/c", "1", with(1001)).await;
+    d.put("lease: put with a missing lease", "leased/x", "1", with(555)).await;
+    let missing = TxnOp::put("leased/x", "1", Some(PutOptions::new().with_lease(555)));
+    d.txn("lease: txn put with a missing lease", Txn::new().and_then([missing])).await;
+    d.get("lease: keys carry their lease", "leased/", prefix()).await;
+    let on_lease = Compare::lease("leased/a", CompareOp::Equal, 1000);
+    let txn = Txn::new().when([on_lease]).and_then([TxnOp::get("leased/a", None)]);
+    d.txn("lease: compare on lease", txn).await;
+    d.step("lease: time to live with keys", Op::LeaseTimeToLive(1000, true)).await;
+    d.step("lease: time to live without keys", Op::LeaseTimeToLive(1001, false)).await;
+    d.step("lease: time to live of a missing lease", Op::LeaseTimeToLive(555, true)).await;
+    d.step("lease: list", Op::LeaseLeases).await;
+    d.step("lease: revoke deletes its keys", Op::LeaseRevoke(1000)).await;
+    d.get("lease: after the revocation", "leased/", prefix()).await;
+    d.step("lease: revoke a revoked lease", Op::LeaseRevoke(1000)).await;
+    d.put(
+        "lease: moving a key off its lease",
+        "leased/c",
+        "2",
+        Some(PutOptions::new().with_prev_key()),
+    )
+    .await;
+    d.step("lease: revoke a lease with no keys left", Op::LeaseRevoke(1001)).await;
+    d.get("lease: the moved key stays", "leased/", prefix()).await;
+    d.step("lease: list after revoking", Op::LeaseLeases).await;
+}
+
 async fn errors(d: &mut Differ) {
     d.put("error: put with empty key", "", "v", None).await;
     d.get("error: get with empty key", "", None).await;
@@ -508,6 +550,11 @@ enum Op {
     Compact(i64, Option<CompactionOptions>),
     Status,
     MemberList,
+    /// TTL, and the lease id unless the server is to choose one.
+    LeaseGrant(i64, Option<i64>),
+    LeaseRevoke(i64),
+    LeaseTimeToLive(i64, bool),
+    LeaseLeases,
 }
 
 impl Op {
@@ -525,6 +572,22 @@ impl Op {
             }
             Op::Status => client.status().await.map(|r| status_json(&r)),
             Op::MemberList => client.member_list().await.map(|r| member_list_json(&r)),
+            Op::LeaseGrant(ttl, id) => {
+                let options = id.map(|id| LeaseGrantOptions::new().with_id(id));
+                client.lease_grant(ttl, options).await.map(|r| lease_grant_json(&r, id.is_none()))
+            }
+            Op::LeaseRevoke(id) => {
+                client.lease_revoke(id).await.map(|r| json!({ "header": header_json(r.header()) }))
+            }
+            Op::LeaseTimeToLive(id, keys) => {
+                let options = if keys {
+                    LeaseTimeToLiveOptions::new().with_keys()
+                } else {
+                    LeaseTimeToLiveOptions::new()
+                };
+                client.lease_time_to_live(id, Some(options)).await.map(|r| time_to_live_json(&r))
+            }
+            Op::LeaseLeases => client.leases().await.map(|r| leases_json(&r)),
         };
         match result {
             Ok(response) => json!({ "ok": response }),
@@ -758,6 +821,37 @@ fn member_list_json(r: &MemberListResponse) -> Value {
         })
         .collect();
     json!({ "header": header_json(r.header()), "members": members })
+}
+
+/// The id of a lease the server chose differs between servers: only whether there is one compares.
+fn lease_grant_json(r: &LeaseGrantResponse, chosen: bool) -> Value {
+    json!({
+        "header": header_json(r.header()),
+        "ID": if chosen { json!(r.id() > 0) } else { json!(r.id()) },
+        "TTL": r.ttl(),
+        "error": r.error(),
+    })
+}
+
+/// Remaining TTL: a second may pass between grant and question on either server.
+fn time_to_live_json(r: &LeaseTimeToLiveResponse) -> Value {
+    let remaining =
+        if r.ttl() > 0 { json!(r.granted_ttl() - r.ttl() <= 1) } else { json!(r.ttl()) };
+    let keys: Vec<String> = r.keys().iter().map(|k| text(k)).collect();
+    json!({
+        "header": header_json(r.header()),
+        "ID": r.id(),
+        "TTL within a second of granted": remaining,
+        "grantedTTL": r.granted_ttl(),
+        "keys": keys,
+    })
+}
+
+/// etcd lists leases in no particular order: sorted, and the server-chosen one left out.
+fn leases_json(r: &LeaseLeasesResponse) -> Value {
+    let mut ids: Vec<i64> = r.leases().iter().map(|l| l.id()).filter(|id| *id < 10_000).collect();
+    ids.sort();
+    json!({ "header": header_json(r.header()), "leases": ids })
 }
 
 /// Bytes as text when they are UTF-8 (every key and value here is), else as hex.

@@ -195,3 +195,28 @@ fn watch_with_rev_prefix_and_prev_kv() {
     prefix.expect("PUT\np/a\nx\nPUT\np/a\nx\np/a\ny\nDELETE\np/a\ny\np/a\n\n");
     history.expect("PUT\nfoo\n1\nPUT\nfoo\n2\nPUT\nfoo\n3\n");
 }
+
+#[test]
+fn lease_grant_keep_alive_time_to_live_and_revoke() {
+    let cluster = Cluster::start(3);
+    let granted = etcdctl(&cluster, &["lease", "grant", "60"]);
+    // "lease 694d7a6b2b1f1a04 granted with TTL(60s)"
+    let id = granted.split_whitespace().nth(1).expect("a lease id").to_string();
+    assert!(granted.contains("granted with TTL(60s)"), "{granted}");
+    etcdctl(&cluster, &["put", "k1", "v", &format!("--lease={id}")]);
+    etcdctl(&cluster, &["put", "k2", "v", &format!("--lease={id}")]);
+    let ttl = etcdctl(&cluster, &["lease", "timetolive", &id, "--keys"]);
+    assert!(
+        ttl.contains("granted with TTL(60s)") && ttl.contains("attached keys([k1 k2])"),
+        "{ttl}"
+    );
+    let kept = etcdctl(&cluster, &["lease", "keep-alive", "--once", &id]);
+    assert!(kept.contains(&format!("lease {id} keepalived with TTL(60)")), "{kept}");
+    let list = etcdctl(&cluster, &["lease", "list"]);
+    assert!(list.contains("found 1 leases") && list.contains(&id), "{list}");
+    let revoked = etcdctl(&cluster, &["lease", "revoke", &id]);
+    assert!(revoked.contains(&format!("lease {id} revoked")), "{revoked}");
+    assert_eq!(etcdctl(&cluster, &["get", "k", "--prefix"]), "");
+    let gone = etcdctl(&cluster, &["lease", "timetolive", &id]);
+    assert!(gone.contains("already expired"), "{gone}");
+}

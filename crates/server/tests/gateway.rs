@@ -489,6 +489,16 @@ fn same_answers_as_etcd_3_4() {
             "/v3/kv/txn",
             json!({ "success": [{ "request_put": { "key": k("a") } }, { "request_delete_range": { "key": k("a") } }] }),
         ),
+        ("/v3/lease/grant", json!({ "TTL": "60", "ID": "7" })),
+        ("/v3/lease/grant", json!({ "TTL": 60, "ID": 7 })),
+        ("/v3/kv/put", json!({ "key": k("leased"), "value": k("v"), "lease": "7" })),
+        ("/v3/kv/lease/timetolive", json!({ "ID": "7", "keys": true })),
+        ("/v3/lease/timetolive", json!({ "ID": "8" })),
+        ("/v3/lease/leases", json!({})),
+        ("/v3/lease/keepalive", json!({ "ID": "7" })),
+        ("/v3/lease/revoke", json!({ "ID": "7" })),
+        ("/v3/kv/lease/revoke", json!({ "ID": "7" })),
+        ("/v3/kv/range", json!({ "key": k("leased") })),
     ];
     let mut differences = Vec::new();
     for (path, body) in &steps {

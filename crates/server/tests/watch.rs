@@ -322,19 +322,6 @@ async fn put_until_acked(kv: &mut etcd_client::Client, key: &str) -> i64 {
     }
 }
 
-/// The index of the member that is leader, asked of each member in turn.
-async fn leader_index(endpoints: &[String]) -> Option<usize> {
-    for (i, endpoint) in endpoints.iter().enumerate() {
-        let Ok(mut c) = etcd_client::Client::connect([endpoint], None).await else { continue };
-        if let Ok(status) = c.status().await
-            && status.header().is_some_and(|h| h.member_id() == status.leader())
-        {
-            return Some(i);
-        }
-    }
-    None
-}
-
 /// A watcher that follows a prefix while the member it is connected to is killed again and
 /// again (and with it, sometimes, the leader) sees every event exactly once and in order: on
 /// each break it reconnects to another member and resumes from the revision after the last one
@@ -397,7 +384,7 @@ async fn events_arrive_once_and_in_order_across_kills_and_reconnects() {
     for round in 0..6 {
         tokio::time::sleep(Duration::from_millis(700)).await;
         let victim = if round % 3 == 2 {
-            leader_index(&endpoints).await.unwrap_or(0)
+            support::leader_index(&endpoints).await.unwrap_or(0)
         } else {
             watched.load(Ordering::Acquire)
         };

@@ -9,17 +9,17 @@
 
 use strata_storage::{Engine, Keyspace, WriteBatch};
 
-use super::record::VersionRecord;
+use super::record::{LeaseRecord, VersionRecord};
 use super::view::{Overlay, View};
-use super::{AppliedState, read};
+use super::{AppliedState, lease, read};
 use crate::command::Request;
 use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::pb::etcdserverpb::request_op::Request as OpRequest;
 use crate::pb::etcdserverpb::response_op::Response as OpResponse;
 use crate::pb::etcdserverpb::{
     CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse,
-    PutRequest, PutResponse, RangeRequest, RequestOp, ResponseHeader, ResponseOp, TxnRequest,
-    TxnResponse,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest,
+    PutResponse, RangeRequest, RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
 use crate::pb::mvccpb::KeyValue;
 use crate::{Error, RangeId, Result, keys};
@@ -31,6 +31,15 @@ pub enum Response {
     DeleteRange(DeleteRangeResponse),
     Txn(TxnResponse),
     Compaction(CompactionResponse),
+    LeaseGrant(LeaseGrantResponse),
+    LeaseRevoke(LeaseRevokeResponse),
+}
+
+/// A lease granted or revoked by the requests applied: the leader's lessor follows these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseChange {
+    Granted { id: i64, ttl: i64 },
+    Revoked { id: i64 },
 }
 
 pub struct Applier<'a> {
@@ -41,6 +50,7 @@ pub struct Applier<'a> {
     batch: WriteBatch,
     /// Overlay entries replaced by the request being applied, to roll it back on error.
     undo: Vec<Undo>,
+    lease_changes: Vec<LeaseChange>,
 }
 
 /// An overlay key and what it held before (`None`: absent), to restore on rollback.
@@ -67,6 +77,7 @@ impl<'a> Applier<'a> {
             overlay: Overlay::new(),
             batch: WriteBatch::new(),
             undo: Vec::new(),
+            lease_changes: Vec::new(),
         }
     }
 
@@ -95,10 +106,12 @@ impl<'a> Applier<'a> {
     /// Applies one request. An error leaves the store exactly as it was before the request.
     pub fn apply(&mut self, request: &Request) -> Result<Response> {
         let (batch_len, state) = (self.batch.len(), self.state);
+        let leases_len = self.lease_changes.len();
         self.undo.clear();
         let result = self.apply_inner(request);
         if result.is_err() {
             self.batch.truncate(batch_len);
+            self.lease_changes.truncate(leases_len);
             self.state = state;
             for (key, previous) in self.undo.drain(..).rev() {
                 match previous {
@@ -118,7 +131,16 @@ impl<'a> Applier<'a> {
             }
             Request::Txn(req) => self.txn(req).map(Response::Txn),
             Request::Compaction(req) => self.compact(req).map(Response::Compaction),
+            Request::LeaseGrant(req) => self.lease_grant(req).map(Response::LeaseGrant),
+            Request::LeaseRevoke(req) => {
+                self.single(|this, w| this.lease_revoke(w, req).map(Response::LeaseRevoke))
+            }
         }
+    }
+
+    /// The leases granted and revoked so far in this run, in order.
+    pub fn take_lease_changes(&mut self) -> Vec<LeaseChange> {
+        std::mem::take(&mut self.lease_changes)
     }
 
     /// Finishes the run: the batch holds every write plus the applied state.
@@ -157,19 +179,42 @@ impl<'a> Applier<'a> {
         writes.sub += 1;
     }
 
+    /// Writes (or, with `None`, deletes) a record that is not a key version.
+    fn write_raw(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        match &value {
+            Some(v) => self.batch.put(Keyspace::Mvcc, key.clone(), v.clone()),
+            None => self.batch.delete(Keyspace::Mvcc, key.clone()),
+        }
+        self.overlay_write(key, value);
+    }
+
+    fn lease_exists(&self, id: i64) -> Result<bool> {
+        Ok(lease::get(&self.view(), id)?.is_some())
+    }
+
+    /// Keeps the attachment records in step with a key's lease changing from `from` to `to`.
+    fn reattach(&mut self, key: &[u8], from: i64, to: i64) {
+        if from != 0 && from != to {
+            self.write_raw(keys::lease_key(from, key), None);
+        }
+        if to != 0 && from != to {
+            self.write_raw(keys::lease_key(to, key), Some(Vec::new()));
+        }
+    }
+
     fn overlay_write(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
         let previous = self.overlay.insert(key.clone(), value);
         self.undo.push((key, previous));
     }
 
     fn put(&mut self, writes: &mut Writes, req: &PutRequest) -> Result<PutResponse> {
+        // etcd checks the lease first (inside a transaction, `check_txn` has checked both).
+        if req.lease != 0 && !self.lease_exists(req.lease)? {
+            return Err(Error::LeaseNotFound);
+        }
         let previous = self.view().get(&req.key, self.read_revision(writes))?;
         if (req.ignore_value || req.ignore_lease) && previous.is_none() {
             return Err(Error::KeyNotFound);
-        }
-        if req.lease != 0 {
-            // Leases do not exist yet, so no lease id can be valid.
-            return Err(Error::LeaseNotFound);
         }
         let value = match (&previous, req.ignore_value) {
             (Some(prev), true) => prev.value.clone(),
@@ -187,6 +232,7 @@ impl<'a> Applier<'a> {
             tombstone: false,
         };
         self.write_version(writes, &req.key, &record);
+        self.reattach(&req.key, previous.as_ref().map_or(0, |p| p.lease), lease);
         Ok(PutResponse {
             header: Self::header(writes.revision),
             prev_kv: if req.prev_kv { previous } else { None },
@@ -207,6 +253,7 @@ impl<'a> Applier<'a> {
         let tombstone = VersionRecord { tombstone: true, ..Default::default() };
         for kv in &doomed {
             self.write_version(writes, &kv.key, &tombstone);
+            self.reattach(&kv.key, kv.lease, 0);
         }
         let revision = if writes.changed() { writes.revision } else { self.state.revision };
         Ok(DeleteRangeResponse {
@@ -287,7 +334,7 @@ impl<'a> Applier<'a> {
                     {
                         return Err(Error::KeyNotFound);
                     }
-                    if p.lease != 0 {
+                    if p.lease != 0 && !self.lease_exists(p.lease)? {
                         return Err(Error::LeaseNotFound);
                     }
                 }
@@ -325,6 +372,48 @@ impl<'a> Applier<'a> {
             responses.push(ResponseOp { response: Some(response) });
         }
         Ok(TxnResponse { header: None, succeeded, responses })
+    }
+
+    /// Grants a lease. Its id and TTL were settled before proposing, so every replica grants the
+    /// same one. Granting takes no revision, as in etcd.
+    fn lease_grant(&mut self, req: &LeaseGrantRequest) -> Result<LeaseGrantResponse> {
+        if req.id <= 0 {
+            return Err(Error::Internal(format!("lease id {} proposed", req.id)));
+        }
+        if self.lease_exists(req.id)? {
+            return Err(Error::LeaseExists);
+        }
+        use prost::Message as _;
+        let record = LeaseRecord { ttl: req.ttl };
+        self.write_raw(keys::lease(req.id), Some(record.encode_to_vec()));
+        self.lease_changes.push(LeaseChange::Granted { id: req.id, ttl: req.ttl });
+        Ok(LeaseGrantResponse {
+            header: Self::header(self.state.revision),
+            id: req.id,
+            ttl: req.ttl,
+            error: String::new(),
+        })
+    }
+
+    /// Revokes a lease: every key attached to it is deleted, all at one revision.
+    fn lease_revoke(
+        &mut self,
+        writes: &mut Writes,
+        req: &LeaseRevokeRequest,
+    ) -> Result<LeaseRevokeResponse> {
+        if !self.lease_exists(req.id)? {
+            return Err(Error::LeaseNotFound);
+        }
+        let tombstone = VersionRecord { tombstone: true, ..Default::default() };
+        for key in lease::attached_keys(&self.view(), req.id)? {
+            if self.view().get(&key, self.read_revision(writes))?.is_some() {
+                self.write_version(writes, &key, &tombstone);
+            }
+            self.write_raw(keys::lease_key(req.id, &key), None);
+        }
+        self.write_raw(keys::lease(req.id), None);
+        self.lease_changes.push(LeaseChange::Revoked { id: req.id });
+        Ok(LeaseRevokeResponse { header: Self::header(self.read_revision(writes)) })
     }
 
     /// Compaction: reads below `revision` become impossible, and every version no read at or

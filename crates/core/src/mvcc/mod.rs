@@ -18,13 +18,14 @@
 //! [`WriteBatch`]: strata_storage::WriteBatch
 
 pub mod apply;
+pub mod lease;
 pub mod read;
 pub(crate) mod record;
 pub mod validate;
 pub mod view;
 
-pub use apply::{Applier, Response};
-pub use record::AppliedState;
+pub use apply::{Applier, LeaseChange, Response};
+pub use record::{AppliedState, LeaseRecord};
 
 use strata_storage::{Engine, Keyspace};
 

@@ -39,6 +39,21 @@ impl VersionRecord {
     }
 }
 
+/// A lease, stored under `keys::lease(id)`. Its expiry is not replicated: only the leader
+/// tracks time (see `raftstore::lessor`).
+#[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
+pub struct LeaseRecord {
+    #[prost(int64, tag = "1")]
+    pub ttl: i64,
+}
+
+impl LeaseRecord {
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        <Self as prost::Message>::decode(bytes)
+            .map_err(|e| Error::Storage(format!("undecodable lease record: {e}")))
+    }
+}
+
 /// A range replica's applied state. It is written in the same batch as the MVCC data that
 /// applying up to `applied_index` produced, so the two can never disagree after a crash.
 #[derive(Clone, Copy, PartialEq, Eq, prost::Message)]

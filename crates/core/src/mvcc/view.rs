@@ -49,6 +49,13 @@ impl<'a> View<'a> {
         Ok(Merged { engine, overlay: overlay.into_iter().peekable() })
     }
 
+    /// The raw record stored under `raw_key`, if any.
+    pub fn get_raw(&self, raw_key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let mut end = raw_key.to_vec();
+        end.push(0);
+        Ok(self.scan(raw_key, &end)?.next().transpose()?.map(|(_, value)| value))
+    }
+
     /// The latest version of `key` at or below `revision`, unless that version is a deletion.
     pub fn get(&self, key: &[u8], revision: i64) -> Result<Option<KeyValue>> {
         let start = keys::version(key, revision);

@@ -10,9 +10,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::lessor::Lessor;
 use super::node::{Node, OutMessage, Output};
 use crate::command::Request;
 use crate::mvcc::Response;
+use crate::pb::etcdserverpb::LeaseRevokeRequest;
 use crate::{Error, FIRST_RANGE_ID, RangeId, Result};
 
 /// Answers to deliver to waiting clients.
@@ -55,11 +57,21 @@ pub struct Driver<T, P, R> {
     reads: BTreeMap<u64, Waiting<T, R>>,
     /// The term at the last check for proposals of earlier terms.
     last_term: u64,
+    /// Ticks so far: the lease clock's time.
+    ticks: u64,
+    lessor: Lessor,
 }
+
+/// A lease whose revocation was proposed and has not happened yet is proposed again after this
+/// many seconds (the proposal may have been lost to a leader change).
+const LEASE_REVOKE_RETRY_SECONDS: u64 = 3;
 
 impl<T: Ord + Copy, P, R> Driver<T, P, R> {
     pub fn new(node: Node) -> Self {
+        let lessor = Lessor::new(node.config().ticks_per_second);
         Self {
+            lessor,
+            ticks: 0,
             node,
             next_id: 1,
             proposals: BTreeMap::new(),
@@ -107,6 +119,8 @@ impl<T: Ord + Copy, P, R> Driver<T, P, R> {
     /// answers requests past their deadline.
     pub fn tick(&mut self, now: T) -> Answers<P, R> {
         self.node.tick();
+        self.ticks += 1;
+        self.revoke_expired_leases();
         let mut answers = Answers::default();
         for proposal in std::mem::take(&mut self.unproposed) {
             match self.proposals.get(&proposal.id) {
@@ -133,6 +147,7 @@ impl<T: Ord + Copy, P, R> Driver<T, P, R> {
             return Ok(None);
         }
         let mut output = self.node.process_ready_sending(send_now)?;
+        self.follow_leases(&output)?;
         let mut answers = Answers::default();
         for (id, result) in std::mem::take(&mut output.completions) {
             if let Some(w) = self.proposals.remove(&id) {
@@ -146,6 +161,65 @@ impl<T: Ord + Copy, P, R> Driver<T, P, R> {
         }
         self.fail_proposals_of_old_terms(&mut answers);
         Ok(Some((output, answers)))
+    }
+
+    /// Renews a lease on the leader; returns its TTL, or 0 if it does not exist (etcd's answer
+    /// to a keep-alive for an unknown lease). Fails with "not leader" elsewhere.
+    pub fn lease_keep_alive(&mut self, id: i64) -> Result<i64> {
+        self.learn_lease(id)?;
+        Ok(self.lessor.renew(id, self.ticks).unwrap_or(0))
+    }
+
+    /// `(remaining seconds, granted TTL)` of a lease on the leader, `None` if it does not exist.
+    pub fn lease_time_to_live(&mut self, id: i64) -> Result<Option<(i64, i64)>> {
+        self.learn_lease(id)?;
+        Ok(self.lessor.remaining(id, self.ticks))
+    }
+
+    /// On the leader, makes sure the lease clock knows a lease this node has applied (it may
+    /// have been applied in the same round the node became leader).
+    fn learn_lease(&mut self, id: i64) -> Result<()> {
+        if !self.lessor.is_active() {
+            return Err(Error::NotLeader);
+        }
+        if self.lessor.remaining(id, self.ticks).is_none()
+            && let Some(ttl) = self.node.lease_ttl(FIRST_RANGE_ID, id)?
+        {
+            self.lessor.apply(crate::mvcc::LeaseChange::Granted { id, ttl }, self.ticks);
+        }
+        Ok(())
+    }
+
+    /// Keeps the lease clock on the leader only, and in step with applied grants and
+    /// revocations.
+    fn follow_leases(&mut self, output: &Output) -> Result<()> {
+        use super::StateRole;
+        let leader = self.node.role(FIRST_RANGE_ID) == Some(StateRole::Leader);
+        if leader && !self.lessor.is_active() {
+            let extend = self.node.config().election_ticks as u64;
+            self.lessor.promote(self.node.leases(FIRST_RANGE_ID)?, self.ticks, extend);
+        } else if !leader && self.lessor.is_active() {
+            self.lessor.demote();
+        }
+        for (_, change) in &output.lease_changes {
+            self.lessor.apply(*change, self.ticks);
+        }
+        Ok(())
+    }
+
+    /// Proposes the revocation of every expired lease (the leader's job).
+    fn revoke_expired_leases(&mut self) {
+        let retry = LEASE_REVOKE_RETRY_SECONDS * self.node.config().ticks_per_second;
+        for id in self.lessor.expired(self.ticks, retry) {
+            let request = Request::LeaseRevoke(LeaseRevokeRequest { id });
+            // Nobody waits for the answer; a lost proposal is proposed again after `retry`.
+            let proposal = self.take_id();
+            let _ = self.node.propose(FIRST_RANGE_ID, proposal, request);
+        }
+    }
+
+    pub fn lease_count(&self) -> usize {
+        self.lessor.len()
     }
 
     fn take_id(&mut self) -> u64 {

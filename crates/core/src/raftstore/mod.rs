@@ -18,6 +18,7 @@
 //! share one ReadIndex request.
 
 mod driver;
+pub mod lessor;
 mod log;
 mod node;
 mod replica;

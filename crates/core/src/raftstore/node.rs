@@ -14,7 +14,7 @@ use super::session::Sessions;
 use super::snapshot;
 use super::stats::{NodeStats, bump};
 use crate::command::{Command, Request};
-use crate::mvcc::{self, AppliedState, Response};
+use crate::mvcc::{self, AppliedState, LeaseChange, Response};
 use crate::rng::mix;
 use crate::{Error, FIRST_RANGE_ID, NodeId, RangeId, Result, keys};
 
@@ -28,6 +28,8 @@ pub struct Config {
     pub initial_voters: Vec<NodeId>,
     pub election_ticks: usize,
     pub heartbeat_ticks: usize,
+    /// How many ticks make a second: the leader's lease clock counts in ticks.
+    pub ticks_per_second: u64,
     /// Compact a replica's log once it holds more applied entries than this...
     pub log_entries_max: u64,
     /// ...keeping this many of the newest applied entries, so briefly lagging followers catch
@@ -77,6 +79,7 @@ impl Config {
             initial_voters,
             election_ticks: 10,
             heartbeat_ticks: 1,
+            ticks_per_second: 10,
             log_entries_max: 10_000,
             log_entries_keep: 2_000,
             append_bytes_max: 1024 * 1024,
@@ -107,6 +110,8 @@ pub struct Output {
     pub reads_ready: Vec<u64>,
     /// Every entry applied in this round, when [`Config::record_applied`] is set.
     pub applied: Vec<AppliedEntry>,
+    /// Leases granted and revoked by the entries applied in this round.
+    pub lease_changes: Vec<(RangeId, LeaseChange)>,
 }
 
 /// An applied log entry, as the simulator's checkers see it.
@@ -287,6 +292,23 @@ impl Node {
     }
 
     /// The replica's Raft role right now.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Every lease of a range, as `(id, ttl)`, from what this node has applied.
+    pub fn leases(&self, range_id: RangeId) -> Result<Vec<(i64, i64)>> {
+        let _ = range_id; // all ranges share the lease records while there is one range
+        mvcc::lease::all(&mvcc::view::View::new(self.engine.as_ref()))
+    }
+
+    /// One lease's TTL, if this node has applied its grant and not its revocation.
+    pub fn lease_ttl(&self, range_id: RangeId, id: i64) -> Result<Option<i64>> {
+        let _ = range_id;
+        let view = mvcc::view::View::new(self.engine.as_ref());
+        Ok(mvcc::lease::get(&view, id)?.map(|record| record.ttl))
+    }
+
     pub fn role(&self, range_id: RangeId) -> Option<StateRole> {
         self.replicas.get(&range_id).map(|r| r.raw.raft.state)
     }
@@ -499,7 +521,7 @@ impl Node {
                     AppliedEntry { range_id, index: e.index, term: e.term, data: e.data.to_vec() }
                 }));
             }
-            let completions = replica.apply_entries(
+            let (completions, leases) = replica.apply_entries(
                 engine.as_ref(),
                 &committed,
                 self.config.node_id,
@@ -507,6 +529,7 @@ impl Node {
                 &mut apply_batch,
             )?;
             out.completions.extend(completions);
+            out.lease_changes.extend(leases.into_iter().map(|change| (range_id, change)));
             // Raise the compaction floor before the compaction's deletions become visible, so a
             // concurrent reader below it notices (see the server's read path).
             replica

@@ -11,7 +11,7 @@ use super::log::{RaftLog, decode, encode};
 use super::node::RangeShared;
 use super::session::Sessions;
 use crate::command::Command;
-use crate::mvcc::{AppliedState, Applier, Response};
+use crate::mvcc::{AppliedState, Applier, LeaseChange, Response};
 use crate::{NodeId, RangeId, Result, keys};
 
 /// A batch of reads waiting on one ReadIndex request.
@@ -43,8 +43,9 @@ pub(crate) struct Replica {
 pub(crate) type Completion = (u64, Result<Response>);
 
 impl Replica {
-    /// Applies committed entries in order; returns the writes and the results of this node's
-    /// own proposals. Entries of other proposers are applied all the same, silently.
+    /// Applies committed entries in order; returns the results of this node's own proposals and
+    /// the leases granted and revoked. Entries of other proposers are applied all the same,
+    /// silently.
     pub fn apply_entries(
         &mut self,
         engine: &dyn Engine,
@@ -52,10 +53,10 @@ impl Replica {
         node_id: NodeId,
         epoch: u64,
         batch: &mut WriteBatch,
-    ) -> Result<Vec<Completion>> {
+    ) -> Result<(Vec<Completion>, Vec<LeaseChange>)> {
         let mut completions = Vec::new();
         if entries.is_empty() {
-            return Ok(completions);
+            return Ok((completions, Vec::new()));
         }
         let mut applier = Applier::new(engine, self.range_id, self.applied);
         for entry in entries {
@@ -108,11 +109,12 @@ impl Replica {
                 }
             }
         }
+        let leases = applier.take_lease_changes();
         let (writes, state) = applier.finish();
         batch.extend(writes);
         self.sessions.write_changed(self.range_id, batch);
         self.applied = state;
-        Ok(completions)
+        Ok((completions, leases))
     }
 
     fn apply_conf_change(

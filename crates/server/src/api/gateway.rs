@@ -47,7 +47,8 @@ use strata_core::pb::etcdserverpb::{
     ResponseHeader, ResponseOp, StatusResponse, TxnRequest, TxnResponse,
 };
 use strata_core::pb::etcdserverpb::{
-    WatchCancelRequest, WatchCreateRequest, WatchProgressRequest, WatchRequest, WatchResponse,
+    LeaseGrantRequest, LeaseRevokeRequest, LeaseTimeToLiveRequest, WatchCancelRequest,
+    WatchCreateRequest, WatchProgressRequest, WatchRequest, WatchResponse,
 };
 use strata_core::pb::mvccpb::event::EventType;
 use strata_core::pb::mvccpb::{Event, KeyValue};
@@ -73,6 +74,72 @@ pub fn routes() -> Router<Arc<Api>> {
         .route("/v3/maintenance/status", post(maintenance_status))
         .route("/v3/cluster/member/list", post(member_list))
         .route("/v3/watch", post(watch))
+        .route("/v3/lease/grant", post(lease_grant))
+        .route("/v3/lease/revoke", post(lease_revoke))
+        .route("/v3/kv/lease/revoke", post(lease_revoke))
+        .route("/v3/lease/keepalive", post(lease_keep_alive))
+        .route("/v3/lease/timetolive", post(lease_time_to_live))
+        .route("/v3/kv/lease/timetolive", post(lease_time_to_live))
+        .route("/v3/lease/leases", post(lease_leases))
+        .route("/v3/kv/lease/leases", post(lease_leases))
+}
+
+async fn lease_grant(State(api): State<Arc<Api>>, body: Body) -> Answer {
+    let req = decode(&api, body, |input| {
+        Ok(LeaseGrantRequest { ttl: input.int64("TTL")?, id: input.int64("ID")? })
+    })
+    .await?;
+    let r = api.observe("LeaseGrant", api.lease_grant(req)).await?;
+    Ok(Fields::default()
+        .message("header", r.header.as_ref().map(header))
+        .int("ID", r.id)
+        .int("TTL", r.ttl)
+        .string("error", &r.error)
+        .done())
+}
+
+async fn lease_revoke(State(api): State<Arc<Api>>, body: Body) -> Answer {
+    let req = decode(&api, body, |input| Ok(LeaseRevokeRequest { id: input.int64("ID")? })).await?;
+    let r = api.observe("LeaseRevoke", api.lease_revoke(req)).await?;
+    Ok(Fields::default().message("header", r.header.as_ref().map(header)).done())
+}
+
+/// One keep-alive, answered as grpc-gateway answers its stream: one `{"result": ...}` line.
+async fn lease_keep_alive(State(api): State<Arc<Api>>, body: Body) -> Answer {
+    let id = decode(&api, body, |input| input.int64("ID")).await?;
+    let r = api.observe("LeaseKeepAlive", api.lease_keep_alive_once(id)).await?;
+    let result = Fields::default()
+        .message("header", r.header.as_ref().map(header))
+        .int("ID", r.id)
+        .int("TTL", r.ttl)
+        .done();
+    Ok(Json::Object(vec![("result", result)]))
+}
+
+async fn lease_time_to_live(State(api): State<Arc<Api>>, body: Body) -> Answer {
+    let req = decode(&api, body, |input| {
+        Ok(LeaseTimeToLiveRequest { id: input.int64("ID")?, keys: input.bool("keys")? })
+    })
+    .await?;
+    let r = api.observe("LeaseTimeToLive", api.lease_time_to_live(req)).await?;
+    let keys: Vec<Json> = r.keys.iter().map(|k| Json::Value(BASE64.encode(k).into())).collect();
+    Ok(Fields::default()
+        .message("header", r.header.as_ref().map(header))
+        .int("ID", r.id)
+        .int("TTL", r.ttl)
+        .int("grantedTTL", r.granted_ttl)
+        .messages("keys", keys)
+        .done())
+}
+
+async fn lease_leases(State(api): State<Arc<Api>>, body: Body) -> Answer {
+    decode(&api, body, |_| Ok(())).await?;
+    let r = api.observe("LeaseLeases", api.lease_leases()).await?;
+    let leases = r.leases.iter().map(|l| Fields::default().int("ID", l.id).done()).collect();
+    Ok(Fields::default()
+        .message("header", r.header.as_ref().map(header))
+        .messages("leases", leases)
+        .done())
 }
 
 type Answer = Result<Json, Failure>;
@@ -196,9 +263,8 @@ fn http_status(code: tonic::Code) -> StatusCode {
     match code {
         Code::Ok => StatusCode::OK,
         Code::Cancelled => StatusCode::REQUEST_TIMEOUT,
-        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
-            StatusCode::BAD_REQUEST
-        }
+        Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
+        Code::FailedPrecondition => StatusCode::PRECONDITION_FAILED,
         Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
         Code::NotFound => StatusCode::NOT_FOUND,
         Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,

@@ -71,6 +71,8 @@ impl Api {
             Request::DeleteRange(r) => r.encoded_len(),
             Request::Txn(r) => r.encoded_len(),
             Request::Compaction(r) => r.encoded_len(),
+            Request::LeaseGrant(r) => r.encoded_len(),
+            Request::LeaseRevoke(r) => r.encoded_len(),
         };
         if size > self.limits.request_bytes_max {
             return Err(Error::RequestTooLarge);

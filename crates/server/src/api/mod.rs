@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod gateway;
 pub mod http;
 pub mod kv;
+pub mod lease;
 pub mod maintenance;
 pub mod watch;
 
@@ -36,6 +37,9 @@ pub struct Api {
     /// Bytes on disk, for `Status`; a closure so the handler does not depend on the engine type.
     pub db_size: Arc<dyn Fn() -> u64 + Send + Sync>,
     pub watches: watch::Watches,
+    pub lease_ids: lease::LeaseIds,
+    /// Connections to the leader, for lease questions only it can answer.
+    pub forwarder: lease::Forwarder,
 }
 
 impl Api {
@@ -76,6 +80,7 @@ pub fn status(error: Error) -> tonic::Status {
     let code = match error.code() {
         Code::InvalidArgument => tonic::Code::InvalidArgument,
         Code::NotFound => tonic::Code::NotFound,
+        Code::FailedPrecondition => tonic::Code::FailedPrecondition,
         Code::OutOfRange => tonic::Code::OutOfRange,
         Code::ResourceExhausted => tonic::Code::ResourceExhausted,
         Code::Unavailable => tonic::Code::Unavailable,

@@ -244,6 +244,19 @@ pub async fn client(endpoints: &[String]) -> etcd_client::Client {
     etcd_client::Client::connect(endpoints, Some(options)).await.expect("connect")
 }
 
+/// The index of the member that is leader, asked of each member in turn.
+pub async fn leader_index(endpoints: &[String]) -> Option<usize> {
+    for (i, endpoint) in endpoints.iter().enumerate() {
+        let Ok(mut c) = etcd_client::Client::connect([endpoint], None).await else { continue };
+        if let Ok(status) = c.status().await
+            && status.header().is_some_and(|h| h.member_id() == status.leader())
+        {
+            return Some(i);
+        }
+    }
+    None
+}
+
 /// Puts a key, retrying while the cluster answers with a retryable error (no leader, leader
 /// changed, timed out) — what a client does while a new leader is being elected. Only for
 /// idempotent writes.
