@@ -14,6 +14,8 @@ pub enum Code {
     ResourceExhausted,
     Unavailable,
     Internal,
+    /// What Go's gRPC answers for an error without a code (etcd's election errors).
+    Unknown,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -49,6 +51,14 @@ pub enum Error {
     /// longer) the leader.
     #[error("etcdserver: not leader")]
     NotLeader,
+    /// The leader key given to `Proclaim` no longer leads (etcd's `ErrElectionNotLeader`).
+    #[error("election: not leader")]
+    ElectionNotLeader,
+    /// Nobody leads the election asked about.
+    #[error("election: no leader")]
+    ElectionNoLeader,
+    #[error("\"leader\" field must be provided")]
+    MissingLeaderKey,
     /// No leader is known: an election is in progress or a majority is unreachable.
     #[error("etcdserver: no leader")]
     NoLeader,
@@ -88,6 +98,9 @@ impl Error {
             Error::Timeout => Code::Unavailable,
             Error::TooManyRequests => Code::ResourceExhausted,
             Error::Storage(_) | Error::Internal(_) => Code::Internal,
+            Error::ElectionNotLeader | Error::ElectionNoLeader | Error::MissingLeaderKey => {
+                Code::Unknown
+            }
         }
     }
 

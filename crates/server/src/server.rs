@@ -17,15 +17,18 @@ use crate::api::cluster::ClusterService;
 use crate::api::http::Metrics;
 use crate::api::kv::KvService;
 use crate::api::lease::{LeaseIds, LeaseService};
+use crate::api::lock::{ElectionService, LockService};
 use crate::api::maintenance::MaintenanceService;
 use crate::api::watch::{self, WatchService, Watches};
 use crate::api::{Api, http};
 use crate::config::NodeConfig;
+use crate::pb::election::election_server::ElectionServer;
 use crate::pb::etcd::cluster_server::ClusterServer;
 use crate::pb::etcd::kv_server::KvServer;
 use crate::pb::etcd::lease_server::LeaseServer;
 use crate::pb::etcd::maintenance_server::MaintenanceServer;
 use crate::pb::etcd::watch_server::WatchServer;
+use crate::pb::lock::lock_server::LockServer;
 use crate::pb::transport::raft_transport_server::RaftTransportServer;
 use crate::shell;
 use crate::timed_engine::TimedEngine;
@@ -158,6 +161,14 @@ impl Member {
             .route_service(
                 "/etcdserverpb.Maintenance/{*method}",
                 MaintenanceServer::new(MaintenanceService { api: api.clone() }),
+            )
+            .route_service(
+                "/v3lockpb.Lock/{*method}",
+                LockServer::new(LockService { api: api.clone() }),
+            )
+            .route_service(
+                "/v3electionpb.Election/{*method}",
+                ElectionServer::new(ElectionService { api: api.clone() }),
             )
             .route_service(
                 "/etcdserverpb.Lease/{*method}",

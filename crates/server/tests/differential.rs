@@ -22,10 +22,10 @@ use std::fmt::Write as _;
 
 use etcd_client::{
     Client, CompactionOptions, CompactionResponse, Compare, CompareOp, DeleteOptions,
-    DeleteResponse, GetOptions, GetResponse, KeyValue, LeaseGrantOptions, LeaseGrantResponse,
-    LeaseLeasesResponse, LeaseTimeToLiveOptions, LeaseTimeToLiveResponse, MemberListResponse,
-    PutOptions, PutResponse, ResponseHeader, SortOrder, SortTarget, StatusResponse, Txn, TxnOp,
-    TxnOpResponse, TxnResponse,
+    DeleteResponse, GetOptions, GetResponse, KeyValue, LeaderKey, LeaseGrantOptions,
+    LeaseGrantResponse, LeaseLeasesResponse, LeaseTimeToLiveOptions, LeaseTimeToLiveResponse,
+    LockOptions, MemberListResponse, ProclaimOptions, PutOptions, PutResponse, ResignOptions,
+    ResponseHeader, SortOrder, SortTarget, StatusResponse, Txn, TxnOp, TxnOpResponse, TxnResponse,
 };
 use serde_json::{Value, json};
 use support::etcd::Etcd;
@@ -87,6 +87,7 @@ async fn responses_match_etcd() {
     compaction(&mut d).await;
     errors(&mut d).await;
     leases(&mut d).await;
+    locks_and_elections(&mut d).await;
     d.get("get: every key at the end", "\0", Some(GetOptions::new().with_from_key())).await;
     d.step("status", Op::Status).await;
     d.step("member list", Op::MemberList).await;
@@ -425,6 +426,30 @@ async fn leases(d: &mut Differ) {
     d.step("lease: list after revoking", Op::LeaseLeases).await;
 }
 
+/// Uncontended locks and an election on leases with chosen ids, so keys and revisions match.
+async fn locks_and_elections(d: &mut Differ) {
+    d.step("lock: lease for the lock", Op::LeaseGrant(60, Some(0x7d0))).await;
+    d.step("lock: lease for the election", Op::LeaseGrant(60, Some(0x7d1))).await;
+    d.step("lock: take", Op::Lock("L".into(), 0x7d0)).await;
+    d.get("lock: the lock key", "L/", prefix()).await;
+    d.step("lock: take again with the same lease", Op::Lock("L".into(), 0x7d0)).await;
+    d.step("lock: unlock", Op::Unlock("L/7d0".into())).await;
+    d.get("lock: released", "L/", prefix()).await;
+
+    d.step("election: leader before any campaign", Op::Leader("E".into())).await;
+    let won = d.step("election: campaign", Op::Campaign("E".into(), "v1".into(), 0x7d1)).await;
+    let rev = won["ok"]["leader"]["rev"].as_i64().expect("etcd's campaign answer has a rev");
+    let leader = LeaderKey::new().with_name("E").with_key("E/7d1").with_rev(rev).with_lease(0x7d1);
+    d.step("election: leader", Op::Leader("E".into())).await;
+    d.step("election: proclaim", Op::Proclaim(leader.clone(), "v2".into())).await;
+    d.step("election: leader after proclaiming", Op::Leader("E".into())).await;
+    d.step("election: resign", Op::Resign(leader.clone())).await;
+    d.step("election: leader after resigning", Op::Leader("E".into())).await;
+    d.step("election: proclaim by a resigned leader", Op::Proclaim(leader.clone(), "v3".into()))
+        .await;
+    d.step("election: resign twice", Op::Resign(leader)).await;
+}
+
 async fn errors(d: &mut Differ) {
     d.put("error: put with empty key", "", "v", None).await;
     d.get("error: get with empty key", "", None).await;
@@ -555,6 +580,12 @@ enum Op {
     LeaseRevoke(i64),
     LeaseTimeToLive(i64, bool),
     LeaseLeases,
+    Lock(String, i64),
+    Unlock(String),
+    Campaign(String, String, i64),
+    Proclaim(LeaderKey, String),
+    Leader(String),
+    Resign(LeaderKey),
 }
 
 impl Op {
@@ -588,6 +619,32 @@ impl Op {
                 client.lease_time_to_live(id, Some(options)).await.map(|r| time_to_live_json(&r))
             }
             Op::LeaseLeases => client.leases().await.map(|r| leases_json(&r)),
+            Op::Lock(name, lease) => {
+                let options = LockOptions::new().with_lease(lease);
+                client.lock(name, Some(options)).await.map(|r| {
+                    json!({ "header": header_json(r.header()), "key": text(r.key()) })
+                })
+            }
+            Op::Unlock(key) => {
+                client.unlock(key).await.map(|r| json!({ "header": header_json(r.header()) }))
+            }
+            Op::Campaign(name, value, lease) => client.campaign(name, value, lease).await.map(|r| {
+                let leader = r.leader().map(|l| {
+                    json!({ "name": text(l.name()), "key": text(l.key()), "rev": l.rev(), "lease": l.lease() })
+                });
+                json!({ "header": header_json(r.header()), "leader": leader })
+            }),
+            Op::Proclaim(leader, value) => {
+                let options = ProclaimOptions::new().with_leader(leader);
+                client.proclaim(value, Some(options)).await.map(|r| json!({ "header": header_json(r.header()) }))
+            }
+            Op::Leader(name) => client.leader(name).await.map(|r| {
+                json!({ "header": header_json(r.header()), "kv": r.kv().map(kv_json) })
+            }),
+            Op::Resign(leader) => {
+                let options = ResignOptions::new().with_leader(leader);
+                client.resign(Some(options)).await.map(|r| json!({ "header": header_json(r.header()) }))
+            }
         };
         match result {
             Ok(response) => json!({ "ok": response }),

@@ -115,7 +115,8 @@ fn compaction_status_and_members() {
     assert!(ok && health.matches("is healthy").count() == 3, "{health}");
 }
 
-/// A running `etcdctl watch`, its output collected as it arrives; killed by PID when dropped.
+/// A running `etcdctl` command that does not end by itself (`watch`, `lock`, `elect`), its
+/// output collected as it arrives; killed by PID when dropped.
 struct Watching {
     child: std::process::Child,
     out: std::sync::Arc<std::sync::Mutex<String>>,
@@ -123,9 +124,15 @@ struct Watching {
 
 impl Watching {
     fn start(cluster: &Cluster, args: &[&str]) -> Self {
+        let mut full = vec!["watch"];
+        full.extend_from_slice(args);
+        Self::spawn(cluster, &full)
+    }
+
+    fn spawn(cluster: &Cluster, args: &[&str]) -> Self {
         let endpoints = format!("--endpoints={}", cluster.endpoints_csv());
         let mut child = std::process::Command::new("etcdctl")
-            .args([endpoints.as_str(), "watch"])
+            .arg(endpoints.as_str())
             .args(args)
             .env("ETCDCTL_API", "3")
             .stdout(std::process::Stdio::piped())
@@ -162,6 +169,30 @@ impl Watching {
             );
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
+    }
+}
+
+impl Watching {
+    fn output(&self) -> String {
+        self.out.lock().unwrap().clone()
+    }
+
+    /// Waits until some output line starts with `start` (fails after 10 s).
+    fn wait_for_line(&self, start: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !self.output().lines().any(|line| line.starts_with(start)) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no line {start:?} in {:?}",
+                self.output()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Ctrl-C: etcdctl releases what it holds and exits.
+    fn interrupt(&self) {
+        run("kill", &["-INT", &self.child.id().to_string()]);
     }
 }
 
@@ -219,4 +250,41 @@ fn lease_grant_keep_alive_time_to_live_and_revoke() {
     assert_eq!(etcdctl(&cluster, &["get", "k", "--prefix"]), "");
     let gone = etcdctl(&cluster, &["lease", "timetolive", &id]);
     assert!(gone.contains("already expired"), "{gone}");
+}
+
+#[test]
+fn lock_runs_a_command_holding_the_lock_and_a_second_waits() {
+    let cluster = Cluster::start(3);
+    // With a command: runs it holding the lock, with the key and revision in its environment.
+    let out = etcdctl(
+        &cluster,
+        &["lock", "job", "--", "sh", "-c", "echo held $ETCD_LOCK_KEY $ETCD_LOCK_REV"],
+    );
+    let words: Vec<&str> = out.split_whitespace().collect();
+    assert!(words.len() == 3 && words[0] == "held" && words[1].starts_with("job/"), "{out}");
+    assert!(words[2].parse::<i64>().is_ok(), "{out}");
+
+    // Without: holds the lock until interrupted; a second contender waits until then.
+    let first = Watching::spawn(&cluster, &["lock", "job"]);
+    first.wait_for_line("job/");
+    let second = Watching::spawn(&cluster, &["lock", "job", "echo", "second"]);
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    assert_eq!(second.output(), "", "the second contender must wait");
+    first.interrupt();
+    second.wait_for_line("second");
+}
+
+#[test]
+fn elect_proclaims_and_a_listener_sees_the_leader() {
+    let cluster = Cluster::start(3);
+    let candidate = Watching::spawn(&cluster, &["elect", "e", "p1"]);
+    candidate.wait_for_line("p1");
+    let listener = Watching::spawn(&cluster, &["elect", "-l", "e"]);
+    listener.wait_for_line("p1");
+    let second = Watching::spawn(&cluster, &["elect", "e", "p2"]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(!second.output().contains("p2"), "a second leader: {}", second.output());
+    candidate.interrupt();
+    second.wait_for_line("p2");
+    listener.wait_for_line("p2");
 }

@@ -9,6 +9,7 @@ pub mod gateway;
 pub mod http;
 pub mod kv;
 pub mod lease;
+pub mod lock;
 pub mod maintenance;
 pub mod watch;
 
@@ -85,6 +86,7 @@ pub fn status(error: Error) -> tonic::Status {
         Code::ResourceExhausted => tonic::Code::ResourceExhausted,
         Code::Unavailable => tonic::Code::Unavailable,
         Code::Internal => tonic::Code::Internal,
+        Code::Unknown => tonic::Code::Unknown,
     };
     tonic::Status::new(code, error.to_string())
 }
