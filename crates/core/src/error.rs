@@ -51,6 +51,8 @@ pub enum Error {
     /// longer) the leader.
     #[error("etcdserver: not leader")]
     NotLeader,
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
     /// The leader key given to `Proclaim` no longer leads (etcd's `ErrElectionNotLeader`).
     #[error("election: not leader")]
     ElectionNotLeader,
@@ -93,7 +95,9 @@ impl Error {
             | Error::RequestTooLarge => Code::InvalidArgument,
             Error::Compacted | Error::FutureRevision | Error::LeaseTtlTooLarge => Code::OutOfRange,
             Error::LeaseNotFound => Code::NotFound,
-            Error::LeaseExists | Error::NotLeader => Code::FailedPrecondition,
+            Error::LeaseExists | Error::NotLeader | Error::BadLeaderTransferee => {
+                Code::FailedPrecondition
+            }
             Error::NoLeader | Error::LeaderChanged | Error::Stopped => Code::Unavailable,
             Error::Timeout => Code::Unavailable,
             Error::TooManyRequests => Code::ResourceExhausted,

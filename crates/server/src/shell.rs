@@ -59,6 +59,11 @@ pub enum Input {
         id: i64,
         reply: oneshot::Sender<Result<i64, Error>>,
     },
+    /// Hand leadership to another voter (leader only).
+    TransferLeader {
+        target: u64,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
     /// A lease's remaining and granted TTL (leader only).
     LeaseTimeToLive {
         id: i64,
@@ -125,6 +130,13 @@ impl ShellHandle {
     pub async fn lease_time_to_live(&self, id: i64) -> Result<Option<(i64, i64)>, Error> {
         let (reply, rx) = oneshot::channel();
         self.try_send(Input::LeaseTimeToLive { id, reply })?;
+        rx.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// Starts handing leadership to `target`; this member must be the leader.
+    pub async fn transfer_leader(&self, target: u64) -> Result<(), Error> {
+        let (reply, rx) = oneshot::channel();
+        self.try_send(Input::TransferLeader { target, reply })?;
         rx.await.map_err(|_| Error::Stopped)?
     }
 
@@ -289,6 +301,10 @@ impl<O: Outbox> Shell<O> {
             }
             Input::LeaseKeepAlive { id, reply } => {
                 let _ = reply.send(self.driver.lease_keep_alive(id));
+            }
+            Input::TransferLeader { target, reply } => {
+                let node = self.driver.node_mut();
+                let _ = reply.send(node.transfer_leader(strata_core::FIRST_RANGE_ID, target));
             }
             Input::LeaseTimeToLive { id, reply } => {
                 let _ = reply.send(self.driver.lease_time_to_live(id));

@@ -57,6 +57,14 @@ const DELIBERATE: &[(&str, &str)] = &[
         "Status.version reports 3.5.0, the etcd API level Strata speaks, not an etcd release",
     ),
     (
+        "hashkv: current revision",
+        "HashKV's hash_revision field is etcd 3.5's; etcd 3.4 leaves it at 0, Strata fills it in",
+    ),
+    (
+        "hashkv: an older revision",
+        "HashKV's hash_revision field is etcd 3.5's; etcd 3.4 leaves it at 0, Strata fills it in",
+    ),
+    (
         "member list",
         "etcd 3.4 leaves the revision out of MemberList's header; Strata fills in the current \
          revision, as in every other header",
@@ -89,6 +97,11 @@ async fn responses_match_etcd() {
     leases(&mut d).await;
     locks_and_elections(&mut d).await;
     d.get("get: every key at the end", "\0", Some(GetOptions::new().with_from_key())).await;
+    d.step("hashkv: current revision", Op::HashKv(0)).await;
+    d.step("hashkv: an older revision", Op::HashKv(d.revision - 3)).await;
+    d.step("hashkv: a future revision", Op::HashKv(d.revision + 100)).await;
+    d.step("hashkv: a compacted revision", Op::HashKv(2)).await;
+    d.step("move-leader: to a member that does not exist", Op::MoveLeader(12345)).await;
     d.step("status", Op::Status).await;
     d.step("member list", Op::MemberList).await;
     d.finish();
@@ -580,6 +593,8 @@ enum Op {
     LeaseRevoke(i64),
     LeaseTimeToLive(i64, bool),
     LeaseLeases,
+    HashKv(i64),
+    MoveLeader(u64),
     Lock(String, i64),
     Unlock(String),
     Campaign(String, String, i64),
@@ -619,6 +634,17 @@ impl Op {
                 client.lease_time_to_live(id, Some(options)).await.map(|r| time_to_live_json(&r))
             }
             Op::LeaseLeases => client.leases().await.map(|r| leases_json(&r)),
+            // Hash values are each server's own: only which revisions they cover compares.
+            Op::HashKv(revision) => client.hash_kv(revision).await.map(|r| {
+                json!({
+                    "header": header_json(r.header()),
+                    "compact_revision": r.compact_version(),
+                    "hash_revision": r.hash_revision(),
+                })
+            }),
+            Op::MoveLeader(target) => {
+                client.move_leader(target).await.map(|r| json!({ "header": header_json(r.header()) }))
+            }
             Op::Lock(name, lease) => {
                 let options = LockOptions::new().with_lease(lease);
                 client.lock(name, Some(options)).await.map(|r| {

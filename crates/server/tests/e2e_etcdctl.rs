@@ -10,7 +10,11 @@ fn etcdctl(cluster: &Cluster, args: &[&str]) -> String {
     // HTTP/2 stack rejects `http://host:port` there (see docs/etcd-compatibility.md), so those
     // get bare `host:port` endpoints, as etcd's own docs write them.
     let csv = cluster.endpoints_csv();
-    let csv = if args[0] == "endpoint" { csv.replace("http://", "") } else { csv };
+    let csv = if ["endpoint", "move-leader"].contains(&args[0]) {
+        csv.replace("http://", "")
+    } else {
+        csv
+    };
     let endpoints = format!("--endpoints={csv}");
     let mut full = vec![endpoints.as_str()];
     full.extend_from_slice(args);
@@ -287,4 +291,51 @@ fn elect_proclaims_and_a_listener_sees_the_leader() {
     candidate.interrupt();
     second.wait_for_line("p2");
     listener.wait_for_line("p2");
+}
+
+#[test]
+fn endpoint_hashkv_agrees_and_move_leader_moves_leadership() {
+    let cluster = Cluster::start(3);
+    for i in 0..20 {
+        etcdctl(&cluster, &["put", &format!("k{i}"), &i.to_string()]);
+    }
+    etcdctl(&cluster, &["compaction", "10"]);
+    etcdctl(&cluster, &["put", "after", "compaction"]);
+    // Members apply a moment apart: ask until all answer at the same revision.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let answers = json(&etcdctl(&cluster, &["endpoint", "hashkv", "-w", "json"]));
+        let seen: Vec<(i64, i64, i64)> = answers
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                let h = &a["HashKV"];
+                let field = |v: &serde_json::Value| v.as_i64().unwrap_or(0);
+                (field(&h["header"]["revision"]), field(&h["hash"]), field(&h["compact_revision"]))
+            })
+            .collect();
+        assert_eq!(seen.len(), 3);
+        if seen.iter().all(|s| s.0 == seen[0].0) {
+            assert!(seen.iter().all(|s| *s == seen[0]), "members disagree: {seen:?}");
+            assert_eq!(seen[0].2, 10, "hashes name the compaction revision");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "members never reached one revision");
+    }
+
+    let status = json(&etcdctl(&cluster, &["endpoint", "status", "-w", "json"]));
+    let leader = status[0]["Status"]["leader"].as_u64().unwrap();
+    let members = json(&etcdctl(&cluster, &["member", "list", "-w", "json"]));
+    let target = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["ID"].as_u64().unwrap())
+        .find(|id| *id != leader)
+        .unwrap();
+    let moved = etcdctl(&cluster, &["move-leader", &format!("{target:x}")]);
+    assert!(moved.contains("Leadership transferred"), "{moved}");
+    let status = json(&etcdctl(&cluster, &["endpoint", "status", "-w", "json"]));
+    assert_eq!(status[0]["Status"]["leader"].as_u64(), Some(target));
 }

@@ -18,6 +18,7 @@
 //! [`WriteBatch`]: strata_storage::WriteBatch
 
 pub mod apply;
+pub mod hash;
 pub mod lease;
 pub mod read;
 pub(crate) mod record;

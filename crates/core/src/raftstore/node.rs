@@ -291,7 +291,6 @@ impl Node {
         self.replicas.get(&range_id).map_or(0, |r| r.raw.raft.term)
     }
 
-    /// The replica's Raft role right now.
     pub fn config(&self) -> &Config {
         &self.config
     }
@@ -309,6 +308,7 @@ impl Node {
         Ok(mvcc::lease::get(&view, id)?.map(|record| record.ttl))
     }
 
+    /// The replica's Raft role right now.
     pub fn role(&self, range_id: RangeId) -> Option<StateRole> {
         self.replicas.get(&range_id).map(|r| r.raw.raft.state)
     }
@@ -391,6 +391,20 @@ impl Node {
         if let Some(replica) = self.replicas.get_mut(&range_id) {
             replica.unissued_reads.push(read_id);
         }
+    }
+
+    /// Hands leadership of a range to `target`, a voter; this replica must lead it.
+    pub fn transfer_leader(&mut self, range_id: RangeId, target: NodeId) -> Result<()> {
+        let replica = self.replicas.get_mut(&range_id).ok_or(Error::NotLeader)?;
+        if replica.raw.raft.state != StateRole::Leader {
+            return Err(Error::NotLeader);
+        }
+        if target == self.config.node_id || !replica.raw.raft.prs().conf().voters().contains(target)
+        {
+            return Err(Error::BadLeaderTransferee);
+        }
+        replica.raw.transfer_leader(target);
+        Ok(())
     }
 
     /// Tells raft-rs a peer could not be reached, so it stops pipelining to it.

@@ -1,12 +1,15 @@
-//! `etcdserverpb.Maintenance`: `Status` now; the rest answers "not implemented yet".
+//! `etcdserverpb.Maintenance`: `Status`, `Hash`, `HashKV` and `MoveLeader`; the rest answers
+//! "not implemented yet".
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use strata_core::Error;
+use strata_core::mvcc::{hash, read, view::View};
 use strata_core::pb::etcdserverpb::*;
 use tonic::{Request, Response, Status};
 
-use super::{Api, not_yet};
+use super::{Api, not_yet, status};
 use crate::pb::etcd::maintenance_server::Maintenance;
 
 /// The etcd API version Strata speaks (what `etcdctl endpoint status` shows as the version).
@@ -39,6 +42,44 @@ impl Api {
     }
 }
 
+impl Api {
+    /// A hash of every key version up to a revision (0: the current one), with the compaction
+    /// revision it was taken at: members at the same compaction revision must agree.
+    pub fn hash_kv(&self, req: HashKvRequest) -> Result<HashKvResponse, Error> {
+        let view = View::new(self.engine.as_ref());
+        let ((hash, revision), state) = self.read_stable(|state| {
+            let revision = read::read_revision(&state, req.revision)?;
+            Ok((hash::hash_kv(&view, revision)?, revision))
+        })?;
+        Ok(HashKvResponse {
+            header: self.header(state.revision),
+            hash,
+            compact_revision: state.compact_revision,
+            hash_revision: revision,
+        })
+    }
+
+    pub fn hash(&self) -> Result<HashResponse, Error> {
+        let revision = self.range().revision.load(Ordering::Acquire);
+        let hash = hash::hash_all(&View::new(self.engine.as_ref()))?;
+        Ok(HashResponse { header: self.header(revision), hash })
+    }
+
+    /// Hands leadership to `target` and waits until it leads (or the request times out).
+    pub async fn move_leader(&self, req: MoveLeaderRequest) -> Result<MoveLeaderResponse, Error> {
+        self.shell.transfer_leader(req.target_id).await?;
+        let deadline = tokio::time::Instant::now() + self.timeout();
+        while self.range().leader_id.load(Ordering::Acquire) != req.target_id {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Timeout);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let revision = self.range().revision.load(Ordering::Acquire);
+        Ok(MoveLeaderResponse { header: self.header(revision) })
+    }
+}
+
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
     async fn alarm(&self, _: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
@@ -57,11 +98,16 @@ impl Maintenance for MaintenanceService {
     }
 
     async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        Err(not_yet("Maintenance.Hash"))
+        let api = &self.api;
+        api.observe("Hash", async { api.hash() }).await.map(Response::new).map_err(status)
     }
 
-    async fn hash_kv(&self, _: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
-        Err(not_yet("Maintenance.HashKV"))
+    async fn hash_kv(
+        &self,
+        request: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
+        let (api, req) = (&self.api, request.into_inner());
+        api.observe("HashKV", async { api.hash_kv(req) }).await.map(Response::new).map_err(status)
     }
 
     type SnapshotStream = tokio_stream::Empty<Result<SnapshotResponse, Status>>;
@@ -75,9 +121,10 @@ impl Maintenance for MaintenanceService {
 
     async fn move_leader(
         &self,
-        _: Request<MoveLeaderRequest>,
+        request: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
-        Err(not_yet("Maintenance.MoveLeader"))
+        let work = self.api.move_leader(request.into_inner());
+        self.api.observe("MoveLeader", work).await.map(Response::new).map_err(status)
     }
 
     async fn downgrade(
