@@ -8,8 +8,8 @@
 use prost::Message as _;
 
 use crate::pb::etcdserverpb::{
-    CompactionRequest, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest, PutRequest,
-    TxnRequest,
+    AlarmRequest, CompactionRequest, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest,
+    PutRequest, TxnRequest,
 };
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -29,7 +29,7 @@ pub struct Command {
     /// by a later one is skipped. See `raftstore::session`.
     #[prost(uint64, tag = "4")]
     pub sequence: u64,
-    #[prost(oneof = "Request", tags = "10, 11, 12, 13, 14, 15")]
+    #[prost(oneof = "Request", tags = "10, 11, 12, 13, 14, 15, 16")]
     pub request: Option<Request>,
 }
 
@@ -50,6 +50,9 @@ pub enum Request {
     /// Proposed by a client, or by the leader when a lease expires.
     #[prost(message, tag = "15")]
     LeaseRevoke(LeaseRevokeRequest),
+    /// Raising or clearing an alarm (a member over its storage quota raises `NOSPACE`).
+    #[prost(message, tag = "16")]
+    Alarm(AlarmRequest),
 }
 
 impl Command {

@@ -53,6 +53,10 @@ pub enum Error {
     NotLeader,
     #[error("etcdserver: bad leader transferee")]
     BadLeaderTransferee,
+    /// A member is over its storage quota (a `NOSPACE` alarm is active): only deletions,
+    /// compactions and revocations are accepted until it is disarmed.
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
     /// The leader key given to `Proclaim` no longer leads (etcd's `ErrElectionNotLeader`).
     #[error("election: not leader")]
     ElectionNotLeader,
@@ -100,7 +104,7 @@ impl Error {
             }
             Error::NoLeader | Error::LeaderChanged | Error::Stopped => Code::Unavailable,
             Error::Timeout => Code::Unavailable,
-            Error::TooManyRequests => Code::ResourceExhausted,
+            Error::TooManyRequests | Error::NoSpace => Code::ResourceExhausted,
             Error::Storage(_) | Error::Internal(_) => Code::Internal,
             Error::ElectionNotLeader | Error::ElectionNoLeader | Error::MissingLeaderKey => {
                 Code::Unknown

@@ -13,6 +13,7 @@
 //!   'r' <revision:8> <sub:4>                change index: which key changed at a revision
 //!   'L' <lease id:8>                        a lease: its TTL
 //!   'A' <lease id:8> <escaped user key>     a key attached to a lease
+//!   'W' <member id:8> <alarm type:4>        an active alarm (e.g. NOSPACE) raised by a member
 //! ```
 //!
 //! All integers are big endian so that byte order is numeric order. User keys are escaped
@@ -35,6 +36,7 @@ const TAG_VERSION: u8 = b'k';
 const TAG_CHANGE: u8 = b'r';
 const TAG_LEASE: u8 = b'L';
 const TAG_LEASE_KEY: u8 = b'A';
+const TAG_ALARM: u8 = b'W';
 
 fn range_prefixed(range_id: RangeId, tag: u8, suffix: &[u8]) -> Vec<u8> {
     let mut key = Vec::with_capacity(9 + suffix.len());
@@ -142,6 +144,29 @@ pub fn decode_version(key: &[u8]) -> Option<(Vec<u8>, i64)> {
     let (escaped, revision) = body.split_at_checked(body.len().checked_sub(8)?)?;
     let revision = !u64::from_be_bytes(revision.try_into().ok()?) as i64;
     Some((unescape(escaped)?, revision))
+}
+
+/// An active alarm of a member.
+pub fn alarm(member_id: u64, alarm: i32) -> Vec<u8> {
+    let mut out = vec![TAG_ALARM];
+    out.extend_from_slice(&member_id.to_be_bytes());
+    out.extend_from_slice(&(alarm as u32).to_be_bytes());
+    out
+}
+
+/// Bounds of every alarm record.
+pub fn alarm_bounds() -> (Vec<u8>, Vec<u8>) {
+    (vec![TAG_ALARM], vec![TAG_ALARM + 1])
+}
+
+/// `(member id, alarm type)` of an alarm record.
+pub fn decode_alarm(key: &[u8]) -> Option<(u64, i32)> {
+    let body = key.strip_prefix(&[TAG_ALARM])?;
+    if body.len() != 12 {
+        return None;
+    }
+    let member = u64::from_be_bytes(body[..8].try_into().ok()?);
+    Some((member, u32::from_be_bytes(body[8..].try_into().ok()?) as i32))
 }
 
 /// A lease's record.
@@ -274,6 +299,7 @@ mod tests {
         assert_eq!(decode_change(&change(42, 3)), Some(42));
         assert_eq!(decode_change(&version(b"a", 1)), None);
         assert_eq!(decode_lease(&lease(7)), Some(7));
+        assert_eq!(decode_alarm(&alarm(9, 1)), Some((9, 1)));
         assert_eq!(decode_lease_key(&lease_key(7, b"a\x00b")), Some(b"a\x00b".to_vec()));
         let (lo, hi) = lease_keys_bounds(7);
         assert!(lease_key(7, b"\xff\xff") < hi && lease_key(7, b"") >= lo);

@@ -39,6 +39,9 @@ enum Command {
     Bench(crate::bench::BenchArgs),
 }
 
+/// etcd's default storage quota.
+const DEFAULT_QUOTA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
 #[derive(Args, Clone, Debug)]
 pub struct StartArgs {
     /// Human-readable name of this member.
@@ -82,6 +85,10 @@ pub struct StartArgs {
     /// default).
     #[arg(long, default_value = "10m")]
     pub experimental_watch_progress_notify_interval: String,
+    /// Storage quota in bytes (etcd's flag): past it the member raises the NOSPACE alarm and
+    /// the cluster refuses writes that add data. 0 means the default, 2 GiB; negative, no quota.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub quota_backend_bytes: i64,
 }
 
 impl StartArgs {
@@ -154,6 +161,11 @@ impl StartArgs {
             request_timeout: Duration::from_millis(self.request_timeout),
             log_entries_max: self.snapshot_count,
             watch_progress_interval,
+            quota_bytes: match self.quota_backend_bytes {
+                0 => DEFAULT_QUOTA_BYTES,
+                q if q < 0 => 0,
+                q => q as u64,
+            },
         })
     }
 }

@@ -37,6 +37,8 @@ pub struct NodeConfig {
     pub log_entries_max: u64,
     /// How often idle watches that asked for it get a progress notification.
     pub watch_progress_interval: Duration,
+    /// Bytes of storage past which the member raises the `NOSPACE` alarm; 0: no quota.
+    pub quota_bytes: u64,
 }
 
 impl NodeConfig {

@@ -77,7 +77,7 @@ pub async fn run(
         Parts {
             epoch,
             sync_seconds,
-            db_size: Arc::new(move || fjall.disk_space_bytes()),
+            store: fjall,
             connector: Connector::Tcp,
             runner: Runner::Thread,
         },
@@ -128,6 +128,48 @@ pub async fn run(
     Ok(())
 }
 
+/// What a member asks of its store besides the `Engine` trait: sizes, for `Status` and the
+/// quota, and space reclamation, for `Defragment`.
+pub trait StoreAdmin: Send + Sync {
+    /// Bytes on disk, including space allocated ahead of use.
+    fn disk_bytes(&self) -> u64;
+    /// Bytes of data held: what the storage quota limits.
+    fn data_bytes(&self) -> u64;
+    /// Reclaims the space of deleted and compacted data while reads and writes go on.
+    fn defragment(&self) -> Result<(), strata_storage::Error>;
+}
+
+impl StoreAdmin for FjallEngine {
+    fn disk_bytes(&self) -> u64 {
+        self.disk_space_bytes()
+    }
+
+    fn data_bytes(&self) -> u64 {
+        FjallEngine::data_bytes(self)
+    }
+
+    fn defragment(&self) -> Result<(), strata_storage::Error> {
+        FjallEngine::defragment(self)
+    }
+}
+
+/// A store with nothing to report or reclaim (tests on an in-memory engine).
+pub struct NoStoreAdmin;
+
+impl StoreAdmin for NoStoreAdmin {
+    fn disk_bytes(&self) -> u64 {
+        0
+    }
+
+    fn data_bytes(&self) -> u64 {
+        0
+    }
+
+    fn defragment(&self) -> Result<(), strata_storage::Error> {
+        Ok(())
+    }
+}
+
 /// How the raftstore runs: on a thread of its own (production), or as a task on the runtime's
 /// clock, for tests that run members on a simulated network (see `shell::spawn_task`).
 pub enum Runner {
@@ -140,7 +182,7 @@ pub struct Parts {
     /// Distinguishes this start from earlier ones (see `strata_core::command::Command`).
     pub epoch: u64,
     pub sync_seconds: Arc<Histogram>,
-    pub db_size: Arc<dyn Fn() -> u64 + Send + Sync>,
+    pub store: Arc<dyn StoreAdmin>,
     pub connector: Connector,
     pub runner: Runner,
 }
@@ -244,10 +286,11 @@ pub fn assemble(
         limits: Limits::default(),
         peer_client_urls: peer_client_urls.clone(),
         metrics: Arc::new(Metrics::new(node_stats, parts.sync_seconds)),
-        db_size: parts.db_size,
+        store: parts.store,
         watches: Watches::new(revision, config.watch_progress_interval),
         lease_ids: LeaseIds::new(member_id),
         forwarder: Default::default(),
+        db_size_cache: Default::default(),
     });
     tokio::spawn(watch::feed(api.clone(), handle.applied()));
     let peer_service =

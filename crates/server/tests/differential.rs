@@ -21,11 +21,12 @@ use std::collections::{BTreeSet, HashSet};
 use std::fmt::Write as _;
 
 use etcd_client::{
-    Client, CompactionOptions, CompactionResponse, Compare, CompareOp, DeleteOptions,
-    DeleteResponse, GetOptions, GetResponse, KeyValue, LeaderKey, LeaseGrantOptions,
-    LeaseGrantResponse, LeaseLeasesResponse, LeaseTimeToLiveOptions, LeaseTimeToLiveResponse,
-    LockOptions, MemberListResponse, ProclaimOptions, PutOptions, PutResponse, ResignOptions,
-    ResponseHeader, SortOrder, SortTarget, StatusResponse, Txn, TxnOp, TxnOpResponse, TxnResponse,
+    AlarmAction, AlarmOptions, AlarmType, Client, CompactionOptions, CompactionResponse, Compare,
+    CompareOp, DeleteOptions, DeleteResponse, GetOptions, GetResponse, KeyValue, LeaderKey,
+    LeaseGrantOptions, LeaseGrantResponse, LeaseLeasesResponse, LeaseTimeToLiveOptions,
+    LeaseTimeToLiveResponse, LockOptions, MemberListResponse, ProclaimOptions, PutOptions,
+    PutResponse, ResignOptions, ResponseHeader, SortOrder, SortTarget, StatusResponse, Txn, TxnOp,
+    TxnOpResponse, TxnResponse,
 };
 use serde_json::{Value, json};
 use support::etcd::Etcd;
@@ -102,6 +103,13 @@ async fn responses_match_etcd() {
     d.step("hashkv: a future revision", Op::HashKv(d.revision + 100)).await;
     d.step("hashkv: a compacted revision", Op::HashKv(2)).await;
     d.step("move-leader: to a member that does not exist", Op::MoveLeader(12345)).await;
+    d.step("alarm: list, none raised", Op::Alarm(AlarmAction::Get, AlarmType::None)).await;
+    d.step(
+        "alarm: disarm one never raised",
+        Op::Alarm(AlarmAction::Deactivate, AlarmType::Nospace),
+    )
+    .await;
+    d.step("defragment", Op::Defragment).await;
     d.step("status", Op::Status).await;
     d.step("member list", Op::MemberList).await;
     d.finish();
@@ -594,6 +602,8 @@ enum Op {
     LeaseTimeToLive(i64, bool),
     LeaseLeases,
     HashKv(i64),
+    Alarm(AlarmAction, AlarmType),
+    Defragment,
     MoveLeader(u64),
     Lock(String, i64),
     Unlock(String),
@@ -642,6 +652,19 @@ impl Op {
                     "hash_revision": r.hash_revision(),
                 })
             }),
+            Op::Alarm(action, alarm) => {
+                let member = client.status().await.map(|s| s.header().unwrap().member_id());
+                let mut options = AlarmOptions::new();
+                options.with_member(member.unwrap_or(0));
+                client.alarm(action, alarm, Some(options)).await.map(|r| {
+                    let alarms: Vec<Value> =
+                        r.alarms().iter().map(|a| json!(format!("{:?}", a.alarm()))).collect();
+                    json!({ "header": header_json(r.header()), "alarms": alarms })
+                })
+            }
+            Op::Defragment => {
+                client.defragment().await.map(|r| json!({ "header": header_json(r.header()) }))
+            }
             Op::MoveLeader(target) => {
                 client.move_leader(target).await.map(|r| json!({ "header": header_json(r.header()) }))
             }

@@ -10,7 +10,7 @@ fn etcdctl(cluster: &Cluster, args: &[&str]) -> String {
     // HTTP/2 stack rejects `http://host:port` there (see docs/etcd-compatibility.md), so those
     // get bare `host:port` endpoints, as etcd's own docs write them.
     let csv = cluster.endpoints_csv();
-    let csv = if ["endpoint", "move-leader"].contains(&args[0]) {
+    let csv = if ["endpoint", "move-leader", "defrag"].contains(&args[0]) {
         csv.replace("http://", "")
     } else {
         csv
@@ -338,4 +338,39 @@ fn endpoint_hashkv_agrees_and_move_leader_moves_leadership() {
     assert!(moved.contains("Leadership transferred"), "{moved}");
     let status = json(&etcdctl(&cluster, &["endpoint", "status", "-w", "json"]));
     assert_eq!(status[0]["Status"]["leader"].as_u64(), Some(target));
+}
+
+#[test]
+fn storage_quota_raises_nospace_and_compaction_defrag_and_disarm_recover() {
+    let cluster = Cluster::start_with(1, &["--quota-backend-bytes", "1048576"]);
+    let endpoints = format!("--endpoints={}", cluster.endpoints_csv());
+    let value = "x".repeat(100_000);
+    let mut refused = None;
+    for i in 0..60 {
+        let (ok, _, stderr) =
+            run("etcdctl", &[endpoints.as_str(), "put", &format!("k{i}"), &value]);
+        if !ok {
+            refused = Some(stderr);
+            break;
+        }
+    }
+    let refused = refused.expect("a 1 MiB quota must refuse 6 MB of puts");
+    assert!(refused.contains("database space exceeded"), "{refused}");
+    let alarms = etcdctl(&cluster, &["alarm", "list"]);
+    assert!(alarms.starts_with("memberID:") && alarms.contains("alarm:NOSPACE"), "{alarms}");
+    // Reads, deletions and compaction still work; writes that add data do not.
+    let (ok, _, stderr) = run("etcdctl", &[endpoints.as_str(), "put", "small", "1"]);
+    assert!(!ok && stderr.contains("database space exceeded"), "{stderr}");
+    assert!(etcdctl(&cluster, &["get", "k0", "--keys-only"]).contains("k0"));
+    etcdctl(&cluster, &["del", "k", "--prefix"]);
+    let revision = json(&etcdctl(&cluster, &["get", "k0", "-w", "json"]))["header"]["revision"]
+        .as_i64()
+        .unwrap();
+    etcdctl(&cluster, &["compaction", &revision.to_string()]);
+    let defrag = etcdctl(&cluster, &["defrag"]);
+    assert!(defrag.contains("Finished defragmenting"), "{defrag}");
+    let disarmed = etcdctl(&cluster, &["alarm", "disarm"]);
+    assert!(disarmed.contains("alarm:NOSPACE"), "{disarmed}");
+    assert_eq!(etcdctl(&cluster, &["alarm", "list"]), "");
+    assert_eq!(etcdctl(&cluster, &["put", "small", "1"]).trim(), "OK");
 }

@@ -53,6 +53,7 @@ fn config(name: &str) -> NodeConfig {
         request_timeout: REQUEST_TIMEOUT,
         log_entries_max: 10_000,
         watch_progress_interval: Duration::from_secs(600),
+        quota_bytes: 0,
     }
 }
 
@@ -122,7 +123,7 @@ async fn run_member(name: &'static str) -> Result<(), Box<dyn std::error::Error>
     let parts = Parts {
         epoch: 1,
         sync_seconds: Arc::new(Histogram::new(SECONDS_BOUNDS)),
-        db_size: Arc::new(|| 0),
+        store: Arc::new(strata::server::NoStoreAdmin),
         connector: connector(),
         runner: Runner::Task,
     };

@@ -73,9 +73,29 @@ impl FjallEngine {
         Error::Engine { location: self.location.clone(), message: format!("{what}: {e:?}") }
     }
 
-    /// Bytes the store occupies on disk.
+    /// Bytes the store occupies on disk, including journal space allocated ahead of use.
     pub fn disk_space_bytes(&self) -> u64 {
         self.db.disk_space().unwrap_or(0)
+    }
+
+    /// Bytes of user data the store holds: the tables of the `Mvcc` keyspace plus every write
+    /// buffer not yet flushed (the Raft log's tables are left out: the log is compacted on its
+    /// own schedule, and counting it would let a quota trip on log alone).
+    pub fn data_bytes(&self) -> u64 {
+        self.keyspace(Keyspace::Mvcc).disk_space() + self.db.write_buffer_size()
+    }
+
+    /// Reclaims the space of deleted and overwritten data: flushes every keyspace's write
+    /// buffer and compacts its tables into one level, dropping what no snapshot can see. Reads
+    /// and writes go on meanwhile (a log-structured store compacts beside them).
+    pub fn defragment(&self) -> Result<()> {
+        for (keyspace, ks) in self.keyspaces.iter().zip(Keyspace::ALL) {
+            keyspace
+                .rotate_memtable_and_wait()
+                .and_then(|()| keyspace.major_compact())
+                .map_err(|e| self.error(&format!("defragmenting keyspace {ks}"), e))?;
+        }
+        Ok(())
     }
 }
 

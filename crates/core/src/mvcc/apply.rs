@@ -11,15 +11,16 @@ use strata_storage::{Engine, Keyspace, WriteBatch};
 
 use super::record::{LeaseRecord, VersionRecord};
 use super::view::{Overlay, View};
-use super::{AppliedState, lease, read};
+use super::{AppliedState, alarm, lease, read};
 use crate::command::Request;
 use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::pb::etcdserverpb::request_op::Request as OpRequest;
 use crate::pb::etcdserverpb::response_op::Response as OpResponse;
 use crate::pb::etcdserverpb::{
-    CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse,
-    LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest,
-    PutResponse, RangeRequest, RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+    AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse, Compare,
+    DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest, LeaseGrantResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest, RequestOp,
+    ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
 use crate::pb::mvccpb::KeyValue;
 use crate::{Error, RangeId, Result, keys};
@@ -33,6 +34,7 @@ pub enum Response {
     Compaction(CompactionResponse),
     LeaseGrant(LeaseGrantResponse),
     LeaseRevoke(LeaseRevokeResponse),
+    Alarm(AlarmResponse),
 }
 
 /// A lease granted or revoked by the requests applied: the leader's lessor follows these.
@@ -124,6 +126,9 @@ impl<'a> Applier<'a> {
     }
 
     fn apply_inner(&mut self, request: &Request) -> Result<Response> {
+        if alarm::adds_data(request) && alarm::no_space(&self.view())? {
+            return Err(Error::NoSpace);
+        }
         match request {
             Request::Put(req) => self.single(|this, w| this.put(w, req).map(Response::Put)),
             Request::DeleteRange(req) => {
@@ -135,7 +140,31 @@ impl<'a> Applier<'a> {
             Request::LeaseRevoke(req) => {
                 self.single(|this, w| this.lease_revoke(w, req).map(Response::LeaseRevoke))
             }
+            Request::Alarm(req) => self.alarm(req).map(Response::Alarm),
         }
+    }
+
+    /// Raises or clears an alarm; answers with the alarm that changed, if one did (as etcd).
+    fn alarm(&mut self, req: &AlarmRequest) -> Result<AlarmResponse> {
+        use crate::pb::etcdserverpb::AlarmMember;
+        use crate::pb::etcdserverpb::AlarmType;
+        use crate::pb::etcdserverpb::alarm_request::AlarmAction;
+        let key = keys::alarm(req.member_id, req.alarm);
+        let present = self.view().get_raw(&key)?.is_some();
+        let member = AlarmMember { member_id: req.member_id, alarm: req.alarm };
+        let changed = match AlarmAction::try_from(req.action) {
+            Ok(AlarmAction::Activate) if req.alarm != AlarmType::None as i32 && !present => {
+                self.write_raw(key, Some(Vec::new()));
+                vec![member]
+            }
+            Ok(AlarmAction::Deactivate) if present => {
+                self.write_raw(key, None);
+                vec![member]
+            }
+            Ok(AlarmAction::Get) => alarm::all(&self.view())?,
+            _ => Vec::new(),
+        };
+        Ok(AlarmResponse { header: Self::header(self.state.revision), alarms: changed })
     }
 
     /// The leases granted and revoked so far in this run, in order.

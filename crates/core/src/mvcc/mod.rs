@@ -17,6 +17,7 @@
 //! [`Engine`]: strata_storage::Engine
 //! [`WriteBatch`]: strata_storage::WriteBatch
 
+pub mod alarm;
 pub mod apply;
 pub mod hash;
 pub mod lease;

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use prost::Message as _;
 use strata_core::command::Request;
 use strata_core::mvcc::view::View;
-use strata_core::mvcc::{AppliedState, Applier, Response, read, validate};
+use strata_core::mvcc::{AppliedState, Applier, Response, alarm, read, validate};
 use strata_core::pb::etcdserverpb::request_op::Request as OpRequest;
 use strata_core::pb::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
@@ -73,9 +73,14 @@ impl Api {
             Request::Compaction(r) => r.encoded_len(),
             Request::LeaseGrant(r) => r.encoded_len(),
             Request::LeaseRevoke(r) => r.encoded_len(),
+            Request::Alarm(r) => r.encoded_len(),
         };
         if size > self.limits.request_bytes_max {
             return Err(Error::RequestTooLarge);
+        }
+        if alarm::adds_data(&request) && self.over_quota(size as u64) {
+            self.raise_no_space().await;
+            return Err(Error::NoSpace);
         }
         self.shell.propose(FIRST_RANGE_ID, request, self.timeout()).await
     }

@@ -1,12 +1,16 @@
-//! `etcdserverpb.Maintenance`: `Status`, `Hash`, `HashKV` and `MoveLeader`; the rest answers
-//! "not implemented yet".
+//! `etcdserverpb.Maintenance`: `Status`, `Alarm`, `Hash`, `HashKV` and `MoveLeader`; the rest
+//! answers "not implemented yet".
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use strata_core::Error;
-use strata_core::mvcc::{hash, read, view::View};
+use std::time::{Duration, Instant};
+
+use strata_core::command::Request as Command;
+use strata_core::mvcc::{Response as Applied, alarm, hash, read, view::View};
+use strata_core::pb::etcdserverpb::alarm_request::AlarmAction;
 use strata_core::pb::etcdserverpb::*;
+use strata_core::{Error, FIRST_RANGE_ID};
 use tonic::{Request, Response, Status};
 
 use super::{Api, not_yet, status};
@@ -23,7 +27,7 @@ impl Api {
     pub fn status_response(&self) -> StatusResponse {
         let range = self.range();
         let revision = range.revision.load(Ordering::Acquire);
-        let db_size = (self.db_size)() as i64;
+        let db_size = self.store.disk_bytes() as i64;
         StatusResponse {
             header: self.header(revision),
             version: ETCD_API_VERSION.to_string(),
@@ -32,8 +36,15 @@ impl Api {
             raft_index: range.commit_index.load(Ordering::Acquire),
             raft_term: range.term.load(Ordering::Acquire),
             raft_applied_index: range.applied_index.load(Ordering::Acquire),
-            errors: Vec::new(),
-            db_size_in_use: db_size,
+            errors: alarm::all(&View::new(self.engine.as_ref()))
+                .unwrap_or_default()
+                .iter()
+                .map(|a| {
+                    let name = AlarmType::try_from(a.alarm).map_or("UNKNOWN", |t| t.as_str_name());
+                    format!("memberID:{} alarm:{name}", a.member_id)
+                })
+                .collect(),
+            db_size_in_use: self.store.data_bytes() as i64,
             is_learner: false,
             storage_version: String::new(),
             db_size_quota: 0,
@@ -42,7 +53,72 @@ impl Api {
     }
 }
 
+/// How long a measured store size is reused by the quota check, which runs on every write.
+const DB_SIZE_REUSE: Duration = Duration::from_millis(200);
+
 impl Api {
+    fn db_size_recent(&self) -> u64 {
+        let mut cached = self.db_size_cache.lock().expect("db size lock");
+        match *cached {
+            Some((at, size)) if at.elapsed() < DB_SIZE_REUSE => size,
+            _ => {
+                let size = self.store.data_bytes();
+                *cached = Some((Instant::now(), size));
+                size
+            }
+        }
+    }
+
+    /// Whether writing `adding` more bytes would take this member past its storage quota.
+    pub fn over_quota(&self, adding: u64) -> bool {
+        let quota = self.config.quota_bytes;
+        quota > 0 && self.db_size_recent() + adding > quota
+    }
+
+    /// Raises the `NOSPACE` alarm for this member unless one is active already.
+    pub async fn raise_no_space(&self) {
+        if alarm::no_space(&View::new(self.engine.as_ref())).unwrap_or(false) {
+            return;
+        }
+        let raise = AlarmRequest {
+            action: AlarmAction::Activate as i32,
+            member_id: self.config.member_id(),
+            alarm: AlarmType::Nospace as i32,
+        };
+        match self.shell.propose(FIRST_RANGE_ID, Command::Alarm(raise), self.timeout()).await {
+            Ok(_) => tracing::warn!(
+                quota_bytes = self.config.quota_bytes,
+                "storage quota exceeded: NOSPACE alarm raised; writes that add data are refused \
+                 until it is disarmed"
+            ),
+            Err(e) => tracing::warn!(error = %e, "storage quota exceeded; cannot raise the alarm"),
+        }
+    }
+
+    /// Reclaims this member's space of deleted and compacted data, on a blocking thread: the
+    /// store keeps serving reads and writes meanwhile.
+    pub async fn defragment(&self) -> Result<DefragmentResponse, Error> {
+        let store = self.store.clone();
+        let done = tokio::task::spawn_blocking(move || store.defragment()).await;
+        done.map_err(|e| Error::Internal(format!("defragment: {e}")))??;
+        *self.db_size_cache.lock().expect("db size lock") = None;
+        // etcd answers a defragmentation without a header.
+        Ok(DefragmentResponse { header: None })
+    }
+
+    /// Lists, raises or clears alarms (etcd answers these without a header).
+    pub async fn alarm(&self, req: AlarmRequest) -> Result<AlarmResponse, Error> {
+        if req.action == AlarmAction::Get as i32 {
+            self.shell.read_index(FIRST_RANGE_ID, self.timeout()).await?;
+            let alarms = alarm::all(&View::new(self.engine.as_ref()))?;
+            return Ok(AlarmResponse { header: None, alarms });
+        }
+        match self.write(Command::Alarm(req)).await? {
+            Applied::Alarm(r) => Ok(AlarmResponse { header: None, ..r }),
+            other => Err(Error::Internal(format!("unexpected response {other:?}"))),
+        }
+    }
+
     /// A hash of every key version up to a revision (0: the current one), with the compaction
     /// revision it was taken at: members at the same compaction revision must agree.
     pub fn hash_kv(&self, req: HashKvRequest) -> Result<HashKvResponse, Error> {
@@ -82,8 +158,12 @@ impl Api {
 
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
-    async fn alarm(&self, _: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
-        Err(not_yet("Maintenance.Alarm"))
+    async fn alarm(
+        &self,
+        request: Request<AlarmRequest>,
+    ) -> Result<Response<AlarmResponse>, Status> {
+        let work = self.api.alarm(request.into_inner());
+        self.api.observe("Alarm", work).await.map(Response::new).map_err(status)
     }
 
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
@@ -94,7 +174,8 @@ impl Maintenance for MaintenanceService {
         &self,
         _: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
-        Err(not_yet("Maintenance.Defragment"))
+        let work = self.api.defragment();
+        self.api.observe("Defragment", work).await.map(Response::new).map_err(status)
     }
 
     async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {

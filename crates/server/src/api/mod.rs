@@ -35,12 +35,14 @@ pub struct Api {
     pub limits: Limits,
     pub peer_client_urls: PeerClientUrls,
     pub metrics: Arc<crate::api::http::Metrics>,
-    /// Bytes on disk, for `Status`; a closure so the handler does not depend on the engine type.
-    pub db_size: Arc<dyn Fn() -> u64 + Send + Sync>,
+    /// Sizes and space reclamation of the store (not through `engine`, which every engine has).
+    pub store: Arc<dyn crate::server::StoreAdmin>,
     pub watches: watch::Watches,
     pub lease_ids: lease::LeaseIds,
     /// Connections to the leader, for lease questions only it can answer.
     pub forwarder: lease::Forwarder,
+    /// The store's size when last measured, for the quota check.
+    pub db_size_cache: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
 }
 
 impl Api {
