@@ -37,6 +37,21 @@ enum Command {
     Status(ClientArgs),
     /// Measure any etcd v3 server (Strata or etcd) under load: throughput and latency.
     Bench(crate::bench::BenchArgs),
+    /// Backups: `etcdctl snapshot save` takes one from a running member.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+#[derive(Subcommand)]
+enum SnapshotCommand {
+    /// Restore a snapshot into an empty data directory, as the state of a new cluster. Restore
+    /// the same file for every member, then start them with `strata start`.
+    Restore {
+        /// The snapshot file (from `etcdctl snapshot save`).
+        file: PathBuf,
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
 }
 
 /// etcd's default storage quota.
@@ -234,6 +249,9 @@ pub fn main() -> ExitCode {
                 crate::cli_client::del(&args.client.endpoints, &args.key, args.prefix).await
             }
             Command::Status(args) => crate::cli_client::status(&args.endpoints).await,
+            Command::Snapshot(SnapshotCommand::Restore { file, data_dir }) => {
+                crate::backup::restore(&file, &data_dir)
+            }
             Command::Bench(args) => {
                 let summary = crate::bench::run(args).await?;
                 match &summary.sum_check {

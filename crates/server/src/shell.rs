@@ -59,6 +59,10 @@ pub enum Input {
         id: i64,
         reply: oneshot::Sender<Result<i64, Error>>,
     },
+    /// An image of the state machine between rounds, for a backup.
+    Snapshot {
+        reply: oneshot::Sender<Result<Vec<u8>, Error>>,
+    },
     /// Hand leadership to another voter (leader only).
     TransferLeader {
         target: u64,
@@ -130,6 +134,13 @@ impl ShellHandle {
     pub async fn lease_time_to_live(&self, id: i64) -> Result<Option<(i64, i64)>, Error> {
         let (reply, rx) = oneshot::channel();
         self.try_send(Input::LeaseTimeToLive { id, reply })?;
+        rx.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// An image of the state machine, consistent as of a round boundary.
+    pub async fn snapshot_image(&self) -> Result<Vec<u8>, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.try_send(Input::Snapshot { reply })?;
         rx.await.map_err(|_| Error::Stopped)?
     }
 
@@ -301,6 +312,9 @@ impl<O: Outbox> Shell<O> {
             }
             Input::LeaseKeepAlive { id, reply } => {
                 let _ = reply.send(self.driver.lease_keep_alive(id));
+            }
+            Input::Snapshot { reply } => {
+                let _ = reply.send(self.driver.node().snapshot_image(strata_core::FIRST_RANGE_ID));
             }
             Input::TransferLeader { target, reply } => {
                 let node = self.driver.node_mut();

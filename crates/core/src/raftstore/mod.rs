@@ -23,7 +23,7 @@ mod log;
 mod node;
 mod replica;
 mod session;
-mod snapshot;
+pub mod snapshot;
 pub mod stats;
 
 pub use driver::{Answers, Driver};

@@ -393,6 +393,14 @@ impl Node {
         }
     }
 
+    /// An image of a range's state machine as of the last round, for backups (see
+    /// `snapshot::restore_as_new`). Between rounds the engine holds exactly what was applied.
+    pub fn snapshot_image(&self, range_id: RangeId) -> Result<Vec<u8>> {
+        let replica =
+            self.replicas.get(&range_id).ok_or(Error::Internal("no such range".into()))?;
+        snapshot::build(self.engine.as_ref(), replica.applied, &replica.sessions)
+    }
+
     /// Hands leadership of a range to `target`, a voter; this replica must lead it.
     pub fn transfer_leader(&mut self, range_id: RangeId, target: NodeId) -> Result<()> {
         let replica = self.replicas.get_mut(&range_id).ok_or(Error::NotLeader)?;

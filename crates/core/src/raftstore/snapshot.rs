@@ -4,6 +4,7 @@
 use prost::Message as _;
 use strata_storage::{Engine, Keyspace, WriteBatch};
 
+use super::log::RaftLog;
 use super::session::Sessions;
 use crate::mvcc::AppliedState;
 use crate::{Error, RangeId, Result, keys};
@@ -50,6 +51,34 @@ pub fn build(engine: &dyn Engine, applied: AppliedState, sessions: &Sessions) ->
         .map(|(proposer, epoch, sequence)| SessionMark { proposer, epoch, sequence })
         .collect();
     Ok(SnapshotData { applied: Some(applied), records, sessions }.encode_to_vec())
+}
+
+/// Writes a snapshot into an empty store as the starting state of a new cluster (restoring a
+/// backup): the data, its revisions and its compaction point are kept; the Raft log, the
+/// applied index and the at-most-once marks start afresh, since they belonged to the old
+/// cluster's log. The new cluster is bootstrapped over it by `Node::open` as usual.
+pub fn restore_as_new(engine: &dyn Engine, range_id: RangeId, data: &[u8]) -> Result<AppliedState> {
+    if RaftLog::load(engine, range_id)?.is_some()
+        || engine.scan(Keyspace::Mvcc, &[], &[])?.next().is_some()
+    {
+        return Err(Error::Internal("the store already holds a member's data".into()));
+    }
+    let snapshot = SnapshotData::decode(data)
+        .map_err(|e| Error::Internal(format!("undecodable snapshot: {e}")))?;
+    let old = snapshot.applied.ok_or_else(|| Error::Internal("snapshot without state".into()))?;
+    let applied = AppliedState {
+        applied_index: 0,
+        applied_term: 0,
+        revision: old.revision,
+        compact_revision: old.compact_revision,
+    };
+    let mut batch = WriteBatch::new();
+    for record in snapshot.records {
+        batch.put(Keyspace::Mvcc, record.key, record.value);
+    }
+    batch.put(Keyspace::Meta, keys::range_applied(range_id), applied.encode());
+    engine.write(&batch, strata_storage::Durability::Sync)?;
+    Ok(applied)
 }
 
 /// Adds replacing the range's data with the snapshot's to `batch`; returns its applied state

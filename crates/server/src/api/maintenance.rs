@@ -53,6 +53,9 @@ impl Api {
     }
 }
 
+/// Bytes per message of a snapshot stream.
+const SNAPSHOT_CHUNK_BYTES: usize = 64 * 1024;
+
 /// How long a measured store size is reused by the quota check, which runs on every write.
 const DB_SIZE_REUSE: Duration = Duration::from_millis(200);
 
@@ -191,13 +194,31 @@ impl Maintenance for MaintenanceService {
         api.observe("HashKV", async { api.hash_kv(req) }).await.map(Response::new).map_err(status)
     }
 
-    type SnapshotStream = tokio_stream::Empty<Result<SnapshotResponse, Status>>;
+    type SnapshotStream = tokio_stream::Iter<std::vec::IntoIter<Result<SnapshotResponse, Status>>>;
 
+    /// Streams a backup of this member's state machine (see `crate::backup`) in chunks.
     async fn snapshot(
         &self,
         _: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(not_yet("Maintenance.Snapshot"))
+        let api = &self.api;
+        let image = api.observe("Snapshot", api.shell.snapshot_image()).await.map_err(status)?;
+        let file = crate::backup::frame(&image);
+        let revision = api.range().revision.load(Ordering::Acquire);
+        let mut remaining = file.len();
+        let chunks: Vec<_> = file
+            .chunks(SNAPSHOT_CHUNK_BYTES)
+            .map(|chunk| {
+                remaining -= chunk.len();
+                Ok(SnapshotResponse {
+                    header: api.header(revision),
+                    remaining_bytes: remaining as u64,
+                    blob: chunk.to_vec(),
+                    version: super::maintenance::ETCD_API_VERSION.to_string(),
+                })
+            })
+            .collect();
+        Ok(Response::new(tokio_stream::iter(chunks)))
     }
 
     async fn move_leader(

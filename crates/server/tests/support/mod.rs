@@ -49,6 +49,14 @@ impl Cluster {
     }
 
     pub fn start_with(n: usize, extra_args: &[&str]) -> Self {
+        let mut cluster = Self::create(n, extra_args);
+        cluster.start_all();
+        cluster
+    }
+
+    /// A cluster's directories and ports, with nothing started yet (to prepare data directories
+    /// first); [`Cluster::start_all`] starts it.
+    pub fn create(n: usize, extra_args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let members: Vec<Member> = (1..=n)
             .map(|i| Member {
@@ -64,17 +72,20 @@ impl Cluster {
             .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
             .collect::<Vec<_>>()
             .join(",");
-        let mut cluster = Self {
+        Self {
             dir,
             members,
             initial_cluster,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-        };
-        for i in 0..n {
-            cluster.spawn(i);
         }
-        cluster.wait_for_leader(Duration::from_secs(30));
-        cluster
+    }
+
+    /// Starts every member and waits until they have a leader.
+    pub fn start_all(&mut self) {
+        for i in 0..self.members.len() {
+            self.spawn(i);
+        }
+        self.wait_for_leader(Duration::from_secs(30));
     }
 
     pub fn endpoints(&self) -> Vec<String> {
