@@ -12,6 +12,7 @@
 //! * [`workload`]: what clients send;
 //! * [`history`]: what clients saw;
 //! * [`check`]: the checkers run on every history;
+//! * [`watchers`]: watch clients on every node's watch hub, and their checker;
 //! * [`scenario`]: scripted, hand-stepped clusters for golden tests.
 
 pub mod check;
@@ -19,6 +20,7 @@ pub mod disk;
 pub mod faults;
 pub mod history;
 pub mod scenario;
+pub mod watchers;
 pub mod workload;
 pub mod world;
 

@@ -84,10 +84,12 @@ fn main() -> ExitCode {
         let options = Options { seed, ..args.options };
         let report = World::new(options).verbose(args.verbose).run();
         println!(
-            "seed {seed}: {} operations, {} acknowledged writes, {} ms simulated, {} events, \
-             trace {:016x}, faults {:?}",
+            "seed {seed}: {} operations, {} acknowledged writes, {} watch events ({} connects), \
+             {} ms simulated, {} events, trace {:016x}, faults {:?}",
             report.history.len(),
             report.acknowledged_writes(),
+            report.watch_events,
+            report.watch_connects,
             report.simulated_ms,
             report.events,
             report.trace_hash,
@@ -110,6 +112,7 @@ fn main() -> ExitCode {
     });
     let started = Instant::now();
     let (mut run, mut failed, mut simulated_ms, mut inconclusive) = (0u64, 0u64, 0u64, 0usize);
+    let mut watch_events = 0;
     let mut faults = FaultCounts::default();
     println!("seeds {first}.. ({} at most)", args.seeds);
     for seed in first..first.saturating_add(args.seeds) {
@@ -121,6 +124,7 @@ fn main() -> ExitCode {
         run += 1;
         simulated_ms += report.simulated_ms;
         inconclusive += report.inconclusive_keys;
+        watch_events += report.watch_events;
         faults.add(&report.faults);
         if !report.passed() {
             failed += 1;
@@ -136,7 +140,7 @@ fn main() -> ExitCode {
     }
     println!(
         "{run} seeds run, {failed} failed; {:.1} s simulated in {:.1} s; faults {faults:?}; \
-         {inconclusive} keys inconclusive",
+         {inconclusive} keys inconclusive; {watch_events} watch events checked",
         simulated_ms as f64 / 1000.0,
         started.elapsed().as_secs_f64()
     );

@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use strata_core::FIRST_RANGE_ID;
-use strata_core::mvcc::read;
 use strata_core::mvcc::view::View;
+use strata_core::mvcc::{AppliedState, read};
 use strata_core::raftstore::{Answers, Config, Driver, MessageType, Mutation, Node, OutMessage};
 use strata_core::rng::fnv1a;
 use strata_storage::Engine;
@@ -23,6 +23,7 @@ use crate::check::{self, FinalReplica, RaftObserver};
 use crate::disk::Disk;
 use crate::faults::{FaultCounts, FaultPlan, Kind as FaultKind};
 use crate::history::{Op, Operation, Outcome};
+use crate::watchers::Watchers;
 use crate::workload::{self, Client};
 use strata_core::rng::Rng;
 
@@ -98,6 +99,10 @@ pub struct Report {
     pub violations: Vec<String>,
     /// Keys whose linearizability search ran out of budget.
     pub inconclusive_keys: usize,
+    /// Events the watch clients saw (all checked against the final store), and how often they
+    /// connected to a node.
+    pub watch_events: usize,
+    pub watch_connects: usize,
 }
 
 impl Report {
@@ -161,6 +166,7 @@ pub struct World {
     net_rng: Rng,
     client_rng: Rng,
     observer: RaftObserver,
+    watchers: Watchers,
     trace: u64,
     events: u64,
     /// Problems found while running (a node that refused to restart, for example).
@@ -174,13 +180,15 @@ impl World {
         let plan = FaultPlan::new(rng.fork(), &options.faults, options.nodes);
         let net_rng = rng.fork();
         let client_rng = rng.fork();
+        let keys = workload::keys();
+        let watchers = Watchers::new(rng.fork(), options.nodes, &keys);
         let mut world = Self {
             now: 0,
             seq: 0,
             queue: BTreeMap::new(),
             nodes: Vec::new(),
             clients: (0..options.clients).map(Client::new).collect(),
-            keys: workload::keys(),
+            keys,
             history: Vec::new(),
             cut: BTreeMap::new(),
             plan,
@@ -188,6 +196,7 @@ impl World {
             net_rng,
             client_rng,
             observer: RaftObserver::default(),
+            watchers,
             trace: 0,
             events: 0,
             violations: Vec::new(),
@@ -283,7 +292,11 @@ impl World {
         };
         let failed_syncs = sim.disk.failed_syncs();
         match Node::open(config, Arc::new(sim.disk.clone())) {
-            Ok(node) => sim.node = Some(Driver::new(node)),
+            Ok(node) => {
+                let revision = node.shared(FIRST_RANGE_ID).map_or(0, |s| s.read_state().revision);
+                sim.node = Some(Driver::new(node));
+                self.watchers.node_started(id, revision);
+            }
             // The disk failed while starting: the process exits and is started again.
             Err(_) if sim.disk.failed_syncs() > failed_syncs => {
                 sim.disk.memory.crash();
@@ -408,6 +421,11 @@ impl World {
             };
             if is_leader {
                 self.observer.leader(id, term);
+            }
+            let sim = &self.nodes[id as usize - 1];
+            if let Some(driver) = &sim.node {
+                let state = driver.node().shared(FIRST_RANGE_ID).expect("range").read_state();
+                self.watchers.after_round(id, &sim.disk, state);
             }
             self.observer.applied(id, &output.applied);
             self.send(output.messages);
@@ -638,6 +656,7 @@ impl World {
         let kept = self.plan.writes_kept(unsynced);
         let sim = &mut self.nodes[id as usize - 1];
         if sim.node.take().is_some() {
+            self.watchers.node_stopped(id);
             sim.disk.memory.crash_keeping(kept);
             sim.deferred.clear();
             sim.paused_until = None;
@@ -723,6 +742,20 @@ impl World {
         violations.extend(check::convergence(&replicas));
         violations.extend(check::durability(&replicas, &self.history));
         violations.extend(check::revisions(&self.history));
+        let up: Vec<(u64, &dyn Engine, AppliedState)> = self
+            .nodes
+            .iter()
+            .filter(|sim| !sim.damaged)
+            .filter_map(|sim| {
+                let state = sim.node.as_ref()?.node().shared(FIRST_RANGE_ID)?.read_state();
+                Some((sim.id, &sim.disk as &dyn Engine, state))
+            })
+            .collect();
+        let (watch_violations, watch_events) = match up.first() {
+            Some(&(_, reference, state)) => self.watchers.check(&up, reference, state),
+            None => (Vec::new(), 0),
+        };
+        violations.extend(watch_violations);
         let (lin, inconclusive_keys) =
             check::linearizability::check(&self.history, &self.keys, SEARCH_BUDGET);
         violations.extend(lin);
@@ -735,6 +768,8 @@ impl World {
             history: self.history,
             violations,
             inconclusive_keys,
+            watch_events,
+            watch_connects: self.watchers.reconnects,
             options: self.options,
         }
     }

@@ -20,6 +20,7 @@ fn describe(report: &Report) -> String {
 #[test]
 fn five_hundred_seeds_of_mixed_faults_uphold_every_check() {
     let (mut simulated_ms, mut operations, mut acknowledged) = (0, 0, 0);
+    let (mut watch_events, mut watch_connects) = (0, 0);
     let mut faults = FaultCounts::default();
     for seed in 0..500 {
         let report = run(options(seed));
@@ -27,11 +28,13 @@ fn five_hundred_seeds_of_mixed_faults_uphold_every_check() {
         simulated_ms += report.simulated_ms;
         operations += report.history.len();
         acknowledged += report.acknowledged_writes();
+        watch_events += report.watch_events;
+        watch_connects += report.watch_connects;
         faults.add(&report.faults);
     }
     println!(
         "500 seeds: {:.0} s simulated, {operations} operations, {acknowledged} acknowledged \
-         writes, faults {faults:?}",
+         writes, {watch_events} watch events checked ({watch_connects} connects), faults {faults:?}",
         simulated_ms as f64 / 1000.0
     );
     // The runs did real work under real faults (a checker over empty histories proves nothing).
@@ -39,6 +42,8 @@ fn five_hundred_seeds_of_mixed_faults_uphold_every_check() {
     assert!(faults.crashes > 300 && faults.partitions > 300 && faults.pauses > 300);
     assert!(faults.drifts > 300 && faults.fsync_failures > 100 && faults.corruptions > 100);
     assert!(faults.messages_dropped > 10_000);
+    // Watchers followed the store through all of it, reconnecting after crashes.
+    assert!(watch_events > 20_000 && watch_connects > 1_500, "{watch_events} {watch_connects}");
 }
 
 #[test]

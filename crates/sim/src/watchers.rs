@@ -1,0 +1,241 @@
+//! Watches under faults: each simulated node runs the production watch [`Hub`], fed from what
+//! it applied exactly as the server's feeder feeds it, and simulated watch clients follow the
+//! store through it — taking events late (so their buffers overflow and they catch up from the
+//! change index), and reconnecting to another node, from the revision after the last event they
+//! saw, whenever their node crashes.
+//!
+//! The checker: at the end, every watcher must have seen exactly the events the converged store
+//! holds for what it watches, from its start revision on — in order, without gaps and without
+//! duplicates, across crashes, restarts, partitions, pauses and snapshot installs.
+
+use std::sync::Arc;
+
+use strata_core::Result;
+use strata_core::mvcc::AppliedState;
+use strata_core::pb::mvccpb::Event;
+use strata_core::rng::Rng;
+use strata_core::watch::{Hub, Spec, Take, WatcherId, history};
+use strata_storage::Engine;
+
+/// Small limits, so that buffers overflow and catch-ups run in short simulations.
+const WATCHER_BUFFER_BYTES: usize = 300;
+const HUB_BUFFER_BYTES: usize = 2_000;
+const READ_BYTES: usize = 400;
+
+/// An event as a watcher saw it: key, revision, type, version.
+type Seen = (Vec<u8>, i64, i32, i64);
+
+fn seen(event: &Event) -> Seen {
+    let kv = event.kv.clone().unwrap_or_default();
+    (kv.key, kv.mod_revision, event.r#type, kv.version)
+}
+
+struct Client {
+    id: WatcherId,
+    spec: Spec,
+    start: i64,
+    /// The node it is connected to.
+    node: Option<u64>,
+    seen: Vec<Seen>,
+}
+
+impl Client {
+    /// Where to resume: the revision after the last event seen.
+    fn next(&self) -> i64 {
+        self.seen.last().map_or(self.start, |e| e.1 + 1)
+    }
+}
+
+pub struct Watchers {
+    rng: Rng,
+    /// Each node's hub, while its process runs (index: node id - 1).
+    hubs: Vec<Option<Hub>>,
+    clients: Vec<Client>,
+    pub reconnects: usize,
+}
+
+impl Watchers {
+    pub fn new(rng: Rng, nodes: u64, keys: &[String]) -> Self {
+        let prefix =
+            Spec { key: b"k".to_vec(), range_end: Some(b"l".to_vec()), ..Default::default() };
+        let single = Spec { key: keys[0].as_bytes().to_vec(), ..Default::default() };
+        let no_puts = Spec { no_put: true, ..prefix.clone() };
+        let clients = [(prefix, 1), (single, 1), (no_puts, 5)]
+            .into_iter()
+            .enumerate()
+            .map(|(i, (spec, start))| Client {
+                id: WatcherId { stream: i as u64, watch: 0 },
+                spec,
+                start,
+                node: None,
+                seen: Vec::new(),
+            })
+            .collect();
+        Self { rng, hubs: (0..nodes).map(|_| None).collect(), clients, reconnects: 0 }
+    }
+
+    /// Node `id`'s process started, with `revision` applied: a fresh hub.
+    pub fn node_started(&mut self, id: u64, revision: i64) {
+        self.hubs[id as usize - 1] =
+            Some(Hub::with_buffer_limits(revision, WATCHER_BUFFER_BYTES, HUB_BUFFER_BYTES));
+    }
+
+    /// Node `id`'s process is gone, and with it its hub: its watchers must reconnect.
+    pub fn node_stopped(&mut self, id: u64) {
+        self.hubs[id as usize - 1] = None;
+        for client in &mut self.clients {
+            if client.node == Some(id) {
+                client.node = None;
+            }
+        }
+    }
+
+    /// After a round on node `id`: publishes what it applied, connects watchers that lost their
+    /// node (sometimes), and lets its watchers take what is ready (sometimes: a slow consumer).
+    pub fn after_round(&mut self, id: u64, engine: &dyn Engine, state: AppliedState) {
+        if feed(self.hubs[id as usize - 1].as_mut(), engine, state).is_err() {
+            // A damaged store: the process would stop serving its watchers.
+            return self.node_stopped(id);
+        }
+        for i in 0..self.clients.len() {
+            if self.clients[i].node.is_none() && self.rng.chance(0.3) {
+                self.connect(i, id);
+            }
+            if self.clients[i].node == Some(id)
+                && self.rng.chance(0.5)
+                && self.drain(i, engine, state, 4).is_err()
+            {
+                self.node_stopped(id);
+            }
+        }
+    }
+
+    fn connect(&mut self, client: usize, node: u64) {
+        let Some(hub) = self.hubs[node as usize - 1].as_mut() else { return };
+        let c = &mut self.clients[client];
+        hub.add(c.id, c.spec.clone(), c.next());
+        c.node = Some(node);
+        self.reconnects += 1;
+    }
+
+    /// Takes what the watcher's hub has for it, reading from storage while it is behind, for at
+    /// most `steps` steps.
+    fn drain(
+        &mut self,
+        client: usize,
+        engine: &dyn Engine,
+        state: AppliedState,
+        steps: usize,
+    ) -> Result<()> {
+        let c = &mut self.clients[client];
+        let Some(hub) = c.node.and_then(|n| self.hubs[n as usize - 1].as_mut()) else {
+            return Ok(());
+        };
+        for _ in 0..steps {
+            match hub.take(c.id) {
+                None => return Ok(()),
+                Some(Take::Events { events, .. }) => {
+                    c.seen.extend(events.iter().map(|e| seen(e)));
+                    return Ok(());
+                }
+                Some(Take::CatchUp { from, to }) => {
+                    let span = (from, to);
+                    let chunk = history::read(
+                        engine,
+                        span,
+                        state.compact_revision,
+                        Some(&c.spec),
+                        READ_BYTES,
+                        false,
+                    )?;
+                    c.seen.extend(chunk.events.iter().map(seen));
+                    hub.caught_up(c.id, chunk.through);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The end: every watcher catches up on a running node, then what it saw is compared with
+    /// what `reference` (a converged replica) holds. `up` lists the running, undamaged nodes.
+    pub fn check(
+        &mut self,
+        up: &[(u64, &dyn Engine, AppliedState)],
+        reference: &dyn Engine,
+        state: AppliedState,
+    ) -> (Vec<String>, usize) {
+        let mut violations = Vec::new();
+        let Some(&(first, _, _)) = up.first() else { return (violations, 0) };
+        for &(id, engine, state) in up {
+            if feed(self.hubs[id as usize - 1].as_mut(), engine, state).is_err() {
+                violations.push(format!("n{id}'s store failed while feeding its watchers"));
+            }
+        }
+        let mut events = 0;
+        for i in 0..self.clients.len() {
+            if self.clients[i].node.is_none_or(|n| !up.iter().any(|u| u.0 == n)) {
+                self.clients[i].node = None;
+                self.connect(i, first);
+            }
+            let node = self.clients[i].node.expect("connected");
+            let &(_, engine, node_state) = up.iter().find(|u| u.0 == node).expect("up");
+            if self.drain(i, engine, node_state, 100_000).is_err() {
+                violations.push(format!("n{node} failed to serve watcher {i}"));
+            }
+            let c = &self.clients[i];
+            let expected = match history::read(
+                reference,
+                (c.start, state.revision),
+                state.compact_revision,
+                Some(&c.spec),
+                usize::MAX,
+                false,
+            ) {
+                Ok(chunk) => chunk.events.iter().map(seen).collect::<Vec<_>>(),
+                Err(e) => {
+                    violations.push(format!("cannot read the reference history: {e}"));
+                    continue;
+                }
+            };
+            events += c.seen.len();
+            if c.seen != expected {
+                let position = c.seen.iter().zip(&expected).position(|(a, b)| a != b);
+                violations.push(format!(
+                    "watcher {i} ({:?} from {}) saw {} events, the store holds {}; first \
+                     difference at {position:?}: saw {:?}, expected {:?}",
+                    String::from_utf8_lossy(&c.spec.key),
+                    c.start,
+                    c.seen.len(),
+                    expected.len(),
+                    position.and_then(|p| c.seen.get(p)),
+                    position.and_then(|p| expected.get(p)),
+                ));
+            }
+        }
+        (violations, events)
+    }
+}
+
+/// Publishes to `hub` every event applied since it last published (as the server's feeder does).
+fn feed(hub: Option<&mut Hub>, engine: &dyn Engine, state: AppliedState) -> Result<()> {
+    let Some(hub) = hub else { return Ok(()) };
+    while hub.published() < state.revision {
+        let from = hub.published() + 1;
+        if from < state.compact_revision {
+            hub.skip_to(state.revision);
+            break;
+        }
+        let span = (from, state.revision);
+        let chunk = history::read(
+            engine,
+            span,
+            state.compact_revision,
+            None,
+            READ_BYTES,
+            hub.wants_prev_kv(),
+        )?;
+        let events: Vec<Arc<Event>> = chunk.events.into_iter().map(Arc::new).collect();
+        hub.publish(&events, chunk.through);
+    }
+    Ok(())
+}
