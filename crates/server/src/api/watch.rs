@@ -98,11 +98,16 @@ impl Api {
     /// Publishes every event applied since the last call.
     fn feed_once(&self) -> Result<(), Error> {
         loop {
+            let revision = self.range().revision.load(Ordering::Acquire);
             let (published, prev_kv) = {
-                let hub = self.watches.hub();
+                let mut hub = self.watches.hub();
+                if hub.watcher_count() == 0 && revision > hub.published() {
+                    // Nobody to tell: skip reading. A watcher added later that starts at or
+                    // before `revision` reads what it needs from storage.
+                    hub.publish(&[], revision);
+                }
                 (hub.published(), hub.wants_prev_kv())
             };
-            let revision = self.range().revision.load(Ordering::Acquire);
             if revision <= published {
                 return Ok(());
             }
