@@ -202,8 +202,10 @@ fn lease_keys_prefix(id: i64) -> Vec<u8> {
 
 /// Bounds of the keys attached to lease `id`.
 pub fn lease_keys_bounds(id: i64) -> (Vec<u8>, Vec<u8>) {
-    // Lease ids are positive, so `id + 1` cannot overflow.
-    (lease_keys_prefix(id), lease_keys_prefix(id + 1))
+    match (id as u64).checked_add(1) {
+        Some(next) => (lease_keys_prefix(id), lease_keys_prefix(next as i64)),
+        None => (lease_keys_prefix(id), vec![TAG_LEASE_KEY + 1]),
+    }
 }
 
 /// The user key of an attachment record.
@@ -304,6 +306,10 @@ mod tests {
         let (lo, hi) = lease_keys_bounds(7);
         assert!(lease_key(7, b"\xff\xff") < hi && lease_key(7, b"") >= lo);
         assert!(lease_key(8, b"") >= hi);
+        for id in [i64::MAX, -1, i64::MIN] {
+            let (lo, hi) = lease_keys_bounds(id);
+            assert!(lease_key(id, b"\xff") >= lo && lease_key(id, b"\xff") < hi, "{id}");
+        }
         let (_, all_versions) = version_bounds(b"", b"");
         let (first_version, _) = version_bounds(b"", b"");
         for key in [lease(1), lease_key(1, b"k")] {

@@ -244,8 +244,7 @@ pub fn assemble(
     let voters: Vec<u64> = config.members.iter().map(|m| m.id).collect();
     let mut raft_config = RaftConfig::new(member_id, parts.epoch, voters);
     raft_config.election_ticks = config.election_ticks;
-    raft_config.ticks_per_second = (std::time::Duration::from_secs(1).as_millis()
-        / config.tick_interval.as_millis().max(1)) as u64;
+    raft_config.tick_ms = config.tick_interval.as_millis().max(1) as u64;
     raft_config.raft_logger = Some(crate::raft_log::logger());
     raft_config.log_entries_max = config.log_entries_max;
     // Keep a fifth of the log after compaction so briefly lagging followers use the log.
@@ -291,6 +290,7 @@ pub fn assemble(
         lease_ids: LeaseIds::new(member_id),
         forwarder: Default::default(),
         db_size_cache: Default::default(),
+        snapshot_busy: Default::default(),
     });
     tokio::spawn(watch::feed(api.clone(), handle.applied()));
     let peer_service =

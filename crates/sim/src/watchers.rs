@@ -225,17 +225,10 @@ fn feed(hub: Option<&mut Hub>, engine: &dyn Engine, state: AppliedState) -> Resu
             hub.skip_to(state.revision);
             break;
         }
-        let span = (from, state.revision);
-        let chunk = history::read(
-            engine,
-            span,
-            state.compact_revision,
-            None,
-            READ_BYTES,
-            hub.wants_prev_kv(),
-        )?;
+        let (span, prev) = ((from, state.revision), hub.wants_prev_kv());
+        let chunk = history::read(engine, span, state.compact_revision, None, READ_BYTES, prev)?;
         let events: Vec<Arc<Event>> = chunk.events.into_iter().map(Arc::new).collect();
-        hub.publish(&events, chunk.through);
+        hub.publish(&events, chunk.through, prev);
     }
     Ok(())
 }

@@ -284,6 +284,7 @@ impl World {
         config.record_applied = true;
         // Small enough that snapshots happen in short runs.
         config.log_entries_max = 200;
+        config.tick_ms = TICK / MS;
         config.log_entries_keep = 50;
         config.mutation = match self.options.mutation {
             // One replica misbehaves; the others are the reference.

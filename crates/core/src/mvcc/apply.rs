@@ -406,8 +406,9 @@ impl<'a> Applier<'a> {
     /// Grants a lease. Its id and TTL were settled before proposing, so every replica grants the
     /// same one. Granting takes no revision, as in etcd.
     fn lease_grant(&mut self, req: &LeaseGrantRequest) -> Result<LeaseGrantResponse> {
-        if req.id <= 0 {
-            return Err(Error::Internal(format!("lease id {} proposed", req.id)));
+        if req.id == 0 {
+            // The member that received the request picks an id before proposing.
+            return Err(Error::LeaseNotFound);
         }
         if self.lease_exists(req.id)? {
             return Err(Error::LeaseExists);

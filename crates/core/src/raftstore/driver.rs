@@ -68,7 +68,7 @@ const LEASE_REVOKE_RETRY_SECONDS: u64 = 3;
 
 impl<T: Ord + Copy, P, R> Driver<T, P, R> {
     pub fn new(node: Node) -> Self {
-        let lessor = Lessor::new(node.config().ticks_per_second);
+        let lessor = Lessor::new(node.config().tick_ms);
         Self {
             lessor,
             ticks: 0,
@@ -209,17 +209,13 @@ impl<T: Ord + Copy, P, R> Driver<T, P, R> {
 
     /// Proposes the revocation of every expired lease (the leader's job).
     fn revoke_expired_leases(&mut self) {
-        let retry = LEASE_REVOKE_RETRY_SECONDS * self.node.config().ticks_per_second;
+        let retry = self.lessor.ticks(LEASE_REVOKE_RETRY_SECONDS as i64);
         for id in self.lessor.expired(self.ticks, retry) {
             let request = Request::LeaseRevoke(LeaseRevokeRequest { id });
             // Nobody waits for the answer; a lost proposal is proposed again after `retry`.
             let proposal = self.take_id();
             let _ = self.node.propose(FIRST_RANGE_ID, proposal, request);
         }
-    }
-
-    pub fn lease_count(&self) -> usize {
-        self.lessor.len()
     }
 
     fn take_id(&mut self) -> u64 {

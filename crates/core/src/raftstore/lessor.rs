@@ -22,15 +22,16 @@ struct Lease {
 }
 
 pub struct Lessor {
-    ticks_per_second: u64,
+    tick_ms: u64,
     /// Every lease, while this node is the leader; empty otherwise.
     leases: BTreeMap<i64, Lease>,
     active: bool,
 }
 
 impl Lessor {
-    pub fn new(ticks_per_second: u64) -> Self {
-        Self { ticks_per_second: ticks_per_second.max(1), leases: BTreeMap::new(), active: false }
+    /// A lease clock ticking every `tick_ms` milliseconds.
+    pub fn new(tick_ms: u64) -> Self {
+        Self { tick_ms: tick_ms.max(1), leases: BTreeMap::new(), active: false }
     }
 
     /// Whether this node keeps the lease clock (it is the leader).
@@ -38,8 +39,10 @@ impl Lessor {
         self.active
     }
 
-    fn ticks(&self, seconds: i64) -> u64 {
-        seconds.max(0) as u64 * self.ticks_per_second
+    /// Ticks in `seconds`, rounded up: a lease never gets less than its TTL, whatever the
+    /// tick length.
+    pub fn ticks(&self, seconds: i64) -> u64 {
+        (seconds.max(0) as u64).saturating_mul(1000).div_ceil(self.tick_ms)
     }
 
     /// Takes over the lease clock with `leases` as `(id, ttl)`: each expires its whole TTL plus
@@ -79,13 +82,14 @@ impl Lessor {
     /// Renews a lease for its whole TTL from `now`; returns the TTL, or `None` if this clock
     /// does not know the lease.
     pub fn renew(&mut self, id: i64, now: u64) -> Option<i64> {
-        let ticks_per_second = self.ticks_per_second;
+        let ttl = self.leases.get(&id)?.ttl;
+        let expiry = now + self.ticks(ttl);
         let lease = self.leases.get_mut(&id)?;
         // An expired lease whose revocation is under way is not renewed (as in etcd).
         if lease.revoking.is_some() {
             return None;
         }
-        lease.expiry = now + lease.ttl.max(0) as u64 * ticks_per_second;
+        lease.expiry = expiry;
         Some(lease.ttl)
     }
 
@@ -93,8 +97,8 @@ impl Lessor {
     /// rounds them (a lease granted for 60 s has 59 left a moment later).
     pub fn remaining(&self, id: i64, now: u64) -> Option<(i64, i64)> {
         let lease = self.leases.get(&id)?;
-        let left = lease.expiry.saturating_sub(now + 1) / self.ticks_per_second;
-        Some((left as i64, lease.ttl))
+        let left_ms = lease.expiry.saturating_sub(now + 1) * self.tick_ms;
+        Some(((left_ms / 1000) as i64, lease.ttl))
     }
 
     /// Leases that have expired and whose revocation was not proposed in the last
@@ -111,10 +115,6 @@ impl Lessor {
         out
     }
 
-    pub fn len(&self) -> usize {
-        self.leases.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.leases.is_empty()
     }
@@ -125,8 +125,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ttls_round_up_to_whole_ticks() {
+        // A 300 ms tick: 2 s is 6.67 ticks, which must become 7, never 6.
+        let lessor = Lessor::new(300);
+        assert_eq!(lessor.ticks(2), 7);
+        assert_eq!(Lessor::new(600).ticks(1), 2);
+        assert_eq!(Lessor::new(100).ticks(3), 30);
+    }
+
+    #[test]
     fn leases_expire_unless_renewed() {
-        let mut lessor = Lessor::new(10);
+        let mut lessor = Lessor::new(100);
         lessor.promote([(1, 2), (2, 5)], 0, 0);
         assert_eq!(lessor.expired(19, 30), Vec::<i64>::new());
         assert_eq!(lessor.renew(1, 15), Some(2));
@@ -142,7 +151,7 @@ mod tests {
 
     #[test]
     fn a_new_leader_gives_every_lease_its_whole_ttl_again() {
-        let mut lessor = Lessor::new(10);
+        let mut lessor = Lessor::new(100);
         assert_eq!(lessor.renew(1, 0), None, "inactive");
         lessor.apply(LeaseChange::Granted { id: 1, ttl: 3 }, 0);
         assert!(lessor.is_empty(), "only the leader keeps the clock");

@@ -28,8 +28,8 @@ pub struct Config {
     pub initial_voters: Vec<NodeId>,
     pub election_ticks: usize,
     pub heartbeat_ticks: usize,
-    /// How many ticks make a second: the leader's lease clock counts in ticks.
-    pub ticks_per_second: u64,
+    /// Milliseconds per tick: the leader's lease clock counts in ticks.
+    pub tick_ms: u64,
     /// Compact a replica's log once it holds more applied entries than this...
     pub log_entries_max: u64,
     /// ...keeping this many of the newest applied entries, so briefly lagging followers catch
@@ -79,7 +79,7 @@ impl Config {
             initial_voters,
             election_ticks: 10,
             heartbeat_ticks: 1,
-            ticks_per_second: 10,
+            tick_ms: 100,
             log_entries_max: 10_000,
             log_entries_keep: 2_000,
             append_bytes_max: 1024 * 1024,

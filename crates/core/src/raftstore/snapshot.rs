@@ -73,8 +73,12 @@ pub fn restore_as_new(engine: &dyn Engine, range_id: RangeId, data: &[u8]) -> Re
         compact_revision: old.compact_revision,
     };
     let mut batch = WriteBatch::new();
+    // Alarms were raised by the old cluster's members: the new cluster starts without them.
+    let (alarms_start, alarms_end) = keys::alarm_bounds();
     for record in snapshot.records {
-        batch.put(Keyspace::Mvcc, record.key, record.value);
+        if !(alarms_start.as_slice()..alarms_end.as_slice()).contains(&record.key.as_slice()) {
+            batch.put(Keyspace::Mvcc, record.key, record.value);
+        }
     }
     batch.put(Keyspace::Meta, keys::range_applied(range_id), applied.encode());
     engine.write(&batch, strata_storage::Durability::Sync)?;

@@ -152,9 +152,18 @@ impl Hub {
         }
     }
 
-    /// Publishes the events of revisions `published + 1 ..= through`, in revision order. Returns
-    /// the streams that have something new to do.
-    pub fn publish(&mut self, events: &[Arc<Event>], through: i64) -> BTreeSet<u64> {
+    /// Publishes the events of revisions `published + 1 ..= through`, in revision order, read
+    /// with their previous versions or not (`with_prev`). Returns the streams that have
+    /// something new to do.
+    ///
+    /// A watcher that wants previous versions but is handed events read without them (it was
+    /// added while they were being read) falls behind instead, and reads them from storage.
+    pub fn publish(
+        &mut self,
+        events: &[Arc<Event>],
+        through: i64,
+        with_prev: bool,
+    ) -> BTreeSet<u64> {
         assert!(through >= self.published, "published revisions only grow");
         let mut woken = BTreeSet::new();
         for event in events {
@@ -173,7 +182,8 @@ impl Hub {
                 let bytes = event_bytes(event);
                 let over_watcher =
                     !watcher.buffer.is_empty() && watcher.buffer_bytes + bytes > limit;
-                if over_watcher || self.buffered + bytes > self.buffered_max {
+                let lacks_prev = watcher.spec.prev_kv && !with_prev;
+                if over_watcher || lacks_prev || self.buffered + bytes > self.buffered_max {
                     // Too far behind to buffer: drop the buffer, read it back from storage
                     // later. `next` still points at the first event it has not taken.
                     self.buffered -= watcher.buffer_bytes;
@@ -302,7 +312,7 @@ mod tests {
         let prefix =
             Spec { key: b"a".to_vec(), range_end: Some(b"b".to_vec()), ..Default::default() };
         hub.add(B, prefix, 6);
-        let woken = hub.publish(&[put("a", 6, 1), put("ab", 7, 1), put("c", 8, 1)], 8);
+        let woken = hub.publish(&[put("a", 6, 1), put("ab", 7, 1), put("c", 8, 1)], 8, true);
         assert_eq!(woken, BTreeSet::from([1, 2]));
         assert_eq!(revisions(hub.take(A)), vec![6]);
         assert_eq!(revisions(hub.take(B)), vec![6, 7]);
@@ -316,11 +326,11 @@ mod tests {
         hub.add(A, single("a"), 4);
         assert_eq!(hub.take(A), Some(Take::CatchUp { from: 4, to: 10 }));
         // Published while the watcher reads storage: not buffered, read next time.
-        hub.publish(&[put("a", 11, 1)], 11);
+        hub.publish(&[put("a", 11, 1)], 11, true);
         hub.caught_up(A, 10);
         assert_eq!(hub.take(A), Some(Take::CatchUp { from: 11, to: 11 }));
         hub.caught_up(A, 11);
-        hub.publish(&[put("a", 12, 1)], 12);
+        hub.publish(&[put("a", 12, 1)], 12, true);
         assert_eq!(revisions(hub.take(A)), vec![12]);
     }
 
@@ -328,7 +338,7 @@ mod tests {
     fn a_future_start_skips_earlier_events() {
         let mut hub = Hub::new(3);
         hub.add(A, single("a"), 6);
-        hub.publish(&[put("a", 4, 1), put("a", 6, 1)], 6);
+        hub.publish(&[put("a", 4, 1), put("a", 6, 1)], 6, true);
         assert_eq!(revisions(hub.take(A)), vec![6]);
     }
 
@@ -337,9 +347,9 @@ mod tests {
         let mut hub = Hub::with_buffer_limits(1, 1000, usize::MAX);
         hub.add(A, single("a"), 2);
         hub.add(B, single("a"), 2);
-        hub.publish(&[put("a", 2, 400), put("a", 3, 400)], 3);
+        hub.publish(&[put("a", 2, 400), put("a", 3, 400)], 3, true);
         assert_eq!(revisions(hub.take(B)), vec![2, 3], "B keeps up");
-        hub.publish(&[put("a", 4, 400)], 4);
+        hub.publish(&[put("a", 4, 400)], 4, true);
         assert_eq!(hub.lagging_count(), 1);
         assert_eq!(hub.largest_buffer_bytes(), event_bytes(&put("a", 4, 400)));
         assert_eq!(revisions(hub.take(B)), vec![4]);
@@ -353,12 +363,23 @@ mod tests {
         let mut hub = Hub::with_buffer_limits(1, 1000, 1000);
         hub.add(A, single("a"), 2);
         hub.add(B, single("b"), 2);
-        hub.publish(&[put("a", 2, 600)], 2);
-        hub.publish(&[put("b", 3, 600)], 3);
+        hub.publish(&[put("a", 2, 600)], 2, true);
+        hub.publish(&[put("b", 3, 600)], 3, true);
         assert_eq!(hub.lagging_count(), 1, "B would take the hub past its limit");
         assert_eq!(hub.take(B), Some(Take::CatchUp { from: 2, to: 3 }));
         assert_eq!(revisions(hub.take(A)), vec![2]);
         assert_eq!(hub.buffered_bytes(), 0);
+    }
+
+    #[test]
+    fn events_read_without_previous_versions_send_a_prev_kv_watcher_to_storage() {
+        // Added while the publisher read revision 2 without previous versions.
+        let mut hub = Hub::new(1);
+        hub.add(A, Spec { prev_kv: true, ..single("a") }, 2);
+        hub.add(B, single("a"), 2);
+        hub.publish(&[put("a", 2, 1)], 2, false);
+        assert_eq!(hub.take(A), Some(Take::CatchUp { from: 2, to: 2 }));
+        assert_eq!(revisions(hub.take(B)), vec![2]);
     }
 
     #[test]
@@ -422,7 +443,7 @@ mod tests {
                             store.push(event.clone());
                             batch.push(event);
                         }
-                        hub.publish(&batch, revision);
+                        hub.publish(&batch, revision, true);
                     }
                     4 if specs.len() < 6 => {
                         let id = WatcherId { stream: step, watch: 0 };
@@ -482,6 +503,6 @@ mod tests {
         hub.remove_stream(1);
         assert_eq!(hub.watcher_count(), 1);
         assert!(!hub.wants_prev_kv());
-        assert_eq!(hub.publish(&[put("b", 2, 1)], 2), BTreeSet::new());
+        assert_eq!(hub.publish(&[put("b", 2, 1)], 2, true), BTreeSet::new());
     }
 }

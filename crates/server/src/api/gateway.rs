@@ -107,7 +107,7 @@ async fn lease_revoke(State(api): State<Arc<Api>>, body: Body) -> Answer {
 /// One keep-alive, answered as grpc-gateway answers its stream: one `{"result": ...}` line.
 async fn lease_keep_alive(State(api): State<Arc<Api>>, body: Body) -> Answer {
     let id = decode(&api, body, |input| input.int64("ID")).await?;
-    let r = api.observe("LeaseKeepAlive", api.lease_keep_alive_once(id)).await?;
+    let r = api.observe("LeaseKeepAlive", api.lease_keep_alive_once(id, false)).await?;
     let result = Fields::default()
         .message("header", r.header.as_ref().map(header))
         .int("ID", r.id)
@@ -121,7 +121,7 @@ async fn lease_time_to_live(State(api): State<Arc<Api>>, body: Body) -> Answer {
         Ok(LeaseTimeToLiveRequest { id: input.int64("ID")?, keys: input.bool("keys")? })
     })
     .await?;
-    let r = api.observe("LeaseTimeToLive", api.lease_time_to_live(req)).await?;
+    let r = api.observe("LeaseTimeToLive", api.lease_time_to_live(req, false)).await?;
     let keys: Vec<Json> = r.keys.iter().map(|k| Json::Value(BASE64.encode(k).into())).collect();
     Ok(Fields::default()
         .message("header", r.header.as_ref().map(header))

@@ -28,6 +28,21 @@ use crate::pb::etcd::lease_server::Lease;
 pub const LEASE_TTL_MAX: i64 = 9_000_000_000;
 /// How long a forwarded keep-alive or time-to-live may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(3);
+/// Marks a request one member forwarded to the member it took for the leader. That member
+/// answers it or says "not leader", never forwards it again: two members that disagree on who
+/// leads cannot bounce a request between them.
+const FORWARDED: &str = "strata-forwarded";
+
+/// Whether a request was forwarded by another member.
+fn forwarded<T>(request: &GrpcRequest<T>) -> bool {
+    request.metadata().contains_key(FORWARDED)
+}
+
+fn mark_forwarded<T>(message: T) -> GrpcRequest<T> {
+    let mut request = GrpcRequest::new(message);
+    request.metadata_mut().insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+    request
+}
 
 /// Lease ids this member hands out: its id's low 16 bits, then a counter started from the clock
 /// (as etcd's generator), so ids differ across members and restarts.
@@ -117,13 +132,18 @@ impl Api {
         }
     }
 
-    fn leader(&self) -> Result<Leader, Error> {
+    /// Who answers a lease-clock question: this member if it leads, else the leader — unless
+    /// the question was forwarded here already.
+    fn leader(&self, forwarded: bool) -> Result<Leader, Error> {
         let leader = self.range().leader_id.load(Ordering::Acquire);
-        if leader == 0 {
-            return Err(Error::NoLeader);
-        }
         if leader == self.config.member_id() {
             return Ok(Leader::Me);
+        }
+        if forwarded {
+            return Err(Error::NotLeader);
+        }
+        if leader == 0 {
+            return Err(Error::NoLeader);
         }
         let urls = self.peer_client_urls.lock().expect("urls lock").get(&leader).cloned();
         let url = urls.and_then(|u| u.into_iter().next()).ok_or(Error::NoLeader)?;
@@ -131,13 +151,17 @@ impl Api {
     }
 
     /// Renews a lease; a TTL of 0 means it does not exist (any more).
-    pub async fn lease_keep_alive_once(&self, id: i64) -> Result<LeaseKeepAliveResponse, Error> {
-        let ttl = match self.leader()? {
+    pub async fn lease_keep_alive_once(
+        &self,
+        id: i64,
+        forwarded: bool,
+    ) -> Result<LeaseKeepAliveResponse, Error> {
+        let ttl = match self.leader(forwarded)? {
             Leader::Me => self.shell.lease_keep_alive(id).await?,
             Leader::Elsewhere(mut client) => {
                 let request = LeaseKeepAliveRequest { id };
                 let mut responses = client
-                    .lease_keep_alive(tokio_stream::once(request))
+                    .lease_keep_alive(mark_forwarded(tokio_stream::once(request)))
                     .await
                     .map_err(forward_error)?
                     .into_inner();
@@ -151,8 +175,9 @@ impl Api {
     pub async fn lease_time_to_live(
         &self,
         req: LeaseTimeToLiveRequest,
+        forwarded: bool,
     ) -> Result<LeaseTimeToLiveResponse, Error> {
-        match self.leader()? {
+        match self.leader(forwarded)? {
             Leader::Me => {
                 let Some((ttl, granted_ttl)) = self.shell.lease_time_to_live(req.id).await? else {
                     // etcd's answer for a lease that does not exist.
@@ -177,8 +202,11 @@ impl Api {
                 })
             }
             Leader::Elsewhere(mut client) => {
-                let mut response =
-                    client.lease_time_to_live(req).await.map_err(forward_error)?.into_inner();
+                let mut response = client
+                    .lease_time_to_live(mark_forwarded(req))
+                    .await
+                    .map_err(forward_error)?
+                    .into_inner();
                 response.header = self.header(self.revision());
                 Ok(response)
             }
@@ -241,12 +269,13 @@ impl Lease for LeaseService {
         &self,
         request: GrpcRequest<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<GrpcResponse<Self::LeaseKeepAliveStream>, Status> {
+        let forwarded = forwarded(&request);
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
         let api = self.api.clone();
         tokio::spawn(async move {
             while let Some(Ok(request)) = inbound.next().await {
-                let work = api.lease_keep_alive_once(request.id);
+                let work = api.lease_keep_alive_once(request.id, forwarded);
                 let response = api.observe("LeaseKeepAlive", work).await.map_err(status);
                 let failed = response.is_err();
                 if tx.send(response).await.is_err() || failed {
@@ -261,7 +290,8 @@ impl Lease for LeaseService {
         &self,
         request: GrpcRequest<LeaseTimeToLiveRequest>,
     ) -> Result<GrpcResponse<LeaseTimeToLiveResponse>, Status> {
-        let work = self.api.lease_time_to_live(request.into_inner());
+        let forwarded = forwarded(&request);
+        let work = self.api.lease_time_to_live(request.into_inner(), forwarded);
         self.api.observe("LeaseTimeToLive", work).await.map(GrpcResponse::new).map_err(status)
     }
 

@@ -297,7 +297,10 @@ impl Api {
             // No leader yet: the first key put under the prefix is the leader.
             let leader: KeyValue = match found.kvs.into_iter().next() {
                 Some(kv) => kv,
-                None => self.next_put(&prefix, revision).await?,
+                None => tokio::select! {
+                    kv = self.next_put(&prefix, revision) => kv?,
+                    () = tx.closed() => return Ok(()),
+                },
             };
             let mut header = self.header(leader.mod_revision.max(revision));
             let mut current = leader.clone();
@@ -306,8 +309,12 @@ impl Api {
                 if tx.send(Ok(response)).await.is_err() {
                     return Ok(());
                 }
-                // Follow the leader's key until it is deleted.
-                match self.next_change(&leader.key, current.mod_revision + 1).await? {
+                // Follow the leader's key until it is deleted (or the client leaves).
+                let change = tokio::select! {
+                    change = self.next_change(&leader.key, current.mod_revision + 1) => change?,
+                    () = tx.closed() => return Ok(()),
+                };
+                match change {
                     Some(kv) => {
                         header = self.header(kv.mod_revision);
                         current = kv;

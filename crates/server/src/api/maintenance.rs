@@ -53,6 +53,31 @@ impl Api {
     }
 }
 
+/// Runs a whole-store scan off the async runtime's workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Internal(format!("scan task failed: {e}")))?
+}
+
+/// The member's one snapshot in progress; released when its stream is dropped.
+struct Busy(Arc<Api>);
+
+impl Busy {
+    fn claim(api: Arc<Api>) -> Option<Self> {
+        let taken = api.snapshot_busy.swap(true, Ordering::AcqRel);
+        (!taken).then_some(Busy(api))
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.snapshot_busy.store(false, Ordering::Release);
+    }
+}
+
 /// Bytes per message of a snapshot stream.
 const SNAPSHOT_CHUNK_BYTES: usize = 64 * 1024;
 
@@ -182,43 +207,52 @@ impl Maintenance for MaintenanceService {
     }
 
     async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        let api = &self.api;
-        api.observe("Hash", async { api.hash() }).await.map(Response::new).map_err(status)
+        let api = self.api.clone();
+        let work = blocking(move || api.hash());
+        self.api.observe("Hash", work).await.map(Response::new).map_err(status)
     }
 
     async fn hash_kv(
         &self,
         request: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
-        let (api, req) = (&self.api, request.into_inner());
-        api.observe("HashKV", async { api.hash_kv(req) }).await.map(Response::new).map_err(status)
+        let (api, req) = (self.api.clone(), request.into_inner());
+        let work = blocking(move || api.hash_kv(req));
+        self.api.observe("HashKV", work).await.map(Response::new).map_err(status)
     }
 
-    type SnapshotStream = tokio_stream::Iter<std::vec::IntoIter<Result<SnapshotResponse, Status>>>;
+    type SnapshotStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<SnapshotResponse, Status>> + Send>,
+    >;
 
-    /// Streams a backup of this member's state machine (see `crate::backup`) in chunks.
+    /// Streams a backup of this member's state machine (see `crate::backup`), one chunk copied
+    /// at a time as the client reads. One snapshot at a time per member: the image is held in
+    /// memory while it streams.
     async fn snapshot(
         &self,
         _: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        let api = &self.api;
+        let api = self.api.clone();
+        let Some(busy) = Busy::claim(api.clone()) else {
+            return Err(status(Error::TooManyRequests));
+        };
         let image = api.observe("Snapshot", api.shell.snapshot_image()).await.map_err(status)?;
-        let file = crate::backup::frame(&image);
-        let revision = api.range().revision.load(Ordering::Acquire);
-        let mut remaining = file.len();
-        let chunks: Vec<_> = file
-            .chunks(SNAPSHOT_CHUNK_BYTES)
-            .map(|chunk| {
-                remaining -= chunk.len();
-                Ok(SnapshotResponse {
-                    header: api.header(revision),
-                    remaining_bytes: remaining as u64,
-                    blob: chunk.to_vec(),
-                    version: super::maintenance::ETCD_API_VERSION.to_string(),
-                })
+        let file = Arc::new(crate::backup::frame(&image));
+        drop(image);
+        let header = api.header(api.range().revision.load(Ordering::Acquire));
+        let chunks = file.len().div_ceil(SNAPSHOT_CHUNK_BYTES);
+        let responses = (0..chunks).map(move |i| {
+            let _still_streaming = &busy;
+            let start = i * SNAPSHOT_CHUNK_BYTES;
+            let end = file.len().min(start + SNAPSHOT_CHUNK_BYTES);
+            Ok(SnapshotResponse {
+                header,
+                remaining_bytes: (file.len() - end) as u64,
+                blob: file[start..end].to_vec(),
+                version: ETCD_API_VERSION.to_string(),
             })
-            .collect();
-        Ok(Response::new(tokio_stream::iter(chunks)))
+        });
+        Ok(Response::new(Box::pin(tokio_stream::iter(responses))))
     }
 
     async fn move_leader(

@@ -43,6 +43,8 @@ pub struct Api {
     pub forwarder: lease::Forwarder,
     /// The store's size when last measured, for the quota check.
     pub db_size_cache: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
+    /// A backup is being streamed (one at a time).
+    pub snapshot_busy: std::sync::atomic::AtomicBool,
 }
 
 impl Api {

@@ -104,7 +104,7 @@ impl Api {
                 if hub.watcher_count() == 0 && revision > hub.published() {
                     // Nobody to tell: skip reading. A watcher added later that starts at or
                     // before `revision` reads what it needs from storage.
-                    hub.publish(&[], revision);
+                    hub.publish(&[], revision, true);
                 }
                 (hub.published(), hub.wants_prev_kv())
             };
@@ -128,7 +128,7 @@ impl Api {
             let woken = match read {
                 Ok((chunk, _)) => {
                     let events: Vec<Arc<Event>> = chunk.events.into_iter().map(Arc::new).collect();
-                    self.watches.hub().publish(&events, chunk.through)
+                    self.watches.hub().publish(&events, chunk.through, prev_kv)
                 }
                 // A compaction overtook the feeder (after a snapshot was installed, say): the
                 // watchers that needed those events find out from storage.
@@ -396,7 +396,7 @@ impl Session {
         match read {
             Ok((chunk, _)) => {
                 if !chunk.events.is_empty() {
-                    self.send_events(watch, chunk.events, to).await?;
+                    self.send_events(watch, chunk.events, chunk.through).await?;
                 }
                 let id = self.id(watch);
                 let mut hub = self.api.watches.hub();
