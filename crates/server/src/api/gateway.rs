@@ -35,12 +35,16 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 use strata_core::Error;
+use strata_core::pb::etcdserverpb::alarm_request::AlarmAction;
 use strata_core::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use strata_core::pb::etcdserverpb::range_request::{SortOrder, SortTarget};
 use strata_core::pb::etcdserverpb::request_op::Request as OpRequest;
 use strata_core::pb::etcdserverpb::response_op::Response as OpResponse;
 use strata_core::pb::etcdserverpb::watch_create_request::FilterType;
 use strata_core::pb::etcdserverpb::watch_request::RequestUnion;
+use strata_core::pb::etcdserverpb::{
+    AlarmMember, AlarmRequest, AlarmType, HashKvRequest, MoveLeaderRequest,
+};
 use strata_core::pb::etcdserverpb::{
     CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse,
     Member, MemberListResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp,
@@ -52,6 +56,10 @@ use strata_core::pb::etcdserverpb::{
 };
 use strata_core::pb::mvccpb::event::EventType;
 use strata_core::pb::mvccpb::{Event, KeyValue};
+use strata_core::pb::v3electionpb::{
+    CampaignRequest, LeaderKey, LeaderRequest, ProclaimRequest, ResignRequest,
+};
+use strata_core::pb::v3lockpb::{LockRequest, UnlockRequest};
 use tokio_stream::StreamExt as _;
 
 use super::{Api, status};
@@ -82,6 +90,156 @@ pub fn routes() -> Router<Arc<Api>> {
         .route("/v3/kv/lease/timetolive", post(lease_time_to_live))
         .route("/v3/lease/leases", post(lease_leases))
         .route("/v3/kv/lease/leases", post(lease_leases))
+        .route("/v3/maintenance/alarm", post(alarm))
+        .route("/v3/maintenance/defragment", post(defragment))
+        .route("/v3/maintenance/hash", post(hash))
+        .route("/v3/maintenance/hashkv", post(hash_kv))
+        .route("/v3/maintenance/transfer-leadership", post(move_leader))
+        .route("/v3/lock/lock", post(lock))
+        .route("/v3/lock/unlock", post(unlock))
+        .route("/v3/election/campaign", post(campaign))
+        .route("/v3/election/proclaim", post(proclaim))
+        .route("/v3/election/leader", post(election_leader))
+        .route("/v3/election/resign", post(resign))
+}
+
+async fn alarm(State(api): State<Arc<Api>>, body: Body) -> Answer {
+    let req = decode(&api, body, |input| {
+        Ok(AlarmRequest {
+            action: input.enumeration("action", AlarmAction::from_str_name)?,
+            member_id: input.int64("memberID")? as u64,
+            alarm: input.enumeration("alarm", AlarmType::from_str_name)?,
+        })
+    })
+    .await?;
+    let r = api.observe("Alarm", api.alarm(req)).await?;
+    let alarm = |a: &AlarmMember| {
+        let kind = AlarmType::try_from(a.alarm).map_or("", |t| t.as_str_name());
+        let kind = if a.alarm == 0 { "" } else { kind };
+        Fields::default().int("memberID", a.member_id).string("alarm", kind).done()
+    };
+    Ok(Fields::default()
+        .message("header", r.header.as_ref().map(header))
+        .messages("alarms", r.alarms.iter().map(alarm).collect())
+        .done())
+}
+
+async fn defragment(State(api): State<Arc<Api>>, body: Body) -> Answer {
+    decode(&api, body, |_| Ok(())).await?;
+    let r = api.observe("Defragment", api.defragment()).await?;
+    Ok(Fields::default().message("header", r.header.as_ref().map(header)).done())
+}
+
+async fn hash(State(api): State<Arc<Api>>, body: Body) -> Answer {
+    decode(&api, body, |_| Ok(())).await?;
+    let scan = api.clone();
+    let work = super::maintenance::blocking(move || scan.hash());
+    let r = api.observe("Hash", work).await?;
+    Ok(Fields::default()
+        .message("header", r.header.as_ref().map(header))
+        .push("hash", Json::Value(Value::from(r.hash)))
+        .done())
+}
+
+async fn hash_kv(State(api): State<Arc<Api>>, body: Body) -> Answer {
+    let req = decode(&api, body, |input| Ok(HashKvRequest { revision: input.int64("revision")? }))
+        .await?;
+    let scan = api.clone();
+    let work = super::maintenance::blocking(move || scan.hash_kv(req));
+    let r = api.observe("HashKV", work).await?;
+    Ok(Fields::default()
+        .message("header", r.header.as_ref().map(header))
+        .push("hash", Json::Value(Value::from(r.hash)))
+        .int("compact_revision", r.compact_revision)
+        .int("hash_revision", r.hash_revision)
+        .done())
+}
+
+async fn move_leader(State(api): State<Arc<Api>>, body: Body) -> Answer {
+    let req = decode(&api, body, |input| {
+        Ok(MoveLeaderRequest { target_id: input.int64("targetID")? as u64 })
+    })
+    .await?;
+    let r = api.observe("MoveLeader", api.move_leader(req)).await?;
+    Ok(Fields::default().message("header", r.header.as_ref().map(header)).done())
+}
+
+async fn lock(State(api): State<Arc<Api>>, body: Body) -> Answer {
+    let req = decode(&api, body, |input| {
+        Ok(LockRequest { name: input.bytes("name")?, lease: input.int64("lease")? })
+    })
+    .await?;
+    let r = api.observe("Lock", api.lock(req)).await?;
+    Ok(Fields::default()
+        .message("header", r.header.as_ref().map(header))
+        .bytes("key", &r.key)
+        .done())
+}
+
+async fn unlock(State(api): State<Arc<Api>>, body: Body) -> Answer {
+    let req = decode(&api, body, |input| Ok(UnlockRequest { key: input.bytes("key")? })).await?;
+    let r = api.observe("Unlock", api.unlock(req)).await?;
+    Ok(Fields::default().message("header", r.header.as_ref().map(header)).done())
+}
+
+fn leader_key_input(input: &Input) -> Result<Option<LeaderKey>, DecodeError> {
+    let Some(leader) = input.message("leader")? else { return Ok(None) };
+    Ok(Some(LeaderKey {
+        name: leader.bytes("name")?,
+        key: leader.bytes("key")?,
+        rev: leader.int64("rev")?,
+        lease: leader.int64("lease")?,
+    }))
+}
+
+fn leader_key(l: &LeaderKey) -> Json {
+    Fields::default()
+        .bytes("name", &l.name)
+        .bytes("key", &l.key)
+        .int("rev", l.rev)
+        .int("lease", l.lease)
+        .done()
+}
+
+async fn campaign(State(api): State<Arc<Api>>, body: Body) -> Answer {
+    let req = decode(&api, body, |input| {
+        Ok(CampaignRequest {
+            name: input.bytes("name")?,
+            lease: input.int64("lease")?,
+            value: input.bytes("value")?,
+        })
+    })
+    .await?;
+    let r = api.observe("Campaign", api.campaign(req)).await?;
+    Ok(Fields::default()
+        .message("header", r.header.as_ref().map(header))
+        .message("leader", r.leader.as_ref().map(leader_key))
+        .done())
+}
+
+async fn proclaim(State(api): State<Arc<Api>>, body: Body) -> Answer {
+    let req = decode(&api, body, |input| {
+        Ok(ProclaimRequest { leader: leader_key_input(input)?, value: input.bytes("value")? })
+    })
+    .await?;
+    let r = api.observe("Proclaim", api.proclaim(req)).await?;
+    Ok(Fields::default().message("header", r.header.as_ref().map(header)).done())
+}
+
+async fn election_leader(State(api): State<Arc<Api>>, body: Body) -> Answer {
+    let req = decode(&api, body, |input| Ok(LeaderRequest { name: input.bytes("name")? })).await?;
+    let r = api.observe("Leader", api.election_leader(req)).await?;
+    Ok(Fields::default()
+        .message("header", r.header.as_ref().map(header))
+        .message("kv", r.kv.as_ref().map(key_value))
+        .done())
+}
+
+async fn resign(State(api): State<Arc<Api>>, body: Body) -> Answer {
+    let req =
+        decode(&api, body, |input| Ok(ResignRequest { leader: leader_key_input(input)? })).await?;
+    let r = api.observe("Resign", api.resign(req)).await?;
+    Ok(Fields::default().message("header", r.header.as_ref().map(header)).done())
 }
 
 async fn lease_grant(State(api): State<Arc<Api>>, body: Body) -> Answer {
