@@ -29,7 +29,7 @@ pub struct Command {
     /// by a later one is skipped. See `raftstore::session`.
     #[prost(uint64, tag = "4")]
     pub sequence: u64,
-    #[prost(oneof = "Request", tags = "10, 11, 12, 13, 14, 15, 16")]
+    #[prost(oneof = "Request", tags = "10, 11, 12, 13, 14, 15, 16, 17")]
     pub request: Option<Request>,
 }
 
@@ -53,6 +53,44 @@ pub enum Request {
     /// Raising or clearing an alarm (a member over its storage quota raises `NOSPACE`).
     #[prost(message, tag = "16")]
     Alarm(AlarmRequest),
+    /// A membership change: proposed as a Raft configuration change carrying this command (see
+    /// `raftstore::node::Node::propose`), applied to Raft's configuration and to the member
+    /// records together.
+    #[prost(message, tag = "17")]
+    MemberChange(MemberChange),
+}
+
+/// What a membership change does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, prost::Enumeration)]
+#[repr(i32)]
+pub enum MemberChangeKind {
+    AddVoter = 0,
+    AddLearner = 1,
+    /// A learner becomes a voter.
+    Promote = 2,
+    Remove = 3,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MemberChange {
+    #[prost(enumeration = "MemberChangeKind", tag = "1")]
+    pub kind: i32,
+    #[prost(uint64, tag = "2")]
+    pub id: u64,
+    /// The member's record after the change (for `Remove`, ignored).
+    #[prost(message, optional, tag = "3")]
+    pub member: Option<MemberRecord>,
+}
+
+/// A cluster member as the cluster records it (`keys::member(id)`), replicated with the data.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct MemberRecord {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, repeated, tag = "2")]
+    pub peer_urls: Vec<String>,
+    #[prost(bool, tag = "3")]
+    pub is_learner: bool,
 }
 
 impl Command {

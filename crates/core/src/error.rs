@@ -53,6 +53,16 @@ pub enum Error {
     NotLeader,
     #[error("etcdserver: bad leader transferee")]
     BadLeaderTransferee,
+    #[error("etcdserver: member not found")]
+    MemberNotFound,
+    #[error("etcdserver: member ID already exist")]
+    MemberExists,
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlExists,
+    #[error("etcdserver: given member URLs are invalid")]
+    MemberBadUrls,
+    #[error("etcdserver: can only promote a learner member")]
+    MemberNotLearner,
     /// A member is over its storage quota (a `NOSPACE` alarm is active): only deletions,
     /// compactions and revocations are accepted until it is disarmed.
     #[error("etcdserver: mvcc: database space exceeded")]
@@ -99,9 +109,14 @@ impl Error {
             | Error::RequestTooLarge => Code::InvalidArgument,
             Error::Compacted | Error::FutureRevision | Error::LeaseTtlTooLarge => Code::OutOfRange,
             Error::LeaseNotFound => Code::NotFound,
-            Error::LeaseExists | Error::NotLeader | Error::BadLeaderTransferee => {
-                Code::FailedPrecondition
-            }
+            Error::LeaseExists
+            | Error::NotLeader
+            | Error::BadLeaderTransferee
+            | Error::MemberExists
+            | Error::PeerUrlExists
+            | Error::MemberNotLearner => Code::FailedPrecondition,
+            Error::MemberNotFound => Code::NotFound,
+            Error::MemberBadUrls => Code::InvalidArgument,
             Error::NoLeader | Error::LeaderChanged | Error::Stopped => Code::Unavailable,
             Error::Timeout => Code::Unavailable,
             Error::TooManyRequests | Error::NoSpace => Code::ResourceExhausted,

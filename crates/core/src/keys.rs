@@ -14,6 +14,8 @@
 //!   'L' <lease id:8>                        a lease: its TTL
 //!   'A' <lease id:8> <escaped user key>     a key attached to a lease
 //!   'W' <member id:8> <alarm type:4>        an active alarm (e.g. NOSPACE) raised by a member
+//!   'M' <member id:8>                       a cluster member: name, peer URLs, learner or voter
+//!   'C'                                     the cluster's id, chosen when it was bootstrapped
 //! ```
 //!
 //! All integers are big endian so that byte order is numeric order. User keys are escaped
@@ -37,6 +39,8 @@ const TAG_CHANGE: u8 = b'r';
 const TAG_LEASE: u8 = b'L';
 const TAG_LEASE_KEY: u8 = b'A';
 const TAG_ALARM: u8 = b'W';
+const TAG_MEMBER: u8 = b'M';
+const TAG_CLUSTER_ID: u8 = b'C';
 
 fn range_prefixed(range_id: RangeId, tag: u8, suffix: &[u8]) -> Vec<u8> {
     let mut key = Vec::with_capacity(9 + suffix.len());
@@ -144,6 +148,27 @@ pub fn decode_version(key: &[u8]) -> Option<(Vec<u8>, i64)> {
     let (escaped, revision) = body.split_at_checked(body.len().checked_sub(8)?)?;
     let revision = !u64::from_be_bytes(revision.try_into().ok()?) as i64;
     Some((unescape(escaped)?, revision))
+}
+
+/// The cluster's id (replicated, so a member added later answers with the same id).
+pub fn cluster_id() -> Vec<u8> {
+    vec![TAG_CLUSTER_ID]
+}
+
+/// A cluster member's record.
+pub fn member(id: u64) -> Vec<u8> {
+    let mut out = vec![TAG_MEMBER];
+    out.extend_from_slice(&id.to_be_bytes());
+    out
+}
+
+/// Bounds of every member record.
+pub fn member_bounds() -> (Vec<u8>, Vec<u8>) {
+    (vec![TAG_MEMBER], vec![TAG_MEMBER + 1])
+}
+
+pub fn decode_member(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.strip_prefix(&[TAG_MEMBER])?.try_into().ok()?))
 }
 
 /// An active alarm of a member.

@@ -140,14 +140,13 @@ impl StartArgs {
         }
         let data_dir =
             self.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("{}.strata", self.name)));
-        match self.initial_cluster_state.as_str() {
-            "new" => {}
-            "existing" if data_dir.join("FORMAT").exists() => {}
-            "existing" => bail!(
-                "--initial-cluster-state existing: joining a running cluster is not supported yet (membership changes are on the roadmap)"
-            ),
+        // `existing` with an empty directory joins a running cluster that added this member
+        // (`etcdctl member add`); with data, it is a restart like any other.
+        let join = match self.initial_cluster_state.as_str() {
+            "new" => false,
+            "existing" => !data_dir.join("FORMAT").exists(),
             other => bail!("--initial-cluster-state must be `new` or `existing`, not {other:?}"),
-        }
+        };
         let watch_progress_interval =
             config::parse_duration(&self.experimental_watch_progress_notify_interval)
                 .context("--experimental-watch-progress-notify-interval")?;
@@ -176,6 +175,7 @@ impl StartArgs {
             request_timeout: Duration::from_millis(self.request_timeout),
             log_entries_max: self.snapshot_count,
             watch_progress_interval,
+            join,
             quota_bytes: match self.quota_backend_bytes {
                 0 => DEFAULT_QUOTA_BYTES,
                 q if q < 0 => 0,

@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use axum::serve::ListenerExt as _;
+use strata_core::command::MemberRecord;
 use strata_core::mvcc::Limits;
 use strata_core::raftstore::stats::{Histogram, SECONDS_BOUNDS};
 use strata_core::raftstore::{Config as RaftConfig, Node};
@@ -32,7 +33,7 @@ use crate::pb::lock::lock_server::LockServer;
 use crate::pb::transport::raft_transport_server::RaftTransportServer;
 use crate::shell;
 use crate::timed_engine::TimedEngine;
-use crate::transport::{Connector, PEER_MESSAGE_BYTES_MAX, Transport, TransportService};
+use crate::transport::{Announced, Connector, PEER_MESSAGE_BYTES_MAX, Transport, TransportService};
 
 /// gRPC messages from clients may exceed the request limit by this much, so that a request just
 /// over the limit is answered with etcd's "request is too large" rather than a transport error
@@ -244,6 +245,20 @@ pub fn assemble(
     let voters: Vec<u64> = config.members.iter().map(|m| m.id).collect();
     let mut raft_config = RaftConfig::new(member_id, parts.epoch, voters);
     raft_config.election_ticks = config.election_ticks;
+    raft_config.join = config.join;
+    raft_config.cluster_id = config.cluster_id();
+    raft_config.initial_members = config
+        .members
+        .iter()
+        .map(|m| {
+            let record = MemberRecord {
+                name: m.name.clone(),
+                peer_urls: m.peer_urls.clone(),
+                is_learner: false,
+            };
+            (m.id, record)
+        })
+        .collect();
     raft_config.tick_ms = config.tick_interval.as_millis().max(1) as u64;
     raft_config.raft_logger = Some(crate::raft_log::logger());
     raft_config.log_entries_max = config.log_entries_max;
@@ -253,17 +268,23 @@ pub fn assemble(
         format!("cannot open the node's state in {}", config.data_dir.display())
     })?;
 
-    let peers: Vec<(u64, String)> = config
-        .members
-        .iter()
-        .filter(|m| m.id != member_id)
-        .map(|m| (m.id, m.peer_urls[0].clone()))
-        .collect();
+    // The members the cluster records, once it records them (they may have changed since the
+    // initial cluster); the configured initial cluster before that.
+    let recorded = node.members().with_context(|| "cannot read the cluster's members")?;
+    let peers: Vec<(u64, String)> = if recorded.is_empty() {
+        config.members.iter().map(|m| (m.id, m.peer_urls[0].clone())).collect()
+    } else {
+        recorded
+            .into_iter()
+            .filter_map(|(id, m)| Some((id, m.peer_urls.first()?.clone())))
+            .collect()
+    };
+    let peers: Vec<(u64, String)> = peers.into_iter().filter(|(id, _)| *id != member_id).collect();
     let reports = Arc::new(Mutex::new(None));
     let transport = Transport::start(
         &tokio::runtime::Handle::current(),
         member_id,
-        config.advertise_client_urls.clone(),
+        Announced { name: config.name.clone(), client_urls: config.advertise_client_urls.clone() },
         &peers,
         reports.clone(),
         parts.connector,
@@ -291,6 +312,7 @@ pub fn assemble(
         forwarder: Default::default(),
         db_size_cache: Default::default(),
         snapshot_busy: Default::default(),
+        cluster_id_cache: Default::default(),
     });
     tokio::spawn(watch::feed(api.clone(), handle.applied()));
     let peer_service =

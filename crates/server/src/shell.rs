@@ -78,6 +78,9 @@ pub enum Input {
 /// Where the shell sends messages for peers (the transport).
 pub trait Outbox: Send + 'static {
     fn send(&mut self, messages: Vec<OutMessage>);
+
+    /// The peers to send to from now on, after a membership change: `(member id, peer URL)`.
+    fn set_peers(&mut self, _peers: &[(u64, String)]) {}
 }
 
 /// A cloneable handle to a running shell.
@@ -284,6 +287,9 @@ impl<O: Outbox> Shell<O> {
                 deliver(answers);
                 self.log_leadership();
                 self.notify_applied();
+                if output.members_changed {
+                    self.follow_members();
+                }
             }
             Err(e) => {
                 // The node's memory may now be ahead of its disk; continuing could acknowledge
@@ -324,6 +330,39 @@ impl<O: Outbox> Shell<O> {
                 let _ = reply.send(self.driver.lease_time_to_live(id));
             }
         }
+    }
+
+    /// After a membership change: sends to the members the cluster now records, and stops this
+    /// process if it is no longer one of them (as etcd stops a removed member).
+    fn follow_members(&mut self) {
+        let node = self.driver.node();
+        let members = match node.members() {
+            Ok(members) => members,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the cluster's members");
+                return;
+            }
+        };
+        if members.is_empty() {
+            return; // a store from before member records: the configured peers stay
+        }
+        let me = node.node_id();
+        if !members.iter().any(|(id, _)| *id == me) {
+            // Answer what is in flight (the removal itself, perhaps) before going.
+            tracing::warn!("this member was removed from the cluster; stopping in 2 s");
+            std::thread::spawn(|| {
+                std::thread::sleep(Duration::from_secs(2));
+                std::process::exit(0);
+            });
+            return;
+        }
+        let peers: Vec<(u64, String)> = members
+            .iter()
+            .filter(|(id, _)| *id != me)
+            .filter_map(|(id, m)| Some((*id, m.peer_urls.first()?.clone())))
+            .collect();
+        tracing::info!(members = members.len(), "cluster membership changed");
+        self.outbox.set_peers(&peers);
     }
 
     fn notify_applied(&mut self) {

@@ -58,8 +58,15 @@ pub enum Connector {
     Custom(Connect),
 }
 
-/// Client URLs peers announced on their streams, for `MemberList`.
-pub type PeerClientUrls = Arc<Mutex<HashMap<u64, Vec<String>>>>;
+/// What peers announced about themselves on their streams (name, client URLs), for
+/// `MemberList`.
+pub type PeerClientUrls = Arc<Mutex<HashMap<u64, Announced>>>;
+
+#[derive(Clone, Debug, Default)]
+pub struct Announced {
+    pub name: String,
+    pub client_urls: Vec<String>,
+}
 
 /// Where the transport reports undeliverable messages: the shell, once it runs.
 pub type Reports = Arc<Mutex<Option<ShellHandle>>>;
@@ -72,8 +79,13 @@ fn report(reports: &Reports, input: Input) {
 
 /// The sending side, owned by the shell.
 pub struct Transport {
-    peers: HashMap<u64, mpsc::Sender<OutMessage>>,
+    /// A queue per peer, and the URL its sender task dials.
+    peers: HashMap<u64, (String, mpsc::Sender<OutMessage>)>,
     reports: Reports,
+    runtime: tokio::runtime::Handle,
+    me: Announced,
+    self_id: u64,
+    connector: Connector,
 }
 
 impl Transport {
@@ -81,36 +93,57 @@ impl Transport {
     pub fn start(
         runtime: &tokio::runtime::Handle,
         self_id: u64,
-        self_client_urls: Vec<String>,
+        me: Announced,
         peers: &[(u64, String)],
         reports: Reports,
         connector: Connector,
     ) -> Self {
-        let mut senders = HashMap::new();
+        let mut transport = Self {
+            peers: HashMap::new(),
+            reports,
+            runtime: runtime.clone(),
+            me,
+            self_id,
+            connector,
+        };
+        transport.connect(peers);
+        transport
+    }
+
+    /// Sends to exactly `peers` from now on: starts senders for new peers (or new URLs) and
+    /// stops those of peers no longer listed (their tasks end with their queues).
+    fn connect(&mut self, peers: &[(u64, String)]) {
+        self.peers.retain(|id, (url, _)| peers.iter().any(|(p, u)| p == id && u == url));
         for (peer_id, url) in peers {
+            if self.peers.contains_key(peer_id) {
+                continue;
+            }
             let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);
-            senders.insert(*peer_id, tx);
+            self.peers.insert(*peer_id, (url.clone(), tx));
             let url = if url.starts_with("http") { url.clone() } else { format!("http://{url}") };
-            runtime.spawn(peer_sender(
-                self_id,
-                self_client_urls.clone(),
+            self.runtime.spawn(peer_sender(
+                self.self_id,
+                self.me.clone(),
                 *peer_id,
                 url,
                 rx,
-                reports.clone(),
-                connector.clone(),
+                self.reports.clone(),
+                self.connector.clone(),
             ));
         }
-        Self { peers: senders, reports }
     }
 }
 
 impl Outbox for Transport {
+    fn set_peers(&mut self, peers: &[(u64, String)]) {
+        self.connect(peers);
+    }
+
     fn send(&mut self, messages: Vec<OutMessage>) {
         for out in messages {
             let to = out.message.to;
             let range_id = out.range_id;
-            let Some(queue) = self.peers.get(&to) else { continue };
+            let Some((_, queue)) = self.peers.get(&to) else { continue };
             if queue.try_send(out).is_err() {
                 report(&self.reports, Input::Unreachable { range_id, peer: to });
             }
@@ -120,7 +153,7 @@ impl Outbox for Transport {
 
 async fn peer_sender(
     self_id: u64,
-    client_urls: Vec<String>,
+    me: Announced,
     peer_id: u64,
     url: String,
     mut queue: mpsc::Receiver<OutMessage>,
@@ -164,7 +197,8 @@ async fn peer_sender(
         let hello = RaftBatch {
             from_node: self_id,
             messages: Vec::new(),
-            client_urls: client_urls.clone(),
+            client_urls: me.client_urls.clone(),
+            name: me.name.clone(),
         };
         let mut broken = stream_tx.send(hello).await.is_err();
         // Forward batches until the stream breaks.
@@ -177,8 +211,7 @@ async fn peer_sender(
                 },
                 _ = &mut call => break,
             };
-            let mut batch =
-                RaftBatch { from_node: self_id, messages: Vec::new(), client_urls: Vec::new() };
+            let mut batch = RaftBatch { from_node: self_id, ..Default::default() };
             let mut snapshots = Vec::new();
             push(&mut batch, &mut snapshots, out);
             while batch.messages.len() < BATCH_MESSAGES_MAX {
@@ -235,10 +268,8 @@ impl RaftTransport for TransportService {
         let mut stream = request.into_inner();
         while let Some(batch) = stream.message().await? {
             if !batch.client_urls.is_empty() {
-                self.peer_client_urls
-                    .lock()
-                    .expect("urls lock")
-                    .insert(batch.from_node, batch.client_urls);
+                let announced = Announced { name: batch.name, client_urls: batch.client_urls };
+                self.peer_client_urls.lock().expect("urls lock").insert(batch.from_node, announced);
             }
             for envelope in batch.messages {
                 let message: Message = match decode_raft("raft message", &envelope.message) {

@@ -431,3 +431,96 @@ fn snapshot_save_and_restore_into_a_new_cluster() {
     );
     assert!(!ok && err.contains("damaged"), "{err}");
 }
+
+/// Polls `etcdctl` until `check` accepts its output (10 s at most).
+fn eventually(cluster: &Cluster, args: &[&str], check: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let endpoints = format!("--endpoints={}", cluster.endpoints_csv());
+        let mut full = vec![endpoints.as_str()];
+        full.extend_from_slice(args);
+        let (ok, out, err) = run("etcdctl", &full);
+        if ok && check(&out) {
+            return out;
+        }
+        assert!(std::time::Instant::now() < deadline, "etcdctl {args:?}: {out}{err}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn member_add_as_learner_promote_and_remove_the_leader() {
+    let mut cluster = Cluster::start(3);
+    for i in 0..20 {
+        etcdctl(&cluster, &["put", &format!("k{i}"), &i.to_string()]);
+    }
+    let new = cluster.add_member();
+    let peer_url = format!("--peer-urls=http://127.0.0.1:{}", cluster.members[new].peer_port);
+    let added = etcdctl(&cluster, &["member", "add", "m4", "--learner", &peer_url]);
+    assert!(added.contains("added to cluster"), "{added}");
+    cluster.spawn(new);
+
+    // The new member catches up (the leader sends it a snapshot) and serves reads.
+    let only_new = format!("--endpoints={}", cluster.members[new].endpoint());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let (ok, out, _) =
+            run("etcdctl", &[&only_new, "get", "k19", "--consistency=s", "--print-value-only"]);
+        if ok && out.trim() == "19" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new member never caught up:\n{}",
+            cluster.log(new)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let list = json(&etcdctl(&cluster, &["member", "list", "-w", "json"]));
+    let members = list["members"].as_array().unwrap().clone();
+    assert_eq!(members.len(), 4, "{list}");
+    let learner = members.iter().find(|m| m["isLearner"] == true);
+    let learner = learner.unwrap_or_else(|| panic!("no learner in {list}"));
+    let learner_id = learner["ID"].as_u64().unwrap();
+    // Its name, once it started and introduced itself.
+    eventually(&cluster, &["member", "list"], |out| out.contains("m4"));
+
+    let promoted = etcdctl(&cluster, &["member", "promote", &format!("{learner_id:x}")]);
+    assert!(promoted.contains("promoted"), "{promoted}");
+    let list = json(&etcdctl(&cluster, &["member", "list", "-w", "json"]));
+    assert!(list["members"].as_array().unwrap().iter().all(|m| m["isLearner"] != true), "{list}");
+    let (ok, _, err) = run("etcdctl", &[&only_new, "put", "through-m4", "v"]);
+    assert!(ok, "{err}\n{}\n--- m1\n{}", cluster.log(new), cluster.log(0));
+
+    // Remove the leader: it hands over leadership, leaves, and stops.
+    let status = json(&etcdctl(&cluster, &["endpoint", "status", "-w", "json"]));
+    let leader = status[0]["Status"]["leader"].as_u64().unwrap();
+    let removed = etcdctl(&cluster, &["member", "remove", &format!("{leader:x}")]);
+    assert!(removed.contains("removed from cluster"), "{removed}");
+    let list = eventually(&cluster, &["member", "list", "-w", "json"], |out| {
+        json(out)["members"].as_array().is_some_and(|m| m.len() == 3)
+    });
+    let ids: Vec<u64> = json(&list)["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["ID"].as_u64().unwrap())
+        .collect();
+    assert!(!ids.contains(&leader), "{list}");
+    let leader_index = (0..cluster.members.len())
+        .find(|&i| {
+            json(&list)["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|m| m["name"] != cluster.members[i].name.as_str())
+        })
+        .expect("the removed member");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while cluster.is_running(leader_index) {
+        assert!(std::time::Instant::now() < deadline, "the removed member kept running");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    eventually(&cluster, &["put", "after-removal", "v"], |out| out.trim() == "OK");
+    assert_eq!(etcdctl(&cluster, &["get", "through-m4", "--print-value-only"]).trim(), "v");
+}

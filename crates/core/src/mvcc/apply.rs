@@ -35,6 +35,8 @@ pub enum Response {
     LeaseGrant(LeaseGrantResponse),
     LeaseRevoke(LeaseRevokeResponse),
     Alarm(AlarmResponse),
+    /// A membership change was applied (the member records say the rest).
+    MemberChanged,
 }
 
 /// A lease granted or revoked by the requests applied: the leader's lessor follows these.
@@ -141,6 +143,10 @@ impl<'a> Applier<'a> {
                 self.single(|this, w| this.lease_revoke(w, req).map(Response::LeaseRevoke))
             }
             Request::Alarm(req) => self.alarm(req).map(Response::Alarm),
+            // Membership changes are Raft configuration changes, applied by the replica.
+            Request::MemberChange(_) => {
+                Err(Error::Internal("a membership change in a normal entry".into()))
+            }
         }
     }
 

@@ -21,6 +21,7 @@ pub mod alarm;
 pub mod apply;
 pub mod hash;
 pub mod lease;
+pub mod members;
 pub mod read;
 pub(crate) mod record;
 pub mod validate;

@@ -23,6 +23,11 @@ pub fn decode<M: prost011::Message + Default>(what: &str, bytes: &[u8]) -> Resul
     M::decode(bytes).map_err(|e| Error::Storage(format!("undecodable {what}: {e}")))
 }
 
+/// Where a bootstrapped range's log starts: entries up to here count as compacted.
+pub const INIT_INDEX: u64 = 5;
+/// The term of that starting point; the first election is for the term after it.
+pub const INIT_TERM: u64 = 5;
+
 /// The in-memory view of one replica's log plus its durable Raft state.
 pub struct RaftLog {
     range_id: RangeId,
@@ -73,17 +78,35 @@ impl RaftLog {
         Ok(Some(Self::new(range_id, hard_state, conf_state, truncated, entries)))
     }
 
-    /// A brand-new replica whose group consists of `voters`; persists its initial state.
-    pub fn bootstrap(range_id: RangeId, voters: Vec<u64>, batch: &mut WriteBatch) -> Self {
-        let conf_state = ConfState { voters, ..Default::default() };
-        batch.put(Keyspace::Raft, keys::raft_conf_state(range_id), encode(&conf_state));
+    /// The log of a replica joining a running range: empty, with no configuration, persisted
+    /// once the leader's snapshot arrives.
+    pub fn joining(range_id: RangeId) -> Self {
         Self::new(
             range_id,
             HardState::default(),
-            conf_state,
+            ConfState::default(),
             SnapshotMetadata::default(),
             VecDeque::new(),
         )
+    }
+
+    /// A brand-new replica whose group consists of `voters`; persists its initial state.
+    ///
+    /// The log starts compacted at [`INIT_INDEX`] (term [`INIT_TERM`]), as TiKV's does: the
+    /// group's initial configuration and members are not log entries, so a member added later
+    /// must receive a snapshot, never a replay of the log from its first entry.
+    pub fn bootstrap(range_id: RangeId, voters: Vec<u64>, batch: &mut WriteBatch) -> Self {
+        let conf_state = ConfState { voters, ..Default::default() };
+        let hard_state = HardState { term: INIT_TERM, vote: 0, commit: INIT_INDEX };
+        let truncated = SnapshotMetadata {
+            conf_state: Some(conf_state.clone()),
+            index: INIT_INDEX,
+            term: INIT_TERM,
+        };
+        batch.put(Keyspace::Raft, keys::raft_conf_state(range_id), encode(&conf_state));
+        batch.put(Keyspace::Raft, keys::raft_hard_state(range_id), encode(&hard_state));
+        batch.put(Keyspace::Raft, keys::raft_snapshot(range_id), encode(&truncated));
+        Self::new(range_id, hard_state, conf_state, truncated, VecDeque::new())
     }
 
     fn new(

@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use raft::prelude::{Message, Snapshot, SnapshotMetadata};
+use raft::prelude::{
+    ConfChangeSingle, ConfChangeType, ConfChangeV2, Message, Snapshot, SnapshotMetadata,
+};
 use raft::{RawNode, ReadOnlyOption, StateRole};
 use strata_storage::{Durability, Engine, Keyspace, WriteBatch};
 
@@ -26,6 +28,13 @@ pub struct Config {
     pub epoch: u64,
     /// The first range's voters when the node starts with an empty store.
     pub initial_voters: Vec<NodeId>,
+    /// The members to record when bootstrapping (names and peer URLs of the initial voters).
+    pub initial_members: Vec<(NodeId, crate::command::MemberRecord)>,
+    /// The cluster id to record when bootstrapping.
+    pub cluster_id: u64,
+    /// Start with an empty store as a member added to a running cluster: no bootstrap; the
+    /// leader sends the state (a snapshot) once the member has been added.
+    pub join: bool,
     pub election_ticks: usize,
     pub heartbeat_ticks: usize,
     /// Milliseconds per tick: the leader's lease clock counts in ticks.
@@ -77,6 +86,9 @@ impl Config {
             node_id,
             epoch,
             initial_voters,
+            initial_members: Vec::new(),
+            cluster_id: 0,
+            join: false,
             election_ticks: 10,
             heartbeat_ticks: 1,
             tick_ms: 100,
@@ -112,6 +124,8 @@ pub struct Output {
     pub applied: Vec<AppliedEntry>,
     /// Leases granted and revoked by the entries applied in this round.
     pub lease_changes: Vec<(RangeId, LeaseChange)>,
+    /// A membership change was applied or a snapshot installed: the members may differ.
+    pub members_changed: bool,
 }
 
 /// An applied log entry, as the simulator's checkers see it.
@@ -165,6 +179,7 @@ impl Node {
         let range_id = FIRST_RANGE_ID;
         let log = match RaftLog::load(engine.as_ref(), range_id)? {
             Some(log) => log,
+            None if config.join => RaftLog::joining(range_id),
             None => {
                 if config.initial_voters.is_empty() {
                     return Err(Error::Internal(
@@ -173,6 +188,23 @@ impl Node {
                 }
                 let mut batch = WriteBatch::new();
                 let log = RaftLog::bootstrap(range_id, config.initial_voters.clone(), &mut batch);
+                for (id, member) in &config.initial_members {
+                    use prost::Message as _;
+                    batch.put(Keyspace::Mvcc, keys::member(*id), member.encode_to_vec());
+                }
+                batch.put(
+                    Keyspace::Mvcc,
+                    keys::cluster_id(),
+                    config.cluster_id.to_be_bytes().to_vec(),
+                );
+                // Everything up to the log's starting point counts as applied (over the data
+                // of a restored backup, if the store holds one).
+                let applied = AppliedState {
+                    applied_index: super::log::INIT_INDEX,
+                    applied_term: super::log::INIT_TERM,
+                    ..mvcc::load_applied_state(engine.as_ref(), range_id)?
+                };
+                batch.put(Keyspace::Meta, keys::range_applied(range_id), applied.encode());
                 engine.write(&batch, Durability::Sync)?;
                 log
             }
@@ -301,6 +333,18 @@ impl Node {
         mvcc::lease::all(&mvcc::view::View::new(self.engine.as_ref()))
     }
 
+    /// The cluster's id, once this node holds the cluster's state (bootstrapped it, or received
+    /// it from the leader).
+    pub fn cluster_id(&self) -> Result<Option<u64>> {
+        let bytes = self.engine.get(Keyspace::Mvcc, &keys::cluster_id())?;
+        Ok(bytes.and_then(|b| Some(u64::from_be_bytes(b.as_slice().try_into().ok()?))))
+    }
+
+    /// The cluster's members, as this node has applied them.
+    pub fn members(&self) -> Result<Vec<(NodeId, crate::command::MemberRecord)>> {
+        mvcc::members::all(&mvcc::view::View::new(self.engine.as_ref()))
+    }
+
     /// One lease's TTL, if this node has applied its grant and not its revocation.
     pub fn lease_ttl(&self, range_id: RangeId, id: i64) -> Result<Option<i64>> {
         let _ = range_id;
@@ -319,14 +363,6 @@ impl Node {
 
     pub fn shared(&self, range_id: RangeId) -> Option<Arc<RangeShared>> {
         self.replicas.get(&range_id).map(|r| r.shared.clone())
-    }
-
-    /// The node ids of a range's current voters and learners.
-    pub fn members(&self, range_id: RangeId) -> Vec<NodeId> {
-        self.replicas.get(&range_id).map_or_else(Vec::new, |r| {
-            let cs = r.raw.store().conf_state();
-            cs.voters.iter().chain(&cs.learners).copied().collect()
-        })
     }
 
     /// Advances logical time by one tick for every replica.
@@ -378,7 +414,15 @@ impl Node {
         };
         self.next_sequence += 1;
         bump(&self.stats.proposals, 1);
-        let result = replica.raw.propose(Vec::new(), command.encode()).map_err(|e| match e {
+        let proposed = match &command.request {
+            // A membership change is a Raft configuration change, carrying the command.
+            Some(Request::MemberChange(change)) => {
+                let conf_change = conf_change_of(change);
+                replica.raw.propose_conf_change(command.encode(), conf_change)
+            }
+            _ => replica.raw.propose(Vec::new(), command.encode()),
+        };
+        let result = proposed.map_err(|e| match e {
             raft::Error::ProposalDropped => Error::NoLeader,
             other => Error::Internal(format!("proposal failed: {other}")),
         });
@@ -492,6 +536,7 @@ impl Node {
             if !ready.snapshot().is_empty() {
                 restore_snapshot(engine.as_ref(), replica, ready.snapshot(), &mut log_batch)?;
                 bump(&self.stats.snapshots_applied, 1);
+                out.members_changed = true;
             }
             if !ready.entries().is_empty() {
                 self.stats.log_batch_entries.observe(ready.entries().len() as f64);
@@ -549,6 +594,7 @@ impl Node {
                 self.config.node_id,
                 self.config.epoch,
                 &mut apply_batch,
+                &mut out.members_changed,
             )?;
             out.completions.extend(completions);
             out.lease_changes.extend(leases.into_iter().map(|change| (range_id, change)));
@@ -603,6 +649,23 @@ impl Node {
         self.pin_election_timeouts();
         Ok(out)
     }
+}
+
+/// The Raft configuration change a membership change makes: one simple change (raft-rs applies
+/// a single change without a joint configuration).
+fn conf_change_of(change: &crate::command::MemberChange) -> ConfChangeV2 {
+    use crate::command::MemberChangeKind;
+    let change_type = match MemberChangeKind::try_from(change.kind) {
+        Ok(MemberChangeKind::AddLearner) => ConfChangeType::AddLearnerNode,
+        Ok(MemberChangeKind::Remove) => ConfChangeType::RemoveNode,
+        _ => ConfChangeType::AddNode,
+    };
+    let mut single = ConfChangeSingle::default();
+    single.set_change_type(change_type);
+    single.node_id = change.id;
+    let mut conf_change = ConfChangeV2::default();
+    conf_change.set_changes(vec![single]);
+    conf_change
 }
 
 /// Pending reads older than this many ticks are dropped.

@@ -53,6 +53,7 @@ impl Replica {
         node_id: NodeId,
         epoch: u64,
         batch: &mut WriteBatch,
+        members_changed: &mut bool,
     ) -> Result<(Vec<Completion>, Vec<LeaseChange>)> {
         let mut completions = Vec::new();
         if entries.is_empty() {
@@ -105,7 +106,32 @@ impl Replica {
                 }
                 EntryType::EntryConfChangeV2 => {
                     let change: ConfChangeV2 = decode("conf change", &entry.data)?;
-                    self.apply_conf_change(&change, batch)?;
+                    if entry.context.is_empty() {
+                        self.apply_conf_change(&change, batch)?;
+                        continue;
+                    }
+                    // A membership change: its command rides in the entry's context.
+                    let command = Command::decode(&entry.context).map_err(|e| {
+                        crate::Error::Internal(format!(
+                            "undecodable membership change at index {}: {e}",
+                            entry.index
+                        ))
+                    })?;
+                    let own = command.proposer == node_id && command.proposer_epoch == epoch;
+                    if !self.sessions.admit(&command) {
+                        if own {
+                            completions
+                                .push((command.proposal_id, Err(crate::Error::LeaderChanged)));
+                        }
+                        continue;
+                    }
+                    let result = self.apply_member_change(&change, &command, batch);
+                    if result.is_ok() {
+                        *members_changed = true;
+                    }
+                    if own {
+                        completions.push((command.proposal_id, result));
+                    }
                 }
             }
         }
@@ -115,6 +141,31 @@ impl Replica {
         self.sessions.write_changed(self.range_id, batch);
         self.applied = state;
         Ok((completions, leases))
+    }
+
+    /// Applies a membership change to Raft's configuration and to the member records. A change
+    /// Raft refuses (it would leave no voter, say) changes nothing, on every replica alike.
+    fn apply_member_change(
+        &mut self,
+        change: &ConfChangeV2,
+        command: &Command,
+        batch: &mut WriteBatch,
+    ) -> Result<Response> {
+        use crate::command::{MemberChangeKind, Request};
+        let Some(Request::MemberChange(member_change)) = &command.request else {
+            return Err(crate::Error::Internal("a configuration change without a member".into()));
+        };
+        self.apply_conf_change(change, batch)?;
+        let key = keys::member(member_change.id);
+        match (MemberChangeKind::try_from(member_change.kind), &member_change.member) {
+            (Ok(MemberChangeKind::Remove), _) => batch.delete(Keyspace::Mvcc, key),
+            (_, Some(record)) => {
+                use prost::Message as _;
+                batch.put(Keyspace::Mvcc, key, record.encode_to_vec());
+            }
+            (_, None) => {}
+        }
+        Ok(Response::MemberChanged)
     }
 
     fn apply_conf_change(

@@ -73,10 +73,20 @@ pub fn restore_as_new(engine: &dyn Engine, range_id: RangeId, data: &[u8]) -> Re
         compact_revision: old.compact_revision,
     };
     let mut batch = WriteBatch::new();
-    // Alarms were raised by the old cluster's members: the new cluster starts without them.
-    let (alarms_start, alarms_end) = keys::alarm_bounds();
+    // Alarms, members and the cluster id were the old cluster's: the new cluster starts
+    // without alarms, and records its own members and id when it is bootstrapped.
+    let old_cluster = [
+        keys::alarm_bounds(),
+        keys::member_bounds(),
+        (keys::cluster_id(), {
+            let mut end = keys::cluster_id();
+            end.push(0);
+            end
+        }),
+    ];
     for record in snapshot.records {
-        if !(alarms_start.as_slice()..alarms_end.as_slice()).contains(&record.key.as_slice()) {
+        let key = record.key.as_slice();
+        if !old_cluster.iter().any(|(start, end)| key >= start.as_slice() && key < end.as_slice()) {
             batch.put(Keyspace::Mvcc, record.key, record.value);
         }
     }

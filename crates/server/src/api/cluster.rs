@@ -1,12 +1,22 @@
-//! `etcdserverpb.Cluster`: `MemberList` now; membership changes come with their own issue.
+//! `etcdserverpb.Cluster`: the members, and changing them.
+//!
+//! Members are replicated records (`strata_core::mvcc::members`), changed by Raft configuration
+//! changes that carry the record, so Raft's configuration and the records can never disagree.
+//! One change at a time, each a single simple change (add a voter or a learner, promote a
+//! learner, remove a member), as etcd makes them.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use strata_core::Error;
+use strata_core::command::{MemberChange, MemberChangeKind, MemberRecord, Request as Command};
+use strata_core::mvcc::Response as Applied;
 use strata_core::pb::etcdserverpb::*;
 use tonic::{Request, Response, Status};
 
-use super::{Api, not_yet};
+use super::lease::{forward_error, forwarded, mark_forwarded};
+use super::{Api, not_yet, status};
+use crate::pb::etcd::cluster_client::ClusterClient;
 use crate::pb::etcd::cluster_server::Cluster;
 
 pub struct ClusterService {
@@ -14,29 +24,163 @@ pub struct ClusterService {
 }
 
 impl Api {
-    pub fn member_list_response(&self) -> MemberListResponse {
-        let known_urls = self.peer_client_urls.lock().expect("urls lock").clone();
-        let me = self.config.member_id();
-        let members = self
+    /// The cluster's members: the replicated records, or the configured initial cluster for a
+    /// store written before members were recorded (or not caught up yet).
+    fn members(&self) -> Result<Vec<(u64, MemberRecord)>, Error> {
+        let view = strata_core::mvcc::view::View::new(self.engine.as_ref());
+        let recorded = strata_core::mvcc::members::all(&view)?;
+        if !recorded.is_empty() {
+            return Ok(recorded);
+        }
+        Ok(self
             .config
             .members
             .iter()
-            .map(|m| Member {
-                id: m.id,
-                name: m.name.clone(),
-                peer_ur_ls: m.peer_urls.clone(),
-                client_ur_ls: if m.id == me {
-                    self.config.advertise_client_urls.clone()
-                } else {
-                    known_urls.get(&m.id).cloned().unwrap_or_default()
-                },
-                is_learner: false,
+            .map(|m| {
+                let record = MemberRecord {
+                    name: m.name.clone(),
+                    peer_urls: m.peer_urls.clone(),
+                    is_learner: false,
+                };
+                (m.id, record)
             })
-            .collect();
-        MemberListResponse {
-            header: self.header(self.range().revision.load(Ordering::Acquire)),
-            members,
+            .collect())
+    }
+
+    /// A member's first announced client URL.
+    pub(crate) fn client_url_of(&self, id: u64) -> Option<String> {
+        let announced = self.peer_client_urls.lock().expect("urls lock");
+        announced.get(&id)?.client_urls.first().cloned()
+    }
+
+    fn member_pb(&self, id: u64, record: &MemberRecord) -> Member {
+        let announced = self.peer_client_urls.lock().expect("urls lock").get(&id).cloned();
+        let me = id == self.config.member_id();
+        let name = match (&announced, me) {
+            _ if !record.name.is_empty() => record.name.clone(),
+            (_, true) => self.config.name.clone(),
+            (Some(a), false) => a.name.clone(),
+            (None, false) => String::new(),
+        };
+        let client_ur_ls = if me {
+            self.config.advertise_client_urls.clone()
+        } else {
+            announced.map(|a| a.client_urls).unwrap_or_default()
+        };
+        Member {
+            id,
+            name,
+            peer_ur_ls: record.peer_urls.clone(),
+            client_ur_ls,
+            is_learner: record.is_learner,
         }
+    }
+
+    fn members_pb(&self) -> Result<Vec<Member>, Error> {
+        Ok(self.members()?.iter().map(|(id, record)| self.member_pb(*id, record)).collect())
+    }
+
+    fn revision_header(&self) -> Option<ResponseHeader> {
+        self.header(self.range().revision.load(Ordering::Acquire))
+    }
+
+    pub fn member_list_response(&self) -> MemberListResponse {
+        MemberListResponse {
+            header: self.revision_header(),
+            members: self.members_pb().unwrap_or_default(),
+        }
+    }
+
+    async fn change_members(&self, change: MemberChange) -> Result<(), Error> {
+        match self.write(Command::MemberChange(change)).await? {
+            Applied::MemberChanged => Ok(()),
+            other => Err(Error::Internal(format!("unexpected response {other:?}"))),
+        }
+    }
+
+    pub async fn member_add(&self, req: MemberAddRequest) -> Result<MemberAddResponse, Error> {
+        let mut peer_urls = req.peer_ur_ls.clone();
+        if peer_urls.is_empty() || peer_urls.iter().any(|u| crate::config::parse_url(u).is_err()) {
+            return Err(Error::MemberBadUrls);
+        }
+        peer_urls.sort();
+        let members = self.members()?;
+        if members.iter().any(|(_, m)| m.peer_urls.iter().any(|u| peer_urls.contains(u))) {
+            return Err(Error::PeerUrlExists);
+        }
+        let id = crate::config::member_id(&peer_urls, &self.config.cluster_token);
+        if members.iter().any(|(existing, _)| *existing == id) {
+            return Err(Error::MemberExists);
+        }
+        let record = MemberRecord { name: String::new(), peer_urls, is_learner: req.is_learner };
+        let kind =
+            if req.is_learner { MemberChangeKind::AddLearner } else { MemberChangeKind::AddVoter };
+        let change = MemberChange { kind: kind as i32, id, member: Some(record.clone()) };
+        self.change_members(change).await?;
+        Ok(MemberAddResponse {
+            header: self.revision_header(),
+            member: Some(self.member_pb(id, &record)),
+            members: self.members_pb()?,
+        })
+    }
+
+    pub async fn member_promote(
+        &self,
+        req: MemberPromoteRequest,
+    ) -> Result<MemberPromoteResponse, Error> {
+        let members = self.members()?;
+        let (_, record) =
+            members.iter().find(|(id, _)| *id == req.id).ok_or(Error::MemberNotFound)?;
+        if !record.is_learner {
+            return Err(Error::MemberNotLearner);
+        }
+        let promoted = MemberRecord { is_learner: false, ..record.clone() };
+        let change = MemberChange {
+            kind: MemberChangeKind::Promote as i32,
+            id: req.id,
+            member: Some(promoted),
+        };
+        self.change_members(change).await?;
+        Ok(MemberPromoteResponse { header: self.revision_header(), members: self.members_pb()? })
+    }
+
+    /// Removes a member. The leader is asked to do it when the leader itself is to go: it hands
+    /// leadership to another voter first, so the cluster never runs led from outside its
+    /// configuration.
+    pub async fn member_remove(
+        &self,
+        req: MemberRemoveRequest,
+        forwarded: bool,
+    ) -> Result<MemberRemoveResponse, Error> {
+        let members = self.members()?;
+        if !members.iter().any(|(id, _)| *id == req.id) {
+            return Err(Error::MemberNotFound);
+        }
+        let (me, leader) =
+            (self.config.member_id(), self.range().leader_id.load(Ordering::Acquire));
+        if req.id == leader && leader != me {
+            if forwarded {
+                return Err(Error::NotLeader);
+            }
+            let url = self.client_url_of(leader).ok_or(Error::NoLeader)?;
+            let mut client = ClusterClient::new(self.forwarder.channel(&url)?);
+            client.member_remove(mark_forwarded(req)).await.map_err(forward_error)?;
+            return Ok(MemberRemoveResponse {
+                header: self.revision_header(),
+                members: self.members_pb()?,
+            });
+        }
+        if req.id == me && leader == me {
+            let successor = members
+                .iter()
+                .find(|(id, m)| *id != me && !m.is_learner)
+                .ok_or_else(|| Error::Internal("cannot remove the only voter".into()))?;
+            self.move_leader(MoveLeaderRequest { target_id: successor.0 }).await?;
+        }
+        let change =
+            MemberChange { kind: MemberChangeKind::Remove as i32, id: req.id, member: None };
+        self.change_members(change).await?;
+        Ok(MemberRemoveResponse { header: self.revision_header(), members: self.members_pb()? })
     }
 }
 
@@ -44,16 +188,19 @@ impl Api {
 impl Cluster for ClusterService {
     async fn member_add(
         &self,
-        _: Request<MemberAddRequest>,
+        request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
-        Err(not_yet("Cluster.MemberAdd"))
+        let work = self.api.member_add(request.into_inner());
+        self.api.observe("MemberAdd", work).await.map(Response::new).map_err(status)
     }
 
     async fn member_remove(
         &self,
-        _: Request<MemberRemoveRequest>,
+        request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
-        Err(not_yet("Cluster.MemberRemove"))
+        let forwarded = forwarded(&request);
+        let work = self.api.member_remove(request.into_inner(), forwarded);
+        self.api.observe("MemberRemove", work).await.map(Response::new).map_err(status)
     }
 
     async fn member_update(
@@ -72,8 +219,9 @@ impl Cluster for ClusterService {
 
     async fn member_promote(
         &self,
-        _: Request<MemberPromoteRequest>,
+        request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        Err(not_yet("Cluster.MemberPromote"))
+        let work = self.api.member_promote(request.into_inner());
+        self.api.observe("MemberPromote", work).await.map(Response::new).map_err(status)
     }
 }

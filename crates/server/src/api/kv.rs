@@ -74,6 +74,7 @@ impl Api {
             Request::LeaseGrant(r) => r.encoded_len(),
             Request::LeaseRevoke(r) => r.encoded_len(),
             Request::Alarm(r) => r.encoded_len(),
+            Request::MemberChange(r) => r.encoded_len(),
         };
         if size > self.limits.request_bytes_max {
             return Err(Error::RequestTooLarge);

@@ -34,11 +34,11 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(3);
 const FORWARDED: &str = "strata-forwarded";
 
 /// Whether a request was forwarded by another member.
-fn forwarded<T>(request: &GrpcRequest<T>) -> bool {
+pub(crate) fn forwarded<T>(request: &GrpcRequest<T>) -> bool {
     request.metadata().contains_key(FORWARDED)
 }
 
-fn mark_forwarded<T>(message: T) -> GrpcRequest<T> {
+pub(crate) fn mark_forwarded<T>(message: T) -> GrpcRequest<T> {
     let mut request = GrpcRequest::new(message);
     request.metadata_mut().insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
     request
@@ -75,10 +75,11 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    fn client(&self, url: &str) -> Result<LeaseClient<Channel>, Error> {
+    /// A channel to a member's client port (one per URL, reused).
+    pub fn channel(&self, url: &str) -> Result<Channel, Error> {
         let mut channels = self.channels.lock().expect("forwarder lock");
         if let Some(channel) = channels.get(url) {
-            return Ok(LeaseClient::new(channel.clone()));
+            return Ok(channel.clone());
         }
         let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
             .map_err(|e| Error::Internal(format!("leader's client URL {url}: {e}")))?
@@ -86,7 +87,7 @@ impl Forwarder {
             .timeout(FORWARD_TIMEOUT);
         let channel = endpoint.connect_lazy();
         channels.insert(url.to_string(), channel.clone());
-        Ok(LeaseClient::new(channel))
+        Ok(channel)
     }
 }
 
@@ -145,9 +146,8 @@ impl Api {
         if leader == 0 {
             return Err(Error::NoLeader);
         }
-        let urls = self.peer_client_urls.lock().expect("urls lock").get(&leader).cloned();
-        let url = urls.and_then(|u| u.into_iter().next()).ok_or(Error::NoLeader)?;
-        Ok(Leader::Elsewhere(self.forwarder.client(&url)?))
+        let url = self.client_url_of(leader).ok_or(Error::NoLeader)?;
+        Ok(Leader::Elsewhere(LeaseClient::new(self.forwarder.channel(&url)?)))
     }
 
     /// Renews a lease; a TTL of 0 means it does not exist (any more).
@@ -229,7 +229,7 @@ impl Api {
 }
 
 /// An error from the leader, as this member's own: the leader's message is etcd's text already.
-fn forward_error(status: Status) -> Error {
+pub(crate) fn forward_error(status: Status) -> Error {
     match status.code() {
         tonic::Code::NotFound => Error::LeaseNotFound,
         tonic::Code::FailedPrecondition => Error::NotLeader,

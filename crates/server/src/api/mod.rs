@@ -45,6 +45,8 @@ pub struct Api {
     pub db_size_cache: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
     /// A backup is being streamed (one at a time).
     pub snapshot_busy: std::sync::atomic::AtomicBool,
+    /// The recorded cluster id, once read (see `cluster_id`).
+    pub cluster_id_cache: std::sync::atomic::AtomicU64,
 }
 
 impl Api {
@@ -69,10 +71,29 @@ impl Api {
         result
     }
 
+    /// The cluster's id as the cluster recorded it when bootstrapped (a member that joined
+    /// later learns it with the cluster's state); the id computed from the flags until then.
+    pub fn cluster_id(&self) -> u64 {
+        use std::sync::atomic::Ordering::Relaxed;
+        let cached = self.cluster_id_cache.load(Relaxed);
+        if cached != 0 {
+            return cached;
+        }
+        let key = strata_core::keys::cluster_id();
+        match self.engine.get(strata_storage::Keyspace::Mvcc, &key) {
+            Ok(Some(bytes)) if bytes.len() == 8 => {
+                let id = u64::from_be_bytes(bytes.as_slice().try_into().expect("8 bytes"));
+                self.cluster_id_cache.store(id, Relaxed);
+                id
+            }
+            _ => self.config.cluster_id(),
+        }
+    }
+
     /// A response header: cluster and member ids, the given revision, the current term.
     pub fn header(&self, revision: i64) -> Option<ResponseHeader> {
         Some(ResponseHeader {
-            cluster_id: self.config.cluster_id(),
+            cluster_id: self.cluster_id(),
             member_id: self.config.member_id(),
             revision,
             raft_term: self.range().term.load(std::sync::atomic::Ordering::Acquire),

@@ -25,6 +25,8 @@ pub struct Member {
     pub peer_port: u16,
     pub data_dir: PathBuf,
     pub child: Option<Child>,
+    /// Started with `--initial-cluster-state existing` (added to a running cluster).
+    pub join: bool,
 }
 
 impl Member {
@@ -65,6 +67,7 @@ impl Cluster {
                 peer_port: free_port(),
                 data_dir: dir.path().join(format!("m{i}")),
                 child: None,
+                join: false,
             })
             .collect();
         let initial_cluster = members
@@ -100,6 +103,23 @@ impl Cluster {
         self.dir.path().join(format!("{}.log", self.members[i].name))
     }
 
+    /// A new member for this cluster (the caller adds it with `member add`), not started yet;
+    /// returns its index. The initial cluster every member starts with from now on lists it.
+    pub fn add_member(&mut self) -> usize {
+        let i = self.members.len() + 1;
+        let member = Member {
+            name: format!("m{i}"),
+            client_port: free_port(),
+            peer_port: free_port(),
+            data_dir: self.dir.path().join(format!("m{i}")),
+            child: None,
+            join: true,
+        };
+        self.initial_cluster += &format!(",{}=http://127.0.0.1:{}", member.name, member.peer_port);
+        self.members.push(member);
+        self.members.len() - 1
+    }
+
     /// Starts member `i` (again).
     pub fn spawn(&mut self, i: usize) {
         let log =
@@ -122,6 +142,7 @@ impl Cluster {
                 "3000",
             ])
             .args(&self.extra_args)
+            .args(if m.join { &["--initial-cluster-state", "existing"][..] } else { &[] })
             .env("STRATA_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
