@@ -69,6 +69,8 @@ pub enum MemberChangeKind {
     /// A learner becomes a voter.
     Promote = 2,
     Remove = 3,
+    /// New peer URLs for a member, in the role it has.
+    Update = 4,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

@@ -63,6 +63,8 @@ pub enum Error {
     MemberBadUrls,
     #[error("etcdserver: can only promote a learner member")]
     MemberNotLearner,
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
     /// A member is over its storage quota (a `NOSPACE` alarm is active): only deletions,
     /// compactions and revocations are accepted until it is disarmed.
     #[error("etcdserver: mvcc: database space exceeded")]
@@ -114,7 +116,8 @@ impl Error {
             | Error::BadLeaderTransferee
             | Error::MemberExists
             | Error::PeerUrlExists
-            | Error::MemberNotLearner => Code::FailedPrecondition,
+            | Error::MemberNotLearner
+            | Error::LearnerNotReady => Code::FailedPrecondition,
             Error::MemberNotFound => Code::NotFound,
             Error::MemberBadUrls => Code::InvalidArgument,
             Error::NoLeader | Error::LeaderChanged | Error::Stopped => Code::Unavailable,

@@ -176,6 +176,7 @@ impl StartArgs {
             log_entries_max: self.snapshot_count,
             watch_progress_interval,
             join,
+            recorded_member_id: None,
             quota_bytes: match self.quota_backend_bytes {
                 0 => DEFAULT_QUOTA_BYTES,
                 q if q < 0 => 0,

@@ -42,6 +42,9 @@ pub struct NodeConfig {
     /// Join a running cluster that has added this member (`--initial-cluster-state existing`
     /// with an empty data directory).
     pub join: bool,
+    /// The member id recorded in the data directory, which outlives a change of peer URLs; the
+    /// id computed from the URLs until the member has one.
+    pub recorded_member_id: Option<u64>,
 }
 
 impl NodeConfig {
@@ -51,7 +54,7 @@ impl NodeConfig {
     }
 
     pub fn member_id(&self) -> u64 {
-        self.me().id
+        self.recorded_member_id.unwrap_or(self.me().id)
     }
 
     pub fn cluster_id(&self) -> u64 {
@@ -104,7 +107,6 @@ pub fn member_id(peer_urls: &[String], token: &str) -> u64 {
     nonzero(fnv1a(&bytes))
 }
 
-/// Parses `http://host:port` (or `host:port`) into a socket address.
 /// Parses a duration the way etcd's flags write them (Go's syntax): `10m`, `1m30s`, `250ms`.
 pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
     let mut total = Duration::ZERO;
@@ -133,6 +135,7 @@ pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
     Ok(total)
 }
 
+/// Parses `http://host:port` (or `host:port`) into a socket address.
 pub fn parse_url(url: &str) -> anyhow::Result<SocketAddr> {
     let rest = url.strip_prefix("http://").unwrap_or(url);
     if url.starts_with("https://") || url.starts_with("unix") {

@@ -67,6 +67,8 @@ pub async fn run(
         },
         Err(e) => return Err(e.into()),
     };
+    let mut config = config;
+    config.recorded_member_id = Some(recorded_member_id(fjall.as_ref(), &config)?);
     let sync_seconds = Arc::new(Histogram::new(SECONDS_BOUNDS));
     let engine: Arc<dyn Engine> =
         Arc::new(TimedEngine { inner: fjall.clone(), sync_seconds: sync_seconds.clone() });
@@ -169,6 +171,25 @@ impl StoreAdmin for NoStoreAdmin {
     fn defragment(&self) -> Result<(), strata_storage::Error> {
         Ok(())
     }
+}
+
+/// The member id this data directory belongs to: recorded when the member first starts, so
+/// it stays the same when the member's peer URLs change (`member update`).
+fn recorded_member_id(engine: &dyn Engine, config: &NodeConfig) -> anyhow::Result<u64> {
+    use strata_storage::{Durability, Keyspace, WriteBatch};
+    let key = b"node/member-id";
+    if let Some(bytes) = engine.get(Keyspace::Meta, key)? {
+        let bytes: [u8; 8] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("malformed member id record"))?;
+        return Ok(u64::from_be_bytes(bytes));
+    }
+    let id = config.member_id();
+    let mut batch = WriteBatch::new();
+    batch.put(Keyspace::Meta, key.to_vec(), id.to_be_bytes().to_vec());
+    engine.write(&batch, Durability::Sync)?;
+    Ok(id)
 }
 
 /// How the raftstore runs: on a thread of its own (production), or as a task on the runtime's

@@ -63,6 +63,11 @@ pub enum Input {
     Snapshot {
         reply: oneshot::Sender<Result<Vec<u8>, Error>>,
     },
+    /// Whether a learner has caught up enough to be promoted (leader only).
+    LearnerReady {
+        id: u64,
+        reply: oneshot::Sender<Result<bool, Error>>,
+    },
     /// Hand leadership to another voter (leader only).
     TransferLeader {
         target: u64,
@@ -144,6 +149,13 @@ impl ShellHandle {
     pub async fn snapshot_image(&self) -> Result<Vec<u8>, Error> {
         let (reply, rx) = oneshot::channel();
         self.try_send(Input::Snapshot { reply })?;
+        rx.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// Whether learner `id` may be promoted; this member must be the leader.
+    pub async fn learner_ready(&self, id: u64) -> Result<bool, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.try_send(Input::LearnerReady { id, reply })?;
         rx.await.map_err(|_| Error::Stopped)?
     }
 
@@ -321,6 +333,10 @@ impl<O: Outbox> Shell<O> {
             }
             Input::Snapshot { reply } => {
                 let _ = reply.send(self.driver.node().snapshot_image(strata_core::FIRST_RANGE_ID));
+            }
+            Input::LearnerReady { id, reply } => {
+                let node = self.driver.node();
+                let _ = reply.send(node.learner_ready(strata_core::FIRST_RANGE_ID, id));
             }
             Input::TransferLeader { target, reply } => {
                 let node = self.driver.node_mut();

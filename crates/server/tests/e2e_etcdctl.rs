@@ -458,6 +458,15 @@ fn member_add_as_learner_promote_and_remove_the_leader() {
     let peer_url = format!("--peer-urls=http://127.0.0.1:{}", cluster.members[new].peer_port);
     let added = etcdctl(&cluster, &["member", "add", "m4", "--learner", &peer_url]);
     assert!(added.contains("added to cluster"), "{added}");
+    // A learner that has not caught up (it has not even started) cannot be promoted.
+    let list = json(&etcdctl(&cluster, &["member", "list", "-w", "json"]));
+    let learner_id = list["members"].as_array().unwrap().iter().find(|m| m["isLearner"] == true);
+    let learner_id =
+        learner_id.unwrap_or_else(|| panic!("no learner in {list}"))["ID"].as_u64().unwrap();
+    let endpoints = format!("--endpoints={}", cluster.endpoints_csv().replace("http://", ""));
+    let (ok, _, err) =
+        run("etcdctl", &[&endpoints, "member", "promote", &format!("{learner_id:x}")]);
+    assert!(!ok && err.contains("in sync with leader"), "{err}");
     cluster.spawn(new);
 
     // The new member catches up (the leader sends it a snapshot) and serves reads.
@@ -479,9 +488,7 @@ fn member_add_as_learner_promote_and_remove_the_leader() {
     let list = json(&etcdctl(&cluster, &["member", "list", "-w", "json"]));
     let members = list["members"].as_array().unwrap().clone();
     assert_eq!(members.len(), 4, "{list}");
-    let learner = members.iter().find(|m| m["isLearner"] == true);
-    let learner = learner.unwrap_or_else(|| panic!("no learner in {list}"));
-    let learner_id = learner["ID"].as_u64().unwrap();
+    assert!(members.iter().any(|m| m["ID"].as_u64() == Some(learner_id) && m["isLearner"] == true));
     // Its name, once it started and introduced itself.
     eventually(&cluster, &["member", "list"], |out| out.contains("m4"));
 
@@ -491,6 +498,30 @@ fn member_add_as_learner_promote_and_remove_the_leader() {
     assert!(list["members"].as_array().unwrap().iter().all(|m| m["isLearner"] != true), "{list}");
     let (ok, _, err) = run("etcdctl", &[&only_new, "put", "through-m4", "v"]);
     assert!(ok, "{err}\n{}\n--- m1\n{}", cluster.log(new), cluster.log(0));
+
+    // New peer URLs for m4: recorded, then m4 restarts on them and the others reach it there.
+    let moved = support::free_port();
+    let new_url = format!("--peer-urls=http://127.0.0.1:{moved}");
+    let updated = etcdctl(&cluster, &["member", "update", &format!("{learner_id:x}"), &new_url]);
+    assert!(updated.contains("updated"), "{updated}");
+    cluster.stop(new);
+    cluster.move_peer_port(new, moved);
+    cluster.spawn(new);
+    etcdctl(&cluster, &["put", "after-update", "v"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let read = ["get", "after-update", "--consistency=s", "--print-value-only"];
+        let (ok, out, _) = run("etcdctl", &[&[only_new.as_str()][..], &read[..]].concat());
+        if ok && out.trim() == "v" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "m4 unreachable at its new URL:\n{}",
+            cluster.log(new)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 
     // Remove the leader: it hands over leadership, leaves, and stops.
     let status = json(&etcdctl(&cluster, &["endpoint", "status", "-w", "json"]));

@@ -55,6 +55,7 @@ fn config(name: &str) -> NodeConfig {
         watch_progress_interval: Duration::from_secs(600),
         quota_bytes: 0,
         join: false,
+        recorded_member_id: None,
     }
 }
 

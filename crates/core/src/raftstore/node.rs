@@ -445,6 +445,18 @@ impl Node {
         snapshot::build(self.engine.as_ref(), replica.applied, &replica.sessions)
     }
 
+    /// Whether learner `id` has caught up enough to be promoted (as etcd judges it: it has 90 %
+    /// of the leader's log). Only the leader knows.
+    pub fn learner_ready(&self, range_id: RangeId, id: NodeId) -> Result<bool> {
+        let replica = self.replicas.get(&range_id).ok_or(Error::NotLeader)?;
+        if replica.raw.raft.state != StateRole::Leader {
+            return Err(Error::NotLeader);
+        }
+        let last = replica.raw.raft.raft_log.last_index();
+        let matched = replica.raw.raft.prs().get(id).map_or(0, |progress| progress.matched);
+        Ok(matched * 10 >= last * 9)
+    }
+
     /// Hands leadership of a range to `target`, a voter; this replica must lead it.
     pub fn transfer_leader(&mut self, range_id: RangeId, target: NodeId) -> Result<()> {
         let replica = self.replicas.get_mut(&range_id).ok_or(Error::NotLeader)?;
@@ -655,9 +667,13 @@ impl Node {
 /// a single change without a joint configuration).
 fn conf_change_of(change: &crate::command::MemberChange) -> ConfChangeV2 {
     use crate::command::MemberChangeKind;
+    let learner = change.member.as_ref().is_some_and(|m| m.is_learner);
     let change_type = match MemberChangeKind::try_from(change.kind) {
         Ok(MemberChangeKind::AddLearner) => ConfChangeType::AddLearnerNode,
         Ok(MemberChangeKind::Remove) => ConfChangeType::RemoveNode,
+        // New URLs only: Raft's configuration stays as it is (re-adding a member in its own
+        // role changes nothing there).
+        Ok(MemberChangeKind::Update) if learner => ConfChangeType::AddLearnerNode,
         _ => ConfChangeType::AddNode,
     };
     let mut single = ConfChangeSingle::default();

@@ -15,7 +15,7 @@ use strata_core::pb::etcdserverpb::*;
 use tonic::{Request, Response, Status};
 
 use super::lease::{forward_error, forwarded, mark_forwarded};
-use super::{Api, not_yet, status};
+use super::{Api, status};
 use crate::pb::etcd::cluster_client::ClusterClient;
 use crate::pb::etcd::cluster_server::Cluster;
 
@@ -124,15 +124,35 @@ impl Api {
         })
     }
 
+    /// Promotes a learner that has caught up: only the leader can tell, so a member that does
+    /// not lead asks the leader to do it.
     pub async fn member_promote(
         &self,
         req: MemberPromoteRequest,
+        forwarded: bool,
     ) -> Result<MemberPromoteResponse, Error> {
         let members = self.members()?;
         let (_, record) =
             members.iter().find(|(id, _)| *id == req.id).ok_or(Error::MemberNotFound)?;
         if !record.is_learner {
             return Err(Error::MemberNotLearner);
+        }
+        let (me, leader) =
+            (self.config.member_id(), self.range().leader_id.load(Ordering::Acquire));
+        if leader != me {
+            if forwarded || leader == 0 {
+                return Err(if leader == 0 { Error::NoLeader } else { Error::NotLeader });
+            }
+            let url = self.client_url_of(leader).ok_or(Error::NoLeader)?;
+            let mut client = ClusterClient::new(self.forwarder.channel(&url)?);
+            client.member_promote(mark_forwarded(req)).await.map_err(forward_error)?;
+            return Ok(MemberPromoteResponse {
+                header: self.revision_header(),
+                members: self.members_pb()?,
+            });
+        }
+        if !self.shell.learner_ready(req.id).await? {
+            return Err(Error::LearnerNotReady);
         }
         let promoted = MemberRecord { is_learner: false, ..record.clone() };
         let change = MemberChange {
@@ -142,6 +162,36 @@ impl Api {
         };
         self.change_members(change).await?;
         Ok(MemberPromoteResponse { header: self.revision_header(), members: self.members_pb()? })
+    }
+
+    /// New peer URLs for a member (it must then listen on them; the others dial them from the
+    /// change on).
+    pub async fn member_update(
+        &self,
+        req: MemberUpdateRequest,
+    ) -> Result<MemberUpdateResponse, Error> {
+        let mut peer_urls = req.peer_ur_ls.clone();
+        if peer_urls.is_empty() || peer_urls.iter().any(|u| crate::config::parse_url(u).is_err()) {
+            return Err(Error::MemberBadUrls);
+        }
+        peer_urls.sort();
+        let members = self.members()?;
+        let (_, record) =
+            members.iter().find(|(id, _)| *id == req.id).ok_or(Error::MemberNotFound)?;
+        let taken = members
+            .iter()
+            .any(|(id, m)| *id != req.id && m.peer_urls.iter().any(|u| peer_urls.contains(u)));
+        if taken {
+            return Err(Error::PeerUrlExists);
+        }
+        let updated = MemberRecord { peer_urls, ..record.clone() };
+        let change = MemberChange {
+            kind: MemberChangeKind::Update as i32,
+            id: req.id,
+            member: Some(updated),
+        };
+        self.change_members(change).await?;
+        Ok(MemberUpdateResponse { header: self.revision_header(), members: self.members_pb()? })
     }
 
     /// Removes a member. The leader is asked to do it when the leader itself is to go: it hands
@@ -205,9 +255,10 @@ impl Cluster for ClusterService {
 
     async fn member_update(
         &self,
-        _: Request<MemberUpdateRequest>,
+        request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
-        Err(not_yet("Cluster.MemberUpdate"))
+        let work = self.api.member_update(request.into_inner());
+        self.api.observe("MemberUpdate", work).await.map(Response::new).map_err(status)
     }
 
     async fn member_list(
@@ -221,7 +272,8 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        let work = self.api.member_promote(request.into_inner());
+        let forwarded = forwarded(&request);
+        let work = self.api.member_promote(request.into_inner(), forwarded);
         self.api.observe("MemberPromote", work).await.map(Response::new).map_err(status)
     }
 }

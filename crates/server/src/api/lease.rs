@@ -230,6 +230,23 @@ impl Api {
 
 /// An error from the leader, as this member's own: the leader's message is etcd's text already.
 pub(crate) fn forward_error(status: Status) -> Error {
+    // The leader's own answer, when it is one of etcd's errors, passes through unchanged.
+    let known = [
+        Error::LeaseNotFound,
+        Error::LeaseExists,
+        Error::NotLeader,
+        Error::MemberNotFound,
+        Error::MemberExists,
+        Error::PeerUrlExists,
+        Error::MemberNotLearner,
+        Error::LearnerNotReady,
+        Error::BadLeaderTransferee,
+        Error::NoLeader,
+        Error::Timeout,
+    ];
+    if let Some(error) = known.into_iter().find(|e| e.to_string() == status.message()) {
+        return error;
+    }
     match status.code() {
         tonic::Code::NotFound => Error::LeaseNotFound,
         tonic::Code::FailedPrecondition => Error::NotLeader,

@@ -120,6 +120,16 @@ impl Cluster {
         self.members.len() - 1
     }
 
+    /// Gives member `i` a new peer port (after `member update`): it listens there from its next
+    /// start, and the initial cluster says so.
+    pub fn move_peer_port(&mut self, i: usize, port: u16) {
+        let old =
+            format!("{}=http://127.0.0.1:{}", self.members[i].name, self.members[i].peer_port);
+        let new = format!("{}=http://127.0.0.1:{port}", self.members[i].name);
+        self.initial_cluster = self.initial_cluster.replace(&old, &new);
+        self.members[i].peer_port = port;
+    }
+
     /// Starts member `i` (again).
     pub fn spawn(&mut self, i: usize) {
         let log =
