@@ -24,9 +24,9 @@ use etcd_client::{
     AlarmAction, AlarmOptions, AlarmType, Client, CompactionOptions, CompactionResponse, Compare,
     CompareOp, DeleteOptions, DeleteResponse, GetOptions, GetResponse, KeyValue, LeaderKey,
     LeaseGrantOptions, LeaseGrantResponse, LeaseLeasesResponse, LeaseTimeToLiveOptions,
-    LeaseTimeToLiveResponse, LockOptions, MemberListResponse, ProclaimOptions, PutOptions,
-    PutResponse, ResignOptions, ResponseHeader, SortOrder, SortTarget, StatusResponse, Txn, TxnOp,
-    TxnOpResponse, TxnResponse,
+    LeaseTimeToLiveResponse, LockOptions, MemberAddOptions, MemberListResponse, ProclaimOptions,
+    PutOptions, PutResponse, ResignOptions, ResponseHeader, SortOrder, SortTarget, StatusResponse,
+    Txn, TxnOp, TxnOpResponse, TxnResponse,
 };
 use serde_json::{Value, json};
 use support::etcd::Etcd;
@@ -64,6 +64,25 @@ const DELIBERATE: &[(&str, &str)] = &[
     (
         "hashkv: an older revision",
         "HashKV's hash_revision field is etcd 3.5's; etcd 3.4 leaves it at 0, Strata fills it in",
+    ),
+    (
+        "member: add a learner",
+        "etcd 3.4 leaves the revision out of membership answers' headers; Strata fills in the \
+         current revision, as in every other header",
+    ),
+    (
+        "member: remove the learner",
+        "etcd 3.4 leaves the revision out of membership answers' headers; Strata fills in the \
+         current revision, as in every other header",
+    ),
+    (
+        "member: update a learner's peer URLs",
+        "etcd 3.4 records an updated learner as a voter (a bug fixed in etcd 3.5), and leaves the \
+         revision out of the header; Strata keeps the member a learner and fills in the revision",
+    ),
+    (
+        "member: list with the learner",
+        "follows from the update above: etcd 3.4 lists the updated learner as a voter",
     ),
     (
         "member list",
@@ -110,6 +129,7 @@ async fn responses_match_etcd() {
     )
     .await;
     d.step("defragment", Op::Defragment).await;
+    members(&mut d).await;
     d.step("status", Op::Status).await;
     d.step("member list", Op::MemberList).await;
     d.finish();
@@ -471,6 +491,24 @@ async fn locks_and_elections(d: &mut Differ) {
     d.step("election: resign twice", Op::Resign(leader)).await;
 }
 
+/// Membership changes a single-member cluster can show: a learner that never starts is added,
+/// refused promotion, given new URLs and removed; and the errors. Member ids differ between
+/// the two servers, so members are named by their peer URL.
+async fn members(d: &mut Differ) {
+    let learner = "http://127.0.0.1:1";
+    d.step("member: add a learner", Op::MemberAdd(learner.into(), true)).await;
+    d.step("member: add one with the same peer URL", Op::MemberAdd(learner.into(), true)).await;
+    d.step("member: add with an invalid URL", Op::MemberAdd("not a url".into(), true)).await;
+    d.step("member: promote a learner not in sync", Op::MemberPromote(learner.into())).await;
+    d.step("member: promote a voter", Op::MemberPromote(String::new())).await;
+    let moved = "http://127.0.0.1:2";
+    d.step("member: update a learner's peer URLs", Op::MemberUpdate(learner.into(), moved.into()))
+        .await;
+    d.step("member: list with the learner", Op::MemberList).await;
+    d.step("member: remove the learner", Op::MemberRemove(moved.into())).await;
+    d.step("member: remove a member that does not exist", Op::MemberRemove("nobody".into())).await;
+}
+
 async fn errors(d: &mut Differ) {
     d.put("error: put with empty key", "", "v", None).await;
     d.get("error: get with empty key", "", None).await;
@@ -601,6 +639,12 @@ enum Op {
     LeaseRevoke(i64),
     LeaseTimeToLive(i64, bool),
     LeaseLeases,
+    /// Peer URL, learner.
+    MemberAdd(String, bool),
+    /// A member by peer URL (empty: the member asked); unknown URLs name id 12345.
+    MemberPromote(String),
+    MemberUpdate(String, String),
+    MemberRemove(String),
     HashKv(i64),
     Alarm(AlarmAction, AlarmType),
     Defragment,
@@ -665,6 +709,37 @@ impl Op {
             Op::Defragment => {
                 client.defragment().await.map(|r| json!({ "header": header_json(r.header()) }))
             }
+            Op::MemberAdd(url, learner) => {
+                let options = learner.then(|| MemberAddOptions::new().with_is_learner());
+                client.member_add([url], options).await.map(|r| {
+                    let this = r.header().map_or(0, |h| h.member_id());
+                    json!({
+                        "header": header_json(r.header()),
+                        "member": r.member().map(|m| member_json(m, this)),
+                    })
+                })
+            }
+            Op::MemberPromote(url) => match member_id(client, &url).await {
+                Ok(id) => client.member_promote(id).await.map(|r| {
+                    let this = r.header().map_or(0, |h| h.member_id());
+                    json!({ "header": header_json(r.header()), "members": members_json(r.members(), this) })
+                }),
+                Err(e) => Err(e),
+            },
+            Op::MemberUpdate(url, new_url) => match member_id(client, &url).await {
+                Ok(id) => client.member_update(id, vec![new_url]).await.map(|r| {
+                    let this = r.header().map_or(0, |h| h.member_id());
+                    json!({ "header": header_json(r.header()), "members": members_json(r.members(), this) })
+                }),
+                Err(e) => Err(e),
+            },
+            Op::MemberRemove(url) => match member_id(client, &url).await {
+                Ok(id) => client.member_remove(id).await.map(|r| {
+                    let this = r.header().map_or(0, |h| h.member_id());
+                    json!({ "header": header_json(r.header()), "members": members_json(r.members(), this) })
+                }),
+                Err(e) => Err(e),
+            },
             Op::MoveLeader(target) => {
                 client.move_leader(target).await.map(|r| json!({ "header": header_json(r.header()) }))
             }
@@ -908,6 +983,41 @@ fn status_json(r: &StatusResponse) -> Value {
         "is_learner": r.is_learner(),
         "errors": r.errors(),
     })
+}
+
+/// The id of the member with this peer URL on the server asked (empty: the member asked; none:
+/// an id no member has).
+async fn member_id(client: &mut Client, url: &str) -> Result<u64, etcd_client::Error> {
+    let list = client.member_list().await?;
+    let this = list.header().map_or(0, |h| h.member_id());
+    if url.is_empty() {
+        return Ok(this);
+    }
+    Ok(list
+        .members()
+        .iter()
+        .find(|m| m.peer_urls().iter().any(|u| u == url))
+        .map_or(12345, |m| m.id()))
+}
+
+/// A member, without its id; the member asked shows only how many URLs it has (its ports
+/// differ between the servers), the others their URLs.
+fn member_json(m: &etcd_client::Member, this: u64) -> Value {
+    let urls = |urls: &[String]| if m.id() == this { json!(urls.len()) } else { json!(urls) };
+    json!({
+        "is_this_member": m.id() == this,
+        "name": m.name(),
+        "peer_urls": urls(m.peer_urls()),
+        "client_urls": urls(m.client_urls()),
+        "is_learner": m.is_learner(),
+    })
+}
+
+/// Members in a stable order (etcd lists them by id, and ids differ).
+fn members_json(members: &[etcd_client::Member], this: u64) -> Value {
+    let mut out: Vec<Value> = members.iter().map(|m| member_json(m, this)).collect();
+    out.sort_by_key(|v| v.to_string());
+    json!(out)
 }
 
 /// Ids and URLs (ports) differ between the two clusters: only their relation and count compare.

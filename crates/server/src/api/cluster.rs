@@ -104,13 +104,14 @@ impl Api {
             return Err(Error::MemberBadUrls);
         }
         peer_urls.sort();
+        // etcd's order: the id (derived from the URLs), then the URLs.
         let members = self.members()?;
-        if members.iter().any(|(_, m)| m.peer_urls.iter().any(|u| peer_urls.contains(u))) {
-            return Err(Error::PeerUrlExists);
-        }
         let id = crate::config::member_id(&peer_urls, &self.config.cluster_token);
         if members.iter().any(|(existing, _)| *existing == id) {
             return Err(Error::MemberExists);
+        }
+        if members.iter().any(|(_, m)| m.peer_urls.iter().any(|u| peer_urls.contains(u))) {
+            return Err(Error::PeerUrlExists);
         }
         let record = MemberRecord { name: String::new(), peer_urls, is_learner: req.is_learner };
         let kind =
