@@ -57,6 +57,16 @@ impl NodeConfig {
         self.recorded_member_id.unwrap_or(self.me().id)
     }
 
+    /// The initial cluster as member records (every member a voter).
+    pub fn initial_member_records(&self) -> Vec<(u64, strata_core::command::MemberRecord)> {
+        let record = |m: &Member| strata_core::command::MemberRecord {
+            name: m.name.clone(),
+            peer_urls: m.peer_urls.clone(),
+            is_learner: false,
+        };
+        self.members.iter().map(|m| (m.id, record(m))).collect()
+    }
+
     pub fn cluster_id(&self) -> u64 {
         let mut ids: Vec<u64> = self.members.iter().map(|m| m.id).collect();
         ids.sort_unstable();

@@ -6,7 +6,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use axum::serve::ListenerExt as _;
-use strata_core::command::MemberRecord;
 use strata_core::mvcc::Limits;
 use strata_core::raftstore::stats::{Histogram, SECONDS_BOUNDS};
 use strata_core::raftstore::{Config as RaftConfig, Node};
@@ -268,18 +267,7 @@ pub fn assemble(
     raft_config.election_ticks = config.election_ticks;
     raft_config.join = config.join;
     raft_config.cluster_id = config.cluster_id();
-    raft_config.initial_members = config
-        .members
-        .iter()
-        .map(|m| {
-            let record = MemberRecord {
-                name: m.name.clone(),
-                peer_urls: m.peer_urls.clone(),
-                is_learner: false,
-            };
-            (m.id, record)
-        })
-        .collect();
+    raft_config.initial_members = config.initial_member_records();
     raft_config.tick_ms = config.tick_interval.as_millis().max(1) as u64;
     raft_config.raft_logger = Some(crate::raft_log::logger());
     raft_config.log_entries_max = config.log_entries_max;

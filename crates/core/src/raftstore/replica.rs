@@ -68,21 +68,10 @@ impl Replica {
             match entry.get_entry_type() {
                 EntryType::EntryNormal if entry.data.is_empty() => {} // a new leader's no-op
                 EntryType::EntryNormal => {
-                    let command = Command::decode(&entry.data).map_err(|e| {
-                        crate::Error::Internal(format!(
-                            "undecodable command at index {}: {e}",
-                            entry.index
-                        ))
-                    })?;
+                    let command = decode_command(&entry.data, entry.index)?;
                     let Some(request) = &command.request else { continue };
                     let own = command.proposer == node_id && command.proposer_epoch == epoch;
-                    if !self.sessions.admit(&command) {
-                        // A copy of an applied proposal, or one overtaken by a later one. If it
-                        // is this process's and still awaited, it was never applied.
-                        if own {
-                            completions
-                                .push((command.proposal_id, Err(crate::Error::LeaderChanged)));
-                        }
+                    if !self.admit(&command, own, &mut completions) {
                         continue;
                     }
                     if self.skip_apply && entry.index >= 10 {
@@ -111,18 +100,9 @@ impl Replica {
                         continue;
                     }
                     // A membership change: its command rides in the entry's context.
-                    let command = Command::decode(&entry.context).map_err(|e| {
-                        crate::Error::Internal(format!(
-                            "undecodable membership change at index {}: {e}",
-                            entry.index
-                        ))
-                    })?;
+                    let command = decode_command(&entry.context, entry.index)?;
                     let own = command.proposer == node_id && command.proposer_epoch == epoch;
-                    if !self.sessions.admit(&command) {
-                        if own {
-                            completions
-                                .push((command.proposal_id, Err(crate::Error::LeaderChanged)));
-                        }
+                    if !self.admit(&command, own, &mut completions) {
                         continue;
                     }
                     let result = self.apply_member_change(&change, &command, batch);
@@ -141,6 +121,17 @@ impl Replica {
         self.sessions.write_changed(self.range_id, batch);
         self.applied = state;
         Ok((completions, leases))
+    }
+
+    /// Whether to apply `command`: not if it is a copy of an applied proposal or was overtaken
+    /// by a later one. If it is this process's and still awaited, it was never applied: its
+    /// client is told the leader changed.
+    fn admit(&mut self, command: &Command, own: bool, completions: &mut Vec<Completion>) -> bool {
+        let admitted = self.sessions.admit(command);
+        if !admitted && own {
+            completions.push((command.proposal_id, Err(crate::Error::LeaderChanged)));
+        }
+        admitted
     }
 
     /// Applies a membership change to Raft's configuration and to the member records. A change
@@ -181,4 +172,9 @@ impl Replica {
         self.raw.mut_store().set_conf_state(conf_state);
         Ok(())
     }
+}
+
+fn decode_command(bytes: &[u8], index: u64) -> Result<Command> {
+    Command::decode(bytes)
+        .map_err(|e| crate::Error::Internal(format!("undecodable command at index {index}: {e}")))
 }

@@ -15,7 +15,7 @@ use strata_core::pb::etcdserverpb::*;
 use tonic::{Request, Response, Status};
 
 use super::lease::{forward_error, forwarded, mark_forwarded};
-use super::{Api, status};
+use super::{Api, observed};
 use crate::pb::etcd::cluster_client::ClusterClient;
 use crate::pb::etcd::cluster_server::Cluster;
 
@@ -32,19 +32,7 @@ impl Api {
         if !recorded.is_empty() {
             return Ok(recorded);
         }
-        Ok(self
-            .config
-            .members
-            .iter()
-            .map(|m| {
-                let record = MemberRecord {
-                    name: m.name.clone(),
-                    peer_urls: m.peer_urls.clone(),
-                    is_learner: false,
-                };
-                (m.id, record)
-            })
-            .collect())
+        Ok(self.config.initial_member_records())
     }
 
     /// A member's first announced client URL.
@@ -242,7 +230,7 @@ impl Cluster for ClusterService {
         request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
         let work = self.api.member_add(request.into_inner());
-        self.api.observe("MemberAdd", work).await.map(Response::new).map_err(status)
+        observed(&self.api, "MemberAdd", work).await
     }
 
     async fn member_remove(
@@ -251,7 +239,7 @@ impl Cluster for ClusterService {
     ) -> Result<Response<MemberRemoveResponse>, Status> {
         let forwarded = forwarded(&request);
         let work = self.api.member_remove(request.into_inner(), forwarded);
-        self.api.observe("MemberRemove", work).await.map(Response::new).map_err(status)
+        observed(&self.api, "MemberRemove", work).await
     }
 
     async fn member_update(
@@ -259,7 +247,7 @@ impl Cluster for ClusterService {
         request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
         let work = self.api.member_update(request.into_inner());
-        self.api.observe("MemberUpdate", work).await.map(Response::new).map_err(status)
+        observed(&self.api, "MemberUpdate", work).await
     }
 
     async fn member_list(
@@ -275,6 +263,6 @@ impl Cluster for ClusterService {
     ) -> Result<Response<MemberPromoteResponse>, Status> {
         let forwarded = forwarded(&request);
         let work = self.api.member_promote(request.into_inner(), forwarded);
-        self.api.observe("MemberPromote", work).await.map(Response::new).map_err(status)
+        observed(&self.api, "MemberPromote", work).await
     }
 }

@@ -15,7 +15,7 @@ use strata_core::pb::etcdserverpb::{
 use strata_core::{Error, FIRST_RANGE_ID};
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 
-use super::{Api, status};
+use super::{Api, observed, status};
 use crate::pb::etcd::kv_server::Kv;
 
 pub struct KvService {
@@ -174,15 +174,6 @@ fn all_serializable(req: &TxnRequest) -> bool {
 
 fn unexpected(response: Response) -> Error {
     Error::Internal(format!("unexpected response kind {response:?}"))
-}
-
-/// Records a request's latency and outcome, and maps its error.
-async fn observed<T>(
-    api: &Api,
-    method: &'static str,
-    work: impl std::future::Future<Output = Result<T, Error>>,
-) -> Result<GrpcResponse<T>, Status> {
-    api.observe(method, work).await.map(GrpcResponse::new).map_err(status)
 }
 
 #[tonic::async_trait]

@@ -20,7 +20,7 @@ use tokio_stream::StreamExt as _;
 use tonic::transport::Channel;
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status, Streaming};
 
-use super::{Api, status};
+use super::{Api, observed, status};
 use crate::pb::etcd::lease_client::LeaseClient;
 use crate::pb::etcd::lease_server::Lease;
 
@@ -268,7 +268,7 @@ impl Lease for LeaseService {
         request: GrpcRequest<LeaseGrantRequest>,
     ) -> Result<GrpcResponse<LeaseGrantResponse>, Status> {
         let work = self.api.lease_grant(request.into_inner());
-        self.api.observe("LeaseGrant", work).await.map(GrpcResponse::new).map_err(status)
+        observed(&self.api, "LeaseGrant", work).await
     }
 
     async fn lease_revoke(
@@ -276,7 +276,7 @@ impl Lease for LeaseService {
         request: GrpcRequest<LeaseRevokeRequest>,
     ) -> Result<GrpcResponse<LeaseRevokeResponse>, Status> {
         let work = self.api.lease_revoke(request.into_inner());
-        self.api.observe("LeaseRevoke", work).await.map(GrpcResponse::new).map_err(status)
+        observed(&self.api, "LeaseRevoke", work).await
     }
 
     type LeaseKeepAliveStream =
@@ -309,7 +309,7 @@ impl Lease for LeaseService {
     ) -> Result<GrpcResponse<LeaseTimeToLiveResponse>, Status> {
         let forwarded = forwarded(&request);
         let work = self.api.lease_time_to_live(request.into_inner(), forwarded);
-        self.api.observe("LeaseTimeToLive", work).await.map(GrpcResponse::new).map_err(status)
+        observed(&self.api, "LeaseTimeToLive", work).await
     }
 
     async fn lease_leases(
@@ -317,6 +317,6 @@ impl Lease for LeaseService {
         _request: GrpcRequest<LeaseLeasesRequest>,
     ) -> Result<GrpcResponse<LeaseLeasesResponse>, Status> {
         let work = self.api.lease_leases();
-        self.api.observe("LeaseLeases", work).await.map(GrpcResponse::new).map_err(status)
+        observed(&self.api, "LeaseLeases", work).await
     }
 }

@@ -29,7 +29,7 @@ use strata_core::pb::v3lockpb::*;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
-use super::{Api, status};
+use super::{Api, observed, status};
 use crate::pb::election::election_server::Election;
 use crate::pb::lock::lock_server::Lock;
 
@@ -157,24 +157,11 @@ impl Api {
     }
 
     /// Waits for `key` to be deleted at or after `revision`, through a watch.
-    async fn wait_delete(self: &Arc<Self>, key: &[u8], revision: i64) -> Result<(), Error> {
-        let create = WatchCreateRequest {
-            key: key.to_vec(),
-            start_revision: revision,
-            ..Default::default()
-        };
-        let request = WatchRequest { request_union: Some(RequestUnion::CreateRequest(create)) };
-        let mut responses = super::watch::open(self.clone(), tokio_stream::iter([Ok(request)]));
-        while let Some(response) = responses.recv().await {
-            let response = response.map_err(|s| Error::Internal(s.message().to_string()))?;
-            if response.compact_revision != 0 {
-                return Err(Error::Compacted);
-            }
-            if response.events.iter().any(|e| e.r#type == EventType::Delete as i32) {
-                return Ok(());
-            }
+    async fn wait_delete(self: &Arc<Self>, key: &[u8], mut revision: i64) -> Result<(), Error> {
+        while let Some(kv) = self.next_change(key, revision).await? {
+            revision = kv.mod_revision + 1;
         }
-        Err(Error::Stopped)
+        Ok(())
     }
 
     pub async fn lock(self: &Arc<Self>, req: LockRequest) -> Result<LockResponse, Error> {
@@ -362,6 +349,9 @@ impl Api {
         let mut responses = self.internal_watch(create);
         while let Some(response) = responses.recv().await {
             let response = response.map_err(|s| Error::Internal(s.message().to_string()))?;
+            if response.compact_revision != 0 {
+                return Err(Error::Compacted);
+            }
             if let Some(event) = response.events.into_iter().next() {
                 return Ok((event.r#type == EventType::Put as i32).then_some(event.kv).flatten());
             }
@@ -386,7 +376,7 @@ pub struct LockService {
 impl Lock for LockService {
     async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
         let work = self.api.lock(request.into_inner());
-        self.api.observe("Lock", work).await.map(Response::new).map_err(status)
+        observed(&self.api, "Lock", work).await
     }
 
     async fn unlock(
@@ -394,7 +384,7 @@ impl Lock for LockService {
         request: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
         let work = self.api.unlock(request.into_inner());
-        self.api.observe("Unlock", work).await.map(Response::new).map_err(status)
+        observed(&self.api, "Unlock", work).await
     }
 }
 
@@ -409,7 +399,7 @@ impl Election for ElectionService {
         request: Request<CampaignRequest>,
     ) -> Result<Response<CampaignResponse>, Status> {
         let work = self.api.campaign(request.into_inner());
-        self.api.observe("Campaign", work).await.map(Response::new).map_err(status)
+        observed(&self.api, "Campaign", work).await
     }
 
     async fn proclaim(
@@ -417,7 +407,7 @@ impl Election for ElectionService {
         request: Request<ProclaimRequest>,
     ) -> Result<Response<ProclaimResponse>, Status> {
         let work = self.api.proclaim(request.into_inner());
-        self.api.observe("Proclaim", work).await.map(Response::new).map_err(status)
+        observed(&self.api, "Proclaim", work).await
     }
 
     async fn leader(
@@ -425,7 +415,7 @@ impl Election for ElectionService {
         request: Request<LeaderRequest>,
     ) -> Result<Response<LeaderResponse>, Status> {
         let work = self.api.election_leader(request.into_inner());
-        self.api.observe("Leader", work).await.map(Response::new).map_err(status)
+        observed(&self.api, "Leader", work).await
     }
 
     type ObserveStream = tokio_stream::wrappers::ReceiverStream<Result<LeaderResponse, Status>>;
@@ -449,6 +439,6 @@ impl Election for ElectionService {
         request: Request<ResignRequest>,
     ) -> Result<Response<ResignResponse>, Status> {
         let work = self.api.resign(request.into_inner());
-        self.api.observe("Resign", work).await.map(Response::new).map_err(status)
+        observed(&self.api, "Resign", work).await
     }
 }

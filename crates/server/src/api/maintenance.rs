@@ -13,7 +13,7 @@ use strata_core::pb::etcdserverpb::*;
 use strata_core::{Error, FIRST_RANGE_ID};
 use tonic::{Request, Response, Status};
 
-use super::{Api, not_yet, status};
+use super::{Api, not_yet, observed, status};
 use crate::pb::etcd::maintenance_server::Maintenance;
 
 /// The etcd API version Strata speaks (what `etcdctl endpoint status` shows as the version).
@@ -191,7 +191,7 @@ impl Maintenance for MaintenanceService {
         request: Request<AlarmRequest>,
     ) -> Result<Response<AlarmResponse>, Status> {
         let work = self.api.alarm(request.into_inner());
-        self.api.observe("Alarm", work).await.map(Response::new).map_err(status)
+        observed(&self.api, "Alarm", work).await
     }
 
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
@@ -203,13 +203,13 @@ impl Maintenance for MaintenanceService {
         _: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
         let work = self.api.defragment();
-        self.api.observe("Defragment", work).await.map(Response::new).map_err(status)
+        observed(&self.api, "Defragment", work).await
     }
 
     async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
         let api = self.api.clone();
         let work = blocking(move || api.hash());
-        self.api.observe("Hash", work).await.map(Response::new).map_err(status)
+        observed(&self.api, "Hash", work).await
     }
 
     async fn hash_kv(
@@ -218,7 +218,7 @@ impl Maintenance for MaintenanceService {
     ) -> Result<Response<HashKvResponse>, Status> {
         let (api, req) = (self.api.clone(), request.into_inner());
         let work = blocking(move || api.hash_kv(req));
-        self.api.observe("HashKV", work).await.map(Response::new).map_err(status)
+        observed(&self.api, "HashKV", work).await
     }
 
     type SnapshotStream = std::pin::Pin<
@@ -260,7 +260,7 @@ impl Maintenance for MaintenanceService {
         request: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
         let work = self.api.move_leader(request.into_inner());
-        self.api.observe("MoveLeader", work).await.map(Response::new).map_err(status)
+        observed(&self.api, "MoveLeader", work).await
     }
 
     async fn downgrade(

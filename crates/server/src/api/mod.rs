@@ -101,6 +101,16 @@ impl Api {
     }
 }
 
+/// Runs a gRPC request through [`Api::observe`] and maps its error: how every unary handler
+/// answers.
+pub(crate) async fn observed<T>(
+    api: &Api,
+    method: &'static str,
+    work: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<tonic::Response<T>, tonic::Status> {
+    api.observe(method, work).await.map(tonic::Response::new).map_err(status)
+}
+
 /// Maps a core error to the gRPC status etcd would answer with.
 pub fn status(error: Error) -> tonic::Status {
     let code = match error.code() {
