@@ -65,6 +65,9 @@ pub enum Error {
     MemberNotLearner,
     #[error("etcdserver: can only promote a learner member which is in sync with leader")]
     LearnerNotReady,
+    /// Another membership change is being made; Raft makes one at a time. Retry shortly.
+    #[error("etcdserver: a membership change is in progress, retry later")]
+    MembershipChangePending,
     /// A member is over its storage quota (a `NOSPACE` alarm is active): only deletions,
     /// compactions and revocations are accepted until it is disarmed.
     #[error("etcdserver: mvcc: database space exceeded")]
@@ -121,6 +124,7 @@ impl Error {
             Error::MemberNotFound => Code::NotFound,
             Error::MemberBadUrls => Code::InvalidArgument,
             Error::NoLeader | Error::LeaderChanged | Error::Stopped => Code::Unavailable,
+            Error::MembershipChangePending => Code::Unavailable,
             Error::Timeout => Code::Unavailable,
             Error::TooManyRequests | Error::NoSpace => Code::ResourceExhausted,
             Error::Storage(_) | Error::Internal(_) => Code::Internal,

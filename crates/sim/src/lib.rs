@@ -13,12 +13,16 @@
 //! * [`history`]: what clients saw;
 //! * [`check`]: the checkers run on every history;
 //! * [`watchers`]: watch clients on every node's watch hub, and their checker;
+//! * [`leases`]: lease clients keeping leases alive across leader changes, and their checker;
+//! * [`members`]: an operator changing the membership under faults, and its checker;
 //! * [`scenario`]: scripted, hand-stepped clusters for golden tests.
 
 pub mod check;
 pub mod disk;
 pub mod faults;
 pub mod history;
+pub mod leases;
+pub mod members;
 pub mod scenario;
 pub mod watchers;
 pub mod workload;
@@ -33,11 +37,13 @@ pub fn run(options: Options) -> Report {
 }
 
 /// The deliberate bugs, by the names the command line uses.
-pub const MUTATIONS: [(&str, Mutation); 4] = [
+pub const MUTATIONS: [(&str, Mutation); 6] = [
     ("ack-before-fsync", Mutation::AckBeforeFsync),
     ("skip-apply", Mutation::SkipApply),
     ("lease-reads", Mutation::LeaseReads),
     ("reads-without-read-index", Mutation::ReadsWithoutReadIndex),
+    ("keep-alive-without-read-index", Mutation::KeepAliveWithoutReadIndex),
+    ("read-index-context-reused", Mutation::ReadIndexContextReused),
 ];
 
 pub fn mutation_name(mutation: Mutation) -> Option<&'static str> {

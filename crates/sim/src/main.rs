@@ -13,9 +13,10 @@ use strata_sim::faults::{FaultCounts, Kind};
 use strata_sim::{Options, World, parse_mutation};
 
 const USAGE: &str = "usage: strata-sim [--seed N | --seeds COUNT [--first-seed N] [--time SECONDS]]
-                  [--nodes N] [--clients N] [--duration-ms MS]
+                  [--nodes N] [--spare-nodes N] [--clients N] [--duration-ms MS]
                   [--faults partition,crash,pause,drift,fail-sync (default: all; '' for none)]
-                  [--mutation ack-before-fsync|skip-apply|lease-reads|reads-without-read-index]
+                  [--mutation ack-before-fsync|skip-apply|lease-reads|reads-without-read-index|
+                              keep-alive-without-read-index|read-index-context-reused]
                   [--verbose]";
 
 struct Args {
@@ -47,6 +48,7 @@ fn parse() -> Result<Args, String> {
             "--time" => args.time = Some(Duration::from_secs(number(value()?)?)),
             "--nodes" => args.options.nodes = number(value()?)?,
             "--clients" => args.options.clients = number(value()?)? as usize,
+            "--spare-nodes" => args.options.spare_nodes = number(value()?)?,
             "--duration-ms" => args.options.duration_ms = number(value()?)?,
             "--faults" => {
                 let list = value()?;
@@ -85,11 +87,13 @@ fn main() -> ExitCode {
         let report = World::new(options).verbose(args.verbose).run();
         println!(
             "seed {seed}: {} operations, {} acknowledged writes, {} watch events ({} connects), \
-             {} ms simulated, {} events, trace {:016x}, faults {:?}",
+             leases {:?}, membership {:?}, {} ms simulated, {} events, trace {:016x}, faults {:?}",
             report.history.len(),
             report.acknowledged_writes(),
             report.watch_events,
             report.watch_connects,
+            report.leases,
+            report.membership,
             report.simulated_ms,
             report.events,
             report.trace_hash,
@@ -113,6 +117,8 @@ fn main() -> ExitCode {
     let started = Instant::now();
     let (mut run, mut failed, mut simulated_ms, mut inconclusive) = (0u64, 0u64, 0u64, 0usize);
     let mut watch_events = 0;
+    let mut leases = strata_sim::leases::Counts::default();
+    let mut membership = strata_sim::members::Counts::default();
     let mut faults = FaultCounts::default();
     println!("seeds {first}.. ({} at most)", args.seeds);
     for seed in first..first.saturating_add(args.seeds) {
@@ -125,6 +131,8 @@ fn main() -> ExitCode {
         simulated_ms += report.simulated_ms;
         inconclusive += report.inconclusive_keys;
         watch_events += report.watch_events;
+        leases.add(&report.leases);
+        membership.add(&report.membership);
         faults.add(&report.faults);
         if !report.passed() {
             failed += 1;
@@ -140,7 +148,8 @@ fn main() -> ExitCode {
     }
     println!(
         "{run} seeds run, {failed} failed; {:.1} s simulated in {:.1} s; faults {faults:?}; \
-         {inconclusive} keys inconclusive; {watch_events} watch events checked",
+         {inconclusive} keys inconclusive; {watch_events} watch events checked; leases {leases:?}; \
+         membership {membership:?}",
         simulated_ms as f64 / 1000.0,
         started.elapsed().as_secs_f64()
     );

@@ -15,7 +15,9 @@ use std::sync::Arc;
 use strata_core::FIRST_RANGE_ID;
 use strata_core::mvcc::view::View;
 use strata_core::mvcc::{AppliedState, read};
-use strata_core::raftstore::{Answers, Config, Driver, MessageType, Mutation, Node, OutMessage};
+use strata_core::raftstore::{
+    Answers, Config, Configuration, Driver, MessageType, Mutation, Node, OutMessage, StateRole,
+};
 use strata_core::rng::fnv1a;
 use strata_storage::Engine;
 
@@ -23,6 +25,8 @@ use crate::check::{self, FinalReplica, RaftObserver};
 use crate::disk::Disk;
 use crate::faults::{FaultCounts, FaultPlan, Kind as FaultKind};
 use crate::history::{Op, Operation, Outcome};
+use crate::leases::{self, Leases};
+use crate::members::{self, Operator};
 use crate::watchers::Watchers;
 use crate::workload::{self, Client};
 use strata_core::rng::Rng;
@@ -40,6 +44,8 @@ const SETTLE: Time = 2_000 * MS;
 const FINAL: Time = 6_000 * MS;
 /// Steps the linearizability search may take per key before giving up.
 const SEARCH_BUDGET: u64 = 2_000_000;
+/// Clients that hold leases, besides the key-value clients.
+const LEASE_CLIENTS: usize = 4;
 
 /// What to simulate.
 #[derive(Clone, Debug)]
@@ -47,6 +53,9 @@ pub struct Options {
     pub seed: u64,
     pub nodes: u64,
     pub clients: usize,
+    /// Ids beyond the first `nodes` the membership operator may add members under. Whether a
+    /// run changes its membership at all is drawn from its seed.
+    pub spare_nodes: u64,
     /// Simulated time under load and faults.
     pub duration_ms: u64,
     /// The fault kinds a run may use; empty for a run without faults (and a calm network).
@@ -60,6 +69,7 @@ impl Default for Options {
             seed: 0,
             nodes: 3,
             clients: 4,
+            spare_nodes: 2,
             duration_ms: 3_000,
             faults: FaultKind::ALL.to_vec(),
             mutation: Mutation::None,
@@ -77,6 +87,9 @@ impl Options {
         if self.faults != FaultKind::ALL {
             let names: Vec<&str> = self.faults.iter().map(|k| k.name()).collect();
             command.push_str(&format!(" --faults '{}'", names.join(",")));
+        }
+        if self.spare_nodes != Options::default().spare_nodes {
+            command.push_str(&format!(" --spare-nodes {}", self.spare_nodes));
         }
         if let Some(name) = crate::mutation_name(self.mutation) {
             command.push_str(&format!(" --mutation {name}"));
@@ -103,6 +116,10 @@ pub struct Report {
     /// connected to a node.
     pub watch_events: usize,
     pub watch_connects: usize,
+    /// What the lease clients did (all checked).
+    pub leases: leases::Counts,
+    /// What the membership operator did.
+    pub membership: members::Counts,
 }
 
 impl Report {
@@ -118,11 +135,27 @@ impl Report {
 #[derive(Debug)]
 enum Event {
     Tick(u64),
-    Deliver { to: u64, message: Box<OutMessage> },
-    SnapshotStatus { leader: u64, epoch: u64, peer: u64, delivered: bool },
-    Request { node: u64, op: usize },
-    Response { op: usize, outcome: Outcome },
-    Timeout { op: usize },
+    Deliver {
+        to: u64,
+        message: Box<OutMessage>,
+    },
+    SnapshotStatus {
+        leader: u64,
+        epoch: u64,
+        peer: u64,
+        delivered: bool,
+    },
+    Request {
+        node: u64,
+        op: usize,
+    },
+    Response {
+        op: usize,
+        outcome: Outcome,
+    },
+    Timeout {
+        op: usize,
+    },
     ClientNext(usize),
     Fault,
     Heal(Vec<(u64, u64)>),
@@ -130,10 +163,32 @@ enum Event {
     Resume(u64),
     Quiesce,
     FinalRead(usize),
+    LeaseNext(usize),
+    LeaseRequest {
+        node: u64,
+        request: usize,
+    },
+    LeaseResponse {
+        request: usize,
+        outcome: leases::Outcome,
+    },
+    /// The membership operator looks at the cluster and perhaps changes it.
+    Operate,
+    /// The node's process stops for good: it is no longer a member.
+    Leave(u64),
 }
 
-/// The driver of a simulated node: times in simulated microseconds, replies by operation id.
-type SimDriver = Driver<Time, usize, usize>;
+/// Whose request a driver's answer belongs to: a key-value operation or a lease client's
+/// request, by index into their histories.
+#[derive(Clone, Copy, Debug)]
+enum Reply {
+    Kv(usize),
+    Lease(usize),
+    Member,
+}
+
+/// The driver of a simulated node: times in simulated microseconds.
+type SimDriver = Driver<Time, Reply, Reply>;
 
 struct SimNode {
     id: u64,
@@ -142,12 +197,23 @@ struct SimNode {
     node: Option<SimDriver>,
     epoch: u64,
     paused_until: Option<Time>,
-    /// Inputs that arrived while paused, handled on resume in arrival order.
+    /// Inputs that arrived while paused, handled on resume connection by connection.
     deferred: Vec<Event>,
     tick_interval: Time,
     /// Whether a fault damaged this node's disk: it may refuse to start or stop on the error,
     /// and the end-of-run checks leave it out — but it must never serve wrong data.
     damaged: bool,
+    role: Role,
+}
+
+/// Where a node stands in the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// An id the operator has not added yet: no process, no disk contents.
+    Spare,
+    Member,
+    /// Removed from the cluster: its process is stopped for good.
+    Removed,
 }
 
 pub struct World {
@@ -167,6 +233,10 @@ pub struct World {
     client_rng: Rng,
     observer: RaftObserver,
     watchers: Watchers,
+    leases: Leases,
+    operator: Operator,
+    /// The shortest tick interval any node ran with: how fast the fastest clock was.
+    fastest_tick: Time,
     trace: u64,
     events: u64,
     /// Problems found while running (a node that refused to restart, for example).
@@ -177,11 +247,17 @@ pub struct World {
 impl World {
     pub fn new(options: Options) -> Self {
         let mut rng = Rng::new(options.seed);
-        let plan = FaultPlan::new(rng.fork(), &options.faults, options.nodes);
+        let plan = FaultPlan::new(rng.fork(), &options.faults, options.nodes + options.spare_nodes);
         let net_rng = rng.fork();
         let client_rng = rng.fork();
         let keys = workload::keys();
-        let watchers = Watchers::new(rng.fork(), options.nodes, &keys);
+        let watchers = Watchers::new(rng.fork(), options.nodes + options.spare_nodes, &keys);
+        let leases = Leases::new(rng.fork(), LEASE_CLIENTS);
+        let pool = options.nodes + options.spare_nodes;
+        let mut operator_rng = rng.fork();
+        let changes_membership = options.spare_nodes > 0 && operator_rng.chance(0.5);
+        let spare = if changes_membership { (options.nodes + 1..=pool).collect() } else { vec![] };
+        let operator = Operator::new(operator_rng, spare);
         let mut world = Self {
             now: 0,
             seq: 0,
@@ -197,13 +273,17 @@ impl World {
             client_rng,
             observer: RaftObserver::default(),
             watchers,
+            leases,
+            operator,
+            fastest_tick: TICK,
             trace: 0,
             events: 0,
             violations: Vec::new(),
             verbose: false,
             options,
         };
-        for id in 1..=world.options.nodes {
+        for id in 1..=pool {
+            let member = id <= world.options.nodes;
             world.nodes.push(SimNode {
                 id,
                 disk: Disk::default(),
@@ -213,15 +293,21 @@ impl World {
                 deferred: Vec::new(),
                 tick_interval: TICK,
                 damaged: false,
+                role: if member { Role::Member } else { Role::Spare },
             });
-            world.start(id);
-            // Nodes' timers start out of phase, as real processes do.
-            let phase = world.net_rng.range(0, TICK);
-            world.schedule(phase, Event::Tick(id));
+            if member {
+                world.launch(id);
+            }
         }
+        let first_change = world.client_rng.range(100 * MS, 300 * MS);
+        world.schedule(first_change, Event::Operate);
         for client in 0..world.options.clients {
             let delay = world.client_rng.range(0, 20 * MS);
             world.schedule(delay, Event::ClientNext(client));
+        }
+        for client in 0..world.leases.clients() {
+            let delay = world.client_rng.range(0, 20 * MS);
+            world.schedule(delay, Event::LeaseNext(client));
         }
         let first_fault = world.plan.next_gap();
         world.schedule(first_fault, Event::Fault);
@@ -275,11 +361,22 @@ impl World {
         self.trace = fnv1a(format!("{}{}{text}", self.trace, self.now).as_bytes());
     }
 
+    /// Starts node `id`'s process for the first time, its timer out of phase with the others'
+    /// as real processes' are.
+    fn launch(&mut self, id: u64) {
+        self.start(id);
+        let phase = self.net_rng.range(0, TICK);
+        self.schedule(phase, Event::Tick(id));
+    }
+
     /// Starts node `id`'s process on whatever its disk holds.
     fn start(&mut self, id: u64) {
         let sim = &mut self.nodes[id as usize - 1];
         sim.epoch += 1;
         let mut config = Config::new(id, sim.epoch, (1..=self.options.nodes).collect());
+        // A member added later joins with an empty disk and gets the state from the leader.
+        config.join = id > self.options.nodes;
+        config.initial_members = (1..=self.options.nodes).map(members::initial).collect();
         config.election_seed = Some(self.options.seed);
         config.record_applied = true;
         // Small enough that snapshots happen in short runs.
@@ -314,9 +411,10 @@ impl World {
     fn handle(&mut self, event: Event) {
         // Inputs for a paused node wait for it.
         let target = match &event {
-            Event::Tick(id) | Event::Deliver { to: id, .. } | Event::Request { node: id, .. } => {
-                Some(*id)
-            }
+            Event::Tick(id)
+            | Event::Deliver { to: id, .. }
+            | Event::Request { node: id, .. }
+            | Event::LeaseRequest { node: id, .. } => Some(*id),
             Event::SnapshotStatus { leader, .. } => Some(*leader),
             _ => None,
         };
@@ -375,7 +473,8 @@ impl World {
                 }
             }
             Event::Restart(id) => {
-                if self.nodes[id as usize - 1].node.is_none() {
+                let sim = &self.nodes[id as usize - 1];
+                if sim.node.is_none() && sim.role == Role::Member {
                     self.start(id);
                     self.log(|| format!("n{id} restarted"));
                     self.round(id);
@@ -384,6 +483,16 @@ impl World {
             Event::Resume(id) => self.resume(id),
             Event::Quiesce => self.quiesce(),
             Event::FinalRead(key) => self.final_read(key),
+            Event::LeaseNext(client) => self.lease_next(client),
+            Event::Operate => self.operate(),
+            Event::Leave(id) => self.leave(id),
+            Event::LeaseRequest { node, request } => self.lease_request(node, request),
+            Event::LeaseResponse { request, outcome } => {
+                if let Some(wait) = self.leases.complete(request, outcome, self.now) {
+                    let client = self.leases.requests[request].client;
+                    self.schedule(wait, Event::LeaseNext(client));
+                }
+            }
         }
     }
 
@@ -429,6 +538,15 @@ impl World {
                 self.watchers.after_round(id, &sim.disk, state);
             }
             self.observer.applied(id, &output.applied);
+            if output.members_changed && self.removed_by_records(id) {
+                // As the server does: answer what is in flight, then stop.
+                self.schedule(200 * MS, Event::Leave(id));
+            }
+            for (_, change) in &output.lease_changes {
+                if let strata_core::mvcc::LeaseChange::Revoked { id: lease } = change {
+                    self.leases.revoked(*lease, self.now);
+                }
+            }
             self.send(output.messages);
             self.answer(id, answers);
         }
@@ -436,14 +554,37 @@ impl World {
 
     /// Sends the driver's answers back to the clients: write results, and reads released by
     /// ReadIndex, served now from the local state.
-    fn answer(&mut self, id: u64, answers: Answers<usize, usize>) {
-        for (op, result) in answers.writes {
-            self.reply(op, workload::write_outcome(result));
+    fn answer(&mut self, id: u64, answers: Answers<Reply, Reply>) {
+        for (reply, result) in answers.writes {
+            match reply {
+                Reply::Kv(op) => self.reply(op, workload::write_outcome(result)),
+                Reply::Lease(request) => {
+                    self.lease_reply(request, result.map(|_| 0));
+                }
+                Reply::Member => {
+                    if let Some(added) = self.operator.answered(result.is_ok()) {
+                        self.join(added);
+                    }
+                }
+            }
         }
-        for (op, result) in answers.reads {
-            match result {
-                Ok(()) => self.serve_read(id, op),
-                Err(e) => self.reply(op, workload::error_outcome(e)),
+        for (reply, result) in answers.reads {
+            match (reply, result) {
+                (Reply::Kv(op), Ok(())) => self.serve_read(id, op),
+                (Reply::Kv(op), Err(e)) => self.reply(op, workload::error_outcome(e)),
+                // Leadership was confirmed after the keep-alive arrived: renew now.
+                (Reply::Lease(request), Ok(())) => {
+                    let leases::Kind::KeepAlive { lease } = self.leases.requests[request].kind
+                    else {
+                        continue;
+                    };
+                    let renewed = self.with_node(id, |_, driver| driver.lease_keep_alive(lease));
+                    if let Some(result) = renewed {
+                        self.lease_reply(request, result);
+                    }
+                }
+                (Reply::Lease(request), Err(e)) => self.lease_reply(request, Err(e)),
+                (Reply::Member, _) => {}
             }
         }
     }
@@ -531,7 +672,7 @@ impl World {
     }
 
     fn invoke(&mut self, client: usize, op: Op) {
-        let node = self.client_rng.range(1, self.options.nodes + 1);
+        let node = self.any_member();
         let id = self.history.len();
         self.history.push(Operation {
             id,
@@ -554,10 +695,10 @@ impl World {
         let deadline = self.now + CLIENT_TIMEOUT;
         let handled = self.with_node(id, |_, driver| {
             if let Some(request) = workload::write_request(&operation) {
-                driver.propose(FIRST_RANGE_ID, request, deadline, op)
+                driver.propose(FIRST_RANGE_ID, request, deadline, Reply::Kv(op))
             } else {
                 if !local_read {
-                    driver.read(FIRST_RANGE_ID, deadline, op);
+                    driver.read(FIRST_RANGE_ID, deadline, Reply::Kv(op));
                 }
                 Answers::default()
             }
@@ -607,6 +748,183 @@ impl World {
         self.schedule(think, Event::ClientNext(client));
     }
 
+    // ---- lease clients ----
+
+    fn lease_next(&mut self, client: usize) {
+        let stopping = !self.faults_on;
+        let Some((kind, preferred)) = self.leases.next(client, self.now, stopping) else { return };
+        let node = preferred.unwrap_or_else(|| self.any_member());
+        let request = self.leases.invoke(client, node, kind, self.now);
+        let latency = self.client_rng.range(100, 2 * MS);
+        self.schedule(latency, Event::LeaseRequest { node, request });
+        self.schedule(
+            CLIENT_TIMEOUT,
+            Event::LeaseResponse { request, outcome: leases::Outcome::Unknown },
+        );
+    }
+
+    /// A lease request reaches node `id`. Grants, attachments and revocations are proposals;
+    /// a keep-alive is answered by the leader's lease clock once a ReadIndex issued after it
+    /// arrived confirms that this node still leads — a deposed leader that does not know it
+    /// yet must not promise a lease more time than the new leader will give it.
+    fn lease_request(&mut self, id: u64, request: usize) {
+        use strata_core::command::Request;
+        use strata_core::pb::etcdserverpb::{LeaseGrantRequest, LeaseRevokeRequest, PutRequest};
+        let kind = self.leases.requests[request].kind.clone();
+        let deadline = self.now + CLIENT_TIMEOUT;
+        let unconfirmed = self.options.mutation == Mutation::KeepAliveWithoutReadIndex;
+        let reply = Reply::Lease(request);
+        let handled = self.with_node(id, |_, driver| {
+            let proposal = match kind {
+                leases::Kind::KeepAlive { lease } if unconfirmed => {
+                    return Err(driver.lease_keep_alive(lease));
+                }
+                leases::Kind::KeepAlive { .. } => {
+                    driver.read(FIRST_RANGE_ID, deadline, reply);
+                    return Ok(Answers::default());
+                }
+                leases::Kind::Grant { lease, ttl } => {
+                    Request::LeaseGrant(LeaseGrantRequest { id: lease, ttl })
+                }
+                leases::Kind::Attach { lease, key } => Request::Put(PutRequest {
+                    key: key.into_bytes(),
+                    value: b"held".to_vec(),
+                    lease,
+                    ..Default::default()
+                }),
+                leases::Kind::Revoke { lease } => {
+                    Request::LeaseRevoke(LeaseRevokeRequest { id: lease })
+                }
+            };
+            Ok(driver.propose(FIRST_RANGE_ID, proposal, deadline, reply))
+        });
+        match handled {
+            None => self.lease_reply(request, Err(strata_core::Error::Stopped)),
+            Some(Ok(answers)) => self.answer(id, answers),
+            Some(Err(kept_alive)) => self.lease_reply(request, kept_alive),
+        }
+        self.round(id);
+    }
+
+    /// Sends a lease request's answer back to its client: a TTL for a keep-alive, 0 otherwise.
+    fn lease_reply(&mut self, request: usize, result: strata_core::Result<i64>) {
+        use strata_core::Error;
+        let outcome = match result {
+            Ok(ttl) => leases::Outcome::Done { ttl },
+            Err(Error::LeaderChanged | Error::Timeout) => leases::Outcome::Unknown,
+            Err(e) => leases::Outcome::Failed(e.to_string()),
+        };
+        let latency = self.client_rng.range(100, 2 * MS);
+        self.schedule(latency, Event::LeaseResponse { request, outcome });
+    }
+
+    // ---- membership ----
+
+    /// A random member to send a request to.
+    fn any_member(&mut self) -> u64 {
+        let members: Vec<u64> =
+            self.nodes.iter().filter(|n| n.role == Role::Member).map(|n| n.id).collect();
+        *self.client_rng.pick(&members)
+    }
+
+    /// The members as recorded, as a linearizable `member list` sees them: by the leader of
+    /// the highest term, once it applied all it committed. `None` while there is no such leader.
+    fn recorded_members(&self) -> Option<Vec<members::Recorded>> {
+        use std::sync::atomic::Ordering::Acquire;
+        let leader = (self.nodes.iter())
+            .filter(|sim| sim.role == Role::Member && !sim.damaged)
+            .filter_map(|sim| sim.node.as_ref())
+            .map(|driver| driver.node())
+            .filter(|node| node.role(FIRST_RANGE_ID) == Some(StateRole::Leader))
+            .max_by_key(|node| node.term(FIRST_RANGE_ID))?;
+        let shared = leader.shared(FIRST_RANGE_ID)?;
+        if shared.applied_index.load(Acquire) < shared.commit_index.load(Acquire) {
+            return None;
+        }
+        let records = leader.members().ok().filter(|records| !records.is_empty())?;
+        Some(records.into_iter().map(|(id, record)| (id, record.is_learner)).collect())
+    }
+
+    /// Whether node `id` applied its own removal.
+    fn removed_by_records(&self, id: u64) -> bool {
+        let Some(driver) = &self.nodes[id as usize - 1].node else { return false };
+        let records = driver.node().members().unwrap_or_default();
+        !records.is_empty() && !records.iter().any(|(member, _)| *member == id)
+    }
+
+    /// The operator's round: start the processes of members recorded since, stop those of
+    /// members removed since, and (while the faults go on) make the next change.
+    fn operate(&mut self) {
+        let every = self.client_rng.range(300 * MS, 900 * MS);
+        self.schedule(every, Event::Operate);
+        // A member added by a change whose answer was lost: any record of it was committed.
+        let added: Vec<u64> = (self.nodes.iter())
+            .filter_map(|sim| sim.node.as_ref())
+            .flat_map(|driver| driver.node().members().unwrap_or_default())
+            .map(|(id, _)| id)
+            .collect();
+        for id in added {
+            self.join(id);
+        }
+        let Some(recorded) = self.recorded_members() else { return };
+        let gone: Vec<u64> = (self.nodes.iter())
+            .filter(|sim| sim.role == Role::Member && !recorded.iter().any(|m| m.0 == sim.id))
+            .map(|sim| sim.id)
+            .collect();
+        for id in gone {
+            self.leave(id);
+        }
+        if !self.faults_on {
+            return;
+        }
+        let leader = (self.nodes.iter())
+            .filter_map(|sim| sim.node.as_ref())
+            .map(|driver| driver.node())
+            .filter(|node| node.role(FIRST_RANGE_ID) == Some(StateRole::Leader))
+            .max_by_key(|node| node.term(FIRST_RANGE_ID));
+        let caught_up: Vec<u64> = (recorded.iter())
+            .filter(|m| leader.is_some_and(|l| l.learner_ready(FIRST_RANGE_ID, m.0) == Ok(true)))
+            .map(|m| m.0)
+            .collect();
+        let deadline = self.now + CLIENT_TIMEOUT;
+        let next = self.operator.next(self.now, deadline, &recorded, |id| caught_up.contains(&id));
+        let Some(change) = next else { return };
+        self.log(|| format!("membership change: {change:?}"));
+        let node = self.any_member();
+        let request = strata_core::command::Request::MemberChange(change);
+        let handled = self.with_node(node, |_, driver| {
+            driver.propose(FIRST_RANGE_ID, request, deadline, Reply::Member)
+        });
+        match handled {
+            None => {
+                self.operator.answered(false);
+            }
+            Some(answers) => self.answer(node, answers),
+        }
+        self.round(node);
+    }
+
+    /// Node `id` was added to the cluster: its process starts, with an empty disk.
+    fn join(&mut self, id: u64) {
+        if self.nodes[id as usize - 1].role == Role::Spare {
+            self.nodes[id as usize - 1].role = Role::Member;
+            self.operator.counts.joined += 1;
+            self.log(|| format!("n{id} joins"));
+            self.launch(id);
+        }
+    }
+
+    /// Node `id` is no longer a member: its process stops for good.
+    fn leave(&mut self, id: u64) {
+        if self.nodes[id as usize - 1].role != Role::Member {
+            return;
+        }
+        self.nodes[id as usize - 1].role = Role::Removed;
+        self.operator.counts.removed += 1;
+        self.crash(id);
+        self.log(|| format!("n{id} left the cluster"));
+    }
+
     // ---- faults ----
 
     fn inject_fault(&mut self) {
@@ -634,16 +952,22 @@ impl World {
                 }
             }
             Some(Fault::Drift { node, percent }) => {
-                self.nodes[node as usize - 1].tick_interval = TICK * percent / 100;
+                let interval = TICK * percent / 100;
+                self.nodes[node as usize - 1].tick_interval = interval;
+                self.fastest_tick = self.fastest_tick.min(interval);
             }
             Some(Fault::FailSync { node }) => self.nodes[node as usize - 1].disk.fail_next_sync(),
+            Some(Fault::Corrupt { node, .. })
+                if self.nodes[node as usize - 1].role != Role::Member => {}
             Some(Fault::Corrupt { node, pick }) => {
                 self.crash(node);
                 let sim = &mut self.nodes[node as usize - 1];
                 let records = sim.disk.memory.durable_keys();
-                let (keyspace, key) = &records[(pick % records.len() as u64) as usize];
-                sim.disk.memory.corrupt(*keyspace, key);
-                sim.damaged = true;
+                if !records.is_empty() {
+                    let (keyspace, key) = &records[(pick % records.len() as u64) as usize];
+                    sim.disk.memory.corrupt(*keyspace, key);
+                    sim.damaged = true;
+                }
                 let delay = self.plan.restart_delay();
                 self.schedule(delay, Event::Restart(node));
             }
@@ -670,7 +994,24 @@ impl World {
         if sim.paused_until.take().is_none() {
             return;
         }
-        for event in std::mem::take(&mut sim.deferred) {
+        // A process back from a pause drains its connections in no particular order, each in
+        // order: a client's request may be handled before the message from a peer that tells it
+        // another node leads now.
+        let mut connections: BTreeMap<u64, std::collections::VecDeque<Event>> = BTreeMap::new();
+        for (i, event) in std::mem::take(&mut sim.deferred).into_iter().enumerate() {
+            let connection = match &event {
+                Event::Deliver { message, .. } => message.message.from,
+                _ => 1_000 + i as u64, // a client's request, or a report of the node's own
+            };
+            connections.entry(connection).or_default().push_back(event);
+        }
+        while !connections.is_empty() {
+            let pick = self.net_rng.range(0, connections.len() as u64) as usize;
+            let (&connection, queue) = connections.iter_mut().nth(pick).expect("picked");
+            let event = queue.pop_front().expect("non-empty");
+            if queue.is_empty() {
+                connections.remove(&connection);
+            }
             self.handle(event);
         }
     }
@@ -681,7 +1022,7 @@ impl World {
         self.faults_on = false;
         self.cut.clear();
         self.plan.network = crate::faults::Network::calm();
-        for id in 1..=self.options.nodes {
+        for id in 1..=self.nodes.len() as u64 {
             let sim = &mut self.nodes[id as usize - 1];
             sim.tick_interval = TICK;
             sim.disk.clear_faults();
@@ -716,6 +1057,24 @@ impl World {
     // ---- the end ----
 
     fn finish(mut self) -> Report {
+        // Members removed by a change applied after the operator last looked stop now. The
+        // cluster has settled: the member that applied the most knows.
+        let newest = (self.nodes.iter())
+            .filter(|sim| sim.role == Role::Member && !sim.damaged)
+            .filter_map(|sim| sim.node.as_ref())
+            .max_by_key(|driver| {
+                driver.node().shared(FIRST_RANGE_ID).map_or(0, |s| s.read_state().applied_index)
+            })
+            .and_then(|driver| driver.node().members().ok());
+        if let Some(recorded) = newest.filter(|records| !records.is_empty()) {
+            let gone: Vec<u64> = (self.nodes.iter())
+                .filter(|sim| sim.role == Role::Member && !recorded.iter().any(|m| m.0 == sim.id))
+                .map(|sim| sim.id)
+                .collect();
+            for id in gone {
+                self.leave(id);
+            }
+        }
         let mut violations = std::mem::take(&mut self.violations);
         violations.append(&mut self.observer.violations);
         let final_reads = self.history.iter().filter(|op| op.client == self.options.clients);
@@ -731,7 +1090,7 @@ impl World {
         let replicas: Vec<FinalReplica> = self
             .nodes
             .iter()
-            .filter(|sim| !sim.damaged)
+            .filter(|sim| !sim.damaged && sim.role == Role::Member)
             .map(|sim| FinalReplica {
                 id: sim.id,
                 engine: &sim.disk,
@@ -746,7 +1105,7 @@ impl World {
         let up: Vec<(u64, &dyn Engine, AppliedState)> = self
             .nodes
             .iter()
-            .filter(|sim| !sim.damaged)
+            .filter(|sim| !sim.damaged && sim.role == Role::Member)
             .filter_map(|sim| {
                 let state = sim.node.as_ref()?.node().shared(FIRST_RANGE_ID)?.read_state();
                 Some((sim.id, &sim.disk as &dyn Engine, state))
@@ -757,6 +1116,31 @@ impl World {
             None => (Vec::new(), 0),
         };
         violations.extend(watch_violations);
+        let configurations: Vec<(u64, Configuration, Vec<members::Recorded>)> = (self.nodes.iter())
+            .filter(|sim| !sim.damaged && sim.role == Role::Member)
+            .filter_map(|sim| {
+                let node = sim.node.as_ref()?.node();
+                let recorded = node.members().ok()?;
+                let recorded = recorded.into_iter().map(|(id, r)| (id, r.is_learner)).collect();
+                Some((sim.id, node.configuration(FIRST_RANGE_ID)?, recorded))
+            })
+            .collect();
+        violations.extend(members::check(&configurations));
+        let reference =
+            self.nodes.iter().filter(|sim| !sim.damaged && sim.role == Role::Member).find_map(
+                |sim| {
+                    let node = sim.node.as_ref()?.node();
+                    let state = node.shared(FIRST_RANGE_ID)?.read_state();
+                    Some((&sim.disk as &dyn Engine, state, node.leases(FIRST_RANGE_ID)))
+                },
+            );
+        if let Some((engine, state, leases_left)) = reference {
+            let clock_rate = TICK as f64 / self.fastest_tick as f64;
+            match leases_left {
+                Ok(left) => violations.extend(self.leases.check(clock_rate, engine, state, &left)),
+                Err(e) => violations.push(format!("cannot read the final leases: {e}")),
+            }
+        }
         let (lin, inconclusive_keys) =
             check::linearizability::check(&self.history, &self.keys, SEARCH_BUDGET);
         violations.extend(lin);
@@ -771,6 +1155,8 @@ impl World {
             inconclusive_keys,
             watch_events,
             watch_connects: self.watchers.reconnects,
+            leases: self.leases.counts.clone(),
+            membership: self.operator.counts.clone(),
             options: self.options,
         }
     }

@@ -22,6 +22,8 @@ fn five_hundred_seeds_of_mixed_faults_uphold_every_check() {
     let (mut simulated_ms, mut operations, mut acknowledged) = (0, 0, 0);
     let (mut watch_events, mut watch_connects) = (0, 0);
     let mut faults = FaultCounts::default();
+    let mut leases = strata_sim::leases::Counts::default();
+    let mut membership = strata_sim::members::Counts::default();
     for seed in 0..500 {
         let report = run(options(seed));
         assert!(report.passed(), "{}", describe(&report));
@@ -30,11 +32,14 @@ fn five_hundred_seeds_of_mixed_faults_uphold_every_check() {
         acknowledged += report.acknowledged_writes();
         watch_events += report.watch_events;
         watch_connects += report.watch_connects;
+        leases.add(&report.leases);
+        membership.add(&report.membership);
         faults.add(&report.faults);
     }
     println!(
         "500 seeds: {:.0} s simulated, {operations} operations, {acknowledged} acknowledged \
-         writes, {watch_events} watch events checked ({watch_connects} connects), faults {faults:?}",
+         writes, {watch_events} watch events checked ({watch_connects} connects), leases \
+         {leases:?}, membership {membership:?}, faults {faults:?}",
         simulated_ms as f64 / 1000.0
     );
     // The runs did real work under real faults (a checker over empty histories proves nothing).
@@ -44,6 +49,12 @@ fn five_hundred_seeds_of_mixed_faults_uphold_every_check() {
     assert!(faults.messages_dropped > 10_000);
     // Watchers followed the store through all of it, reconnecting after crashes.
     assert!(watch_events > 20_000 && watch_connects > 1_500, "{watch_events} {watch_connects}");
+    // Leases were kept alive across leader changes, and expired when let go.
+    assert!(leases.kept_alive > 3_000 && leases.moved > 300, "{leases:?}");
+    assert!(leases.expired > 1_000, "{leases:?}");
+    // Members were added, promoted and removed — the leader too — under the same faults.
+    assert!(membership.applied > 300 && membership.joined > 150, "{membership:?}");
+    assert!(membership.removed > 80, "{membership:?}");
 }
 
 #[test]
@@ -57,7 +68,8 @@ fn a_seed_replays_exactly() {
 
 #[test]
 fn without_faults_every_request_is_answered() {
-    let report = run(Options { faults: Vec::new(), ..options(3) });
+    // No faults, and no membership changes (a removed member stops, and its requests with it).
+    let report = run(Options { faults: Vec::new(), spare_nodes: 0, ..options(3) });
     assert!(report.passed(), "{}", describe(&report));
     let unanswered = report.history.iter().filter(|op| op.completed.is_none()).count();
     assert_eq!(unanswered, 0);
@@ -76,8 +88,13 @@ fn checkers_catch_every_deliberate_bug() {
     for (name, mutation) in MUTATIONS {
         // Trusting a lease goes wrong only when a leader's clock runs slow while it is cut off;
         // those two faults alone make that common enough.
+        // A deposed leader acting on what it believes shows most when it is paused, and then
+        // drains its connections in some order.
         let (faults, seeds): (&[Kind], u64) = match mutation {
             Mutation::LeaseReads => (&[Kind::Partition, Kind::Drift], 400),
+            Mutation::KeepAliveWithoutReadIndex | Mutation::ReadIndexContextReused => {
+                (&[Kind::Pause], 400)
+            }
             _ => (&Kind::ALL, 50),
         };
         let report = first_failure(mutation, faults, seeds)

@@ -165,6 +165,10 @@ impl<T: Ord + Copy, P, R> Driver<T, P, R> {
 
     /// Renews a lease on the leader; returns its TTL, or 0 if it does not exist (etcd's answer
     /// to a keep-alive for an unknown lease). Fails with "not leader" elsewhere.
+    ///
+    /// Call it only once a linearizable read issued after the keep-alive arrived has been
+    /// released: a leader cut off from the others still believes it leads, and a renewal it
+    /// grants could outlast the expiry its successor's clock sets.
     pub fn lease_keep_alive(&mut self, id: i64) -> Result<i64> {
         self.learn_lease(id)?;
         Ok(self.lessor.renew(id, self.ticks).unwrap_or(0))

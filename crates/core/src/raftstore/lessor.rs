@@ -45,6 +45,12 @@ impl Lessor {
         (seconds.max(0) as u64).saturating_mul(1000).div_ceil(self.tick_ms)
     }
 
+    /// The tick at which a lease of `ttl` seconds renewed at tick `now` expires. Part of the
+    /// current tick has passed already, so a whole TTL takes one tick more than it holds.
+    fn expiry(&self, now: u64, ttl: i64) -> u64 {
+        now + self.ticks(ttl) + 1
+    }
+
     /// Takes over the lease clock with `leases` as `(id, ttl)`: each expires its whole TTL plus
     /// `extend` ticks from `now`.
     pub fn promote(&mut self, leases: impl IntoIterator<Item = (i64, i64)>, now: u64, extend: u64) {
@@ -52,7 +58,7 @@ impl Lessor {
         self.leases = leases
             .into_iter()
             .map(|(id, ttl)| {
-                (id, Lease { ttl, expiry: now + self.ticks(ttl) + extend, revoking: None })
+                (id, Lease { ttl, expiry: self.expiry(now, ttl) + extend, revoking: None })
             })
             .collect();
     }
@@ -70,7 +76,7 @@ impl Lessor {
         }
         match change {
             LeaseChange::Granted { id, ttl } => {
-                let expiry = now + self.ticks(ttl);
+                let expiry = self.expiry(now, ttl);
                 self.leases.insert(id, Lease { ttl, expiry, revoking: None });
             }
             LeaseChange::Revoked { id } => {
@@ -83,7 +89,7 @@ impl Lessor {
     /// does not know the lease.
     pub fn renew(&mut self, id: i64, now: u64) -> Option<i64> {
         let ttl = self.leases.get(&id)?.ttl;
-        let expiry = now + self.ticks(ttl);
+        let expiry = self.expiry(now, ttl);
         let lease = self.leases.get_mut(&id)?;
         // An expired lease whose revocation is under way is not renewed (as in etcd).
         if lease.revoking.is_some() {
@@ -97,7 +103,7 @@ impl Lessor {
     /// rounds them (a lease granted for 60 s has 59 left a moment later).
     pub fn remaining(&self, id: i64, now: u64) -> Option<(i64, i64)> {
         let lease = self.leases.get(&id)?;
-        let left_ms = lease.expiry.saturating_sub(now + 1) * self.tick_ms;
+        let left_ms = lease.expiry.saturating_sub(now + 2) * self.tick_ms;
         Some(((left_ms / 1000) as i64, lease.ttl))
     }
 
@@ -137,16 +143,17 @@ mod tests {
     fn leases_expire_unless_renewed() {
         let mut lessor = Lessor::new(100);
         lessor.promote([(1, 2), (2, 5)], 0, 0);
-        assert_eq!(lessor.expired(19, 30), Vec::<i64>::new());
+        assert_eq!(lessor.expired(20, 30), Vec::<i64>::new());
         assert_eq!(lessor.renew(1, 15), Some(2));
         assert_eq!(lessor.remaining(1, 15), Some((1, 2)));
-        assert_eq!(lessor.expired(34, 30), Vec::<i64>::new());
-        assert_eq!(lessor.expired(35, 30), vec![1]);
-        assert_eq!(lessor.expired(36, 30), Vec::<i64>::new(), "proposed once");
-        assert_eq!(lessor.renew(1, 36), None, "being revoked");
-        assert_eq!(lessor.expired(65, 30), vec![1, 2], "re-proposed after the retry interval");
-        lessor.apply(LeaseChange::Revoked { id: 1 }, 66);
-        assert_eq!(lessor.remaining(1, 66), None);
+        // Renewed during tick 15: 20 whole ticks from its end.
+        assert_eq!(lessor.expired(35, 30), Vec::<i64>::new());
+        assert_eq!(lessor.expired(36, 30), vec![1]);
+        assert_eq!(lessor.expired(37, 30), Vec::<i64>::new(), "proposed once");
+        assert_eq!(lessor.renew(1, 37), None, "being revoked");
+        assert_eq!(lessor.expired(66, 30), vec![1, 2], "re-proposed after the retry interval");
+        lessor.apply(LeaseChange::Revoked { id: 1 }, 67);
+        assert_eq!(lessor.remaining(1, 67), None);
     }
 
     #[test]
@@ -157,8 +164,8 @@ mod tests {
         assert!(lessor.is_empty(), "only the leader keeps the clock");
         lessor.promote([(1, 3)], 100, 10);
         assert_eq!(lessor.remaining(1, 100), Some((3, 3)));
-        assert_eq!(lessor.expired(139, 30), Vec::<i64>::new());
-        assert_eq!(lessor.expired(140, 30), vec![1]);
+        assert_eq!(lessor.expired(140, 30), Vec::<i64>::new());
+        assert_eq!(lessor.expired(141, 30), vec![1]);
         lessor.demote();
         assert!(!lessor.is_active() && lessor.is_empty());
     }

@@ -28,6 +28,8 @@ pub mod stats;
 
 pub use driver::{Answers, Driver};
 pub use log::{decode as decode_raft, encode as encode_raft};
-pub use node::{AppliedEntry, Config, Mutation, Node, OutMessage, Output, RangeShared};
+pub use node::{
+    AppliedEntry, Config, Configuration, Mutation, Node, OutMessage, Output, RangeShared,
+};
 pub use raft::StateRole;
 pub use raft::prelude::{Message, MessageType};

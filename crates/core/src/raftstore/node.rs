@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use raft::prelude::{
-    ConfChangeSingle, ConfChangeType, ConfChangeV2, Message, Snapshot, SnapshotMetadata,
+    ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, Message, MessageType,
+    Snapshot, SnapshotMetadata,
 };
 use raft::{RawNode, ReadOnlyOption, StateRole};
 use strata_storage::{Durability, Engine, Keyspace, WriteBatch};
@@ -78,6 +79,12 @@ pub enum Mutation {
     /// Serve linearizable reads from the local state without ReadIndex. Acted on by the read
     /// path of the shell that serves clients, not by the node.
     ReadsWithoutReadIndex,
+    /// Answer a lease keep-alive from the lease clock without first confirming leadership with
+    /// a ReadIndex. Acted on by the shell, as the previous one.
+    KeepAliveWithoutReadIndex,
+    /// Re-issue an unanswered ReadIndex request under its old context, and let a leader queue
+    /// a context it was asked to confirm before (see `replica::ReadCtxs`).
+    ReadIndexContextReused,
 }
 
 impl Config {
@@ -103,6 +110,15 @@ impl Config {
             mutation: Mutation::None,
         }
     }
+}
+
+/// Who votes in a range and who learns, sorted by id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Configuration {
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+    /// Between two configurations (joint consensus): the old voters still vote too.
+    pub joint: bool,
 }
 
 /// A message for a peer.
@@ -274,7 +290,9 @@ impl Node {
             shared,
             unissued_reads: Vec::new(),
             pending_reads: Vec::new(),
+            seen_read_ctxs: Default::default(),
             skip_apply: config.mutation == Mutation::SkipApply,
+            awaiting_leave: None,
         };
         publish(&mut replica);
         let mut replicas = BTreeMap::new();
@@ -345,6 +363,20 @@ impl Node {
         mvcc::members::all(&mvcc::view::View::new(self.engine.as_ref()))
     }
 
+    /// A range's Raft configuration as this replica applied it.
+    pub fn configuration(&self, range_id: RangeId) -> Option<Configuration> {
+        let conf = self.replicas.get(&range_id)?.raw.raft.prs().conf().to_conf_state();
+        let sorted = |mut ids: Vec<NodeId>| {
+            ids.sort_unstable();
+            ids
+        };
+        Some(Configuration {
+            voters: sorted(conf.voters),
+            learners: sorted(conf.learners),
+            joint: !conf.voters_outgoing.is_empty(),
+        })
+    }
+
     /// One lease's TTL, if this node has applied its grant and not its revocation.
     pub fn lease_ttl(&self, range_id: RangeId, id: i64) -> Result<Option<i64>> {
         let _ = range_id;
@@ -372,12 +404,20 @@ impl Node {
         for replica in self.replicas.values_mut() {
             replica.raw.tick();
             // A ReadIndex request can be lost (dropped message, leader change): re-issue it
-            // under the same context, so an answer to either copy releases the reads (a leader
-            // ignores a context it is already confirming).
+            // under a fresh context — never the same one, which an acknowledgement of the
+            // earlier round could confirm (see `ReadCtxs`). An answer to any copy releases the
+            // reads.
             for pending in &mut replica.pending_reads {
                 if pending.index.is_none() && self.ticks - pending.issued_tick >= retry_after {
+                    let ctx = if self.config.mutation == Mutation::ReadIndexContextReused {
+                        pending.ctxs[0]
+                    } else {
+                        self.next_read_ctx += 1;
+                        self.next_read_ctx - 1
+                    };
                     pending.issued_tick = self.ticks;
-                    replica.raw.read_index(read_ctx(&self.config, pending.ctx));
+                    pending.ctxs.push(ctx);
+                    replica.raw.read_index(read_ctx(&self.config, ctx));
                 }
             }
             // Reads nobody can be waiting for any more (the shell's deadlines are far shorter)
@@ -391,6 +431,13 @@ impl Node {
     /// Delivers a message from a peer. Messages for unknown ranges are dropped.
     pub fn step(&mut self, range_id: RangeId, message: Message) {
         if let Some(replica) = self.replicas.get_mut(&range_id) {
+            if message.get_msg_type() == MessageType::MsgReadIndex
+                && let Some(entry) = message.entries.first()
+                && !replica.seen_read_ctxs.first_time(&entry.data)
+                && self.config.mutation != Mutation::ReadIndexContextReused
+            {
+                return; // a duplicate: see `ReadCtxs`
+            }
             // Errors here are protocol-level rejections (stale term, unknown peer): Raft
             // tolerates lost messages, so dropping is the right reaction.
             let _ = replica.raw.step(message);
@@ -415,8 +462,13 @@ impl Node {
         self.next_sequence += 1;
         bump(&self.stats.proposals, 1);
         let proposed = match &command.request {
-            // A membership change is a Raft configuration change, carrying the command.
+            // A membership change is a Raft configuration change, carrying the command. Raft
+            // takes one at a time and would turn a second into a no-op that never answers, so
+            // the leader refuses it here instead.
             Some(Request::MemberChange(change)) => {
+                if replica.raw.raft.state == StateRole::Leader && conf_change_pending(replica) {
+                    return Err(Error::MembershipChangePending);
+                }
                 let conf_change = conf_change_of(change);
                 replica.raw.propose_conf_change(command.encode(), conf_change)
             }
@@ -522,7 +574,7 @@ impl Node {
                 self.next_read_ctx += 1;
                 replica.raw.read_index(read_ctx(&self.config, ctx));
                 replica.pending_reads.push(PendingRead {
-                    ctx,
+                    ctxs: vec![ctx],
                     issued_tick: self.ticks,
                     created_tick: self.ticks,
                     index: None,
@@ -561,7 +613,9 @@ impl Node {
                 let Some(ctx) = own_read_ctx(&self.config, &read_state.request_ctx) else {
                     continue;
                 };
-                if let Some(pending) = replica.pending_reads.iter_mut().find(|p| p.ctx == ctx) {
+                if let Some(pending) =
+                    replica.pending_reads.iter_mut().find(|p| p.ctxs.contains(&ctx))
+                {
                     pending.index = Some(read_state.index);
                 }
             }
@@ -584,7 +638,10 @@ impl Node {
             }
             out.messages.extend(wrap(range_id, ready.take_persisted_messages()));
             let mut committed = ready.take_committed_entries();
-            let mut light = replica.raw.advance(ready);
+            // Not `advance`, which would tell raft-rs that this ready's entries were applied
+            // before they are: raft-rs leaves a joint configuration when the leader applies it,
+            // and would then leave it twice. Step 4 reports what was applied.
+            let mut light = replica.raw.advance_append(ready);
             if let Some(commit) = light.commit_index() {
                 replica.raw.mut_store().set_commit(commit);
             }
@@ -632,6 +689,7 @@ impl Node {
         bump(&self.stats.rounds, 1);
         for replica in self.replicas.values_mut() {
             replica.raw.advance_apply_to(replica.applied.applied_index);
+            leave_joint_if_stuck(replica);
             let leader_before = replica.shared.leader_id.load(Ordering::Acquire);
             publish(replica);
             if replica.shared.leader_id.load(Ordering::Acquire) != leader_before {
@@ -663,8 +721,12 @@ impl Node {
     }
 }
 
-/// The Raft configuration change a membership change makes: one simple change (raft-rs applies
-/// a single change without a joint configuration).
+/// The Raft configuration change a membership change makes. Every change of who votes or learns
+/// goes through a joint configuration (old and new voters must both agree) that Raft leaves by
+/// itself once the change is applied: the two steps keep a quorum of the old configuration in
+/// every decision until the new one has taken over, whatever the change. An update of peer URLs
+/// changes nothing in Raft's configuration and is one simple step, answered when applied — the
+/// member whose URLs changed may not hear of anything after it until it listens on them.
 fn conf_change_of(change: &crate::command::MemberChange) -> ConfChangeV2 {
     use crate::command::MemberChangeKind;
     let learner = change.member.as_ref().is_some_and(|m| m.is_learner);
@@ -681,7 +743,33 @@ fn conf_change_of(change: &crate::command::MemberChange) -> ConfChangeV2 {
     single.node_id = change.id;
     let mut conf_change = ConfChangeV2::default();
     conf_change.set_changes(vec![single]);
+    if MemberChangeKind::try_from(change.kind) != Ok(MemberChangeKind::Update) {
+        conf_change.set_transition(ConfChangeTransition::Implicit);
+    }
     conf_change
+}
+
+/// Whether a configuration change is under way: proposed and not applied, or a joint
+/// configuration not left yet.
+fn conf_change_pending(replica: &Replica) -> bool {
+    let raft = &replica.raw.raft;
+    raft.pending_conf_index > raft.raft_log.applied
+        || !raft.prs().conf().to_conf_state().voters_outgoing.is_empty()
+}
+
+/// raft-rs leaves a joint configuration when the leader that entered it applies it; a leader
+/// elected after that would stay joint for ever. Such a leader proposes the leaving itself.
+fn leave_joint_if_stuck(replica: &mut Replica) {
+    let raft = &replica.raw.raft;
+    let conf = raft.prs().conf().to_conf_state();
+    let stuck = raft.state == StateRole::Leader
+        && conf.auto_leave
+        && !conf.voters_outgoing.is_empty()
+        && raft.pending_conf_index <= raft.raft_log.applied;
+    if stuck {
+        // An empty change is "leave the joint configuration".
+        let _ = replica.raw.propose_conf_change(Vec::new(), ConfChangeV2::default());
+    }
 }
 
 /// Pending reads older than this many ticks are dropped.

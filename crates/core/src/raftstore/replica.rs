@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
-use raft::RawNode;
+use prost::Message as _;
 use raft::prelude::{ConfChange, ConfChangeV2, Entry, EntryType};
+use raft::{RawNode, StateRole};
 use strata_storage::{Engine, Keyspace, WriteBatch};
 
 use super::log::{RaftLog, decode, encode};
@@ -14,10 +15,11 @@ use crate::command::Command;
 use crate::mvcc::{AppliedState, Applier, LeaseChange, Response};
 use crate::{NodeId, RangeId, Result, keys};
 
-/// A batch of reads waiting on one ReadIndex request.
+/// A batch of reads waiting on a ReadIndex request.
 pub(crate) struct PendingRead {
-    /// The counter part of the ReadIndex context (see `node::read_ctx`).
-    pub ctx: u64,
+    /// The counter parts of the ReadIndex contexts it was issued under (see `node::read_ctx`):
+    /// a retry takes a fresh one, and an answer to any of them releases the reads.
+    pub ctxs: Vec<u64>,
     pub issued_tick: u64,
     pub created_tick: u64,
     /// The commit index the leader confirmed; the reads run once it is applied.
@@ -35,9 +37,18 @@ pub(crate) struct Replica {
     /// Reads asked for since the last round; they share the next ReadIndex request.
     pub unissued_reads: Vec<u64>,
     pub pending_reads: Vec<PendingRead>,
+    /// ReadIndex contexts peers asked this replica to confirm, newest last (see `Node::step`).
+    pub seen_read_ctxs: ReadCtxs,
     /// `Mutation::SkipApply` not yet acted on.
     pub skip_apply: bool,
+    /// This process's membership change whose joint configuration was entered and not left
+    /// yet: its client is answered when the change is complete.
+    pub awaiting_leave: Option<u64>,
 }
+
+/// Member records written by the entries of one apply batch (`None`: deleted), not yet in the
+/// engine; written to it with the batch.
+type MemberWrites = std::collections::BTreeMap<u64, Option<crate::command::MemberRecord>>;
 
 /// The result of one of this node's proposals.
 pub(crate) type Completion = (u64, Result<Response>);
@@ -60,6 +71,7 @@ impl Replica {
             return Ok((completions, Vec::new()));
         }
         let mut applier = Applier::new(engine, self.range_id, self.applied);
+        let mut member_writes = MemberWrites::new();
         for entry in entries {
             if entry.index <= self.applied.applied_index {
                 continue; // already applied (e.g. covered by a snapshot)
@@ -96,7 +108,15 @@ impl Replica {
                 EntryType::EntryConfChangeV2 => {
                     let change: ConfChangeV2 = decode("conf change", &entry.data)?;
                     if entry.context.is_empty() {
-                        self.apply_conf_change(&change, batch)?;
+                        // Leaving a joint configuration. A change Raft refuses is refused on
+                        // every replica alike, and changes nothing.
+                        if self.apply_conf_change(&change, batch).is_ok() {
+                            self.forget_removed_members(engine, &mut member_writes)?;
+                            *members_changed = true;
+                            if let Some(proposal) = self.awaiting_leave.take() {
+                                completions.push((proposal, Ok(Response::MemberChanged)));
+                            }
+                        }
                         continue;
                     }
                     // A membership change: its command rides in the entry's context.
@@ -105,14 +125,25 @@ impl Replica {
                     if !self.admit(&command, own, &mut completions) {
                         continue;
                     }
-                    let result = self.apply_member_change(&change, &command, batch);
-                    if result.is_ok() {
-                        *members_changed = true;
+                    let result =
+                        self.apply_member_change(&change, &command, batch, &mut member_writes);
+                    match result {
+                        // Answered once the joint configuration (if it entered one) is left.
+                        Ok(_) if own && self.joint() => {
+                            self.awaiting_leave = Some(command.proposal_id)
+                        }
+                        Err(_) | Ok(_) if own => completions.push((command.proposal_id, result)),
+                        _ => {}
                     }
-                    if own {
-                        completions.push((command.proposal_id, result));
-                    }
+                    *members_changed = true;
                 }
+            }
+        }
+        for (id, record) in member_writes {
+            let key = keys::member(id);
+            match record {
+                Some(record) => batch.put(Keyspace::Mvcc, key, record.encode_to_vec()),
+                None => batch.delete(Keyspace::Mvcc, key),
             }
         }
         let leases = applier.take_lease_changes();
@@ -134,29 +165,51 @@ impl Replica {
         admitted
     }
 
-    /// Applies a membership change to Raft's configuration and to the member records. A change
-    /// Raft refuses (it would leave no voter, say) changes nothing, on every replica alike.
+    /// Applies a membership change to Raft's configuration (entering a joint one) and to the
+    /// member records. A removed member's record stays until the joint configuration is left
+    /// (see `forget_removed_members`): until then it still votes, and its peers must still find
+    /// it. A change Raft refuses (it would leave no voter, say) changes nothing, on every
+    /// replica alike.
     fn apply_member_change(
         &mut self,
         change: &ConfChangeV2,
         command: &Command,
         batch: &mut WriteBatch,
+        member_writes: &mut MemberWrites,
     ) -> Result<Response> {
         use crate::command::{MemberChangeKind, Request};
         let Some(Request::MemberChange(member_change)) = &command.request else {
             return Err(crate::Error::Internal("a configuration change without a member".into()));
         };
         self.apply_conf_change(change, batch)?;
-        let key = keys::member(member_change.id);
         match (MemberChangeKind::try_from(member_change.kind), &member_change.member) {
-            (Ok(MemberChangeKind::Remove), _) => batch.delete(Keyspace::Mvcc, key),
+            (Ok(MemberChangeKind::Remove), _) | (_, None) => {}
             (_, Some(record)) => {
-                use prost::Message as _;
-                batch.put(Keyspace::Mvcc, key, record.encode_to_vec());
+                member_writes.insert(member_change.id, Some(record.clone()));
             }
-            (_, None) => {}
         }
         Ok(Response::MemberChanged)
+    }
+
+    /// Whether Raft's configuration is joint (between two configurations).
+    fn joint(&self) -> bool {
+        !self.raw.raft.prs().conf().to_conf_state().voters_outgoing.is_empty()
+    }
+
+    /// Deletes the records of members that are no longer in Raft's configuration.
+    fn forget_removed_members(&self, engine: &dyn Engine, writes: &mut MemberWrites) -> Result<()> {
+        let conf = self.raw.raft.prs().conf();
+        let stored = crate::mvcc::members::all(&crate::mvcc::view::View::new(engine))?;
+        let recorded: Vec<u64> = (stored.iter().map(|(id, _)| *id))
+            .filter(|id| !matches!(writes.get(id), Some(None)))
+            .chain(writes.iter().filter(|(_, r)| r.is_some()).map(|(id, _)| *id))
+            .collect();
+        for id in recorded {
+            if !conf.voters().contains(id) && !conf.learners().contains(&id) {
+                writes.insert(id, None);
+            }
+        }
+        Ok(())
     }
 
     fn apply_conf_change(
@@ -170,11 +223,62 @@ impl Replica {
             .map_err(|e| crate::Error::Internal(format!("conf change failed: {e}")))?;
         batch.put(Keyspace::Raft, keys::raft_conf_state(self.range_id), encode(&conf_state));
         self.raw.mut_store().set_conf_state(conf_state);
+        self.step_down_if_removed();
         Ok(())
+    }
+
+    /// A leader that is no longer a voter must stop leading: raft-rs keeps it leader but no
+    /// longer tracks it, and panics when it next counts a commit. It hands over to the voter
+    /// with the most of the log (which campaigns at once) and becomes a follower.
+    fn step_down_if_removed(&mut self) {
+        let raft = &mut self.raw.raft;
+        if raft.state != StateRole::Leader || raft.prs().conf().voters().contains(raft.id) {
+            return;
+        }
+        let successor = (raft.prs().iter())
+            .filter(|(id, _)| raft.prs().conf().voters().contains(**id))
+            .max_by_key(|(id, progress)| (progress.matched, std::cmp::Reverse(**id)))
+            .map(|(id, _)| *id);
+        if let Some(successor) = successor {
+            raft.send_timeout_now(successor);
+        }
+        let term = raft.term;
+        raft.become_follower(term, raft::INVALID_ID);
     }
 }
 
 fn decode_command(bytes: &[u8], index: u64) -> Result<Command> {
     Command::decode(bytes)
         .map_err(|e| crate::Error::Internal(format!("undecodable command at index {index}: {e}")))
+}
+
+/// The ReadIndex contexts a leader was recently asked to confirm. raft-rs confirms a context by
+/// the heartbeat acknowledgements that carry it, and releases every request queued before it
+/// too. A context it already confirmed and released, asked for again (a duplicated message),
+/// would be queued anew — and a late acknowledgement of the first round would then release it,
+/// and every newer read queued before it, without a new round. Contexts are never reused, so a
+/// repeated one is always such a duplicate, and is dropped.
+#[derive(Default)]
+pub(crate) struct ReadCtxs {
+    set: std::collections::HashSet<Vec<u8>>,
+    order: std::collections::VecDeque<Vec<u8>>,
+}
+
+/// Far more contexts than can be in flight at once (each stands for a batch of reads).
+const READ_CTXS_REMEMBERED: usize = 16_384;
+
+impl ReadCtxs {
+    /// Remembers `ctx`; false if it was seen before.
+    pub fn first_time(&mut self, ctx: &[u8]) -> bool {
+        if !self.set.insert(ctx.to_vec()) {
+            return false;
+        }
+        self.order.push_back(ctx.to_vec());
+        if self.order.len() > READ_CTXS_REMEMBERED
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.set.remove(&oldest);
+        }
+        true
+    }
 }

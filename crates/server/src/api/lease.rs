@@ -157,7 +157,13 @@ impl Api {
         forwarded: bool,
     ) -> Result<LeaseKeepAliveResponse, Error> {
         let ttl = match self.leader(forwarded)? {
-            Leader::Me => self.shell.lease_keep_alive(id).await?,
+            // A leader that was deposed without knowing it must not promise the lease more
+            // time than its successor will give it: confirm leadership first (ReadIndex, issued
+            // after this keep-alive arrived), as etcd does since 3.5.
+            Leader::Me => {
+                self.shell.read_index(FIRST_RANGE_ID, self.timeout()).await?;
+                self.shell.lease_keep_alive(id).await?
+            }
             Leader::Elsewhere(mut client) => {
                 let request = LeaseKeepAliveRequest { id };
                 let mut responses = client
@@ -240,6 +246,7 @@ pub(crate) fn forward_error(status: Status) -> Error {
         Error::PeerUrlExists,
         Error::MemberNotLearner,
         Error::LearnerNotReady,
+        Error::MembershipChangePending,
         Error::BadLeaderTransferee,
         Error::NoLeader,
         Error::Timeout,
