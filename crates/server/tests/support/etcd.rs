@@ -2,7 +2,7 @@
 //! directory, killed by PID when dropped. A missing or wrong etcd fails the test — an interop
 //! test that skips proves nothing.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,16 @@ impl Etcd {
     /// Starts etcd 3.4 (Debian's `etcd-server`, or `$STRATA_TEST_ETCD`) with member `name` and
     /// waits until it is healthy.
     pub fn start(name: &str) -> Self {
+        Self::launch(name, None)
+    }
+
+    /// Restores `snapshot` (saved by `etcdctl snapshot save`) with `etcdctl snapshot restore`
+    /// into a new single-member cluster, and starts it.
+    pub fn restore(name: &str, snapshot: &Path) -> Self {
+        Self::launch(name, Some(snapshot))
+    }
+
+    fn launch(name: &str, snapshot: Option<&Path>) -> Self {
         let program = binary();
         let version = Command::new(&program).arg("--version").output().unwrap_or_else(|e| {
             panic!(
@@ -36,6 +46,20 @@ impl Etcd {
         let (client_port, peer_port) = (free_port(), free_port());
         let endpoint = format!("http://127.0.0.1:{client_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let initial_cluster = format!("{name}={peer_url}");
+        if let Some(snapshot) = snapshot {
+            let restored = Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .args(["snapshot", "restore"])
+                .arg(snapshot)
+                .args(["--name", name, "--initial-cluster", &initial_cluster])
+                .args(["--initial-advertise-peer-urls", &peer_url])
+                .arg("--data-dir")
+                .arg(dir.path().join("data"))
+                .output()
+                .expect("etcdctl (Debian's etcd-client) runs");
+            assert!(restored.status.success(), "etcdctl snapshot restore: {restored:?}");
+        }
         let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
         let child = Command::new(&program)
             .args(["--name", name])
@@ -43,7 +67,7 @@ impl Etcd {
             .arg(dir.path().join("data"))
             .args(["--listen-client-urls", &endpoint, "--advertise-client-urls", &endpoint])
             .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("{name}={peer_url}")])
+            .args(["--initial-cluster", &initial_cluster])
             .args(["--initial-cluster-state", "new"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
