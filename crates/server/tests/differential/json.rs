@@ -143,11 +143,13 @@ pub(super) fn lease_grant_json(r: &LeaseGrantResponse, chosen: bool) -> Value {
 }
 
 /// Remaining TTL: time passes between grant and question on either server — seconds, on a
-/// loaded machine.
+/// loaded machine. Keys sorted.
 pub(super) fn time_to_live_json(r: &LeaseTimeToLiveResponse) -> Value {
     let remaining =
         if r.ttl() > 0 { json!(r.granted_ttl() - r.ttl() <= 5) } else { json!(r.ttl()) };
-    let keys: Vec<String> = r.keys().iter().map(|k| text(k)).collect();
+    // etcd lists a lease's keys in no particular order (a Go map's).
+    let mut keys: Vec<String> = r.keys().iter().map(|k| text(k)).collect();
+    keys.sort();
     json!({
         "header": header_json(r.header()),
         "ID": r.id(),
