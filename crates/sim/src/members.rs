@@ -4,10 +4,13 @@
 //! configuration, which Raft must leave again.
 //!
 //! The operator acts as one would with `member list` and `member add/promote/remove`: it reads
-//! the recorded members from a running node, starts the process of a member once it is recorded
-//! (the new node joins with an empty disk and receives the state by snapshot), and stops the
-//! process of one that is no longer recorded. A removed node also stops by itself once it
-//! applies its removal, as the server does.
+//! the recorded members from the leader, starts the process of a member once its addition is
+//! answered or it shows up in any node's records (the new node joins with an empty disk and
+//! receives the state by snapshot), and stops the process of a removed member once every member
+//! that stays has applied the removal: stopped before, it could leave them in the joint
+//! configuration, still needing its vote. It removes the leader as the server's `MemberRemove`
+//! does: leadership moves to another voter first. A removed node also stops by itself two
+//! seconds after it applies its removal, as the server does.
 //!
 //! The checker, at the end: every running member applied the same configuration, it is not
 //! joint, and it holds exactly the recorded members in their recorded roles. The other checkers
@@ -104,7 +107,7 @@ impl Operator {
     }
 
     /// The answer to its change came; returns the member it added, whose process the operator
-    /// starts now (the cluster may need it to reach a quorum).
+    /// starts now (the cluster may need it for a quorum).
     pub fn answered(&mut self, applied: bool) -> Option<u64> {
         self.busy_until = None;
         let adding = self.adding.take();
@@ -113,6 +116,14 @@ impl Operator {
             return adding;
         }
         None
+    }
+
+    /// The change it was about to make was not made after all (a leadership transfer came
+    /// first).
+    pub fn withdrawn(&mut self) {
+        self.busy_until = None;
+        self.adding = None;
+        self.counts.proposed -= 1;
     }
 }
 

@@ -235,6 +235,8 @@ pub struct World {
     watchers: Watchers,
     leases: Leases,
     operator: Operator,
+    /// Per member, the highest applied index at which a node recorded it.
+    recorded_at: BTreeMap<u64, u64>,
     /// The shortest tick interval any node ran with: how fast the fastest clock was.
     fastest_tick: Time,
     trace: u64,
@@ -275,6 +277,7 @@ impl World {
             watchers,
             leases,
             operator,
+            recorded_at: BTreeMap::new(),
             fastest_tick: TICK,
             trace: 0,
             events: 0,
@@ -539,8 +542,9 @@ impl World {
             }
             self.observer.applied(id, &output.applied);
             if output.members_changed && self.removed_by_records(id) {
-                // As the server does: answer what is in flight, then stop.
-                self.schedule(200 * MS, Event::Leave(id));
+                // As the server does: answer what is in flight, and vote if asked while the
+                // others learn the change, then stop.
+                self.schedule(2_000 * MS, Event::Leave(id));
             }
             for (_, change) in &output.lease_changes {
                 if let strata_core::mvcc::LeaseChange::Revoked { id: lease } = change {
@@ -857,26 +861,51 @@ impl World {
     fn operate(&mut self) {
         let every = self.client_rng.range(300 * MS, 900 * MS);
         self.schedule(every, Event::Operate);
-        // A member added by a change whose answer was lost: any record of it was committed.
-        let added: Vec<u64> = (self.nodes.iter())
-            .filter_map(|sim| sim.node.as_ref())
-            .flat_map(|driver| driver.node().members().unwrap_or_default())
-            .map(|(id, _)| id)
+        // What each running node records, at the index it applied.
+        let views: Vec<(u64, u64, Vec<u64>)> = (self.nodes.iter())
+            .filter(|sim| !sim.damaged && sim.role == Role::Member)
+            .filter_map(|sim| Some((sim.id, sim.node.as_ref()?.node())))
+            .map(|(id, node)| {
+                let applied =
+                    node.shared(FIRST_RANGE_ID).map_or(0, |s| s.read_state().applied_index);
+                let ids = node.members().unwrap_or_default().into_iter().map(|(id, _)| id);
+                (id, applied, ids.collect())
+            })
             .collect();
-        for id in added {
-            self.join(id);
+        // A member added by a change whose answer was lost: any record of it was committed.
+        for (_, applied, ids) in &views {
+            for &id in ids {
+                self.join(id);
+                let seen = self.recorded_at.entry(id).or_default();
+                *seen = (*seen).max(*applied);
+            }
         }
-        let Some(recorded) = self.recorded_members() else { return };
-        let gone: Vec<u64> = (self.nodes.iter())
-            .filter(|sim| sim.role == Role::Member && !recorded.iter().any(|m| m.0 == sim.id))
+        // A removed member stops once every running member that stays has applied its
+        // removal — applied more of the log than a node that recorded it, and does not record
+        // it. Stopped earlier, the others could be left in the joint configuration, still
+        // needing its vote.
+        let newest = views.iter().max_by_key(|(_, applied, _)| *applied);
+        let staying: Vec<&(u64, u64, Vec<u64>)> = match newest {
+            Some((_, _, ids)) => views.iter().filter(|(node, _, _)| ids.contains(node)).collect(),
+            None => Vec::new(),
+        };
+        let removed: Vec<u64> = (self.nodes.iter())
+            .filter(|sim| sim.role == Role::Member)
+            .filter(|sim| {
+                let seen = self.recorded_at.get(&sim.id).copied().unwrap_or(u64::MAX);
+                !staying.is_empty()
+                    && (staying.iter())
+                        .all(|(_, applied, ids)| *applied > seen && !ids.contains(&sim.id))
+            })
             .map(|sim| sim.id)
             .collect();
-        for id in gone {
+        for id in removed {
             self.leave(id);
         }
         if !self.faults_on {
             return;
         }
+        let Some(recorded) = self.recorded_members() else { return };
         let leader = (self.nodes.iter())
             .filter_map(|sim| sim.node.as_ref())
             .map(|driver| driver.node())
@@ -886,9 +915,25 @@ impl World {
             .filter(|m| leader.is_some_and(|l| l.learner_ready(FIRST_RANGE_ID, m.0) == Ok(true)))
             .map(|m| m.0)
             .collect();
+        let leader = leader.map(|node| node.node_id());
         let deadline = self.now + CLIENT_TIMEOUT;
         let next = self.operator.next(self.now, deadline, &recorded, |id| caught_up.contains(&id));
         let Some(change) = next else { return };
+        let removes = change.kind == strata_core::command::MemberChangeKind::Remove as i32;
+        if let Some(leader) = leader.filter(|leader| removes && *leader == change.id) {
+            // Removing the leader: it hands leadership to another voter first, as the server's
+            // MemberRemove does; the removal comes in a later round.
+            self.operator.withdrawn();
+            let target = recorded.iter().find(|m| !m.1 && m.0 != leader).map(|m| m.0);
+            if let Some(target) = target {
+                self.log(|| format!("n{leader} hands leadership to n{target}"));
+                self.with_node(leader, |_, driver| {
+                    driver.node_mut().transfer_leader(FIRST_RANGE_ID, target)
+                });
+                self.round(leader);
+            }
+            return;
+        }
         self.log(|| format!("membership change: {change:?}"));
         let node = self.any_member();
         let request = strata_core::command::Request::MemberChange(change);

@@ -409,11 +409,12 @@ impl Node {
             // reads.
             for pending in &mut replica.pending_reads {
                 if pending.index.is_none() && self.ticks - pending.issued_tick >= retry_after {
-                    let ctx = if self.config.mutation == Mutation::ReadIndexContextReused {
-                        pending.ctxs[0]
-                    } else {
-                        self.next_read_ctx += 1;
-                        self.next_read_ctx - 1
+                    let ctx = match self.config.mutation {
+                        Mutation::ReadIndexContextReused => pending.ctxs[0],
+                        _ => {
+                            self.next_read_ctx += 1;
+                            self.next_read_ctx - 1
+                        }
                     };
                     pending.issued_tick = self.ticks;
                     pending.ctxs.push(ctx);
@@ -753,18 +754,16 @@ fn conf_change_of(change: &crate::command::MemberChange) -> ConfChangeV2 {
 /// configuration not left yet.
 fn conf_change_pending(replica: &Replica) -> bool {
     let raft = &replica.raw.raft;
-    raft.pending_conf_index > raft.raft_log.applied
-        || !raft.prs().conf().to_conf_state().voters_outgoing.is_empty()
+    raft.pending_conf_index > raft.raft_log.applied || replica.joint()
 }
 
 /// raft-rs leaves a joint configuration when the leader that entered it applies it; a leader
 /// elected after that would stay joint for ever. Such a leader proposes the leaving itself.
 fn leave_joint_if_stuck(replica: &mut Replica) {
     let raft = &replica.raw.raft;
-    let conf = raft.prs().conf().to_conf_state();
     let stuck = raft.state == StateRole::Leader
-        && conf.auto_leave
-        && !conf.voters_outgoing.is_empty()
+        && replica.joint()
+        && raft.prs().conf().to_conf_state().auto_leave
         && raft.pending_conf_index <= raft.raft_log.applied;
     if stuck {
         // An empty change is "leave the joint configuration".

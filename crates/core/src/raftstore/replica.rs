@@ -192,7 +192,7 @@ impl Replica {
     }
 
     /// Whether Raft's configuration is joint (between two configurations).
-    fn joint(&self) -> bool {
+    pub fn joint(&self) -> bool {
         !self.raw.raft.prs().conf().to_conf_state().voters_outgoing.is_empty()
     }
 
