@@ -54,10 +54,12 @@ pub enum Input {
         peer: u64,
         delivered: bool,
     },
-    /// Renew a lease (leader only): its TTL, or 0 if it does not exist.
+    /// Renew a lease (leader only, once leadership is confirmed): its TTL, or 0 if it does not
+    /// exist.
     LeaseKeepAlive {
         id: i64,
-        reply: oneshot::Sender<Result<i64, Error>>,
+        deadline: Instant,
+        reply: KeepAliveReply,
     },
     /// An image of the state machine between rounds, for a backup.
     Snapshot {
@@ -123,19 +125,15 @@ impl ShellHandle {
         let (reply, rx) = oneshot::channel();
         let deadline = now() + timeout;
         self.try_send(Input::Propose { range_id, request, deadline, reply })?;
-        // The shell enforces the deadline; the extra second only guards against a lost reply.
-        match tokio::time::timeout(timeout + Duration::from_secs(1), rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(Error::Stopped),
-            Err(_) => Err(Error::Timeout),
-        }
+        answer(rx, timeout).await
     }
 
     /// Renews a lease on this member, which must be the leader.
-    pub async fn lease_keep_alive(&self, id: i64) -> Result<i64, Error> {
+    pub async fn lease_keep_alive(&self, id: i64, timeout: Duration) -> Result<i64, Error> {
         let (reply, rx) = oneshot::channel();
-        self.try_send(Input::LeaseKeepAlive { id, reply })?;
-        rx.await.map_err(|_| Error::Stopped)?
+        let deadline = now() + timeout;
+        self.try_send(Input::LeaseKeepAlive { id, deadline, reply })?;
+        answer(rx, timeout).await
     }
 
     /// A lease's remaining and granted TTL, from this member, which must be the leader.
@@ -171,11 +169,7 @@ impl ShellHandle {
         let (reply, rx) = oneshot::channel();
         let deadline = now() + timeout;
         self.try_send(Input::Read { range_id, deadline, reply })?;
-        match tokio::time::timeout(timeout + Duration::from_secs(1), rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(Error::Stopped),
-            Err(_) => Err(Error::Timeout),
-        }
+        answer(rx, timeout).await
     }
 }
 
@@ -185,11 +179,22 @@ fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
+/// Waits for the answer to an input that carries a deadline. The shell enforces the deadline;
+/// the extra second only guards against a lost reply.
+async fn answer<A>(rx: oneshot::Receiver<Result<A, Error>>, timeout: Duration) -> Result<A, Error> {
+    match tokio::time::timeout(timeout + Duration::from_secs(1), rx).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err(Error::Stopped),
+        Err(_) => Err(Error::Timeout),
+    }
+}
+
 type WriteReply = oneshot::Sender<Result<Response, Error>>;
 type ReadReply = oneshot::Sender<Result<(), Error>>;
+type KeepAliveReply = oneshot::Sender<Result<i64, Error>>;
 
 pub struct Shell<O: Outbox> {
-    driver: Driver<Instant, WriteReply, ReadReply>,
+    driver: Driver<Instant, WriteReply, ReadReply, KeepAliveReply>,
     outbox: O,
     rx: Receiver<Input>,
     tick_interval: Duration,
@@ -328,8 +333,8 @@ impl<O: Outbox> Shell<O> {
             Input::SnapshotStatus { range_id, peer, delivered } => {
                 self.driver.node_mut().report_snapshot(range_id, peer, delivered)
             }
-            Input::LeaseKeepAlive { id, reply } => {
-                let _ = reply.send(self.driver.lease_keep_alive(id));
+            Input::LeaseKeepAlive { id, deadline, reply } => {
+                deliver(self.driver.lease_keep_alive(id, deadline, reply));
             }
             Input::Snapshot { reply } => {
                 let _ = reply.send(self.driver.node().snapshot_image(strata_core::FIRST_RANGE_ID));
@@ -411,11 +416,14 @@ impl<O: Outbox> Shell<O> {
 }
 
 /// Hands answers to the waiting request handlers (a handler that gave up is simply gone).
-fn deliver(answers: Answers<WriteReply, ReadReply>) {
+fn deliver(answers: Answers<WriteReply, ReadReply, KeepAliveReply>) {
     for (reply, result) in answers.writes {
         let _ = reply.send(result);
     }
     for (reply, result) in answers.reads {
+        let _ = reply.send(result);
+    }
+    for (reply, result) in answers.keep_alives {
         let _ = reply.send(result);
     }
 }

@@ -46,6 +46,17 @@ impl Counts {
     }
 }
 
+/// The operator's next step.
+#[derive(Debug)]
+pub enum Action {
+    Change(MemberChange),
+    /// Leadership moves from the leader to another voter (before the leader is removed).
+    MoveLeader {
+        from: u64,
+        to: u64,
+    },
+}
+
 pub struct Operator {
     rng: Rng,
     /// Node ids never used yet, for members to add.
@@ -63,16 +74,19 @@ impl Operator {
         Self { rng, spare, busy_until: None, adding: None, counts: Counts::default() }
     }
 
-    /// The next change to make, given the recorded members and whether a learner has caught up
-    /// with the leader (only such a learner may be promoted, as in etcd); its answer is due by
-    /// `deadline` (the node it was sent to may crash and never give one).
+    /// What to do next, given the recorded members, the leader and whether a learner has caught
+    /// up with it (only such a learner may be promoted, as in etcd). A change's answer is due by
+    /// `deadline` (the node it was sent to may crash and never give one). The leader is removed
+    /// as the server's `MemberRemove` removes it: leadership moves to another voter first, and
+    /// the removal comes in a later round.
     pub fn next(
         &mut self,
         now: Time,
         deadline: Time,
         recorded: &[Recorded],
+        leader: Option<u64>,
         caught_up: impl Fn(u64) -> bool,
-    ) -> Option<MemberChange> {
+    ) -> Option<Action> {
         if self.busy_until.is_some_and(|until| now < until) {
             return None;
         }
@@ -92,6 +106,10 @@ impl Operator {
         }
         choices.extend(learners.iter().map(|id| (MemberChangeKind::Remove, *id)));
         let &(kind, id) = if choices.is_empty() { return None } else { self.rng.pick(&choices) };
+        if kind == MemberChangeKind::Remove && leader == Some(id) {
+            let to = voters.iter().copied().find(|voter| *voter != id)?;
+            return Some(Action::MoveLeader { from: id, to });
+        }
         let adds = matches!(kind, MemberChangeKind::AddLearner | MemberChangeKind::AddVoter);
         if adds {
             self.spare.remove(0);
@@ -103,7 +121,7 @@ impl Operator {
             is_learner: kind == MemberChangeKind::AddLearner,
             ..initial(id).1
         });
-        Some(MemberChange { kind: kind as i32, id, member })
+        Some(Action::Change(MemberChange { kind: kind as i32, id, member }))
     }
 
     /// The answer to its change came; returns the member it added, whose process the operator
@@ -116,14 +134,6 @@ impl Operator {
             return adding;
         }
         None
-    }
-
-    /// The change it was about to make was not made after all (a leadership transfer came
-    /// first).
-    pub fn withdrawn(&mut self) {
-        self.busy_until = None;
-        self.adding = None;
-        self.counts.proposed -= 1;
     }
 }
 

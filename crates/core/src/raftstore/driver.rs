@@ -6,34 +6,39 @@
 //! reads (until released by ReadIndex). The shell supplies the time — any ordered value, an
 //! `Instant` in the server and simulated microseconds in the simulator — and delivers the
 //! [`Answers`] a call returns; the reply handles `P` (proposals) and `R` (reads) are whatever
-//! the shell needs to find the waiting client.
+//! the shell needs to find the waiting client, and `K` (lease keep-alives).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::lessor::Lessor;
-use super::node::{Node, OutMessage, Output};
+use super::node::{Mutation, Node, OutMessage, Output};
 use crate::command::Request;
 use crate::mvcc::Response;
 use crate::pb::etcdserverpb::LeaseRevokeRequest;
 use crate::{Error, FIRST_RANGE_ID, RangeId, Result};
 
 /// Answers to deliver to waiting clients.
-pub struct Answers<P, R> {
+pub struct Answers<P, R, K> {
     pub writes: Vec<(P, Result<Response>)>,
     pub reads: Vec<(R, Result<()>)>,
+    /// Lease keep-alives: the lease's TTL, or 0 if it does not exist.
+    pub keep_alives: Vec<(K, Result<i64>)>,
 }
 
-impl<P, R> Default for Answers<P, R> {
+impl<P, R, K> Default for Answers<P, R, K> {
     fn default() -> Self {
-        Self { writes: Vec::new(), reads: Vec::new() }
+        Self { writes: Vec::new(), reads: Vec::new(), keep_alives: Vec::new() }
     }
 }
 
-impl<P, R> Answers<P, R> {
+impl<P, R, K> Answers<P, R, K> {
     pub fn is_empty(&self) -> bool {
-        self.writes.is_empty() && self.reads.is_empty()
+        self.writes.is_empty() && self.reads.is_empty() && self.keep_alives.is_empty()
     }
 }
+
+/// What a round produced, and the answers it released.
+pub type Round<P, R, K> = (Output, Answers<P, R, K>);
 
 struct Waiting<T, H> {
     deadline: T,
@@ -49,12 +54,14 @@ struct Unproposed {
     request: Request,
 }
 
-pub struct Driver<T, P, R> {
+pub struct Driver<T, P, R, K> {
     node: Node,
     next_id: u64,
     proposals: BTreeMap<u64, Waiting<T, P>>,
     unproposed: Vec<Unproposed>,
     reads: BTreeMap<u64, Waiting<T, R>>,
+    /// Keep-alives waiting for their leadership check (a ReadIndex round), with their lease.
+    keep_alives: BTreeMap<u64, Waiting<T, (i64, K)>>,
     /// The term at the last check for proposals of earlier terms.
     last_term: u64,
     /// Ticks so far: the lease clock's time.
@@ -66,7 +73,7 @@ pub struct Driver<T, P, R> {
 /// many seconds (the proposal may have been lost to a leader change).
 const LEASE_REVOKE_RETRY_SECONDS: u64 = 3;
 
-impl<T: Ord + Copy, P, R> Driver<T, P, R> {
+impl<T: Ord + Copy, P, R, K> Driver<T, P, R, K> {
     pub fn new(node: Node) -> Self {
         let lessor = Lessor::new(node.config().tick_ms);
         Self {
@@ -77,6 +84,7 @@ impl<T: Ord + Copy, P, R> Driver<T, P, R> {
             proposals: BTreeMap::new(),
             unproposed: Vec::new(),
             reads: BTreeMap::new(),
+            keep_alives: BTreeMap::new(),
             last_term: 0,
         }
     }
@@ -98,7 +106,7 @@ impl<T: Ord + Copy, P, R> Driver<T, P, R> {
         request: Request,
         deadline: T,
         reply: P,
-    ) -> Answers<P, R> {
+    ) -> Answers<P, R, K> {
         let id = self.take_id();
         let term = self.node.term(range_id);
         self.proposals.insert(id, Waiting { deadline, term, reply });
@@ -117,7 +125,7 @@ impl<T: Ord + Copy, P, R> Driver<T, P, R> {
 
     /// Advances logical time: ticks the node, retries proposals that found no leader, and
     /// answers requests past their deadline.
-    pub fn tick(&mut self, now: T) -> Answers<P, R> {
+    pub fn tick(&mut self, now: T) -> Answers<P, R, K> {
         self.node.tick();
         self.ticks += 1;
         self.revoke_expired_leases();
@@ -134,6 +142,9 @@ impl<T: Ord + Copy, P, R> Driver<T, P, R> {
         }
         expire(&mut self.proposals, now, &mut answers.writes);
         expire(&mut self.reads, now, &mut answers.reads);
+        let mut keep_alives = Vec::new();
+        expire(&mut self.keep_alives, now, &mut keep_alives);
+        answers.keep_alives.extend(keep_alives.into_iter().map(|((_, reply), r)| (reply, r)));
         answers
     }
 
@@ -142,7 +153,7 @@ impl<T: Ord + Copy, P, R> Driver<T, P, R> {
     pub fn round(
         &mut self,
         send_now: &mut dyn FnMut(Vec<OutMessage>),
-    ) -> Result<Option<(Output, Answers<P, R>)>> {
+    ) -> Result<Option<Round<P, R, K>>> {
         if !self.node.has_work() {
             return Ok(None);
         }
@@ -157,19 +168,35 @@ impl<T: Ord + Copy, P, R> Driver<T, P, R> {
         for id in std::mem::take(&mut output.reads_ready) {
             if let Some(w) = self.reads.remove(&id) {
                 answers.reads.push((w.reply, Ok(())));
+            } else if let Some(Waiting { reply: (lease, reply), .. }) = self.keep_alives.remove(&id)
+            {
+                answers.keep_alives.push((reply, self.renew(lease)));
             }
         }
         self.fail_proposals_of_old_terms(&mut answers);
         Ok(Some((output, answers)))
     }
 
-    /// Renews a lease on the leader; returns its TTL, or 0 if it does not exist (etcd's answer
-    /// to a keep-alive for an unknown lease). Fails with "not leader" elsewhere.
-    ///
-    /// Call it only once a linearizable read issued after the keep-alive arrived has been
-    /// released: a leader cut off from the others still believes it leads, and a renewal it
-    /// grants could outlast the expiry its successor's clock sets.
-    pub fn lease_keep_alive(&mut self, id: i64) -> Result<i64> {
+    /// Renews a lease on the leader; its answer (the TTL, or 0 if the lease does not exist, as
+    /// etcd answers; "not leader" elsewhere) comes from a later call. The lease is renewed only
+    /// once a ReadIndex round issued now confirms this node still leads: a leader cut off from
+    /// the others still believes it does, and a renewal it granted could outlast the expiry its
+    /// successor's clock sets.
+    pub fn lease_keep_alive(&mut self, id: i64, deadline: T, reply: K) -> Answers<P, R, K> {
+        let mut answers = Answers::default();
+        if !self.lessor.is_active() {
+            answers.keep_alives.push((reply, Err(Error::NotLeader)));
+        } else if self.node.config().mutation == Mutation::KeepAliveWithoutReadIndex {
+            answers.keep_alives.push((reply, self.renew(id)));
+        } else {
+            let read = self.take_id();
+            self.keep_alives.insert(read, Waiting { deadline, term: 0, reply: (id, reply) });
+            self.node.read_index(FIRST_RANGE_ID, read);
+        }
+        answers
+    }
+
+    fn renew(&mut self, id: i64) -> Result<i64> {
         self.learn_lease(id)?;
         Ok(self.lessor.renew(id, self.ticks).unwrap_or(0))
     }
@@ -227,7 +254,7 @@ impl<T: Ord + Copy, P, R> Driver<T, P, R> {
         self.next_id
     }
 
-    fn try_propose(&mut self, proposal: Unproposed, answers: &mut Answers<P, R>) {
+    fn try_propose(&mut self, proposal: Unproposed, answers: &mut Answers<P, R, K>) {
         match self.node.propose(proposal.range_id, proposal.id, proposal.request.clone()) {
             Ok(()) => {
                 let term = self.node.term(proposal.range_id);
@@ -248,7 +275,7 @@ impl<T: Ord + Copy, P, R> Driver<T, P, R> {
     /// follower forwards proposals, and a lost forward is never retried by Raft). Answer such
     /// proposals now with "leader changed" — their outcome is unknown, as etcd reports it —
     /// rather than letting them wait for their deadline.
-    fn fail_proposals_of_old_terms(&mut self, answers: &mut Answers<P, R>) {
+    fn fail_proposals_of_old_terms(&mut self, answers: &mut Answers<P, R, K>) {
         let term = self.node.term(FIRST_RANGE_ID);
         if term <= self.last_term {
             return;

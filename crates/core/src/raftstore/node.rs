@@ -80,7 +80,7 @@ pub enum Mutation {
     /// path of the shell that serves clients, not by the node.
     ReadsWithoutReadIndex,
     /// Answer a lease keep-alive from the lease clock without first confirming leadership with
-    /// a ReadIndex. Acted on by the shell, as the previous one.
+    /// a ReadIndex. Acted on by the driver.
     KeepAliveWithoutReadIndex,
     /// Re-issue an unanswered ReadIndex request under its old context, and let a leader queue
     /// a context it was asked to confirm before (see `replica::ReadCtxs`).

@@ -79,7 +79,14 @@ impl Api {
         }
     }
 
-    async fn change_members(&self, change: MemberChange) -> Result<(), Error> {
+    /// Makes a membership change: `member` is the record to write (none for a removal).
+    async fn change_members(
+        &self,
+        kind: MemberChangeKind,
+        id: u64,
+        member: Option<MemberRecord>,
+    ) -> Result<(), Error> {
+        let change = MemberChange { kind: kind as i32, id, member };
         match self.write(Command::MemberChange(change)).await? {
             Applied::MemberChanged => Ok(()),
             other => Err(Error::Internal(format!("unexpected response {other:?}"))),
@@ -104,8 +111,7 @@ impl Api {
         let record = MemberRecord { name: String::new(), peer_urls, is_learner: req.is_learner };
         let kind =
             if req.is_learner { MemberChangeKind::AddLearner } else { MemberChangeKind::AddVoter };
-        let change = MemberChange { kind: kind as i32, id, member: Some(record.clone()) };
-        self.change_members(change).await?;
+        self.change_members(kind, id, Some(record.clone())).await?;
         Ok(MemberAddResponse {
             header: self.revision_header(),
             member: Some(self.member_pb(id, &record)),
@@ -144,12 +150,7 @@ impl Api {
             return Err(Error::LearnerNotReady);
         }
         let promoted = MemberRecord { is_learner: false, ..record.clone() };
-        let change = MemberChange {
-            kind: MemberChangeKind::Promote as i32,
-            id: req.id,
-            member: Some(promoted),
-        };
-        self.change_members(change).await?;
+        self.change_members(MemberChangeKind::Promote, req.id, Some(promoted)).await?;
         Ok(MemberPromoteResponse { header: self.revision_header(), members: self.members_pb()? })
     }
 
@@ -174,12 +175,7 @@ impl Api {
             return Err(Error::PeerUrlExists);
         }
         let updated = MemberRecord { peer_urls, ..record.clone() };
-        let change = MemberChange {
-            kind: MemberChangeKind::Update as i32,
-            id: req.id,
-            member: Some(updated),
-        };
-        self.change_members(change).await?;
+        self.change_members(MemberChangeKind::Update, req.id, Some(updated)).await?;
         Ok(MemberUpdateResponse { header: self.revision_header(), members: self.members_pb()? })
     }
 
@@ -216,9 +212,7 @@ impl Api {
                 .ok_or_else(|| Error::Internal("cannot remove the only voter".into()))?;
             self.move_leader(MoveLeaderRequest { target_id: successor.0 }).await?;
         }
-        let change =
-            MemberChange { kind: MemberChangeKind::Remove as i32, id: req.id, member: None };
-        self.change_members(change).await?;
+        self.change_members(MemberChangeKind::Remove, req.id, None).await?;
         Ok(MemberRemoveResponse { header: self.revision_header(), members: self.members_pb()? })
     }
 }

@@ -157,13 +157,8 @@ impl Api {
         forwarded: bool,
     ) -> Result<LeaseKeepAliveResponse, Error> {
         let ttl = match self.leader(forwarded)? {
-            // A leader that was deposed without knowing it must not promise the lease more
-            // time than its successor will give it: confirm leadership first (ReadIndex, issued
-            // after this keep-alive arrived), as etcd does since 3.5.
-            Leader::Me => {
-                self.shell.read_index(FIRST_RANGE_ID, self.timeout()).await?;
-                self.shell.lease_keep_alive(id).await?
-            }
+            // Renewed once leadership is confirmed (see `Driver::lease_keep_alive`).
+            Leader::Me => self.shell.lease_keep_alive(id, self.timeout()).await?,
             Leader::Elsewhere(mut client) => {
                 let request = LeaseKeepAliveRequest { id };
                 let mut responses = client

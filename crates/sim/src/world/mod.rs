@@ -16,7 +16,7 @@ use strata_core::FIRST_RANGE_ID;
 use strata_core::mvcc::view::View;
 use strata_core::mvcc::{AppliedState, read};
 use strata_core::raftstore::{
-    Answers, Config, Configuration, Driver, MessageType, Mutation, Node, OutMessage, StateRole,
+    Answers, Config, Configuration, Driver, MessageType, Mutation, Node, OutMessage,
 };
 use strata_core::rng::fnv1a;
 use strata_storage::Engine;
@@ -28,6 +28,9 @@ use crate::history::{Op, Operation, Outcome};
 use crate::leases::{self, Leases};
 use crate::members::{self, Operator};
 use crate::watchers::Watchers;
+
+mod lease_clients;
+mod membership;
 use crate::workload::{self, Client};
 use strata_core::rng::Rng;
 
@@ -188,7 +191,7 @@ enum Reply {
 }
 
 /// The driver of a simulated node: times in simulated microseconds.
-type SimDriver = Driver<Time, Reply, Reply>;
+type SimDriver = Driver<Time, Reply, Reply, Reply>;
 
 struct SimNode {
     id: u64,
@@ -558,7 +561,7 @@ impl World {
 
     /// Sends the driver's answers back to the clients: write results, and reads released by
     /// ReadIndex, served now from the local state.
-    fn answer(&mut self, id: u64, answers: Answers<Reply, Reply>) {
+    fn answer(&mut self, id: u64, answers: Answers<Reply, Reply, Reply>) {
         for (reply, result) in answers.writes {
             match reply {
                 Reply::Kv(op) => self.reply(op, workload::write_outcome(result)),
@@ -576,19 +579,12 @@ impl World {
             match (reply, result) {
                 (Reply::Kv(op), Ok(())) => self.serve_read(id, op),
                 (Reply::Kv(op), Err(e)) => self.reply(op, workload::error_outcome(e)),
-                // Leadership was confirmed after the keep-alive arrived: renew now.
-                (Reply::Lease(request), Ok(())) => {
-                    let leases::Kind::KeepAlive { lease } = self.leases.requests[request].kind
-                    else {
-                        continue;
-                    };
-                    let renewed = self.with_node(id, |_, driver| driver.lease_keep_alive(lease));
-                    if let Some(result) = renewed {
-                        self.lease_reply(request, result);
-                    }
-                }
-                (Reply::Lease(request), Err(e)) => self.lease_reply(request, Err(e)),
-                (Reply::Member, _) => {}
+                _ => {} // only key-value clients read
+            }
+        }
+        for (reply, result) in answers.keep_alives {
+            if let Reply::Lease(request) = reply {
+                self.lease_reply(request, result);
             }
         }
     }
@@ -752,224 +748,6 @@ impl World {
         self.schedule(think, Event::ClientNext(client));
     }
 
-    // ---- lease clients ----
-
-    fn lease_next(&mut self, client: usize) {
-        let stopping = !self.faults_on;
-        let Some((kind, preferred)) = self.leases.next(client, self.now, stopping) else { return };
-        let node = preferred.unwrap_or_else(|| self.any_member());
-        let request = self.leases.invoke(client, node, kind, self.now);
-        let latency = self.client_rng.range(100, 2 * MS);
-        self.schedule(latency, Event::LeaseRequest { node, request });
-        self.schedule(
-            CLIENT_TIMEOUT,
-            Event::LeaseResponse { request, outcome: leases::Outcome::Unknown },
-        );
-    }
-
-    /// A lease request reaches node `id`. Grants, attachments and revocations are proposals;
-    /// a keep-alive is answered by the leader's lease clock once a ReadIndex issued after it
-    /// arrived confirms that this node still leads — a deposed leader that does not know it
-    /// yet must not promise a lease more time than the new leader will give it.
-    fn lease_request(&mut self, id: u64, request: usize) {
-        use strata_core::command::Request;
-        use strata_core::pb::etcdserverpb::{LeaseGrantRequest, LeaseRevokeRequest, PutRequest};
-        let kind = self.leases.requests[request].kind.clone();
-        let deadline = self.now + CLIENT_TIMEOUT;
-        let unconfirmed = self.options.mutation == Mutation::KeepAliveWithoutReadIndex;
-        let reply = Reply::Lease(request);
-        let handled = self.with_node(id, |_, driver| {
-            let proposal = match kind {
-                leases::Kind::KeepAlive { lease } if unconfirmed => {
-                    return Err(driver.lease_keep_alive(lease));
-                }
-                leases::Kind::KeepAlive { .. } => {
-                    driver.read(FIRST_RANGE_ID, deadline, reply);
-                    return Ok(Answers::default());
-                }
-                leases::Kind::Grant { lease, ttl } => {
-                    Request::LeaseGrant(LeaseGrantRequest { id: lease, ttl })
-                }
-                leases::Kind::Attach { lease, key } => Request::Put(PutRequest {
-                    key: key.into_bytes(),
-                    value: b"held".to_vec(),
-                    lease,
-                    ..Default::default()
-                }),
-                leases::Kind::Revoke { lease } => {
-                    Request::LeaseRevoke(LeaseRevokeRequest { id: lease })
-                }
-            };
-            Ok(driver.propose(FIRST_RANGE_ID, proposal, deadline, reply))
-        });
-        match handled {
-            None => self.lease_reply(request, Err(strata_core::Error::Stopped)),
-            Some(Ok(answers)) => self.answer(id, answers),
-            Some(Err(kept_alive)) => self.lease_reply(request, kept_alive),
-        }
-        self.round(id);
-    }
-
-    /// Sends a lease request's answer back to its client: a TTL for a keep-alive, 0 otherwise.
-    fn lease_reply(&mut self, request: usize, result: strata_core::Result<i64>) {
-        use strata_core::Error;
-        let outcome = match result {
-            Ok(ttl) => leases::Outcome::Done { ttl },
-            Err(Error::LeaderChanged | Error::Timeout) => leases::Outcome::Unknown,
-            Err(e) => leases::Outcome::Failed(e.to_string()),
-        };
-        let latency = self.client_rng.range(100, 2 * MS);
-        self.schedule(latency, Event::LeaseResponse { request, outcome });
-    }
-
-    // ---- membership ----
-
-    /// A random member to send a request to.
-    fn any_member(&mut self) -> u64 {
-        let members: Vec<u64> =
-            self.nodes.iter().filter(|n| n.role == Role::Member).map(|n| n.id).collect();
-        *self.client_rng.pick(&members)
-    }
-
-    /// The members as recorded, as a linearizable `member list` sees them: by the leader of
-    /// the highest term, once it applied all it committed. `None` while there is no such leader.
-    fn recorded_members(&self) -> Option<Vec<members::Recorded>> {
-        use std::sync::atomic::Ordering::Acquire;
-        let leader = (self.nodes.iter())
-            .filter(|sim| sim.role == Role::Member && !sim.damaged)
-            .filter_map(|sim| sim.node.as_ref())
-            .map(|driver| driver.node())
-            .filter(|node| node.role(FIRST_RANGE_ID) == Some(StateRole::Leader))
-            .max_by_key(|node| node.term(FIRST_RANGE_ID))?;
-        let shared = leader.shared(FIRST_RANGE_ID)?;
-        if shared.applied_index.load(Acquire) < shared.commit_index.load(Acquire) {
-            return None;
-        }
-        let records = leader.members().ok().filter(|records| !records.is_empty())?;
-        Some(records.into_iter().map(|(id, record)| (id, record.is_learner)).collect())
-    }
-
-    /// Whether node `id` applied its own removal.
-    fn removed_by_records(&self, id: u64) -> bool {
-        let Some(driver) = &self.nodes[id as usize - 1].node else { return false };
-        let records = driver.node().members().unwrap_or_default();
-        !records.is_empty() && !records.iter().any(|(member, _)| *member == id)
-    }
-
-    /// The operator's round: start the processes of members recorded since, stop those of
-    /// members removed since, and (while the faults go on) make the next change.
-    fn operate(&mut self) {
-        let every = self.client_rng.range(300 * MS, 900 * MS);
-        self.schedule(every, Event::Operate);
-        // What each running node records, at the index it applied.
-        let views: Vec<(u64, u64, Vec<u64>)> = (self.nodes.iter())
-            .filter(|sim| !sim.damaged && sim.role == Role::Member)
-            .filter_map(|sim| Some((sim.id, sim.node.as_ref()?.node())))
-            .map(|(id, node)| {
-                let applied =
-                    node.shared(FIRST_RANGE_ID).map_or(0, |s| s.read_state().applied_index);
-                let ids = node.members().unwrap_or_default().into_iter().map(|(id, _)| id);
-                (id, applied, ids.collect())
-            })
-            .collect();
-        // A member added by a change whose answer was lost: any record of it was committed.
-        for (_, applied, ids) in &views {
-            for &id in ids {
-                self.join(id);
-                let seen = self.recorded_at.entry(id).or_default();
-                *seen = (*seen).max(*applied);
-            }
-        }
-        // A removed member stops once every running member that stays has applied its
-        // removal — applied more of the log than a node that recorded it, and does not record
-        // it. Stopped earlier, the others could be left in the joint configuration, still
-        // needing its vote.
-        let newest = views.iter().max_by_key(|(_, applied, _)| *applied);
-        let staying: Vec<&(u64, u64, Vec<u64>)> = match newest {
-            Some((_, _, ids)) => views.iter().filter(|(node, _, _)| ids.contains(node)).collect(),
-            None => Vec::new(),
-        };
-        let removed: Vec<u64> = (self.nodes.iter())
-            .filter(|sim| sim.role == Role::Member)
-            .filter(|sim| {
-                let seen = self.recorded_at.get(&sim.id).copied().unwrap_or(u64::MAX);
-                !staying.is_empty()
-                    && (staying.iter())
-                        .all(|(_, applied, ids)| *applied > seen && !ids.contains(&sim.id))
-            })
-            .map(|sim| sim.id)
-            .collect();
-        for id in removed {
-            self.leave(id);
-        }
-        if !self.faults_on {
-            return;
-        }
-        let Some(recorded) = self.recorded_members() else { return };
-        let leader = (self.nodes.iter())
-            .filter_map(|sim| sim.node.as_ref())
-            .map(|driver| driver.node())
-            .filter(|node| node.role(FIRST_RANGE_ID) == Some(StateRole::Leader))
-            .max_by_key(|node| node.term(FIRST_RANGE_ID));
-        let caught_up: Vec<u64> = (recorded.iter())
-            .filter(|m| leader.is_some_and(|l| l.learner_ready(FIRST_RANGE_ID, m.0) == Ok(true)))
-            .map(|m| m.0)
-            .collect();
-        let leader = leader.map(|node| node.node_id());
-        let deadline = self.now + CLIENT_TIMEOUT;
-        let next = self.operator.next(self.now, deadline, &recorded, |id| caught_up.contains(&id));
-        let Some(change) = next else { return };
-        let removes = change.kind == strata_core::command::MemberChangeKind::Remove as i32;
-        if let Some(leader) = leader.filter(|leader| removes && *leader == change.id) {
-            // Removing the leader: it hands leadership to another voter first, as the server's
-            // MemberRemove does; the removal comes in a later round.
-            self.operator.withdrawn();
-            let target = recorded.iter().find(|m| !m.1 && m.0 != leader).map(|m| m.0);
-            if let Some(target) = target {
-                self.log(|| format!("n{leader} hands leadership to n{target}"));
-                self.with_node(leader, |_, driver| {
-                    driver.node_mut().transfer_leader(FIRST_RANGE_ID, target)
-                });
-                self.round(leader);
-            }
-            return;
-        }
-        self.log(|| format!("membership change: {change:?}"));
-        let node = self.any_member();
-        let request = strata_core::command::Request::MemberChange(change);
-        let handled = self.with_node(node, |_, driver| {
-            driver.propose(FIRST_RANGE_ID, request, deadline, Reply::Member)
-        });
-        match handled {
-            None => {
-                self.operator.answered(false);
-            }
-            Some(answers) => self.answer(node, answers),
-        }
-        self.round(node);
-    }
-
-    /// Node `id` was added to the cluster: its process starts, with an empty disk.
-    fn join(&mut self, id: u64) {
-        if self.nodes[id as usize - 1].role == Role::Spare {
-            self.nodes[id as usize - 1].role = Role::Member;
-            self.operator.counts.joined += 1;
-            self.log(|| format!("n{id} joins"));
-            self.launch(id);
-        }
-    }
-
-    /// Node `id` is no longer a member: its process stops for good.
-    fn leave(&mut self, id: u64) {
-        if self.nodes[id as usize - 1].role != Role::Member {
-            return;
-        }
-        self.nodes[id as usize - 1].role = Role::Removed;
-        self.operator.counts.removed += 1;
-        self.crash(id);
-        self.log(|| format!("n{id} left the cluster"));
-    }
-
     // ---- faults ----
 
     fn inject_fault(&mut self) {
@@ -1102,24 +880,7 @@ impl World {
     // ---- the end ----
 
     fn finish(mut self) -> Report {
-        // Members removed by a change applied after the operator last looked stop now. The
-        // cluster has settled: the member that applied the most knows.
-        let newest = (self.nodes.iter())
-            .filter(|sim| sim.role == Role::Member && !sim.damaged)
-            .filter_map(|sim| sim.node.as_ref())
-            .max_by_key(|driver| {
-                driver.node().shared(FIRST_RANGE_ID).map_or(0, |s| s.read_state().applied_index)
-            })
-            .and_then(|driver| driver.node().members().ok());
-        if let Some(recorded) = newest.filter(|records| !records.is_empty()) {
-            let gone: Vec<u64> = (self.nodes.iter())
-                .filter(|sim| sim.role == Role::Member && !recorded.iter().any(|m| m.0 == sim.id))
-                .map(|sim| sim.id)
-                .collect();
-            for id in gone {
-                self.leave(id);
-            }
-        }
+        self.stop_removed_members();
         let mut violations = std::mem::take(&mut self.violations);
         violations.append(&mut self.observer.violations);
         let final_reads = self.history.iter().filter(|op| op.client == self.options.clients);
