@@ -22,6 +22,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use strata_core::command::Request;
+use strata_core::mvcc::memo::Memo;
 use strata_core::mvcc::view::View;
 use strata_core::mvcc::{AppliedState, Applier, Limits, Response, read, validate};
 use strata_core::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
@@ -36,17 +37,22 @@ struct Store {
     engine: MemEngine,
     state: AppliedState,
     index: u64,
+    /// Carried from one request to the next as a replica does, so every scenario also runs
+    /// with what earlier requests taught the applier (debug builds check it against the store).
+    memo: Memo,
 }
 
 impl Store {
     fn write(&mut self, request: Request) -> Result<Response, strata_core::Error> {
         self.index += 1;
-        let mut applier = Applier::new(&self.engine, 1, self.state);
+        let memo = std::mem::take(&mut self.memo);
+        let mut applier = Applier::with_memo(&self.engine, 1, self.state, memo);
         applier.mark_applied(self.index, 1);
         let result = applier.apply(&request);
-        let (batch, state) = applier.finish();
+        let (batch, state, memo) = applier.finish_with_memo();
         self.engine.write(&batch, Durability::Buffered).unwrap();
         self.state = state;
+        self.memo = memo;
         result
     }
 }
@@ -307,7 +313,12 @@ fn run_command(store: &mut Store, line: &str) -> String {
 
 fn run_file(path: &Path) -> (String, String) {
     let original = std::fs::read_to_string(path).unwrap();
-    let mut store = Store { engine: MemEngine::new(), state: AppliedState::initial(), index: 0 };
+    let mut store = Store {
+        engine: MemEngine::new(),
+        state: AppliedState::initial(),
+        index: 0,
+        memo: Memo::default(),
+    };
     let mut rendered = String::new();
     let mut lines = original.lines().peekable();
     while let Some(line) = lines.next() {

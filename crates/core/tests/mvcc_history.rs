@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use strata_core::command::Request;
+use strata_core::mvcc::memo::Memo;
 use strata_core::mvcc::view::View;
 use strata_core::mvcc::{AppliedState, Applier, read};
 use strata_core::pb::etcdserverpb::{DeleteRangeRequest, PutRequest, RangeRequest};
@@ -18,12 +19,15 @@ fn ranges_at_every_revision_match_the_history() {
     let mut expected: Vec<BTreeMap<String, String>> = vec![BTreeMap::new(); 2];
     let mut current = BTreeMap::new();
     let mut index = 0;
+    // Carried between requests as a replica does (debug builds check it against the store).
+    let mut memo = Memo::default();
     let mut write = |request: Request, current: &BTreeMap<String, String>| {
         index += 1;
-        let mut applier = Applier::new(&engine, 1, state);
+        let mut applier = Applier::with_memo(&engine, 1, state, std::mem::take(&mut memo));
         applier.mark_applied(index, 1);
         applier.apply(&request).unwrap();
-        let (batch, new_state) = applier.finish();
+        let (batch, new_state, learned) = applier.finish_with_memo();
+        memo = learned;
         engine.write(&batch, Durability::Buffered).unwrap();
         state = new_state;
         expected.resize(state.revision as usize + 1, current.clone());

@@ -9,6 +9,9 @@
 
 use strata_storage::{Engine, Keyspace, WriteBatch};
 
+use std::collections::HashMap;
+
+use super::memo::{Memo, Newest};
 use super::record::{LeaseRecord, VersionRecord};
 use super::view::{Overlay, View};
 use super::{AppliedState, alarm, lease, read};
@@ -55,6 +58,14 @@ pub struct Applier<'a> {
     /// Overlay entries replaced by the request being applied, to roll it back on error.
     undo: Vec<Undo>,
     lease_changes: Vec<LeaseChange>,
+    /// What the store held before this run, as far as earlier runs learned it.
+    memo: Memo,
+    /// The newest version of every key this run wrote a version of, and (in `written_undo`)
+    /// what the request being applied replaced, to roll it back on error.
+    written: HashMap<Vec<u8>, Newest>,
+    written_undo: Vec<(Vec<u8>, Option<Newest>)>,
+    /// An alarm was raised or cleared in this run: the memo's alarm state is not the store's.
+    alarms_written: bool,
 }
 
 /// An overlay key and what it held before (`None`: absent), to restore on rollback.
@@ -74,6 +85,17 @@ impl Writes {
 
 impl<'a> Applier<'a> {
     pub fn new(engine: &'a dyn Engine, range_id: RangeId, state: AppliedState) -> Self {
+        Self::with_memo(engine, range_id, state, Memo::default())
+    }
+
+    /// An applier that starts from what earlier runs learned about the store (see
+    /// [`Applier::finish_with_memo`]).
+    pub fn with_memo(
+        engine: &'a dyn Engine,
+        range_id: RangeId,
+        state: AppliedState,
+        memo: Memo,
+    ) -> Self {
         Self {
             engine,
             range_id,
@@ -82,6 +104,10 @@ impl<'a> Applier<'a> {
             batch: WriteBatch::new(),
             undo: Vec::new(),
             lease_changes: Vec::new(),
+            memo,
+            written: HashMap::new(),
+            written_undo: Vec::new(),
+            alarms_written: false,
         }
     }
 
@@ -112,6 +138,7 @@ impl<'a> Applier<'a> {
         let (batch_len, state) = (self.batch.len(), self.state);
         let leases_len = self.lease_changes.len();
         self.undo.clear();
+        self.written_undo.clear();
         let result = self.apply_inner(request);
         if result.is_err() {
             self.batch.truncate(batch_len);
@@ -123,12 +150,18 @@ impl<'a> Applier<'a> {
                     None => self.overlay.remove(&key),
                 };
             }
+            for (key, previous) in self.written_undo.drain(..).rev() {
+                match previous {
+                    Some(newest) => self.written.insert(key, newest),
+                    None => self.written.remove(&key),
+                };
+            }
         }
         result
     }
 
     fn apply_inner(&mut self, request: &Request) -> Result<Response> {
-        if alarm::adds_data(request) && alarm::no_space(&self.view())? {
+        if alarm::adds_data(request) && self.no_space()? {
             return Err(Error::NoSpace);
         }
         match request {
@@ -160,11 +193,11 @@ impl<'a> Applier<'a> {
         let member = AlarmMember { member_id: req.member_id, alarm: req.alarm };
         let changed = match AlarmAction::try_from(req.action) {
             Ok(AlarmAction::Activate) if req.alarm != AlarmType::None as i32 && !present => {
-                self.write_raw(key, Some(Vec::new()));
+                self.write_alarm(key, Some(Vec::new()));
                 vec![member]
             }
             Ok(AlarmAction::Deactivate) if present => {
-                self.write_raw(key, None);
+                self.write_alarm(key, None);
                 vec![member]
             }
             Ok(AlarmAction::Get) => alarm::all(&self.view())?,
@@ -179,9 +212,82 @@ impl<'a> Applier<'a> {
     }
 
     /// Finishes the run: the batch holds every write plus the applied state.
-    pub fn finish(mut self) -> (WriteBatch, AppliedState) {
+    pub fn finish(self) -> (WriteBatch, AppliedState) {
+        let (batch, state, _) = self.finish_with_memo();
+        (batch, state)
+    }
+
+    /// Finishes the run, and returns what the next run may start from once the batch is
+    /// written (see [`Applier::with_memo`]).
+    pub fn finish_with_memo(mut self) -> (WriteBatch, AppliedState, Memo) {
         self.batch.put(Keyspace::Meta, keys::range_applied(self.range_id), self.state.encode());
-        (self.batch, self.state)
+        for (key, newest) in self.written {
+            self.memo.insert(key, newest);
+        }
+        (self.batch, self.state, self.memo)
+    }
+
+    /// The version of `key` that reads at `revision` see, as [`View::get`] finds it, taken from
+    /// this run's writes or the memo when they can tell. Without `with_value` the value may be
+    /// left empty.
+    fn current(&mut self, key: &[u8], revision: i64, with_value: bool) -> Result<Option<KeyValue>> {
+        let in_run = self.written.get(key);
+        let known = in_run.or_else(|| self.memo.get(key)).and_then(|n| n.at(key, revision));
+        let found = match known {
+            Some(Some(mut kv)) if with_value => {
+                kv.value = self.version_value(key, kv.mod_revision)?;
+                Some(kv)
+            }
+            Some(found) => found,
+            None => {
+                let found = self.view().get(key, revision)?;
+                // Without a version written in this run, what the view found is the engine's
+                // newest: every read here is at or after the revision the engine holds.
+                if in_run.is_none() {
+                    self.memo.insert(key.to_vec(), Newest::of(found.as_ref(), revision));
+                }
+                return Ok(found);
+            }
+        };
+        #[cfg(debug_assertions)]
+        {
+            let mut scanned = self.view().get(key, revision)?;
+            if let (Some(kv), false) = (&mut scanned, with_value) {
+                kv.value.clear();
+            }
+            assert_eq!(found, scanned, "the memo disagrees with the store at revision {revision}");
+        }
+        Ok(found)
+    }
+
+    /// The value of the version of `key` written at `mod_revision`, which exists.
+    fn version_value(&self, key: &[u8], mod_revision: i64) -> Result<Vec<u8>> {
+        let version_key = keys::version(key, mod_revision);
+        let bytes = match self.overlay.get(&version_key) {
+            Some(value) => value.clone(),
+            None => self.engine.get(Keyspace::Mvcc, &version_key)?,
+        };
+        let bytes = bytes
+            .ok_or_else(|| Error::Storage(format!("version {mod_revision} of a key is missing")))?;
+        Ok(VersionRecord::decode(&bytes)?.value)
+    }
+
+    /// Whether a `NOSPACE` alarm is active.
+    fn no_space(&mut self) -> Result<bool> {
+        if let Some(no_space) = self.memo.no_space {
+            return Ok(no_space);
+        }
+        let no_space = alarm::no_space(&self.view())?;
+        if !self.alarms_written {
+            self.memo.no_space = Some(no_space);
+        }
+        Ok(no_space)
+    }
+
+    fn write_alarm(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        self.alarms_written = true;
+        self.memo.no_space = None;
+        self.write_raw(key, value);
     }
 
     fn single<T>(&mut self, f: impl FnOnce(&mut Self, &mut Writes) -> Result<T>) -> Result<T> {
@@ -212,6 +318,15 @@ impl<'a> Applier<'a> {
         self.batch.put(Keyspace::Mvcc, change_key.clone(), key.to_vec());
         self.overlay_write(change_key, Some(key.to_vec()));
         writes.sub += 1;
+        let newest = Newest {
+            mod_revision: writes.revision,
+            create_revision: record.create_revision,
+            version: record.version,
+            lease: record.lease,
+            absent: record.tombstone,
+        };
+        let previous = self.written.insert(key.to_vec(), newest);
+        self.written_undo.push((key.to_vec(), previous));
     }
 
     /// Writes (or, with `None`, deletes) a record that is not a key version.
@@ -247,7 +362,7 @@ impl<'a> Applier<'a> {
         if req.lease != 0 && !self.lease_exists(req.lease)? {
             return Err(Error::LeaseNotFound);
         }
-        let previous = self.view().get(&req.key, self.read_revision(writes))?;
+        let previous = self.current(&req.key, self.read_revision(writes), want_value(req))?;
         if (req.ignore_value || req.ignore_lease) && previous.is_none() {
             return Err(Error::KeyNotFound);
         }
@@ -320,7 +435,7 @@ impl<'a> Applier<'a> {
         Ok(TxnResponse { header: Self::header(self.state.revision), ..response })
     }
 
-    fn compares_hold(&self, revision: i64, compares: &[Compare]) -> Result<bool> {
+    fn compares_hold(&mut self, revision: i64, compares: &[Compare]) -> Result<bool> {
         for compare in compares {
             if !self.compare_holds(revision, compare)? {
                 return Ok(false);
@@ -329,18 +444,20 @@ impl<'a> Applier<'a> {
         Ok(true)
     }
 
-    fn compare_holds(&self, revision: i64, compare: &Compare) -> Result<bool> {
-        let (start, end) = if compare.range_end.is_empty() {
-            read::key_span(&compare.key, &[])
-        } else {
-            read::key_span(&compare.key, &compare.range_end)
-        };
-        let mut found = Vec::new();
-        self.view().for_each_live(&start, &end, revision, |kv| {
-            found.push(kv);
-            Ok(true)
-        })?;
+    fn compare_holds(&mut self, revision: i64, compare: &Compare) -> Result<bool> {
         let target = CompareTarget::try_from(compare.target).unwrap_or(CompareTarget::Version);
+        let found: Vec<KeyValue> = if compare.range_end.is_empty() {
+            let with_value = target == CompareTarget::Value;
+            self.current(&compare.key, revision, with_value)?.into_iter().collect()
+        } else {
+            let (start, end) = read::key_span(&compare.key, &compare.range_end);
+            let mut found = Vec::new();
+            self.view().for_each_live(&start, &end, revision, |kv| {
+                found.push(kv);
+                Ok(true)
+            })?;
+            found
+        };
         if found.is_empty() {
             // A missing key has no value to compare; every other target compares as zero.
             if target == CompareTarget::Value {
@@ -352,7 +469,7 @@ impl<'a> Applier<'a> {
     }
 
     /// The checks etcd makes before executing a transaction, along the path it will take.
-    fn check_txn(&self, req: &TxnRequest) -> Result<()> {
+    fn check_txn(&mut self, req: &TxnRequest) -> Result<()> {
         let ops = if self.compares_hold(self.state.revision, &req.compare)? {
             &req.success
         } else {
@@ -365,7 +482,7 @@ impl<'a> Applier<'a> {
                 }
                 Some(OpRequest::RequestPut(p)) => {
                     if (p.ignore_value || p.ignore_lease)
-                        && self.view().get(&p.key, self.state.revision)?.is_none()
+                        && self.current(&p.key, self.state.revision, false)?.is_none()
                     {
                         return Err(Error::KeyNotFound);
                     }
@@ -442,7 +559,7 @@ impl<'a> Applier<'a> {
         }
         let tombstone = VersionRecord { tombstone: true, ..Default::default() };
         for key in lease::attached_keys(&self.view(), req.id)? {
-            if self.view().get(&key, self.read_revision(writes))?.is_some() {
+            if self.current(&key, self.read_revision(writes), false)?.is_some() {
                 self.write_version(writes, &key, &tombstone);
             }
             self.write_raw(keys::lease_key(req.id, &key), None);
@@ -500,6 +617,11 @@ impl<'a> Applier<'a> {
         self.state.compact_revision = revision;
         Ok(CompactionResponse { header: Self::header(self.state.revision) })
     }
+}
+
+/// Whether a put needs the value of the version it replaces.
+fn want_value(req: &PutRequest) -> bool {
+    req.prev_kv || req.ignore_value
 }
 
 fn compare_one(compare: &Compare, target: CompareTarget, kv: &KeyValue) -> bool {

@@ -22,6 +22,7 @@ pub mod apply;
 pub mod hash;
 pub mod lease;
 pub mod members;
+pub mod memo;
 pub mod read;
 pub(crate) mod record;
 pub mod validate;

@@ -79,6 +79,14 @@ impl<'a> View<'a> {
         revision: i64,
         mut visit: impl FnMut(KeyValue) -> Result<bool>,
     ) -> Result<()> {
+        if end.len() == start.len() + 1 && end.starts_with(start) && end.last() == Some(&0) {
+            // One key (a plain get): read its version at `revision` and stop, rather than step
+            // through the versions behind it to find that no other key follows.
+            if let Some(kv) = self.get(start, revision)? {
+                visit(kv)?;
+            }
+            return Ok(());
+        }
         let (mut from, hi) = keys::version_bounds(start, end);
         'scan: loop {
             let mut last_key: Option<Vec<u8>> = None;
@@ -98,6 +106,9 @@ impl<'a> View<'a> {
                         } else {
                             keys::version(&user_key, revision)
                         };
+                        if from >= hi {
+                            return Ok(()); // nothing left in the span
+                        }
                         continue 'scan;
                     }
                     continue;

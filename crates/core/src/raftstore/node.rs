@@ -293,6 +293,7 @@ impl Node {
             seen_read_ctxs: Default::default(),
             skip_apply: config.mutation == Mutation::SkipApply,
             awaiting_leave: None,
+            memo: Default::default(),
         };
         publish(&mut replica);
         let mut replicas = BTreeMap::new();
@@ -806,6 +807,7 @@ fn restore_snapshot(
     let metadata = snapshot.metadata.clone().unwrap_or_default();
     let (applied, sessions) = snapshot::restore(engine, replica.range_id, &snapshot.data, batch)?;
     replica.sessions = sessions;
+    replica.memo.clear();
     assert_eq!(applied.applied_index, metadata.index, "snapshot data and metadata disagree");
     replica.raw.mut_store().apply_snapshot(&metadata, batch);
     replica.applied = applied;
