@@ -20,6 +20,7 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
+use std::sync::RwLock;
 
 use strata_core::command::Request;
 use strata_core::mvcc::memo::Memo;
@@ -39,20 +40,18 @@ struct Store {
     index: u64,
     /// Carried from one request to the next as a replica does, so every scenario also runs
     /// with what earlier requests taught the applier (debug builds check it against the store).
-    memo: Memo,
+    memo: RwLock<Memo>,
 }
 
 impl Store {
     fn write(&mut self, request: Request) -> Result<Response, strata_core::Error> {
         self.index += 1;
-        let memo = std::mem::take(&mut self.memo);
-        let mut applier = Applier::with_memo(&self.engine, 1, self.state, memo);
+        let mut applier = Applier::with_memo(&self.engine, 1, self.state, &self.memo);
         applier.mark_applied(self.index, 1);
         let result = applier.apply(&request);
-        let (batch, state, memo) = applier.finish_with_memo();
+        let (batch, state) = applier.finish();
         self.engine.write(&batch, Durability::Buffered).unwrap();
         self.state = state;
-        self.memo = memo;
         result
     }
 }
@@ -317,7 +316,7 @@ fn run_file(path: &Path) -> (String, String) {
         engine: MemEngine::new(),
         state: AppliedState::initial(),
         index: 0,
-        memo: Memo::default(),
+        memo: Default::default(),
     };
     let mut rendered = String::new();
     let mut lines = original.lines().peekable();

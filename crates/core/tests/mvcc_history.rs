@@ -3,6 +3,7 @@
 //! long histories instead of reading them all).
 
 use std::collections::BTreeMap;
+use std::sync::RwLock;
 
 use strata_core::command::Request;
 use strata_core::mvcc::memo::Memo;
@@ -20,14 +21,13 @@ fn ranges_at_every_revision_match_the_history() {
     let mut current = BTreeMap::new();
     let mut index = 0;
     // Carried between requests as a replica does (debug builds check it against the store).
-    let mut memo = Memo::default();
+    let memo = RwLock::new(Memo::default());
     let mut write = |request: Request, current: &BTreeMap<String, String>| {
         index += 1;
-        let mut applier = Applier::with_memo(&engine, 1, state, std::mem::take(&mut memo));
+        let mut applier = Applier::with_memo(&engine, 1, state, &memo);
         applier.mark_applied(index, 1);
         applier.apply(&request).unwrap();
-        let (batch, new_state, learned) = applier.finish_with_memo();
-        memo = learned;
+        let (batch, new_state) = applier.finish();
         engine.write(&batch, Durability::Buffered).unwrap();
         state = new_state;
         expected.resize(state.revision as usize + 1, current.clone());

@@ -10,6 +10,7 @@
 use strata_storage::{Engine, Keyspace, WriteBatch};
 
 use std::collections::HashMap;
+use std::sync::RwLock;
 
 use super::memo::{Memo, Newest};
 use super::record::{LeaseRecord, VersionRecord};
@@ -58,8 +59,11 @@ pub struct Applier<'a> {
     /// Overlay entries replaced by the request being applied, to roll it back on error.
     undo: Vec<Undo>,
     lease_changes: Vec<LeaseChange>,
-    /// What the store held before this run, as far as earlier runs learned it.
-    memo: Memo,
+    /// What earlier runs learned about the store, shared with readers; this run's findings
+    /// join it when the run finishes.
+    memo: Option<&'a RwLock<Memo>>,
+    /// What this run learned from the store about keys it did not write.
+    learned: Memo,
     /// The newest version of every key this run wrote a version of, and (in `written_undo`)
     /// what the request being applied replaced, to roll it back on error.
     written: HashMap<Vec<u8>, Newest>,
@@ -85,16 +89,26 @@ impl Writes {
 
 impl<'a> Applier<'a> {
     pub fn new(engine: &'a dyn Engine, range_id: RangeId, state: AppliedState) -> Self {
-        Self::with_memo(engine, range_id, state, Memo::default())
+        Self::build(engine, range_id, state, None)
     }
 
-    /// An applier that starts from what earlier runs learned about the store (see
-    /// [`Applier::finish_with_memo`]).
+    /// An applier that starts from what earlier runs learned about the store, and adds what
+    /// this one learns and writes to it when it finishes, before its batch is written: the
+    /// writer of that batch must stop the process if the write fails (see `memo`).
     pub fn with_memo(
         engine: &'a dyn Engine,
         range_id: RangeId,
         state: AppliedState,
-        memo: Memo,
+        memo: &'a RwLock<Memo>,
+    ) -> Self {
+        Self::build(engine, range_id, state, Some(memo))
+    }
+
+    fn build(
+        engine: &'a dyn Engine,
+        range_id: RangeId,
+        state: AppliedState,
+        memo: Option<&'a RwLock<Memo>>,
     ) -> Self {
         Self {
             engine,
@@ -105,6 +119,7 @@ impl<'a> Applier<'a> {
             undo: Vec::new(),
             lease_changes: Vec::new(),
             memo,
+            learned: Memo::default(),
             written: HashMap::new(),
             written_undo: Vec::new(),
             alarms_written: false,
@@ -212,27 +227,24 @@ impl<'a> Applier<'a> {
     }
 
     /// Finishes the run: the batch holds every write plus the applied state.
-    pub fn finish(self) -> (WriteBatch, AppliedState) {
-        let (batch, state, _) = self.finish_with_memo();
-        (batch, state)
-    }
-
-    /// Finishes the run, and returns what the next run may start from once the batch is
-    /// written (see [`Applier::with_memo`]).
-    pub fn finish_with_memo(mut self) -> (WriteBatch, AppliedState, Memo) {
+    pub fn finish(mut self) -> (WriteBatch, AppliedState) {
         self.batch.put(Keyspace::Meta, keys::range_applied(self.range_id), self.state.encode());
-        for (key, newest) in self.written {
-            self.memo.insert(key, newest);
+        if let Some(memo) = self.memo {
+            let mut memo = memo.write().expect("memo lock");
+            memo.absorb(self.learned, self.written, self.alarms_written);
         }
-        (self.batch, self.state, self.memo)
+        (self.batch, self.state)
     }
 
     /// The version of `key` that reads at `revision` see, as [`View::get`] finds it, taken from
     /// this run's writes or the memo when they can tell. Without `with_value` the value may be
     /// left empty.
     fn current(&mut self, key: &[u8], revision: i64, with_value: bool) -> Result<Option<KeyValue>> {
-        let in_run = self.written.get(key);
-        let known = in_run.or_else(|| self.memo.get(key)).and_then(|n| n.at(key, revision));
+        let in_run = self.written.get(key).copied();
+        let known = in_run
+            .or_else(|| self.learned.get(key).copied())
+            .or_else(|| self.memo.and_then(|m| m.read().expect("memo lock").get(key).copied()))
+            .and_then(|n| n.at(key, revision));
         let found = match known {
             Some(Some(mut kv)) if with_value => {
                 kv.value = self.version_value(key, kv.mod_revision)?;
@@ -244,7 +256,7 @@ impl<'a> Applier<'a> {
                 // Without a version written in this run, what the view found is the engine's
                 // newest: every read here is at or after the revision the engine holds.
                 if in_run.is_none() {
-                    self.memo.insert(key.to_vec(), Newest::of(found.as_ref(), revision));
+                    self.learned.insert(key.to_vec(), Newest::of(found.as_ref(), revision));
                 }
                 return Ok(found);
             }
@@ -274,19 +286,23 @@ impl<'a> Applier<'a> {
 
     /// Whether a `NOSPACE` alarm is active.
     fn no_space(&mut self) -> Result<bool> {
-        if let Some(no_space) = self.memo.no_space {
+        if self.alarms_written {
+            return alarm::no_space(&self.view());
+        }
+        let known = self
+            .learned
+            .no_space
+            .or_else(|| self.memo.and_then(|m| m.read().expect("memo lock").no_space));
+        if let Some(no_space) = known {
             return Ok(no_space);
         }
         let no_space = alarm::no_space(&self.view())?;
-        if !self.alarms_written {
-            self.memo.no_space = Some(no_space);
-        }
+        self.learned.no_space = Some(no_space);
         Ok(no_space)
     }
 
     fn write_alarm(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
         self.alarms_written = true;
-        self.memo.no_space = None;
         self.write_raw(key, value);
     }
 

@@ -79,9 +79,32 @@ pub struct Memo {
     pub(super) no_space: Option<bool>,
 }
 
+impl std::fmt::Debug for Memo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Memo")
+            .field("keys", &self.newest.len())
+            .field("bytes", &self.bytes)
+            .finish()
+    }
+}
+
 impl Memo {
     pub fn get(&self, key: &[u8]) -> Option<&Newest> {
         self.newest.get(key)
+    }
+
+    /// Takes in what one apply run learned about keys it did not write, the newest versions it
+    /// wrote, and whether it raised or cleared an alarm.
+    pub fn absorb(
+        &mut self,
+        learned: Memo,
+        written: HashMap<Vec<u8>, Newest>,
+        alarms_written: bool,
+    ) {
+        for (key, newest) in learned.newest.into_iter().chain(written) {
+            self.insert(key, newest);
+        }
+        self.no_space = if alarms_written { None } else { learned.no_space.or(self.no_space) };
     }
 
     pub fn insert(&mut self, key: Vec<u8>, newest: Newest) {
@@ -129,6 +152,7 @@ mod tests {
 
     use super::*;
     use crate::command::Request;
+    use crate::mvcc::view::View;
     use crate::mvcc::{AppliedState, Applier, Response};
     use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
     use crate::pb::etcdserverpb::request_op::Request as Op;
@@ -139,18 +163,21 @@ mod tests {
     struct Store {
         engine: MemEngine,
         state: AppliedState,
-        memo: Memo,
+        memo: std::sync::RwLock<Memo>,
     }
 
     impl Store {
         fn run(&mut self, requests: &[Request]) -> Vec<Response> {
-            let memo = std::mem::take(&mut self.memo);
-            let mut applier = Applier::with_memo(&self.engine, 1, self.state, memo);
+            let mut applier = Applier::with_memo(&self.engine, 1, self.state, &self.memo);
             let responses = requests.iter().map(|r| applier.apply(r).unwrap()).collect();
-            let (batch, state, memo) = applier.finish_with_memo();
+            let (batch, state) = applier.finish();
             self.engine.write(&batch, Durability::Buffered).unwrap();
-            (self.state, self.memo) = (state, memo);
+            self.state = state;
             responses
+        }
+
+        fn memo(&self) -> std::sync::RwLockReadGuard<'_, Memo> {
+            self.memo.read().unwrap()
         }
     }
 
@@ -194,16 +221,16 @@ mod tests {
         let mut store = Store {
             engine: MemEngine::new(),
             state: AppliedState::initial(),
-            memo: Memo::default(),
+            memo: Default::default(),
         };
         store.run(&[put("a", "1")]); // revision 2
-        assert_eq!(store.memo.get(b"a").unwrap().version, 1);
+        assert_eq!(store.memo().get(b"a").unwrap().version, 1);
         // A compare reads `a` without writing it: a memo that does not know it (as after a
         // snapshot) learns it from the store.
-        store.memo.clear();
+        store.memo.write().unwrap().clear();
         let r = store.run(&[txn_if_version("a", 1, "b")]); // revision 3
         assert!(matches!(&r[0], Response::Txn(t) if t.succeeded));
-        assert_eq!(store.memo.get(b"a").unwrap().version, 1);
+        assert_eq!(store.memo().get(b"a").unwrap().version, 1);
         // Puts in one run see each other; the value comes from the store when asked for.
         let r = store.run(&[put("a", "2"), put("a", "3")]); // revisions 4, 5
         assert_eq!(previous(&r[0]), (2, 2, 1, b"1".to_vec()));
@@ -212,7 +239,7 @@ mod tests {
         let delete =
             Request::DeleteRange(DeleteRangeRequest { key: "a".into(), ..Default::default() });
         store.run(&[delete]); // revision 6
-        store.memo.clear();
+        store.memo.write().unwrap().clear();
         let r = store.run(&[txn_if_version("a", 0, "c")]); // revision 7
         assert!(matches!(&r[0], Response::Txn(t) if t.succeeded));
         let r = store.run(&[put("a", "4")]); // revision 8
@@ -220,6 +247,20 @@ mod tests {
         assert_eq!(response.prev_kv, None);
         let r = store.run(&[put("a", "5")]);
         assert_eq!(previous(&r[0]), (8, 8, 1, b"4".to_vec()));
+
+        // Readers going through the memo see what a scan sees, at every revision.
+        let (plain, memoized) =
+            (View::new(&store.engine), View::with_memo(&store.engine, &store.memo));
+        for key in [&b"a"[..], b"b", b"c", b"never"] {
+            for revision in 1..=store.state.revision {
+                assert_eq!(memoized.get(key, revision).unwrap(), plain.get(key, revision).unwrap());
+            }
+        }
+        assert!(store.memo().get(b"a").is_some());
+        // A memo that outlived the store's contents (a snapshot replaced them) is not trusted
+        // for versions the store no longer holds.
+        let other = MemEngine::new();
+        assert_eq!(View::with_memo(&other, &store.memo).get(b"a", 9).unwrap(), None);
     }
 
     #[test]

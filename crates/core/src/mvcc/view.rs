@@ -5,9 +5,11 @@
 
 use std::collections::BTreeMap;
 use std::iter::Peekable;
+use std::sync::RwLock;
 
 use strata_storage::{Engine, Keyspace, KvPair, ScanIter};
 
+use super::memo::Memo;
 use super::record::VersionRecord;
 use crate::pb::mvccpb::KeyValue;
 use crate::{Result, keys};
@@ -22,16 +24,23 @@ type OverlayIter = Peekable<std::vec::IntoIter<(Vec<u8>, Option<Vec<u8>>)>>;
 pub struct View<'a> {
     engine: &'a dyn Engine,
     overlay: Option<&'a Overlay>,
+    memo: Option<&'a RwLock<Memo>>,
 }
 
 impl<'a> View<'a> {
     /// A view of what the engine holds.
     pub fn new(engine: &'a dyn Engine) -> Self {
-        Self { engine, overlay: None }
+        Self { engine, overlay: None, memo: None }
     }
 
     pub fn with_overlay(engine: &'a dyn Engine, overlay: &'a Overlay) -> Self {
-        Self { engine, overlay: Some(overlay) }
+        Self { engine, overlay: Some(overlay), memo: None }
+    }
+
+    /// A view of what the engine holds that reads a key's current version through the range's
+    /// memo when it knows the key: one point lookup instead of a range scan.
+    pub fn with_memo(engine: &'a dyn Engine, memo: &'a RwLock<Memo>) -> Self {
+        Self { engine, overlay: None, memo: Some(memo) }
     }
 
     /// Scans raw Mvcc records in `[start, end)` (empty `end`: to the end).
@@ -58,6 +67,22 @@ impl<'a> View<'a> {
 
     /// The latest version of `key` at or below `revision`, unless that version is a deletion.
     pub fn get(&self, key: &[u8], revision: i64) -> Result<Option<KeyValue>> {
+        if let Some(memo) = self.memo {
+            let known = memo.read().expect("memo lock").get(key).and_then(|n| n.at(key, revision));
+            match known {
+                Some(None) => return Ok(None),
+                Some(Some(kv)) => {
+                    let version_key = keys::version(key, kv.mod_revision);
+                    // Absent only if a snapshot replaced the store since the memo was read:
+                    // then the scan below answers.
+                    if let Some(bytes) = self.engine.get(Keyspace::Mvcc, &version_key)? {
+                        let record = VersionRecord::decode(&bytes)?;
+                        return Ok(Some(record.into_key_value(key.to_vec(), kv.mod_revision)));
+                    }
+                }
+                None => {}
+            }
+        }
         let start = keys::version(key, revision);
         match self.scan(&start, &versions_end(key))?.next() {
             None => Ok(None),

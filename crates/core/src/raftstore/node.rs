@@ -1,8 +1,8 @@
 //! [`Node`]: every replica of one node, driven in rounds. See the module docs of `raftstore`.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use raft::prelude::{
     ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, Message, MessageType,
@@ -17,6 +17,7 @@ use super::session::Sessions;
 use super::snapshot;
 use super::stats::{NodeStats, bump};
 use crate::command::{Command, Request};
+use crate::mvcc::memo::Memo;
 use crate::mvcc::{self, AppliedState, LeaseChange, Response};
 use crate::rng::mix;
 use crate::{Error, FIRST_RANGE_ID, NodeId, RangeId, Result, keys};
@@ -163,6 +164,9 @@ pub struct RangeShared {
     pub term: AtomicU64,
     pub leader_id: AtomicU64,
     pub commit_index: AtomicU64,
+    /// The newest versions of recently used keys: apply batches read and extend it, readers
+    /// use it to read a key's current version without a range scan (see `mvcc::memo`).
+    pub memo: RwLock<Memo>,
 }
 
 impl RangeShared {
@@ -293,7 +297,6 @@ impl Node {
             seen_read_ctxs: Default::default(),
             skip_apply: config.mutation == Mutation::SkipApply,
             awaiting_leave: None,
-            memo: Default::default(),
         };
         publish(&mut replica);
         let mut replicas = BTreeMap::new();
@@ -807,7 +810,7 @@ fn restore_snapshot(
     let metadata = snapshot.metadata.clone().unwrap_or_default();
     let (applied, sessions) = snapshot::restore(engine, replica.range_id, &snapshot.data, batch)?;
     replica.sessions = sessions;
-    replica.memo.clear();
+    replica.shared.memo.write().expect("memo lock").clear();
     assert_eq!(applied.applied_index, metadata.index, "snapshot data and metadata disagree");
     replica.raw.mut_store().apply_snapshot(&metadata, batch);
     replica.applied = applied;

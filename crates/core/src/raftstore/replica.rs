@@ -12,7 +12,6 @@ use super::log::{RaftLog, decode, encode};
 use super::node::RangeShared;
 use super::session::Sessions;
 use crate::command::Command;
-use crate::mvcc::memo::Memo;
 use crate::mvcc::{AppliedState, Applier, LeaseChange, Response};
 use crate::{NodeId, RangeId, Result, keys};
 
@@ -45,9 +44,6 @@ pub(crate) struct Replica {
     /// This process's membership change whose joint configuration was entered and not left
     /// yet: its client is answered when the change is complete.
     pub awaiting_leave: Option<u64>,
-    /// What applying learned about the store, for the next apply batch (cleared when a
-    /// snapshot replaces the store's contents).
-    pub memo: Memo,
 }
 
 /// Member records written by the entries of one apply batch (`None`: deleted), not yet in the
@@ -74,8 +70,8 @@ impl Replica {
         if entries.is_empty() {
             return Ok((completions, Vec::new()));
         }
-        let memo = std::mem::take(&mut self.memo);
-        let mut applier = Applier::with_memo(engine, self.range_id, self.applied, memo);
+        let shared = Arc::clone(&self.shared);
+        let mut applier = Applier::with_memo(engine, self.range_id, self.applied, &shared.memo);
         let mut member_writes = MemberWrites::new();
         for entry in entries {
             if entry.index <= self.applied.applied_index {
@@ -152,8 +148,7 @@ impl Replica {
             }
         }
         let leases = applier.take_lease_changes();
-        let (writes, state, memo) = applier.finish_with_memo();
-        self.memo = memo;
+        let (writes, state) = applier.finish();
         batch.extend(writes);
         self.sessions.write_changed(self.range_id, batch);
         self.applied = state;

@@ -33,7 +33,8 @@ impl Api {
     }
 
     fn read_local(&self, req: &RangeRequest) -> Result<RangeResponse, Error> {
-        let view = View::new(self.engine.as_ref());
+        let shared = self.range();
+        let view = View::with_memo(self.engine.as_ref(), &shared.memo);
         let (mut response, state) = self.read_stable(|state| read::range(&view, &state, req))?;
         response.header = self.header(state.revision);
         Ok(response)

@@ -716,9 +716,11 @@ impl World {
     fn serve_read(&mut self, id: u64, op: usize) {
         let sim = &self.nodes[id as usize - 1];
         let Some(driver) = sim.node.as_ref() else { return };
-        let state = driver.node().shared(FIRST_RANGE_ID).expect("first range").read_state();
+        let shared = driver.node().shared(FIRST_RANGE_ID).expect("first range");
+        let state = shared.read_state();
         let request = workload::read_request(&self.history[op].op);
-        let result = read::range(&View::new(&sim.disk as &dyn Engine), &state, &request);
+        let view = View::with_memo(&sim.disk as &dyn Engine, &shared.memo);
+        let result = read::range(&view, &state, &request);
         self.reply(op, workload::read_outcome(result));
     }
 
