@@ -55,6 +55,10 @@ pub struct BenchArgs {
     /// Distinct keys written and read (gets and mixed preload them first).
     #[arg(long, default_value_t = 10_000)]
     pub key_space: u64,
+    /// Skip writing the key space before `get`, `get-serializable` or `mixed`: an earlier run
+    /// wrote it (so that the server's CPU time can be measured over the reads alone).
+    #[arg(long)]
+    pub no_preload: bool,
     #[arg(long, value_enum, default_value = "uniform")]
     pub distribution: Distribution,
     /// Share of reads in the mixed workload.
@@ -225,6 +229,9 @@ fn connect(args: &BenchArgs) -> anyhow::Result<Vec<Channel>> {
 async fn prepare(shared: &Arc<Shared>, clients: &[KvClient<Channel>]) -> anyhow::Result<()> {
     let args = &shared.args;
     let (prefix, count, value) = match args.workload {
+        Workload::Get | Workload::GetSerializable | Workload::Mixed if args.no_preload => {
+            return Ok(());
+        }
         Workload::Get | Workload::GetSerializable | Workload::Mixed => {
             ("", args.key_space, shared.value.clone())
         }
