@@ -38,6 +38,27 @@ fn every_workload_runs_against_strata() {
         assert_eq!(result["workload"], workload);
         assert_clean(&result, 200);
     }
+    // YCSB's core workloads, with the mix each one defines: its kinds of operation, and the
+    // share of the first kind (in name order).
+    for (workload, kinds, share) in [
+        ("ycsb-a", &["read", "update"][..], 0.5),
+        ("ycsb-b", &["read", "update"], 0.95),
+        ("ycsb-c", &["read"], 1.0),
+        ("ycsb-d", &["insert", "read"], 0.05),
+        ("ycsb-e", &["insert", "scan"], 0.05),
+        ("ycsb-f", &["read", "read-modify-write"], 0.5),
+    ] {
+        let result = bench(
+            &endpoints,
+            &["--workload", workload, "--clients", "4", "--total", "400", "--key-space", "50"],
+        );
+        assert_clean(&result, 400);
+        let counted: Vec<&str> =
+            result["kinds"].as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(counted, kinds, "{result}");
+        let first = result["kinds"][kinds[0]].as_u64().unwrap() as f64 / 400.0;
+        assert!((first - share).abs() < 0.1, "{workload}: {first} of {share} {result}");
+    }
     let txn = bench(&endpoints, &["--workload", "txn", "--clients", "8", "--total", "200"]);
     assert_clean(&txn, 200);
     assert_eq!(txn["sum_check"], "ok", "{txn}");
@@ -53,7 +74,7 @@ fn every_workload_runs_against_strata() {
 #[test]
 fn the_same_command_measures_etcd() {
     let etcd = Etcd::start("bench");
-    for workload in ["put", "get", "range"] {
+    for workload in ["put", "get", "range", "ycsb-a", "ycsb-e"] {
         let result =
             bench(&etcd.endpoint, &["--workload", workload, "--clients", "4", "--total", "100"]);
         assert_clean(&result, 100);

@@ -55,8 +55,8 @@ pub struct BenchArgs {
     /// Distinct keys written and read (gets and mixed preload them first).
     #[arg(long, default_value_t = 10_000)]
     pub key_space: u64,
-    /// Skip writing the key space before `get`, `get-serializable` or `mixed`: an earlier run
-    /// wrote it (so that the server's CPU time can be measured over the reads alone).
+    /// Skip writing the key space before `get`, `get-serializable`, `mixed` or a YCSB workload:
+    /// an earlier run wrote it (so that the server's CPU time can be measured over the reads alone).
     #[arg(long)]
     pub no_preload: bool,
     #[arg(long, value_enum, default_value = "uniform")]
@@ -93,6 +93,18 @@ pub enum Workload {
     Txn,
     /// Prefix reads of `--range-keys` keys.
     Range,
+    /// YCSB core workload A, update heavy: 50% reads, 50% updates.
+    YcsbA,
+    /// YCSB B, read mostly: 95% reads, 5% updates.
+    YcsbB,
+    /// YCSB C, read only.
+    YcsbC,
+    /// YCSB D, read latest: 95% reads favouring the newest keys, 5% inserts.
+    YcsbD,
+    /// YCSB E, short ranges: 95% scans of up to 100 keys, 5% inserts.
+    YcsbE,
+    /// YCSB F, read-modify-write: 50% reads, 50% reads each followed by a write of the key.
+    YcsbF,
 }
 
 impl Workload {
@@ -104,7 +116,31 @@ impl Workload {
             Workload::Mixed => "mixed",
             Workload::Txn => "txn",
             Workload::Range => "range",
+            Workload::YcsbA => "ycsb-a",
+            Workload::YcsbB => "ycsb-b",
+            Workload::YcsbC => "ycsb-c",
+            Workload::YcsbD => "ycsb-d",
+            Workload::YcsbE => "ycsb-e",
+            Workload::YcsbF => "ycsb-f",
         }
+    }
+
+    fn is_ycsb(self) -> bool {
+        matches!(
+            self,
+            Workload::YcsbA
+                | Workload::YcsbB
+                | Workload::YcsbC
+                | Workload::YcsbD
+                | Workload::YcsbE
+                | Workload::YcsbF
+        )
+    }
+
+    /// How keys are chosen: YCSB's workloads fix their own (Zipfian, over which D counts back
+    /// from the newest key); the others take `--distribution`.
+    fn distribution(self, asked: Distribution) -> Distribution {
+        if self.is_ycsb() { Distribution::Zipfian } else { asked }
     }
 }
 
@@ -117,6 +153,10 @@ struct Shared {
     completed: AtomicU64,
     /// Compare-and-swap attempts that lost to another client (txn workload).
     conflicts: AtomicU64,
+    /// Keys in the key space so far: YCSB D and E insert past `--key-space`.
+    keys: AtomicU64,
+    /// Successful operations by kind (YCSB).
+    kinds: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 #[derive(Default)]
@@ -142,6 +182,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Summary> {
         recorder: Mutex::new(Recorder::default()),
         completed: AtomicU64::new(0),
         conflicts: AtomicU64::new(0),
+        keys: AtomicU64::new(args.key_space),
+        kinds: Mutex::default(),
         args: args.clone(),
     });
     prepare(&shared, &clients).await?;
@@ -163,7 +205,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Summary> {
         _ => None,
     };
     let recorder = std::mem::take(&mut *shared.recorder.lock().expect("recorder lock"));
-    let summary = Summary::new(
+    let mut summary = Summary::new(
         &args,
         elapsed,
         recorder.latencies,
@@ -171,6 +213,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Summary> {
         shared.conflicts.load(Ordering::Relaxed),
         sum_check,
     );
+    summary.kinds = std::mem::take(&mut *shared.kinds.lock().expect("kinds lock"));
     if !args.json {
         print!("{}", summary.table());
     }
@@ -229,15 +272,12 @@ fn connect(args: &BenchArgs) -> anyhow::Result<Vec<Channel>> {
 async fn prepare(shared: &Arc<Shared>, clients: &[KvClient<Channel>]) -> anyhow::Result<()> {
     let args = &shared.args;
     let (prefix, count, value) = match args.workload {
-        Workload::Get | Workload::GetSerializable | Workload::Mixed if args.no_preload => {
-            return Ok(());
-        }
-        Workload::Get | Workload::GetSerializable | Workload::Mixed => {
-            ("", args.key_space, shared.value.clone())
-        }
         Workload::Txn => ("c", args.counters, b"0".to_vec()),
         Workload::Range => ("r", args.range_keys, shared.value.clone()),
         Workload::Put => return Ok(()),
+        // The reads of the rest (get, get-serializable, mixed, YCSB) find every key written.
+        _ if args.no_preload => return Ok(()),
+        _ => ("", args.key_space, shared.value.clone()),
     };
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -277,8 +317,8 @@ async fn closed_loop(shared: &Arc<Shared>, clients: &[KvClient<Channel>], starte
         let (shared, issued, mut client) = (shared.clone(), issued.clone(), client.clone());
         tasks.push(tokio::spawn(async move {
             let mut rng = Rng::new(0x5eed ^ i as u64);
-            let mut chooser =
-                Chooser::new(shared.args.distribution, shared.args.key_space, i as u64 * 7919);
+            let distribution = shared.args.workload.distribution(shared.args.distribution);
+            let mut chooser = Chooser::new(distribution, shared.args.key_space, i as u64 * 7919);
             while issued.fetch_add(1, Ordering::Relaxed) < shared.args.total
                 && Instant::now() < deadline
             {
@@ -308,7 +348,8 @@ async fn open_loop(shared: &Arc<Shared>, clients: &[KvClient<Channel>], started:
         let (shared, mut client) = (shared.clone(), clients[i as usize % clients.len()].clone());
         tasks.push(tokio::spawn(async move {
             let mut rng = Rng::new(0x5eed ^ i);
-            let mut chooser = Chooser::new(shared.args.distribution, shared.args.key_space, i);
+            let distribution = shared.args.workload.distribution(shared.args.distribution);
+            let mut chooser = Chooser::new(distribution, shared.args.key_space, i);
             let result = operation(&shared, &mut client, &mut rng, &mut chooser).await;
             record(&shared, due, result);
             drop(permit);
@@ -366,7 +407,72 @@ async fn operation(
             Ok(())
         }
         Workload::Txn => increment(shared, client, rng.range(0, args.counters)).await,
+        _ => ycsb(shared, client, rng, chooser).await,
     }
+}
+
+/// One operation of a YCSB core workload (Cooper et al., "Benchmarking Cloud Serving Systems
+/// with YCSB", 2010) in etcd's terms: a read is a linearizable get, an update a put of an
+/// existing key, an insert a put of the next key past the key space, a scan a range of 1 to
+/// 100 keys from a chosen one, a read-modify-write a get then a put of the same key (timed as
+/// one operation, as YCSB does).
+async fn ycsb(
+    shared: &Shared,
+    client: &mut KvClient<Channel>,
+    rng: &mut Rng,
+    chooser: &mut Chooser,
+) -> Result<(), String> {
+    let (args, timeout) = (&shared.args, shared.timeout);
+    let size = args.key_size;
+    // YCSB scrambles its Zipfian draws so the hot keys are spread over the key space.
+    let existing = |rng: &mut Rng, chooser: &mut Chooser| {
+        key("", strata_core::rng::mix(chooser.next(rng)) % args.key_space, size)
+    };
+    let get = |key: Vec<u8>| RangeRequest { key, ..Default::default() };
+    let put = |key: Vec<u8>| PutRequest { key, value: shared.value.clone(), ..Default::default() };
+    let p = rng.unit();
+    let (kind, read, write) = match args.workload {
+        Workload::YcsbA if p < 0.5 => ("read", Some(existing(rng, chooser)), None),
+        Workload::YcsbA => ("update", None, Some(existing(rng, chooser))),
+        Workload::YcsbB if p < 0.95 => ("read", Some(existing(rng, chooser)), None),
+        Workload::YcsbB => ("update", None, Some(existing(rng, chooser))),
+        Workload::YcsbC => ("read", Some(existing(rng, chooser)), None),
+        Workload::YcsbD if p < 0.95 => {
+            let newest = shared.keys.load(Ordering::Relaxed) - 1;
+            ("read", Some(key("", newest.saturating_sub(chooser.next(rng)), size)), None)
+        }
+        Workload::YcsbF if p < 0.5 => ("read", Some(existing(rng, chooser)), None),
+        Workload::YcsbF => {
+            let key = existing(rng, chooser);
+            ("read-modify-write", Some(key.clone()), Some(key))
+        }
+        Workload::YcsbE if p < 0.95 => {
+            let from = existing(rng, chooser);
+            let request = RangeRequest {
+                key: from,
+                range_end: vec![0],
+                limit: rng.range(1, 101) as i64,
+                ..Default::default()
+            };
+            timed(timeout, client.range(request)).await?;
+            count(shared, "scan");
+            return Ok(());
+        }
+        // Inserts (D, E).
+        _ => ("insert", None, Some(key("", shared.keys.fetch_add(1, Ordering::Relaxed), size))),
+    };
+    if let Some(key) = read {
+        timed(timeout, client.range(get(key))).await?;
+    }
+    if let Some(key) = write {
+        timed(timeout, client.put(put(key))).await?;
+    }
+    count(shared, kind);
+    Ok(())
+}
+
+fn count(shared: &Shared, kind: &'static str) {
+    *shared.kinds.lock().expect("kinds lock").entry(kind).or_default() += 1;
 }
 
 /// Reads a counter and writes it plus one if nobody wrote it in between; retries until it wins.

@@ -22,6 +22,9 @@ pub struct Summary {
     pub errors: BTreeMap<String, u64>,
     pub conflicts: u64,
     pub sum_check: Option<String>,
+    /// Operations by kind, for workloads that mix kinds (YCSB): read, update, insert, scan,
+    /// read-modify-write.
+    pub kinds: BTreeMap<&'static str, u64>,
     settings: serde_json::Value,
 }
 
@@ -61,6 +64,7 @@ impl Summary {
             errors,
             conflicts,
             sum_check,
+            kinds: BTreeMap::new(),
             settings: json!({
                 "endpoints": args.endpoints,
                 "connections": args.connections.unwrap_or(args.clients.min(64)),
@@ -98,6 +102,7 @@ impl Summary {
             "errors": self.errors,
             "conflicts": self.conflicts,
             "sum_check": self.sum_check,
+            "kinds": self.kinds,
             "settings": self.settings,
         })
         .to_string()
@@ -130,6 +135,10 @@ impl Summary {
         }
         if self.conflicts > 0 {
             let _ = writeln!(out, "  compare-and-swap conflicts (retried): {}", self.conflicts);
+        }
+        if !self.kinds.is_empty() {
+            let kinds: Vec<String> = self.kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            let _ = writeln!(out, "  operations: {}", kinds.join(", "));
         }
         if let Some(check) = &self.sum_check {
             let _ = writeln!(out, "  counter sum check: {check}");
