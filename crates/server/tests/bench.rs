@@ -1,6 +1,6 @@
 //! `strata bench` drives Strata and a real etcd 3.4 alike: every workload completes with no
-//! errors against a 3-member Strata cluster, the txn workload's counters add up, and the same
-//! command measures etcd.
+//! errors against a 3-member Strata cluster, the txn workload's counters add up, every watcher
+//! sees every put, and the same command measures etcd.
 
 mod support;
 
@@ -62,6 +62,13 @@ fn every_workload_runs_against_strata() {
     let txn = bench(&endpoints, &["--workload", "txn", "--clients", "8", "--total", "200"]);
     assert_clean(&txn, 200);
     assert_eq!(txn["sum_check"], "ok", "{txn}");
+    // Watch: each of 200 puts reaches each of 5 watchers, in order.
+    let watch = bench(
+        &endpoints,
+        &["--workload", "watch", "--watchers", "5", "--clients", "4", "--total", "200"],
+    );
+    assert_clean(&watch, 1000);
+    assert_eq!(watch["sum_check"], "ok (5 watchers saw all 200 puts, in order)", "{watch}");
     // Open loop, zipfian keys: the requests due in the time allowed are all sent.
     let open = bench(
         &endpoints,
@@ -82,6 +89,12 @@ fn the_same_command_measures_etcd() {
     let txn = bench(&etcd.endpoint, &["--workload", "txn", "--clients", "4", "--total", "100"]);
     assert_clean(&txn, 100);
     assert_eq!(txn["sum_check"], "ok", "{txn}");
+    let watch = bench(
+        &etcd.endpoint,
+        &["--workload", "watch", "--watchers", "3", "--clients", "2", "--total", "100"],
+    );
+    assert_clean(&watch, 300);
+    assert_eq!(watch["sum_check"], "ok (3 watchers saw all 100 puts, in order)", "{watch}");
 }
 
 #[test]

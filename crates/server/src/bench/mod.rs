@@ -9,6 +9,7 @@
 
 pub mod keys;
 mod report;
+mod watch;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -70,6 +71,9 @@ pub struct BenchArgs {
     /// Keys under the prefix that each range request reads.
     #[arg(long, default_value_t = 100)]
     pub range_keys: u64,
+    /// Watch streams on the written prefix (watch workload).
+    #[arg(long, default_value_t = 16)]
+    pub watchers: usize,
     /// Per-request timeout, in seconds.
     #[arg(long, default_value_t = 5.0)]
     pub timeout: f64,
@@ -105,6 +109,9 @@ pub enum Workload {
     YcsbE,
     /// YCSB F, read-modify-write: 50% reads, 50% reads each followed by a write of the key.
     YcsbF,
+    /// Puts under a prefix that `--watchers` streams watch; each event delivered is an
+    /// operation, timed from its put's sending.
+    Watch,
 }
 
 impl Workload {
@@ -122,6 +129,7 @@ impl Workload {
             Workload::YcsbD => "ycsb-d",
             Workload::YcsbE => "ycsb-e",
             Workload::YcsbF => "ycsb-f",
+            Workload::Watch => "watch",
         }
     }
 
@@ -190,20 +198,25 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Summary> {
 
     let started = Instant::now();
     let progress = (!args.json).then(|| tokio::spawn(progress(shared.clone(), started)));
-    if args.rate > 0 {
-        open_loop(&shared, &clients, started).await;
+    let mut sum_check = None;
+    let elapsed = if args.workload == Workload::Watch {
+        let (elapsed, check) = watch::run(&shared, &channels, &clients, started).await?;
+        sum_check = Some(check);
+        elapsed
     } else {
-        closed_loop(&shared, &clients, started).await;
-    }
-    let elapsed = started.elapsed();
+        if args.rate > 0 {
+            open_loop(&shared, &clients, started).await;
+        } else {
+            closed_loop(&shared, &clients, started).await;
+        }
+        started.elapsed()
+    };
     if let Some(progress) = progress {
         progress.abort();
     }
-
-    let sum_check = match args.workload {
-        Workload::Txn => Some(check_counters(&shared, &clients[0]).await?),
-        _ => None,
-    };
+    if args.workload == Workload::Txn {
+        sum_check = Some(check_counters(&shared, &clients[0]).await?);
+    }
     let recorder = std::mem::take(&mut *shared.recorder.lock().expect("recorder lock"));
     let mut summary = Summary::new(
         &args,
@@ -240,6 +253,14 @@ fn validate(args: &BenchArgs) -> anyhow::Result<()> {
     if args.key_space == 0 || args.counters == 0 || args.range_keys == 0 {
         bail!("--key-space, --counters and --range-keys must be at least 1");
     }
+    if args.workload == Workload::Watch {
+        if args.watchers == 0 || args.rate > 0 {
+            bail!("the watch workload needs --watchers of at least 1, and runs closed loop only");
+        }
+        if args.value_size < watch::STAMP_BYTES {
+            bail!("the watch workload needs --value-size of at least {}", watch::STAMP_BYTES);
+        }
+    }
     Ok(())
 }
 
@@ -274,7 +295,7 @@ async fn prepare(shared: &Arc<Shared>, clients: &[KvClient<Channel>]) -> anyhow:
     let (prefix, count, value) = match args.workload {
         Workload::Txn => ("c", args.counters, b"0".to_vec()),
         Workload::Range => ("r", args.range_keys, shared.value.clone()),
-        Workload::Put => return Ok(()),
+        Workload::Put | Workload::Watch => return Ok(()),
         // The reads of the rest (get, get-serializable, mixed, YCSB) find every key written.
         _ if args.no_preload => return Ok(()),
         _ => ("", args.key_space, shared.value.clone()),
@@ -360,6 +381,16 @@ async fn open_loop(shared: &Arc<Shared>, clients: &[KvClient<Channel>], started:
     }
 }
 
+fn record_error(shared: &Shared, kind: String) {
+    *shared.recorder.lock().expect("recorder lock").errors.entry(kind).or_default() += 1;
+    shared.completed.fetch_add(1, Ordering::Relaxed);
+}
+
+fn record_latencies(shared: &Shared, micros: &[u32]) {
+    shared.recorder.lock().expect("recorder lock").latencies.extend_from_slice(micros);
+    shared.completed.fetch_add(micros.len() as u64, Ordering::Relaxed);
+}
+
 fn record(shared: &Shared, since: Instant, result: Result<(), String>) {
     let micros = since.elapsed().as_micros().min(u32::MAX as u128) as u32;
     let mut recorder = shared.recorder.lock().expect("recorder lock");
@@ -407,6 +438,7 @@ async fn operation(
             Ok(())
         }
         Workload::Txn => increment(shared, client, rng.range(0, args.counters)).await,
+        Workload::Watch => Err("the watch workload runs its own loop".to_string()),
         _ => ycsb(shared, client, rng, chooser).await,
     }
 }

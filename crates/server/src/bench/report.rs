@@ -75,6 +75,7 @@ impl Summary {
                 "read_ratio": args.read_ratio,
                 "counters": args.counters,
                 "range_keys": args.range_keys,
+                "watchers": args.watchers,
                 "total": args.total,
                 "duration": args.duration,
                 "timeout": args.timeout,
