@@ -412,8 +412,8 @@ impl<'a> Applier<'a> {
     ) -> Result<DeleteRangeResponse> {
         let (start, end) = read::key_span(&req.key, &req.range_end);
         let mut doomed: Vec<KeyValue> = Vec::new();
-        self.view().for_each_live(&start, &end, self.read_revision(writes), |kv| {
-            doomed.push(kv);
+        self.view().for_each_live(&start, &end, self.read_revision(writes), |live| {
+            doomed.push(live.into_key_value()?);
             Ok(true)
         })?;
         let tombstone = VersionRecord { tombstone: true, ..Default::default() };
@@ -468,8 +468,8 @@ impl<'a> Applier<'a> {
         } else {
             let (start, end) = read::key_span(&compare.key, &compare.range_end);
             let mut found = Vec::new();
-            self.view().for_each_live(&start, &end, revision, |kv| {
-                found.push(kv);
+            self.view().for_each_live(&start, &end, revision, |live| {
+                found.push(live.into_key_value()?);
                 Ok(true)
             })?;
             found

@@ -57,10 +57,10 @@ pub fn range(view: &View<'_>, state: &AppliedState, req: &RangeRequest) -> Resul
     };
     let mut kvs = Vec::new();
     let mut count: i64 = 0;
-    view.for_each_live(&start, &end, revision, |kv| {
+    view.for_each_live(&start, &end, revision, |live| {
         count += 1;
         if !req.count_only && kvs.len() < collect_max {
-            kvs.push(kv);
+            kvs.push(live.into_key_value()?);
         }
         Ok(true)
     })?;

@@ -27,6 +27,19 @@ impl VersionRecord {
             .map_err(|e| Error::Storage(format!("undecodable MVCC version record: {e}")))
     }
 
+    /// Whether the encoded record is a tombstone, without copying its value out: decoding the
+    /// one field skips the others' bytes.
+    pub fn is_tombstone(bytes: &[u8]) -> Result<bool> {
+        #[derive(Clone, PartialEq, prost::Message)]
+        struct Tombstone {
+            #[prost(bool, tag = "5")]
+            tombstone: bool,
+        }
+        <Tombstone as prost::Message>::decode(bytes)
+            .map(|t| t.tombstone)
+            .map_err(|e| Error::Storage(format!("undecodable MVCC version record: {e}")))
+    }
+
     pub fn into_key_value(self, key: Vec<u8>, mod_revision: i64) -> KeyValue {
         KeyValue {
             key,

@@ -96,19 +96,20 @@ impl<'a> View<'a> {
     }
 
     /// Visits every key in `[start, end)` that exists at `revision`, in key order, with its
-    /// version current at that revision. The visitor returns `false` to stop early.
+    /// version current at that revision (decoded only if the visitor asks: counting keys past
+    /// a limit need not). The visitor returns `false` to stop early.
     pub fn for_each_live(
         &self,
         start: &[u8],
         end: &[u8],
         revision: i64,
-        mut visit: impl FnMut(KeyValue) -> Result<bool>,
+        mut visit: impl FnMut(Live) -> Result<bool>,
     ) -> Result<()> {
         if end.len() == start.len() + 1 && end.starts_with(start) && end.last() == Some(&0) {
             // One key (a plain get): read its version at `revision` and stop, rather than step
             // through the versions behind it to find that no other key follows.
             if let Some(kv) = self.get(start, revision)? {
-                visit(kv)?;
+                visit(Live(Found::Decoded(kv)))?;
             }
             return Ok(());
         }
@@ -141,12 +142,33 @@ impl<'a> View<'a> {
                 skipped = 0;
                 // The newest version at or below `revision`: it decides whether the key exists.
                 last_key = Some(user_key.clone());
-                let record = VersionRecord::decode(&bytes)?;
-                if !record.tombstone && !visit(record.into_key_value(user_key, mod_revision))? {
+                if VersionRecord::is_tombstone(&bytes)? {
+                    continue;
+                }
+                if !visit(Live(Found::Encoded { key: user_key, mod_revision, bytes }))? {
                     return Ok(());
                 }
             }
             return Ok(());
+        }
+    }
+}
+
+/// A key's version that a scan found live.
+pub struct Live(Found);
+
+enum Found {
+    Encoded { key: Vec<u8>, mod_revision: i64, bytes: Vec<u8> },
+    Decoded(KeyValue),
+}
+
+impl Live {
+    pub fn into_key_value(self) -> Result<KeyValue> {
+        match self.0 {
+            Found::Encoded { key, mod_revision, bytes } => {
+                Ok(VersionRecord::decode(&bytes)?.into_key_value(key, mod_revision))
+            }
+            Found::Decoded(kv) => Ok(kv),
         }
     }
 }
