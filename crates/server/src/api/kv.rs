@@ -12,11 +12,31 @@ use strata_core::pb::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
     PutResponse, RangeRequest, RangeResponse, RangeStreamResponse, TxnRequest, TxnResponse,
 };
+use strata_core::raftstore::RangeShared;
 use strata_core::{Error, FIRST_RANGE_ID};
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 
 use super::{Api, observed, status};
 use crate::pb::etcd::kv_server::Kv;
+
+/// See [`Api::read_stable`]; a free function so that a read moved off the async workers can
+/// use it.
+fn read_stable<T>(
+    shared: &RangeShared,
+    read: impl Fn(AppliedState) -> Result<T, Error>,
+) -> Result<(T, AppliedState), Error> {
+    loop {
+        let state = shared.read_state();
+        if state.compact_revision > state.revision {
+            std::thread::yield_now();
+            continue;
+        }
+        let result = read(state);
+        if shared.compact_revision.load(Ordering::Acquire) == state.compact_revision {
+            return result.map(|value| (value, state));
+        }
+    }
+}
 
 pub struct KvService {
     pub api: Arc<Api>,
@@ -26,16 +46,25 @@ impl Api {
     /// Serves a `Range`: linearizable unless `serializable`.
     pub async fn range_request(&self, req: RangeRequest) -> Result<RangeResponse, Error> {
         validate::check_range(&req)?;
+        let single_key = req.range_end.is_empty();
         if !req.serializable {
             self.shell.read_index(FIRST_RANGE_ID, self.timeout()).await?;
         }
-        self.read_local(&req)
-    }
-
-    fn read_local(&self, req: &RangeRequest) -> Result<RangeResponse, Error> {
-        let shared = self.range();
-        let view = View::with_memo(self.engine.as_ref(), &shared.memo);
-        let (mut response, state) = self.read_stable(|state| read::range(&view, &state, req))?;
+        let (engine, shared) = (self.engine.clone(), self.range().clone());
+        let read = move || {
+            let view = View::with_memo(engine.as_ref(), &shared.memo);
+            read_stable(&shared, |state| read::range(&view, &state, &req))
+        };
+        let (mut response, state) = if single_key {
+            read()?
+        } else {
+            // A range over many keys can take long (every version of every key in it is read to
+            // count them): it runs on the blocking pool, so that the async workers carrying Raft
+            // traffic and other requests never wait behind it.
+            tokio::task::spawn_blocking(read)
+                .await
+                .map_err(|e| Error::Internal(format!("range read failed: {e}")))??
+        };
         response.header = self.header(state.revision);
         Ok(response)
     }
@@ -51,18 +80,7 @@ impl Api {
         &self,
         read: impl Fn(AppliedState) -> Result<T, Error>,
     ) -> Result<(T, AppliedState), Error> {
-        let shared = self.range();
-        loop {
-            let state = shared.read_state();
-            if state.compact_revision > state.revision {
-                std::thread::yield_now();
-                continue;
-            }
-            let result = read(state);
-            if shared.compact_revision.load(Ordering::Acquire) == state.compact_revision {
-                return result.map(|value| (value, state));
-            }
-        }
+        read_stable(self.range(), read)
     }
 
     /// Proposes a write and waits for it to be applied.
