@@ -122,14 +122,6 @@ impl Memo {
         *self = Memo::default();
     }
 
-    pub fn len(&self) -> usize {
-        self.newest.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.newest.is_empty()
-    }
-
     /// Drops every other entry, in the map's (unordered) iteration order: about half, with no
     /// bookkeeping per access. Keys in use come back on their next miss.
     fn shed(&mut self) {
@@ -284,7 +276,8 @@ mod tests {
             memo.insert(i.to_be_bytes().to_vec(), entry);
         }
         assert!(memo.bytes <= MEMO_BYTES_MAX);
-        assert!(memo.len() > n / 4 && memo.len() < n, "{} of {n}", memo.len());
-        assert_eq!(memo.bytes, memo.len() * (8 + ENTRY_OVERHEAD));
+        let len = memo.newest.len();
+        assert!(len > n / 4 && len < n, "{len} of {n}");
+        assert_eq!(memo.bytes, len * (8 + ENTRY_OVERHEAD));
     }
 }

@@ -392,13 +392,13 @@ fn record_latencies(shared: &Shared, micros: &[u32]) {
 }
 
 fn record(shared: &Shared, since: Instant, result: Result<(), String>) {
-    let micros = since.elapsed().as_micros().min(u32::MAX as u128) as u32;
-    let mut recorder = shared.recorder.lock().expect("recorder lock");
     match result {
-        Ok(()) => recorder.latencies.push(micros),
-        Err(kind) => *recorder.errors.entry(kind).or_default() += 1,
+        Ok(()) => {
+            let micros = since.elapsed().as_micros().min(u32::MAX as u128) as u32;
+            record_latencies(shared, &[micros]);
+        }
+        Err(kind) => record_error(shared, kind),
     }
-    shared.completed.fetch_add(1, Ordering::Relaxed);
 }
 
 /// One operation of the workload; an error is returned as its kind, for counting.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use strata_core::pb::etcdserverpb::watch_request::RequestUnion;
-use strata_core::pb::etcdserverpb::{PutRequest, WatchCreateRequest, WatchRequest};
+use strata_core::pb::etcdserverpb::{PutRequest, WatchCreateRequest, WatchRequest, WatchResponse};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -23,6 +23,9 @@ use crate::pb::etcd::watch_client::WatchClient;
 pub const STAMP_BYTES: usize = 16;
 /// How long watchers may take, after the last put, to deliver what they still owe.
 const DRAIN: Duration = Duration::from_secs(5);
+
+/// A watch stream: the request side (kept open while watching) and the responses.
+type Stream = (mpsc::Sender<WatchRequest>, tonic::Streaming<WatchResponse>);
 
 /// What one watcher saw.
 struct Seen {
@@ -108,12 +111,7 @@ fn check(seen: &[Seen], acknowledged: u64, failed: u64) -> String {
 }
 
 /// A watch stream on the prefix `w`, once the server confirmed it.
-async fn open(
-    channel: Channel,
-) -> anyhow::Result<(
-    mpsc::Sender<WatchRequest>,
-    tonic::Streaming<strata_core::pb::etcdserverpb::WatchResponse>,
-)> {
+async fn open(channel: Channel) -> anyhow::Result<Stream> {
     let (tx, rx) = mpsc::channel(1);
     let create =
         WatchCreateRequest { key: b"w".to_vec(), range_end: b"x".to_vec(), ..Default::default() };
@@ -134,10 +132,7 @@ async fn open(
 /// puts ended runs out.
 async fn watch(
     shared: Arc<Shared>,
-    (_requests, mut stream): (
-        mpsc::Sender<WatchRequest>,
-        tonic::Streaming<strata_core::pb::etcdserverpb::WatchResponse>,
-    ),
+    (_requests, mut stream): Stream,
     owed: Arc<AtomicU64>,
     started: Instant,
 ) -> Seen {
