@@ -9,6 +9,7 @@
 //! * [`bench`]: the load generator behind `strata bench`, for any etcd v3 server.
 
 pub mod api;
+pub mod authority;
 pub mod backup;
 pub mod bench;
 pub mod cli;

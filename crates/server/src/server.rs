@@ -119,6 +119,7 @@ pub async fn run(
             tracing::warn!(error = %e, "cannot set TCP_NODELAY on a client connection");
         }
     });
+    let client_listener = crate::authority::StripListener(client_listener);
     let client_server = axum::serve(client_listener, client_app);
     tokio::select! {
         result = client_server => result.context("client server failed")?,

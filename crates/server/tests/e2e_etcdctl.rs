@@ -6,15 +6,10 @@ mod support;
 use support::{Cluster, run};
 
 fn etcdctl(cluster: &Cluster, args: &[&str]) -> String {
-    // `endpoint ...` commands dial each endpoint with the URL as the HTTP/2 authority; Strata's
-    // HTTP/2 stack rejects `http://host:port` there (see docs/etcd-compatibility.md), so those
-    // get bare `host:port` endpoints, as etcd's own docs write them.
+    // Every command gets `http://host:port` endpoints, as operators write them. `endpoint ...`,
+    // `move-leader` and `defrag` then send the URL as the HTTP/2 authority, which Strata's client
+    // port must accept as etcd does.
     let csv = cluster.endpoints_csv();
-    let csv = if ["endpoint", "move-leader", "defrag"].contains(&args[0]) {
-        csv.replace("http://", "")
-    } else {
-        csv
-    };
     // `snapshot save` asks exactly one member.
     let csv = if args[0] == "snapshot" { cluster.endpoints()[0].clone() } else { csv };
     let endpoints = format!("--endpoints={csv}");
@@ -108,7 +103,7 @@ fn compaction_status_and_members() {
     }
     let table = etcdctl(&cluster, &["member", "list"]);
     assert!(table.contains("m1") && table.contains("started"), "{table}");
-    // etcdctl 3.4 prints health to stderr.
+    // etcdctl 3.4 prints health to stderr. Bare `host:port` endpoints work as well.
     let (ok, stdout, stderr) = run(
         "etcdctl",
         &[
@@ -463,7 +458,7 @@ fn member_add_as_learner_promote_and_remove_the_leader() {
     let learner_id = list["members"].as_array().unwrap().iter().find(|m| m["isLearner"] == true);
     let learner_id =
         learner_id.unwrap_or_else(|| panic!("no learner in {list}"))["ID"].as_u64().unwrap();
-    let endpoints = format!("--endpoints={}", cluster.endpoints_csv().replace("http://", ""));
+    let endpoints = format!("--endpoints={}", cluster.endpoints_csv());
     let (ok, _, err) =
         run("etcdctl", &[&endpoints, "member", "promote", &format!("{learner_id:x}")]);
     assert!(!ok && err.contains("in sync with leader"), "{err}");
