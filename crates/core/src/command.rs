@@ -29,7 +29,7 @@ pub struct Command {
     /// by a later one is skipped. See `raftstore::session`.
     #[prost(uint64, tag = "4")]
     pub sequence: u64,
-    #[prost(oneof = "Request", tags = "10, 11, 12, 13, 14, 15, 16, 17")]
+    #[prost(oneof = "Request", tags = "10, 11, 12, 13, 14, 15, 16, 17, 18")]
     pub request: Option<Request>,
 }
 
@@ -58,6 +58,18 @@ pub enum Request {
     /// records together.
     #[prost(message, tag = "17")]
     MemberChange(MemberChange),
+    /// Proposed by the leader while a compaction has versions left to delete.
+    #[prost(message, tag = "18")]
+    CompactionStep(CompactionStep),
+}
+
+/// One step of a compaction's deletions. The leader chooses its size, so every replica deletes
+/// exactly the same records when it applies the entry.
+#[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
+pub struct CompactionStep {
+    /// Records to examine (the step ends at the first key boundary after this many).
+    #[prost(uint64, tag = "1")]
+    pub records: u64,
 }
 
 /// What a membership change does.

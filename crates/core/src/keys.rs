@@ -41,6 +41,7 @@ const TAG_LEASE_KEY: u8 = b'A';
 const TAG_ALARM: u8 = b'W';
 const TAG_MEMBER: u8 = b'M';
 const TAG_CLUSTER_ID: u8 = b'C';
+const TAG_COMPACTION: u8 = b'P';
 
 fn range_prefixed(range_id: RangeId, tag: u8, suffix: &[u8]) -> Vec<u8> {
     let mut key = Vec::with_capacity(9 + suffix.len());
@@ -148,6 +149,12 @@ pub fn decode_version(key: &[u8]) -> Option<(Vec<u8>, i64)> {
     let (escaped, revision) = body.split_at_checked(body.len().checked_sub(8)?)?;
     let revision = !u64::from_be_bytes(revision.try_into().ok()?) as i64;
     Some((unescape(escaped)?, revision))
+}
+
+/// Where the pending compaction's next step starts: a raw Mvcc key (replicated, so every
+/// replica deletes the same records at the same entry).
+pub fn compaction_cursor() -> Vec<u8> {
+    vec![TAG_COMPACTION]
 }
 
 /// The cluster's id (replicated, so a member added later answers with the same id).

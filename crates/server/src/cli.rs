@@ -104,6 +104,10 @@ pub struct StartArgs {
     /// the cluster refuses writes that add data. 0 means the default, 2 GiB; negative, no quota.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub quota_backend_bytes: i64,
+    /// Records one compaction step examines (etcd's flag name; etcd counts revisions). The
+    /// leader proposes a step every heartbeat until a compaction's deletions are done.
+    #[arg(long, default_value_t = 10_000)]
+    pub experimental_compaction_batch_limit: u64,
 }
 
 impl StartArgs {
@@ -153,6 +157,9 @@ impl StartArgs {
         if watch_progress_interval.is_zero() {
             bail!("--experimental-watch-progress-notify-interval must be positive");
         }
+        if self.experimental_compaction_batch_limit == 0 {
+            bail!("--experimental-compaction-batch-limit must be positive");
+        }
         if self.snapshot_count < 10 {
             bail!("--snapshot-count must be at least 10");
         }
@@ -182,6 +189,7 @@ impl StartArgs {
                 q if q < 0 => 0,
                 q => q as u64,
             },
+            compaction_step_records: self.experimental_compaction_batch_limit,
         })
     }
 }

@@ -39,6 +39,8 @@ pub struct NodeConfig {
     pub watch_progress_interval: Duration,
     /// Bytes of storage past which the member raises the `NOSPACE` alarm; 0: no quota.
     pub quota_bytes: u64,
+    /// Records a compaction step examines; the leader proposes one step per tick.
+    pub compaction_step_records: u64,
     /// Join a running cluster that has added this member (`--initial-cluster-state existing`
     /// with an empty data directory).
     pub join: bool,

@@ -272,6 +272,7 @@ pub fn assemble(
     raft_config.tick_ms = config.tick_interval.as_millis().max(1) as u64;
     raft_config.raft_logger = Some(crate::raft_log::logger());
     raft_config.log_entries_max = config.log_entries_max;
+    raft_config.compaction_step_records = config.compaction_step_records;
     // Keep a fifth of the log after compaction so briefly lagging followers use the log.
     raft_config.log_entries_keep = config.log_entries_max / 5;
     let node = Node::open(raft_config, engine.clone()).with_context(|| {

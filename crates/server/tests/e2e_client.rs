@@ -4,7 +4,8 @@
 mod support;
 
 use etcd_client::{
-    Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
+    CompactionOptions, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp,
+    TxnOpResponse,
 };
 use support::{Cluster, client};
 
@@ -62,6 +63,41 @@ async fn revisions_history_and_compaction() {
     assert_eq!(at_r2.kvs()[0].value(), b"2");
     let err = c.get("k", Some(GetOptions::new().with_revision(1_000_000))).await.unwrap_err();
     assert!(err.to_string().contains("required revision is a future revision"), "{err}");
+}
+
+/// A compaction's deletions go in steps (20 records each here): reads act on it at once, writes
+/// go on between the steps, `physical` waits for them, and once every member is done their
+/// stores are identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_deletes_in_steps() {
+    let cluster = Cluster::start_with(3, &["--experimental-compaction-batch-limit", "20"]);
+    let endpoints = cluster.endpoints();
+    let mut c = client(&endpoints[..1]).await;
+    for i in 0..300 {
+        c.put(format!("k{}", i % 10), i.to_string(), None).await.unwrap();
+    }
+    let revision = c.get("k0", None).await.unwrap().header().unwrap().revision();
+    c.compact(revision - 50, None).await.unwrap();
+    let pending = |endpoint: &str| support::metric(endpoint, "strata_mvcc_compaction_pending");
+    assert_eq!(pending(&endpoints[0]), Some(1.0), "600 records take 30 steps of 20");
+    let err = c.get("k0", Some(GetOptions::new().with_revision(revision - 51))).await.unwrap_err();
+    assert!(err.to_string().contains("required revision has been compacted"), "{err}");
+    let at = c.get("k0", Some(GetOptions::new().with_revision(revision - 50))).await.unwrap();
+    assert_eq!(at.kvs()[0].value(), b"240", "put 240 was the last of k0 by revision 251");
+    c.put("during", "the steps", None).await.unwrap();
+
+    c.compact(revision - 10, Some(CompactionOptions::new().with_physical())).await.unwrap();
+    assert_eq!(pending(&endpoints[0]), Some(0.0), "physical compaction waits for its deletions");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while endpoints.iter().any(|e| pending(e) != Some(0.0)) {
+        assert!(std::time::Instant::now() < deadline, "members did not finish compacting");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut hashes = Vec::new();
+    for endpoint in &endpoints {
+        hashes.push(client(std::slice::from_ref(endpoint)).await.hash().await.unwrap().hash());
+    }
+    assert!(hashes.iter().all(|h| *h == hashes[0]), "members' stores differ: {hashes:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -363,7 +363,7 @@ fn storage_quota_raises_nospace_and_compaction_defrag_and_disarm_recover() {
     let revision = json(&etcdctl(&cluster, &["get", "k0", "-w", "json"]))["header"]["revision"]
         .as_i64()
         .unwrap();
-    etcdctl(&cluster, &["compaction", &revision.to_string()]);
+    etcdctl(&cluster, &["compaction", &revision.to_string(), "--physical"]);
     let defrag = etcdctl(&cluster, &["defrag"]);
     assert!(defrag.contains("Finished defragmenting"), "{defrag}");
     let disarmed = etcdctl(&cluster, &["alarm", "disarm"]);

@@ -54,6 +54,7 @@ fn config(name: &str) -> NodeConfig {
         log_entries_max: 10_000,
         watch_progress_interval: Duration::from_secs(600),
         quota_bytes: 0,
+        compaction_step_records: 10_000,
         join: false,
         recorded_member_id: None,
     }

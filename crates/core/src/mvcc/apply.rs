@@ -12,11 +12,12 @@ use strata_storage::{Engine, Keyspace, WriteBatch};
 use std::collections::HashMap;
 use std::sync::RwLock;
 
+use super::compaction::Sweep;
 use super::memo::{Memo, Newest};
 use super::record::{LeaseRecord, VersionRecord};
 use super::view::{Overlay, View};
 use super::{AppliedState, alarm, lease, read};
-use crate::command::Request;
+use crate::command::{CompactionStep, Request};
 use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::pb::etcdserverpb::request_op::Request as OpRequest;
 use crate::pb::etcdserverpb::response_op::Response as OpResponse;
@@ -41,6 +42,8 @@ pub enum Response {
     Alarm(AlarmResponse),
     /// A membership change was applied (the member records say the rest).
     MemberChanged,
+    /// A step of a compaction's deletions was applied; nobody waits for it.
+    CompactionStepped,
 }
 
 /// A lease granted or revoked by the requests applied: the leader's lessor follows these.
@@ -186,6 +189,9 @@ impl<'a> Applier<'a> {
             }
             Request::Txn(req) => self.txn(req).map(Response::Txn),
             Request::Compaction(req) => self.compact(req).map(Response::Compaction),
+            Request::CompactionStep(step) => {
+                self.compaction_step(step).map(|()| Response::CompactionStepped)
+            }
             Request::LeaseGrant(req) => self.lease_grant(req).map(Response::LeaseGrant),
             Request::LeaseRevoke(req) => {
                 self.single(|this, w| this.lease_revoke(w, req).map(Response::LeaseRevoke))
@@ -585,8 +591,9 @@ impl<'a> Applier<'a> {
         Ok(LeaseRevokeResponse { header: Self::header(self.read_revision(writes)) })
     }
 
-    /// Compaction: reads below `revision` become impossible, and every version no read at or
-    /// above it can see is deleted. The work is done inline, over the whole key space.
+    /// Compaction: reads below `revision` become impossible at once. The versions no read at or
+    /// above it can see are deleted afterwards, by steps the leader proposes
+    /// ([`Self::compaction_step`]), so a large store is never compacted inside one entry.
     fn compact(&mut self, req: &CompactionRequest) -> Result<CompactionResponse> {
         if req.revision > self.state.revision {
             return Err(Error::FutureRevision);
@@ -594,44 +601,86 @@ impl<'a> Applier<'a> {
         if req.revision <= self.state.compact_revision {
             return Err(Error::Compacted);
         }
-        let revision = req.revision;
+        self.state.compact_revision = req.revision;
+        // A step of an earlier compaction still pending starts over: what it left behind lies
+        // below the new revision too.
+        self.state.compaction_pending = true;
+        let (start, _) = keys::version_bounds(b"", b"");
+        self.write_raw(keys::compaction_cursor(), Some(start));
+        Ok(CompactionResponse { header: Self::header(self.state.revision) })
+    }
+
+    /// Deletes the next part of what the pending compaction made unreadable: versions that no
+    /// read at or above the compaction revision sees, then change-index records below it. A
+    /// step examines about `records` records and stops only between user keys, so a key's
+    /// versions go in one batch: deleting a newer tombstone before the older versions under it
+    /// would bring those back to life. Replicas applying the same step delete the same records.
+    fn compaction_step(&mut self, step: &CompactionStep) -> Result<()> {
+        if !self.state.compaction_pending {
+            return Ok(()); // a step proposed twice, or after the work was done
+        }
+        let cursor = keys::compaction_cursor();
+        let from = self
+            .view()
+            .get_raw(&cursor)?
+            .ok_or_else(|| Error::Storage("a pending compaction without its cursor".into()))?;
+        let budget = usize::try_from(step.records).unwrap_or(usize::MAX).max(1);
+        let revision = self.state.compact_revision;
+        let (_, versions_end) = keys::version_bounds(b"", b"");
+        let (changes_start, changes_end) = keys::change_bounds(0, revision);
         let mut doomed = Vec::new();
-        {
-            let (lo, hi) = keys::version_bounds(b"", b"");
-            let mut current_key: Option<Vec<u8>> = None;
-            let mut kept_one = false;
-            for item in self.view().scan(&lo, &hi)? {
-                let (raw_key, bytes) = item?;
-                let (user_key, mod_revision) = keys::decode_version(&raw_key)
-                    .ok_or_else(|| Error::Storage("malformed MVCC key".into()))?;
-                if current_key.as_deref() != Some(user_key.as_slice()) {
-                    current_key = Some(user_key);
-                    kept_one = false;
+        let next = if from < versions_end {
+            let next = self.doomed_versions(&from, &versions_end, revision, budget, &mut doomed)?;
+            Some(next.unwrap_or(changes_start))
+        } else {
+            let mut next = None;
+            for item in self.view().scan(&from, &changes_end)? {
+                let (key, _) = item?;
+                if doomed.len() == budget {
+                    next = Some(key);
+                    break;
                 }
-                if mod_revision > revision {
-                    continue;
-                }
-                // Versions arrive newest first: the first one at or below `revision` is what
-                // reads at `revision` see. It stays unless it is a tombstone; older ones go.
-                if !kept_one {
-                    kept_one = true;
-                    if !VersionRecord::decode(&bytes)?.tombstone {
-                        continue;
-                    }
-                }
+                doomed.push(key);
+            }
+            next
+        };
+        for key in doomed {
+            self.write_raw(key, None);
+        }
+        match next {
+            Some(next) => self.write_raw(cursor, Some(next)),
+            None => {
+                self.write_raw(cursor, None);
+                self.state.compaction_pending = false;
+            }
+        }
+        Ok(())
+    }
+
+    /// Collects the versions in `[from, end)` that reads at `revision` and later cannot see.
+    /// Returns where the next step starts (a key boundary past `budget` records), `None` at
+    /// `end`.
+    fn doomed_versions(
+        &self,
+        from: &[u8],
+        end: &[u8],
+        revision: i64,
+        budget: usize,
+        doomed: &mut Vec<Vec<u8>>,
+    ) -> Result<Option<Vec<u8>>> {
+        let mut sweep = Sweep::new(revision);
+        for (examined, item) in self.view().scan(from, end)?.enumerate() {
+            let (raw_key, bytes) = item?;
+            let (user_key, mod_revision) = keys::decode_version(&raw_key)
+                .ok_or_else(|| Error::Storage("malformed MVCC key".into()))?;
+            if examined >= budget && sweep.is_new_key(&user_key) {
+                return Ok(Some(keys::version_prefix(&user_key)));
+            }
+            if sweep.doomed(&user_key, mod_revision, || VersionRecord::is_tombstone(&bytes))? {
                 doomed.push(raw_key);
             }
-            let (lo, hi) = keys::change_bounds(0, revision);
-            for item in self.view().scan(&lo, &hi)? {
-                doomed.push(item?.0);
-            }
         }
-        for key in doomed {
-            self.batch.delete(Keyspace::Mvcc, key.clone());
-            self.overlay_write(key, None);
-        }
-        self.state.compact_revision = revision;
-        Ok(CompactionResponse { header: Self::header(self.state.revision) })
+        Ok(None)
     }
 }
 

@@ -4,19 +4,25 @@
 //! MVCC records, and their hashes agree. The values are Strata's own (CRC-32 over Strata's
 //! records), comparable between Strata members, not with etcd's.
 
+use super::compaction::Sweep;
+use super::record::VersionRecord;
 use super::view::View;
 use crate::{Result, keys};
 
-/// CRC-32 of every key version written at or below `revision` (compaction removes older ones on
-/// every replica alike, so compare hashes taken at the same compaction revision).
-pub fn hash_kv(view: &View<'_>, revision: i64) -> Result<u32> {
+/// CRC-32 of every key version written at or below `revision` that compaction at
+/// `compact_revision` keeps. Versions it dooms are left out whether they are deleted yet or not,
+/// so members at the same compaction revision agree however far their deletions got.
+pub fn hash_kv(view: &View<'_>, revision: i64, compact_revision: i64) -> Result<u32> {
     let (lo, hi) = keys::version_bounds(b"", b"");
     let mut hasher = crc32fast::Hasher::new();
+    let mut sweep = Sweep::new(compact_revision);
     for item in view.scan(&lo, &hi)? {
         let (key, value) = item?;
-        let (_, mod_revision) = keys::decode_version(&key)
+        let (user_key, mod_revision) = keys::decode_version(&key)
             .ok_or_else(|| crate::Error::Storage("malformed MVCC key".into()))?;
-        if mod_revision <= revision {
+        let doomed =
+            sweep.doomed(&user_key, mod_revision, || VersionRecord::is_tombstone(&value))?;
+        if mod_revision <= revision && !doomed {
             hasher.update(&key);
             hasher.update(&value);
         }

@@ -19,6 +19,7 @@
 
 pub mod alarm;
 pub mod apply;
+pub mod compaction;
 pub mod hash;
 pub mod lease;
 pub mod members;

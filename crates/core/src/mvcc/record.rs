@@ -81,12 +81,22 @@ pub struct AppliedState {
     /// Reads below this revision fail with "compacted".
     #[prost(int64, tag = "4")]
     pub compact_revision: i64,
+    /// Versions the last compaction made unreadable are still being deleted, a step at a time
+    /// (see `Applier::compaction_step`); where the next step starts is a record of its own.
+    #[prost(bool, tag = "5")]
+    pub compaction_pending: bool,
 }
 
 impl AppliedState {
     /// A new range: etcd starts counting at revision 1, so the first write gets revision 2.
     pub fn initial() -> Self {
-        Self { applied_index: 0, applied_term: 0, revision: 1, compact_revision: 0 }
+        Self {
+            applied_index: 0,
+            applied_term: 0,
+            revision: 1,
+            compact_revision: 0,
+            compaction_pending: false,
+        }
     }
 
     pub fn encode(&self) -> Vec<u8> {

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::lessor::Lessor;
 use super::node::{Mutation, Node, OutMessage, Output};
-use crate::command::Request;
+use crate::command::{CompactionStep, Request};
 use crate::mvcc::Response;
 use crate::pb::etcdserverpb::LeaseRevokeRequest;
 use crate::{Error, FIRST_RANGE_ID, RangeId, Result};
@@ -129,6 +129,7 @@ impl<T: Ord + Copy, P, R, K> Driver<T, P, R, K> {
         self.node.tick();
         self.ticks += 1;
         self.revoke_expired_leases();
+        self.step_compaction();
         let mut answers = Answers::default();
         for proposal in std::mem::take(&mut self.unproposed) {
             match self.proposals.get(&proposal.id) {
@@ -247,6 +248,23 @@ impl<T: Ord + Copy, P, R, K> Driver<T, P, R, K> {
             let proposal = self.take_id();
             let _ = self.node.propose(FIRST_RANGE_ID, proposal, request);
         }
+    }
+
+    /// Proposes the next step of a compaction's deletions (the leader's job), one per tick:
+    /// paced like etcd's batched compaction, so client requests keep flowing in between.
+    fn step_compaction(&mut self) {
+        use super::StateRole;
+        if self.node.role(FIRST_RANGE_ID) != Some(StateRole::Leader)
+            || !self.node.compaction_pending(FIRST_RANGE_ID)
+        {
+            return;
+        }
+        let records = self.node.config().compaction_step_records;
+        let request = Request::CompactionStep(CompactionStep { records });
+        // Nobody waits for the answer; a lost step is proposed again on the next tick, and a
+        // step applied after the work is done changes nothing.
+        let proposal = self.take_id();
+        let _ = self.node.propose(FIRST_RANGE_ID, proposal, request);
     }
 
     fn take_id(&mut self) -> u64 {

@@ -1,7 +1,7 @@
 //! [`Node`]: every replica of one node, driven in rounds. See the module docs of `raftstore`.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use raft::prelude::{
@@ -49,6 +49,9 @@ pub struct Config {
     /// Largest batch of entries in one append message.
     pub append_bytes_max: u64,
     pub inflight_appends_max: usize,
+    /// Records a compaction step examines: the leader proposes one step per tick while a
+    /// compaction has versions left to delete.
+    pub compaction_step_records: u64,
     /// Re-issue a ReadIndex request unanswered after this many ticks. raft-rs drops one it
     /// cannot serve (no leader known, or a new leader that has not yet committed an entry of its
     /// term), so the retry is what bounds the wait.
@@ -104,6 +107,7 @@ impl Config {
             log_entries_keep: 2_000,
             append_bytes_max: 1024 * 1024,
             inflight_appends_max: 256,
+            compaction_step_records: 10_000,
             read_retry_ticks: 3,
             raft_logger: None,
             election_seed: None,
@@ -160,6 +164,8 @@ pub struct AppliedEntry {
 pub struct RangeShared {
     pub revision: AtomicI64,
     pub compact_revision: AtomicI64,
+    /// Whether a compaction's deletions are still under way (`compaction --physical` waits).
+    pub compaction_pending: AtomicBool,
     pub applied_index: AtomicU64,
     pub term: AtomicU64,
     pub leader_id: AtomicU64,
@@ -177,6 +183,7 @@ impl RangeShared {
             applied_term: 0,
             revision: self.revision.load(Ordering::Acquire),
             compact_revision: self.compact_revision.load(Ordering::Acquire),
+            compaction_pending: self.compaction_pending.load(Ordering::Acquire),
         }
     }
 }
@@ -395,6 +402,12 @@ impl Node {
 
     pub fn range_ids(&self) -> Vec<RangeId> {
         self.replicas.keys().copied().collect()
+    }
+
+    /// Whether the replica's last compaction still has versions to delete (as far as it has
+    /// applied).
+    pub fn compaction_pending(&self, range_id: RangeId) -> bool {
+        self.replicas.get(&range_id).is_some_and(|r| r.applied.compaction_pending)
     }
 
     pub fn shared(&self, range_id: RangeId) -> Option<Arc<RangeShared>> {
@@ -823,6 +836,7 @@ fn publish(replica: &mut Replica) {
     let status = replica.raw.status();
     shared.revision.store(replica.applied.revision, Ordering::Release);
     shared.compact_revision.store(replica.applied.compact_revision, Ordering::Release);
+    shared.compaction_pending.store(replica.applied.compaction_pending, Ordering::Release);
     shared.applied_index.store(replica.applied.applied_index, Ordering::Release);
     shared.term.store(status.hs.term, Ordering::Release);
     shared.commit_index.store(status.hs.commit, Ordering::Release);

@@ -71,6 +71,7 @@ pub fn restore_as_new(engine: &dyn Engine, range_id: RangeId, data: &[u8]) -> Re
         applied_term: 0,
         revision: old.revision,
         compact_revision: old.compact_revision,
+        compaction_pending: old.compaction_pending,
     };
     let mut batch = WriteBatch::new();
     // Alarms, members and the cluster id were the old cluster's: the new cluster starts

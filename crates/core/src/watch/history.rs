@@ -104,7 +104,14 @@ fn event_at(
         _ => (EventType::Delete, KeyValue { key, mod_revision: revision, ..Default::default() }),
     };
     let creates = kind == EventType::Put && kv.version == 1;
-    let prev_kv = if with_prev && !creates { view.get(&kv.key, revision - 1)? } else { None };
+    // An event at the compaction revision has no previous version any more: compaction dooms
+    // every version below a key's newest at that revision. Its deletion may not have happened
+    // yet (it goes in steps), so this is decided here, not by what the store still holds.
+    let prev_kv = if with_prev && !creates && revision > compact_revision {
+        view.get(&kv.key, revision - 1)?
+    } else {
+        None
+    };
     Ok(Event { r#type: kind as i32, kv: Some(kv), prev_kv })
 }
 

@@ -69,6 +69,10 @@ impl Metrics {
             ("strata_mvcc_revision", range.revision.load(Ordering::Acquire) as f64),
             ("strata_mvcc_compact_revision", range.compact_revision.load(Ordering::Acquire) as f64),
             (
+                "strata_mvcc_compaction_pending",
+                f64::from(u8::from(range.compaction_pending.load(Ordering::Acquire))),
+            ),
+            (
                 "strata_has_leader",
                 f64::from(u8::from(range.leader_id.load(Ordering::Acquire) != 0)),
             ),

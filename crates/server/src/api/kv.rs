@@ -94,6 +94,7 @@ impl Api {
             Request::LeaseRevoke(r) => r.encoded_len(),
             Request::Alarm(r) => r.encoded_len(),
             Request::MemberChange(r) => r.encoded_len(),
+            Request::CompactionStep(r) => r.encoded_len(),
         };
         if size > self.limits.request_bytes_max {
             return Err(Error::RequestTooLarge);
@@ -161,17 +162,27 @@ impl Api {
         }
     }
 
+    /// Compacts. The answer comes once reads below the revision are refused; the deletions
+    /// follow in steps, and with `physical` set the answer waits until this member has done
+    /// them, as etcd's does.
     pub async fn compact_request(
         &self,
         req: CompactionRequest,
     ) -> Result<CompactionResponse, Error> {
-        match self.write(Request::Compaction(req)).await? {
-            Response::Compaction(mut r) => {
-                r.header = self.header(r.header.map_or(0, |h| h.revision));
-                Ok(r)
+        let physical = req.physical;
+        let deadline = tokio::time::Instant::now() + self.timeout();
+        let mut response = match self.write(Request::Compaction(req)).await? {
+            Response::Compaction(r) => r,
+            other => return Err(unexpected(other)),
+        };
+        while physical && self.range().compaction_pending.load(Ordering::Acquire) {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Timeout);
             }
-            other => Err(unexpected(other)),
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
+        response.header = self.header(response.header.map_or(0, |h| h.revision));
+        Ok(response)
     }
 }
 

@@ -153,7 +153,7 @@ impl Api {
         let view = View::new(self.engine.as_ref());
         let ((hash, revision), state) = self.read_stable(|state| {
             let revision = read::read_revision(&state, req.revision)?;
-            Ok((hash::hash_kv(&view, revision)?, revision))
+            Ok((hash::hash_kv(&view, revision, state.compact_revision)?, revision))
         })?;
         Ok(HashKvResponse {
             header: self.header(state.revision),
