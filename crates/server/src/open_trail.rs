@@ -2,10 +2,10 @@
 //!
 //! fjall's errors do not say which file they came from, but fjall and its LSM-tree log each
 //! file and folder they recover, at debug level, just before reading it. While a store is being
-//! opened, this layer remembers the last path they logged; if the open fails, the error names it
-//! and its folder. It is a strong hint, not proof: fjall verifies some blocks only after opening
-//! every file of a keyspace, so the damage can be in a sibling file. Outside an open it records
-//! nothing.
+//! opened, this layer remembers the last path they logged; if the open fails, that is where the
+//! damage is, except among tables: fjall verifies their blocks only after opening every table of
+//! a keyspace, so the server checks those one by one (`strata_storage::damaged_tables`). Outside
+//! an open it records nothing.
 
 use std::fmt;
 use std::sync::Mutex;
@@ -43,11 +43,14 @@ impl<S: Subscriber> Layer<S> for OpenTrail {
     }
 }
 
-/// The absolute path a recovery message names (`... from file /x/y`, `... at /x/y`).
+/// The path a recovery message names (`... from file /x/y`, `... at /x/y`): a word with a
+/// slash that exists on disk (messages also hold fragments such as `0/1`).
 fn path_in(message: &str) -> Option<String> {
-    let start = message.find('/')?;
-    let path = message[start..].split_whitespace().next()?;
-    Some(path.trim_end_matches([',', '.', ':']).trim_matches('"').to_string())
+    message
+        .split_whitespace()
+        .map(|word| word.trim_end_matches([',', '.', ':']).trim_matches('"'))
+        .rfind(|word| word.contains('/') && std::path::Path::new(word).exists())
+        .map(str::to_string)
 }
 
 struct Message(String);
@@ -72,14 +75,13 @@ mod tests {
 
     #[test]
     fn finds_the_path() {
-        assert_eq!(
-            path_in("Recovering table from file /d/engine/keyspaces/0/tables/3").as_deref(),
-            Some("/d/engine/keyspaces/0/tables/3")
-        );
-        assert_eq!(
-            path_in("Recovering LSM-tree at /d/engine/keyspaces/2").as_deref(),
-            Some("/d/engine/keyspaces/2")
-        );
+        let dir = tempfile::tempdir().unwrap();
+        let table = dir.path().join("tables/3");
+        std::fs::create_dir_all(&table).unwrap();
+        let table = table.display().to_string();
+        assert_eq!(path_in(&format!("Recovering table from file {table}")), Some(table.clone()));
+        assert_eq!(path_in(&format!("Recovering LSM-tree at {table}, version 0/1")), Some(table));
+        assert_eq!(path_in("Recovered table 0/1"), None);
         assert_eq!(path_in("no path here"), None);
     }
 }

@@ -50,18 +50,8 @@ pub async fn run(
         crate::open_trail::during_open(|| FjallEngine::open(&config.data_dir));
     let fjall = match opened {
         Ok(engine) => Arc::new(engine),
-        // fjall's errors carry no path: say where it was when it failed. Tables are checked
-        // after all of a keyspace's files are opened, so the damage is in the file named or in
-        // another file of its folder.
         Err(e @ strata_storage::Error::Engine { .. }) => match last_path {
-            Some(path) => {
-                let folder = std::path::Path::new(&path).parent().map(|p| p.display().to_string());
-                anyhow::bail!(
-                    "{e}; the last file it opened was {path}: the damage is in that file or in \
-                     another file under {}; refusing to start",
-                    folder.unwrap_or_default()
-                )
-            }
+            Some(path) => anyhow::bail!("{e}; {}; refusing to start", where_damaged(&path)),
             None => anyhow::bail!("{e}; refusing to start"),
         },
         Err(e) => return Err(e.into()),
@@ -129,6 +119,27 @@ pub async fn run(
     // Dropping the last shell handles stops the raftstore thread; every acknowledged write is
     // already durable, so nothing needs flushing.
     Ok(())
+}
+
+/// Where the damage behind a failed store open is. fjall's errors carry no path, so the open
+/// trail gives the last file or folder it opened. That is where the damage is, unless it is a
+/// table: fjall reads a keyspace's data blocks only after opening all its tables, so when the
+/// trail ends among tables (or at a keyspace), they are checked one by one here.
+fn where_damaged(last_path: &str) -> String {
+    let path = std::path::Path::new(last_path);
+    let folder = path.parent().unwrap_or(path);
+    let tables =
+        if folder.ends_with("tables") { folder.to_path_buf() } else { path.join("tables") };
+    let damaged = strata_storage::damaged_tables(&tables);
+    if !damaged.is_empty() {
+        let names: Vec<String> = damaged.iter().map(|p| p.display().to_string()).collect();
+        return format!("the damaged file is {}", names.join(", "));
+    }
+    if path.is_file() {
+        format!("the damaged file is {last_path} (the file it was reading)")
+    } else {
+        format!("the damage is under {last_path} (the folder it was reading)")
+    }
 }
 
 /// What a member asks of its store besides the `Engine` trait: sizes, for `Status` and the

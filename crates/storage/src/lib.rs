@@ -21,7 +21,7 @@ pub mod conformance;
 mod fjall_engine;
 mod memory;
 
-pub use fjall_engine::FjallEngine;
+pub use fjall_engine::{FjallEngine, damaged_tables};
 pub use memory::MemEngine;
 
 use std::fmt;

@@ -156,3 +156,41 @@ fn fjall_damaged_files_never_serve_wrong_data() {
         fs::write(&file, &original).unwrap();
     }
 }
+
+/// With several tables in one keyspace, damage in any one of them is pinned on that table, not
+/// on a sibling (what a failed open's message relies on).
+#[test]
+fn damaged_tables_names_exactly_the_damaged_table() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = fjall::Database::builder(dir.path()).open().unwrap();
+        let keyspace = db.keyspace("data", fjall::KeyspaceCreateOptions::default).unwrap();
+        for table in 0..3u32 {
+            for i in 0..500u32 {
+                keyspace.insert((table * 1000 + i).to_be_bytes(), [b'v'; 100]).unwrap();
+            }
+            keyspace.rotate_memtable_and_wait().unwrap();
+        }
+    }
+    let folders: Vec<_> = fs::read_dir(dir.path().join("keyspaces"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("tables"))
+        .filter(|p| fs::read_dir(p).is_ok_and(|d| d.count() >= 3))
+        .collect();
+    let [tables] = &folders[..] else { panic!("one keyspace with 3 tables: {folders:?}") };
+    assert_eq!(strata_storage::damaged_tables(tables), Vec::<std::path::PathBuf>::new());
+    let mut files: Vec<_> = fs::read_dir(tables).unwrap().flatten().map(|e| e.path()).collect();
+    files.sort();
+    for file in &files {
+        let original = fs::read(file).unwrap();
+        // Damage the first data block, which only reading the table back touches.
+        let mut damaged = original.clone();
+        for b in &mut damaged[64..72] {
+            *b ^= 0x5a;
+        }
+        fs::write(file, &damaged).unwrap();
+        assert_eq!(strata_storage::damaged_tables(tables), vec![file.clone()]);
+        fs::write(file, &original).unwrap();
+    }
+}
