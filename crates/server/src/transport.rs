@@ -1,5 +1,6 @@
 //! Node-to-node transport: one long-lived gRPC client stream per peer carrying batches of Raft
-//! messages, tagged with their range id.
+//! messages, tagged with their range id. A large message (a snapshot) is cut into pieces that
+//! travel in order and are joined on arrival, so no gRPC message is large.
 //!
 //! Sending never blocks the raftstore: messages go into a bounded per-peer queue, and a task
 //! per peer drains it into the stream, batching whatever has accumulated. When the queue is
@@ -31,8 +32,13 @@ use crate::shell::{Input, Outbox, ShellHandle};
 const PEER_QUEUE_MAX: usize = 8_192;
 /// Messages per batch on the wire at most.
 const BATCH_MESSAGES_MAX: usize = 512;
-/// Largest message accepted from a peer (snapshots travel whole for now).
-pub const PEER_MESSAGE_BYTES_MAX: usize = 512 * 1024 * 1024;
+/// A batch is closed once its messages reach this many bytes.
+const BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// A Raft message larger than this (a snapshot, a large append) travels in pieces of this
+/// size, so no gRPC message is large and each piece gets its own send deadline.
+const PIECE_BYTES: usize = 1024 * 1024;
+/// Largest gRPC message accepted from a peer: a full batch, with room to spare.
+pub const PEER_MESSAGE_BYTES_MAX: usize = 4 * BATCH_BYTES_MAX;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// How long one batch may wait to enter a peer's stream before the stream counts as broken.
@@ -211,21 +217,27 @@ async fn peer_sender(
                 },
                 _ = &mut call => break,
             };
-            let mut batch = RaftBatch { from_node: self_id, ..Default::default() };
-            let mut snapshots = Vec::new();
-            push(&mut batch, &mut snapshots, out);
-            while batch.messages.len() < BATCH_MESSAGES_MAX {
+            let mut batches = Batches::new(self_id);
+            batches.push(out);
+            while batches.messages < BATCH_MESSAGES_MAX {
                 match queue.try_recv() {
-                    Ok(out) => push(&mut batch, &mut snapshots, out),
+                    Ok(out) => batches.push(out),
                     Err(_) => break,
                 }
             }
-            // A peer that stops reading (partitioned, paused) fills the stream's window; give a
-            // batch a deadline rather than waiting on it forever, and reconnect.
-            let sent = matches!(
-                tokio::time::timeout(BATCH_SEND_TIMEOUT, stream_tx.send(batch)).await,
-                Ok(Ok(()))
-            ) && !call.is_finished();
+            let snapshots = std::mem::take(&mut batches.snapshots);
+            let mut sent = true;
+            for batch in batches.ready {
+                // A peer that stops reading (partitioned, paused) fills the stream's window;
+                // give a batch a deadline rather than waiting on it forever, and reconnect.
+                sent = matches!(
+                    tokio::time::timeout(BATCH_SEND_TIMEOUT, stream_tx.send(batch)).await,
+                    Ok(Ok(()))
+                ) && !call.is_finished();
+                if !sent {
+                    break;
+                }
+            }
             for range_id in snapshots {
                 report(Input::SnapshotStatus { range_id, peer: peer_id, delivered: sent });
             }
@@ -244,13 +256,75 @@ async fn peer_sender(
     }
 }
 
-fn push(batch: &mut RaftBatch, snapshots: &mut Vec<u64>, out: OutMessage) {
-    if out.message.get_msg_type() == raft::prelude::MessageType::MsgSnapshot {
-        snapshots.push(out.range_id);
+/// Raft messages packed into batches for the wire, in order.
+struct Batches {
+    from_node: u64,
+    /// Every batch but the last is closed; the last takes more messages.
+    ready: Vec<RaftBatch>,
+    /// Messages taken so far.
+    messages: usize,
+    /// The ranges of the snapshots among them, to report their delivery.
+    snapshots: Vec<u64>,
+}
+
+impl Batches {
+    fn new(from_node: u64) -> Self {
+        let first = RaftBatch { from_node, ..Default::default() };
+        Self { from_node, ready: vec![first], messages: 0, snapshots: Vec::new() }
     }
-    batch
-        .messages
-        .push(RaftEnvelope { range_id: out.range_id, message: encode_raft(&out.message) });
+
+    fn push(&mut self, out: OutMessage) {
+        self.messages += 1;
+        if out.message.get_msg_type() == raft::prelude::MessageType::MsgSnapshot {
+            self.snapshots.push(out.range_id);
+        }
+        let message = encode_raft(&out.message);
+        let range_id = out.range_id;
+        if message.len() > PIECE_BYTES {
+            // In pieces, each in a batch of its own, before whatever follows it.
+            let count = message.len().div_ceil(PIECE_BYTES);
+            for (i, piece) in message.chunks(PIECE_BYTES).enumerate() {
+                let more = i + 1 < count;
+                self.close();
+                self.last().messages.push(RaftEnvelope { range_id, message: piece.to_vec(), more });
+            }
+            self.close();
+            return;
+        }
+        let bytes: usize = self.last().messages.iter().map(|e| e.message.len()).sum();
+        if bytes + message.len() > BATCH_BYTES_MAX {
+            self.close();
+        }
+        self.last().messages.push(RaftEnvelope { range_id, message, more: false });
+    }
+
+    /// Starts a new batch unless the last one is empty.
+    fn close(&mut self) {
+        if !self.last().messages.is_empty() {
+            self.ready.push(RaftBatch { from_node: self.from_node, ..Default::default() });
+        }
+    }
+
+    fn last(&mut self) -> &mut RaftBatch {
+        self.ready.last_mut().expect("there is always a batch")
+    }
+}
+
+/// Joins the pieces of large messages arriving on one stream.
+#[derive(Default)]
+struct Joiner {
+    pieces: Vec<u8>,
+}
+
+impl Joiner {
+    /// The whole encoded message once `envelope` completes one.
+    fn accept(&mut self, envelope: RaftEnvelope) -> Option<Vec<u8>> {
+        if !envelope.more && self.pieces.is_empty() {
+            return Some(envelope.message);
+        }
+        self.pieces.extend_from_slice(&envelope.message);
+        (!envelope.more).then(|| std::mem::take(&mut self.pieces))
+    }
 }
 
 /// The receiving side: a gRPC service that hands every message to the shell.
@@ -266,13 +340,16 @@ impl RaftTransport for TransportService {
         request: Request<Streaming<RaftBatch>>,
     ) -> Result<Response<SendResponse>, Status> {
         let mut stream = request.into_inner();
+        let mut joiner = Joiner::default();
         while let Some(batch) = stream.message().await? {
             if !batch.client_urls.is_empty() {
                 let announced = Announced { name: batch.name, client_urls: batch.client_urls };
                 self.peer_client_urls.lock().expect("urls lock").insert(batch.from_node, announced);
             }
             for envelope in batch.messages {
-                let message: Message = match decode_raft("raft message", &envelope.message) {
+                let range_id = envelope.range_id;
+                let Some(encoded) = joiner.accept(envelope) else { continue };
+                let message: Message = match decode_raft("raft message", &encoded) {
                     Ok(m) => m,
                     Err(e) => {
                         tracing::warn!(from = batch.from_node, error = %e, "dropping undecodable raft message");
@@ -280,9 +357,58 @@ impl RaftTransport for TransportService {
                     }
                 };
                 // A full queue drops the message; Raft will resend.
-                let _ = self.shell.try_send(Input::Raft { range_id: envelope.range_id, message });
+                let _ = self.shell.try_send(Input::Raft { range_id, message });
             }
         }
         Ok(Response::new(SendResponse {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+    use raft::prelude::{MessageType, Snapshot};
+
+    use super::*;
+
+    fn message(kind: MessageType, to: u64, snapshot_bytes: usize) -> OutMessage {
+        let mut message = Message::default();
+        message.set_msg_type(kind);
+        message.to = to;
+        if snapshot_bytes > 0 {
+            let data = (0..snapshot_bytes).map(|i| (i % 251) as u8).collect();
+            message.snapshot = Some(Snapshot { data, ..Default::default() });
+        }
+        OutMessage { range_id: 7, message }
+    }
+
+    #[test]
+    fn large_messages_travel_in_pieces_and_arrive_whole_in_order() {
+        let sent = [
+            message(MessageType::MsgHeartbeat, 1, 0),
+            message(MessageType::MsgSnapshot, 2, 3 * PIECE_BYTES + 12_345),
+            message(MessageType::MsgHeartbeat, 3, 0),
+            message(MessageType::MsgSnapshot, 4, PIECE_BYTES / 2),
+        ];
+        let mut batches = Batches::new(9);
+        for out in sent.iter().cloned() {
+            batches.push(out);
+        }
+        assert_eq!(batches.snapshots, [7, 7]);
+        assert!(batches.ready.len() >= 6, "the large snapshot is cut: {}", batches.ready.len());
+        let mut joiner = Joiner::default();
+        let mut received = Vec::new();
+        for batch in batches.ready {
+            assert!(batch.encoded_len() <= PEER_MESSAGE_BYTES_MAX);
+            assert_eq!(batch.from_node, 9);
+            for envelope in batch.messages {
+                assert_eq!(envelope.range_id, 7);
+                if let Some(encoded) = joiner.accept(envelope) {
+                    received.push(decode_raft::<Message>("message", &encoded).unwrap());
+                }
+            }
+        }
+        let sent: Vec<Message> = sent.into_iter().map(|out| out.message).collect();
+        assert_eq!(received, sent);
     }
 }

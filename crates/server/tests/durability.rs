@@ -173,29 +173,40 @@ async fn minority_loss_keeps_serving_and_majority_loss_fails_fast() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarted_member_catches_up_by_snapshot() {
-    // A tiny log, so a member that misses a few hundred writes needs a snapshot.
+    // A tiny log, so a member that misses a few hundred writes needs a snapshot. The values make
+    // it about 20 MB, more than a peer accepts in one gRPC message: it must travel in pieces.
     let mut cluster = Cluster::start_with(3, &["--snapshot-count", "50"]);
     let endpoints = cluster.endpoints();
     cluster.kill(2);
     let mut c = client(&endpoints[..2]).await;
+    let padding = "p".repeat(64 * 1024);
     for i in 0..300 {
         // If the killed member was the leader, writes fail with a retryable error until the
         // others elect a new one; retry as a client would (puts of a fixed value are idempotent).
-        support::put_retrying(&mut c, &format!("snap/{i:03}"), &format!("v{i}")).await;
+        support::put_retrying(&mut c, &format!("snap/{i:03}"), &format!("v{i}{padding}")).await;
     }
     c.compact(100, None).await.unwrap();
     cluster.spawn(2);
     let mut lagging = client(&endpoints[2..]).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let local =
-            lagging.get("snap/", Some(GetOptions::new().with_prefix().with_serializable())).await;
+        let local = lagging
+            .get(
+                "snap/",
+                Some(GetOptions::new().with_prefix().with_serializable().with_count_only()),
+            )
+            .await;
         if let Ok(r) = local
             && r.count() == 300
         {
             break;
         }
-        assert!(Instant::now() < deadline, "the restarted member never caught up");
+        assert!(
+            Instant::now() < deadline,
+            "the restarted member never caught up:\n{}\n--- leader side\n{}",
+            cluster.log(2),
+            cluster.log(0)
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let metrics = support::http_get(&endpoints[2], "/metrics").unwrap();
@@ -209,7 +220,7 @@ async fn restarted_member_catches_up_by_snapshot() {
     let err = lagging.get("snap/000", Some(GetOptions::new().with_revision(50))).await.unwrap_err();
     assert!(err.to_string().contains("compacted"), "{err}");
     let at_200 = lagging
-        .get("snap/", Some(GetOptions::new().with_prefix().with_revision(200)))
+        .get("snap/", Some(GetOptions::new().with_prefix().with_revision(200).with_count_only()))
         .await
         .unwrap();
     assert_eq!(at_200.count(), 199);
