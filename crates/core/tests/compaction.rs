@@ -2,8 +2,11 @@
 //! after the compaction answers the same, `HashKV` agrees, and once the steps are done exactly
 //! the versions such reads can see are left.
 
+use std::sync::RwLock;
 use strata_core::command::{CompactionStep, Request};
 use strata_core::keys;
+
+use strata_core::mvcc::memo::Memo;
 use strata_core::mvcc::view::View;
 use strata_core::mvcc::{AppliedState, Applier, hash, read};
 use strata_core::pb::etcdserverpb::{
@@ -15,12 +18,14 @@ struct Store {
     engine: MemEngine,
     state: AppliedState,
     index: u64,
+    /// The range's key index, kept as a replica keeps it.
+    memo: RwLock<Memo>,
 }
 
 impl Store {
     fn apply(&mut self, request: Request) {
         self.index += 1;
-        let mut applier = Applier::new(&self.engine, 1, self.state);
+        let mut applier = Applier::with_memo(&self.engine, 1, self.state, &self.memo);
         applier.mark_applied(self.index, 1);
         applier.apply(&request).unwrap();
         let (batch, state) = applier.finish();
@@ -29,9 +34,15 @@ impl Store {
     }
 
     /// Every read a client may still make: each key and the whole key space, at every
-    /// revision from the compaction revision on, plus `HashKV` at each.
+    /// revision from the compaction revision on, plus `HashKV` at each. Reads through the key
+    /// index must answer as reads of the engine alone do.
     fn answers(&self) -> Vec<(RangeResponse, u32)> {
-        let view = View::new(&self.engine);
+        let answers = self.answers_through(View::new(&self.engine));
+        assert!(answers == self.answers_through(View::with_memo(&self.engine, &self.memo)));
+        answers
+    }
+
+    fn answers_through(&self, view: View<'_>) -> Vec<(RangeResponse, u32)> {
         (self.state.compact_revision..=self.state.revision)
             .flat_map(|revision| {
                 let spans = (0..KEYS)
@@ -68,7 +79,9 @@ fn key(k: u64) -> Vec<u8> {
 
 /// A history of puts and deletes over a few keys, from a fixed pseudo-random sequence.
 fn history(seed: u64, writes: usize) -> Store {
-    let mut store = Store { engine: MemEngine::new(), state: AppliedState::initial(), index: 0 };
+    let engine = MemEngine::new();
+    let memo = RwLock::new(Memo::load(&engine).unwrap());
+    let mut store = Store { engine, state: AppliedState::initial(), index: 0, memo };
     let mut x = seed;
     for i in 0..writes {
         x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -122,6 +135,11 @@ fn reads_answer_the_same_at_every_step() {
             left += usize::from(at.is_some()) + newer;
         }
         assert_eq!(store.versions(), left, "seed {seed}");
+        // The key index forgot the keys compaction left without any version.
+        let loaded = RwLock::new(Memo::load(&store.engine).unwrap());
+        assert_eq!(store.memo.read().unwrap().len(), loaded.read().unwrap().len(), "seed {seed}");
+        let view = View::with_memo(&store.engine, &loaded);
+        assert!(store.answers_through(view) == expected, "seed {seed}: a loaded memo differs");
 
         // A step proposed after the work is done changes nothing.
         let index = store.index;

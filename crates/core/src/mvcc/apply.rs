@@ -12,7 +12,7 @@ use strata_storage::{Engine, Keyspace, WriteBatch};
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use super::compaction::Sweep;
+use super::compaction::{Sweep, Verdict};
 use super::memo::{Memo, Newest};
 use super::record::{LeaseRecord, VersionRecord};
 use super::view::{Overlay, View};
@@ -71,6 +71,9 @@ pub struct Applier<'a> {
     /// what the request being applied replaced, to roll it back on error.
     written: HashMap<Vec<u8>, Newest>,
     written_undo: Vec<(Vec<u8>, Option<Newest>)>,
+    /// Keys whose every version a compaction step deleted, with the deletion that was their
+    /// newest: the memo drops them.
+    forgotten: Vec<(Vec<u8>, i64)>,
     /// An alarm was raised or cleared in this run: the memo's alarm state is not the store's.
     alarms_written: bool,
 }
@@ -125,6 +128,7 @@ impl<'a> Applier<'a> {
             learned: Memo::default(),
             written: HashMap::new(),
             written_undo: Vec::new(),
+            forgotten: Vec::new(),
             alarms_written: false,
         }
     }
@@ -238,6 +242,9 @@ impl<'a> Applier<'a> {
         if let Some(memo) = self.memo {
             let mut memo = memo.write().expect("memo lock");
             memo.absorb(self.learned, self.written, self.alarms_written);
+            for (key, mod_revision) in &self.forgotten {
+                memo.forget_deleted(key, *mod_revision);
+            }
         }
         (self.batch, self.state)
     }
@@ -249,7 +256,7 @@ impl<'a> Applier<'a> {
         let in_run = self.written.get(key).copied();
         let known = in_run
             .or_else(|| self.learned.get(key).copied())
-            .or_else(|| self.memo.and_then(|m| m.read().expect("memo lock").get(key).copied()))
+            .or_else(|| self.memo.and_then(|m| m.read().expect("memo lock").lookup(key)))
             .and_then(|n| n.at(key, revision));
         let found = match known {
             Some(Some(mut kv)) if with_value => {
@@ -630,7 +637,11 @@ impl<'a> Applier<'a> {
         let (changes_start, changes_end) = keys::change_bounds(0, revision);
         let mut doomed = Vec::new();
         let next = if from < versions_end {
-            let next = self.doomed_versions(&from, &versions_end, revision, budget, &mut doomed)?;
+            let mut forgotten = Vec::new();
+            let span = (from.as_slice(), versions_end.as_slice());
+            let next =
+                doomed_versions(self.view(), span, revision, budget, &mut doomed, &mut forgotten)?;
+            self.forgotten.extend(forgotten);
             Some(next.unwrap_or(changes_start))
         } else {
             let mut next = None;
@@ -656,32 +667,36 @@ impl<'a> Applier<'a> {
         }
         Ok(())
     }
+}
 
-    /// Collects the versions in `[from, end)` that reads at `revision` and later cannot see.
-    /// Returns where the next step starts (a key boundary past `budget` records), `None` at
-    /// `end`.
-    fn doomed_versions(
-        &self,
-        from: &[u8],
-        end: &[u8],
-        revision: i64,
-        budget: usize,
-        doomed: &mut Vec<Vec<u8>>,
-    ) -> Result<Option<Vec<u8>>> {
-        let mut sweep = Sweep::new(revision);
-        for (examined, item) in self.view().scan(from, end)?.enumerate() {
-            let (raw_key, bytes) = item?;
-            let (user_key, mod_revision) = keys::decode_version(&raw_key)
-                .ok_or_else(|| Error::Storage("malformed MVCC key".into()))?;
-            if examined >= budget && sweep.is_new_key(&user_key) {
-                return Ok(Some(keys::version_prefix(&user_key)));
-            }
-            if sweep.doomed(&user_key, mod_revision, || VersionRecord::is_tombstone(&bytes))? {
-                doomed.push(raw_key);
-            }
+/// Collects the versions in `[from, end)` that reads at `revision` and later cannot see, and
+/// the keys whose newest version at `revision` is a deletion it dooms. Returns where the next
+/// step starts (a key boundary past `budget` records), `None` at `end`.
+fn doomed_versions(
+    view: View<'_>,
+    (from, end): (&[u8], &[u8]),
+    revision: i64,
+    budget: usize,
+    doomed: &mut Vec<Vec<u8>>,
+    forgotten: &mut Vec<(Vec<u8>, i64)>,
+) -> Result<Option<Vec<u8>>> {
+    let mut sweep = Sweep::new(revision);
+    for (examined, item) in view.scan(from, end)?.enumerate() {
+        let (raw_key, bytes) = item?;
+        let (user_key, mod_revision) = keys::decode_version(&raw_key)
+            .ok_or_else(|| Error::Storage("malformed MVCC key".into()))?;
+        if examined >= budget && sweep.is_new_key(&user_key) {
+            return Ok(Some(keys::version_prefix(&user_key)));
         }
-        Ok(None)
+        match sweep.judge(&user_key, mod_revision, || VersionRecord::is_tombstone(&bytes))? {
+            Verdict::Kept => continue,
+            Verdict::Doomed => {}
+            // If that deletion is the key's newest version of all, the key has none left.
+            Verdict::DoomedDeletion => forgotten.push((user_key, mod_revision)),
+        }
+        doomed.push(raw_key);
     }
+    Ok(None)
 }
 
 /// Whether a put needs the value of the version it replaces.

@@ -27,27 +27,35 @@ impl Sweep {
         self.key.as_deref() != Some(user_key)
     }
 
-    /// Whether the version of `user_key` written at `mod_revision` is doomed. `tombstone` is
-    /// asked only for the one version where the answer depends on it.
-    pub fn doomed(
+    /// Judges the version of `user_key` written at `mod_revision`. `tombstone` is asked only
+    /// for the one version where the answer depends on it.
+    pub fn judge(
         &mut self,
         user_key: &[u8],
         mod_revision: i64,
         tombstone: impl FnOnce() -> Result<bool>,
-    ) -> Result<bool> {
+    ) -> Result<Verdict> {
         if self.is_new_key(user_key) {
             self.key = Some(user_key.to_vec());
             self.kept_one = false;
         }
         if mod_revision > self.revision {
-            return Ok(false);
+            return Ok(Verdict::Kept);
         }
         if self.kept_one {
-            return Ok(true);
+            return Ok(Verdict::Doomed);
         }
         self.kept_one = true;
-        tombstone()
+        Ok(if tombstone()? { Verdict::DoomedDeletion } else { Verdict::Kept })
     }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Kept,
+    Doomed,
+    /// Doomed, and the key's newest version at the revision: a deletion.
+    DoomedDeletion,
 }
 
 #[cfg(test)]
@@ -57,16 +65,16 @@ mod tests {
     #[test]
     fn keeps_what_reads_at_or_after_the_revision_see() {
         let mut sweep = Sweep::new(10);
+        let mut judge =
+            |key: &[u8], revision, tombstone| sweep.judge(key, revision, || Ok(tombstone)).unwrap();
         // Key a: 12 (above), 8 (what reads at 10 see), 5 (hidden by 8).
-        let judged: Vec<bool> = [(b"a", 12, false), (b"a", 8, false), (b"a", 5, false)]
-            .into_iter()
-            .map(|(k, r, t)| sweep.doomed(k, r, || Ok(t)).unwrap())
-            .collect();
-        assert_eq!(judged, [false, false, true]);
-        // Key b: its newest version at or below 10 is a tombstone, so all of them go.
-        assert!(sweep.doomed(b"b", 9, || Ok(true)).unwrap());
-        assert!(sweep.doomed(b"b", 3, || Ok(false)).unwrap());
+        assert_eq!(judge(b"a", 12, false), Verdict::Kept);
+        assert_eq!(judge(b"a", 8, false), Verdict::Kept);
+        assert_eq!(judge(b"a", 5, false), Verdict::Doomed);
+        // Key b: its newest version at or below 10 is a deletion, so all of them go.
+        assert_eq!(judge(b"b", 9, true), Verdict::DoomedDeletion);
+        assert_eq!(judge(b"b", 3, false), Verdict::Doomed);
         // Key c: a single live version stays.
-        assert!(!sweep.doomed(b"c", 2, || Ok(false)).unwrap());
+        assert_eq!(judge(b"c", 2, false), Verdict::Kept);
     }
 }

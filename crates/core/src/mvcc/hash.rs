@@ -4,7 +4,7 @@
 //! MVCC records, and their hashes agree. The values are Strata's own (CRC-32 over Strata's
 //! records), comparable between Strata members, not with etcd's.
 
-use super::compaction::Sweep;
+use super::compaction::{Sweep, Verdict};
 use super::record::VersionRecord;
 use super::view::View;
 use crate::{Result, keys};
@@ -20,9 +20,9 @@ pub fn hash_kv(view: &View<'_>, revision: i64, compact_revision: i64) -> Result<
         let (key, value) = item?;
         let (user_key, mod_revision) = keys::decode_version(&key)
             .ok_or_else(|| crate::Error::Storage("malformed MVCC key".into()))?;
-        let doomed =
-            sweep.doomed(&user_key, mod_revision, || VersionRecord::is_tombstone(&value))?;
-        if mod_revision <= revision && !doomed {
+        let verdict =
+            sweep.judge(&user_key, mod_revision, || VersionRecord::is_tombstone(&value))?;
+        if mod_revision <= revision && verdict == Verdict::Kept {
             hasher.update(&key);
             hasher.update(&value);
         }

@@ -1,20 +1,31 @@
-//! What a range's applier remembers about the store from one batch to the next, so applying a
-//! write does not search the store for what it replaces.
+//! Each key's newest version, without its value: the range's key index.
 //!
-//! Finding the newest version of a key means a range scan in the engine (versions are stored
-//! newest first under the key, and the newest revision is not known in advance). A put needs
-//! only that version's metadata (create revision, version, lease), and under load the scan was
-//! the largest cost of applying one. The memo keeps that metadata for recently read or written
-//! keys, and whether a `NOSPACE` alarm is active.
+//! Versions are stored newest first under their key, and the newest revision of a key is not
+//! known in advance, so finding it in the engine is a range scan. A put needs only that
+//! version's metadata (create revision, version, lease); a range needs to know which keys are
+//! live to count them. The memo holds that metadata for every key the store has versions of,
+//! like etcd's in-memory key index restricted to the newest version: applying a put reads it
+//! instead of scanning, a get of a key is one point lookup, and a range at the current revision
+//! walks keys here instead of every version in the engine. It also remembers whether a
+//! `NOSPACE` alarm is active.
+//!
+//! A replica loads its memo from the engine when it opens, and again after a snapshot replaced
+//! the store. An applier's private memo of what it learned (and test memos) start empty and
+//! incomplete: they know some keys, and say nothing of the others.
 //!
 //! Invariant: every entry describes the engine's contents once the current round's writes are
-//! in (a failed engine write stops the process, taking the memo with it). Anything that replaces
-//! the store's contents some other way (a snapshot) clears it. Entries only make reads cheaper,
-//! never different: debug builds check every answer against the scan it saved.
+//! in (a failed engine write stops the process, taking the memo with it); a complete memo has
+//! an entry for every key with a version in the engine. Entries only make reads cheaper, never
+//! different: debug builds check every answer the applier takes from it against a scan.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 
+use strata_storage::{Engine, Keyspace};
+
+use super::record::VersionRecord;
 use crate::pb::mvccpb::KeyValue;
+use crate::{Result, keys};
 
 /// The newest version of a key, without its value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,15 +77,14 @@ impl Newest {
     }
 }
 
-/// Bytes of memo, counted as key bytes plus a fixed cost per entry, before half is dropped.
-const MEMO_BYTES_MAX: usize = 8 << 20;
-/// What an entry costs besides its key: the metadata, the key's allocation and the map's slot.
-const ENTRY_OVERHEAD: usize = 80;
-
 #[derive(Default)]
 pub struct Memo {
-    newest: HashMap<Vec<u8>, Newest>,
-    bytes: usize,
+    newest: BTreeMap<Vec<u8>, Newest>,
+    /// Every key with a version in the engine has an entry: a key without one has no version.
+    complete: bool,
+    /// Changes whenever the contents are replaced wholesale (a snapshot), so a reader walking
+    /// the memo a piece at a time notices.
+    generation: u64,
     /// Whether a `NOSPACE` alarm is active; `None` until read.
     pub(super) no_space: Option<bool>,
 }
@@ -83,14 +93,97 @@ impl std::fmt::Debug for Memo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Memo")
             .field("keys", &self.newest.len())
-            .field("bytes", &self.bytes)
+            .field("complete", &self.complete)
             .finish()
     }
 }
 
 impl Memo {
+    /// The complete memo of what `engine` holds: one pass over every version, reading the
+    /// newest of each key.
+    pub fn load(engine: &dyn Engine) -> Result<Self> {
+        let (start, end) = keys::version_bounds(b"", b"");
+        let mut newest = BTreeMap::new();
+        let mut last_prefix: Vec<u8> = Vec::new();
+        for item in engine.scan(Keyspace::Mvcc, &start, &end)? {
+            let (raw_key, bytes) = item?;
+            // A version key is the key's prefix followed by 8 bytes of revision.
+            let prefix = &raw_key[..raw_key.len().saturating_sub(8)];
+            if prefix == last_prefix.as_slice() {
+                continue; // an older version
+            }
+            last_prefix = prefix.to_vec();
+            let (key, mod_revision) = keys::decode_version(&raw_key).ok_or_else(|| {
+                crate::Error::Storage(format!(
+                    "malformed MVCC key {}",
+                    strata_storage::display_key(&raw_key)
+                ))
+            })?;
+            let record = VersionRecord::decode(&bytes)?;
+            let entry = Newest {
+                mod_revision,
+                create_revision: record.create_revision,
+                version: record.version,
+                lease: record.lease,
+                absent: record.tombstone,
+            };
+            newest.insert(key, entry);
+        }
+        Ok(Self { newest, complete: true, generation: 0, no_space: None })
+    }
+
+    /// The entry of `key`, as far as this memo knows it.
     pub fn get(&self, key: &[u8]) -> Option<&Newest> {
         self.newest.get(key)
+    }
+
+    /// What the memo can say of `key`: its entry, or, in a complete memo, that it has no
+    /// version at all.
+    pub fn lookup(&self, key: &[u8]) -> Option<Newest> {
+        self.newest.get(key).copied().or_else(|| self.complete.then(|| Newest::of(None, 0)))
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.complete
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Keys with an entry.
+    pub fn len(&self) -> usize {
+        self.newest.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.newest.is_empty()
+    }
+
+    /// Up to `max` entries of keys in `[start, end)` (empty `end`: no upper bound), in key
+    /// order, starting after `after` when given.
+    pub fn chunk(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        after: Option<&[u8]>,
+        max: usize,
+    ) -> Vec<(Vec<u8>, Newest)> {
+        let lower = match after {
+            Some(after) => Bound::Excluded(after),
+            None => Bound::Included(start),
+        };
+        let upper = if end.is_empty() { Bound::Unbounded } else { Bound::Excluded(end) };
+        if let (Bound::Excluded(lo) | Bound::Included(lo), Bound::Excluded(hi)) = (lower, upper)
+            && lo >= hi
+        {
+            return Vec::new();
+        }
+        self.newest
+            .range::<[u8], _>((lower, upper))
+            .take(max)
+            .map(|(key, newest)| (key.clone(), *newest))
+            .collect()
     }
 
     /// Takes in what one apply run learned about keys it did not write, the newest versions it
@@ -102,44 +195,42 @@ impl Memo {
         alarms_written: bool,
     ) {
         for (key, newest) in learned.newest.into_iter().chain(written) {
-            self.insert(key, newest);
+            self.newest.insert(key, newest);
         }
         self.no_space = if alarms_written { None } else { learned.no_space.or(self.no_space) };
     }
 
     pub fn insert(&mut self, key: Vec<u8>, newest: Newest) {
-        let cost = key.len() + ENTRY_OVERHEAD;
-        if self.newest.insert(key, newest).is_none() {
-            self.bytes += cost;
-        }
-        if self.bytes > MEMO_BYTES_MAX {
-            self.shed();
+        self.newest.insert(key, newest);
+    }
+
+    /// Drops the entry of `key` if it is the deletion at `mod_revision`: compaction deleted
+    /// that tombstone, the key's newest version, and with it every version the key had.
+    pub fn forget_deleted(&mut self, key: &[u8], mod_revision: i64) {
+        if self.newest.get(key).is_some_and(|n| n.absent && n.mod_revision == mod_revision) {
+            self.newest.remove(key);
         }
     }
 
-    /// Forgets everything: the store's contents were replaced.
+    /// Forgets everything: the store's contents are being replaced. The memo is incomplete
+    /// until [`Self::reload`].
     pub fn clear(&mut self) {
-        *self = Memo::default();
+        let generation = self.generation + 1;
+        *self = Memo { generation, ..Memo::default() };
     }
 
-    /// Drops every other entry, in the map's (unordered) iteration order: about half, with no
-    /// bookkeeping per access. Keys in use come back on their next miss.
-    fn shed(&mut self) {
-        let mut keep = false;
-        let mut bytes = 0;
-        self.newest.retain(|key, _| {
-            keep = !keep;
-            if keep {
-                bytes += key.len() + ENTRY_OVERHEAD;
-            }
-            keep
-        });
-        self.bytes = bytes;
+    /// Loads the memo again from `engine`, which holds the store's new contents.
+    pub fn reload(&mut self, engine: &dyn Engine) -> Result<()> {
+        let generation = self.generation + 1;
+        *self = Memo { generation, ..Memo::load(engine)? };
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::RwLock;
+
     use strata_storage::{Durability, Engine, MemEngine};
 
     use super::*;
@@ -155,7 +246,7 @@ mod tests {
     struct Store {
         engine: MemEngine,
         state: AppliedState,
-        memo: std::sync::RwLock<Memo>,
+        memo: RwLock<Memo>,
     }
 
     impl Store {
@@ -268,16 +359,27 @@ mod tests {
     }
 
     #[test]
-    fn shedding_keeps_the_memo_within_its_bound() {
-        let mut memo = Memo::default();
-        let entry = Newest::of(None, 1);
-        let n = MEMO_BYTES_MAX / (8 + ENTRY_OVERHEAD) + 10;
-        for i in 0..n as u64 {
-            memo.insert(i.to_be_bytes().to_vec(), entry);
-        }
-        assert!(memo.bytes <= MEMO_BYTES_MAX);
-        let len = memo.newest.len();
-        assert!(len > n / 4 && len < n, "{len} of {n}");
-        assert_eq!(memo.bytes, len * (8 + ENTRY_OVERHEAD));
+    fn a_loaded_memo_matches_the_one_built_by_applying() {
+        let mut store = Store {
+            engine: MemEngine::new(),
+            state: AppliedState::initial(),
+            memo: RwLock::new(Memo::load(&MemEngine::new()).unwrap()),
+        };
+        store.run(&[put("a", "1"), put("b", "1"), put("a", "2")]);
+        let delete =
+            Request::DeleteRange(DeleteRangeRequest { key: "b".into(), ..Default::default() });
+        store.run(&[delete, put("c", "1")]);
+        let loaded = Memo::load(&store.engine).unwrap();
+        assert!(loaded.is_complete());
+        let built = store.memo();
+        assert_eq!(loaded.chunk(b"", b"", None, 10), built.chunk(b"", b"", None, 10));
+        assert_eq!(loaded.len(), 3);
+        assert!(loaded.get(b"b").unwrap().absent);
+        // A complete memo knows that a key it has no entry for has no version.
+        assert_eq!(loaded.lookup(b"never").and_then(|n| n.at(b"never", 1)), Some(None));
+        assert_eq!(Memo::default().lookup(b"never"), None);
+        assert_eq!(loaded.chunk(b"b", b"c", None, 10).len(), 1);
+        assert_eq!(loaded.chunk(b"a", b"", Some(b"a"), 1)[0].0, b"b");
+        assert!(loaded.chunk(b"c", b"a", None, 10).is_empty());
     }
 }

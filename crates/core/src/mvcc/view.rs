@@ -37,8 +37,9 @@ impl<'a> View<'a> {
         Self { engine, overlay: Some(overlay), memo: None }
     }
 
-    /// A view of what the engine holds that reads a key's current version through the range's
-    /// memo when it knows the key: one point lookup instead of a range scan.
+    /// A view of what the engine holds that reads through the range's memo where it can: a
+    /// key's current version is one point lookup, and a range at a revision the memo covers
+    /// walks the memo's keys instead of every version in the engine.
     pub fn with_memo(engine: &'a dyn Engine, memo: &'a RwLock<Memo>) -> Self {
         Self { engine, overlay: None, memo: Some(memo) }
     }
@@ -68,7 +69,8 @@ impl<'a> View<'a> {
     /// The latest version of `key` at or below `revision`, unless that version is a deletion.
     pub fn get(&self, key: &[u8], revision: i64) -> Result<Option<KeyValue>> {
         if let Some(memo) = self.memo {
-            let known = memo.read().expect("memo lock").get(key).and_then(|n| n.at(key, revision));
+            let known =
+                memo.read().expect("memo lock").lookup(key).and_then(|n| n.at(key, revision));
             match known {
                 Some(None) => return Ok(None),
                 Some(Some(kv)) => {
@@ -83,6 +85,11 @@ impl<'a> View<'a> {
                 None => {}
             }
         }
+        self.get_stored(key, revision)
+    }
+
+    /// [`Self::get`], from the engine alone.
+    fn get_stored(&self, key: &[u8], revision: i64) -> Result<Option<KeyValue>> {
         let start = keys::version(key, revision);
         match self.scan(&start, &versions_end(key))?.next() {
             None => Ok(None),
@@ -103,7 +110,7 @@ impl<'a> View<'a> {
         start: &[u8],
         end: &[u8],
         revision: i64,
-        mut visit: impl FnMut(Live) -> Result<bool>,
+        mut visit: impl FnMut(Live<'a>) -> Result<bool>,
     ) -> Result<()> {
         if end.len() == start.len() + 1 && end.starts_with(start) && end.last() == Some(&0) {
             // One key (a plain get): read its version at `revision` and stop, rather than step
@@ -113,6 +120,68 @@ impl<'a> View<'a> {
             }
             return Ok(());
         }
+        match self.memo {
+            Some(memo) => self.walk_memo(memo, start, end, revision, visit),
+            None => self.walk_versions(start, end, revision, visit),
+        }
+    }
+
+    /// [`Self::for_each_live`] over the memo's keys: a key whose entry is at or below
+    /// `revision` is answered by the entry (its value read only if the visitor asks), any other
+    /// from the engine. The memo is read a chunk at a time, so a long range never holds its
+    /// lock for long; entries only move forward in between, except when a snapshot replaces
+    /// the store, and then the rest of the range is read from the engine.
+    fn walk_memo(
+        &self,
+        memo: &RwLock<Memo>,
+        start: &[u8],
+        end: &[u8],
+        revision: i64,
+        mut visit: impl FnMut(Live<'a>) -> Result<bool>,
+    ) -> Result<()> {
+        let mut generation = None;
+        let mut last: Option<Vec<u8>> = None;
+        loop {
+            let chunk = {
+                let memo = memo.read().expect("memo lock");
+                if !memo.is_complete() || generation.is_some_and(|g| g != memo.generation()) {
+                    drop(memo);
+                    // Go on from the engine, after the last key visited.
+                    let rest = match &last {
+                        Some(key) => [key.as_slice(), &[0]].concat(),
+                        None => start.to_vec(),
+                    };
+                    return self.walk_versions(&rest, end, revision, visit);
+                }
+                generation = Some(memo.generation());
+                memo.chunk(start, end, last.as_deref(), MEMO_CHUNK)
+            };
+            let Some((key, _)) = chunk.last() else { return Ok(()) };
+            last = Some(key.clone());
+            for (key, newest) in chunk {
+                let live = match newest.at(&key, revision) {
+                    Some(None) => continue,
+                    Some(Some(kv)) => Found::Indexed { kv, engine: self.engine },
+                    None => match self.get_stored(&key, revision)? {
+                        Some(kv) => Found::Decoded(kv),
+                        None => continue,
+                    },
+                };
+                if !visit(Live(live))? {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// [`Self::for_each_live`] over every version in the engine.
+    fn walk_versions(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        revision: i64,
+        mut visit: impl FnMut(Live<'a>) -> Result<bool>,
+    ) -> Result<()> {
         let (mut from, hi) = keys::version_bounds(start, end);
         'scan: loop {
             let mut last_key: Option<Vec<u8>> = None;
@@ -154,24 +223,50 @@ impl<'a> View<'a> {
     }
 }
 
-/// A key's version that a scan found live.
-pub struct Live(Found);
+/// A key's version that a read found live.
+pub struct Live<'a>(Found<'a>);
 
-enum Found {
-    Encoded { key: Vec<u8>, mod_revision: i64, bytes: Vec<u8> },
+enum Found<'a> {
+    Encoded {
+        key: Vec<u8>,
+        mod_revision: i64,
+        bytes: Vec<u8>,
+    },
     Decoded(KeyValue),
+    /// From the memo: everything but the value, which is in the engine.
+    Indexed {
+        kv: KeyValue,
+        engine: &'a dyn Engine,
+    },
 }
 
-impl Live {
+impl Live<'_> {
     pub fn into_key_value(self) -> Result<KeyValue> {
         match self.0 {
             Found::Encoded { key, mod_revision, bytes } => {
                 Ok(VersionRecord::decode(&bytes)?.into_key_value(key, mod_revision))
             }
             Found::Decoded(kv) => Ok(kv),
+            Found::Indexed { mut kv, engine } => {
+                // Missing only if a compaction or a snapshot overtook the read; readers check
+                // the compaction floor afterwards and read again (see the server's read path).
+                let bytes = engine.get(Keyspace::Mvcc, &keys::version(&kv.key, kv.mod_revision))?;
+                let bytes = bytes.ok_or_else(|| {
+                    crate::Error::Storage(format!(
+                        "version {} of {} is missing",
+                        kv.mod_revision,
+                        strata_storage::display_key(&kv.key)
+                    ))
+                })?;
+                kv.value = VersionRecord::decode(&bytes)?.value;
+                Ok(kv)
+            }
         }
     }
 }
+
+/// Memo entries copied out per lock of the memo, in a range read.
+const MEMO_CHUNK: usize = 1024;
 
 /// Versions of one key skipped by reading before a scan seeks past the rest.
 const VERSIONS_READ_BEFORE_SEEK: usize = 8;

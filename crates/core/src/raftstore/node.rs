@@ -170,8 +170,8 @@ pub struct RangeShared {
     pub term: AtomicU64,
     pub leader_id: AtomicU64,
     pub commit_index: AtomicU64,
-    /// The newest versions of recently used keys: apply batches read and extend it, readers
-    /// use it to read a key's current version without a range scan (see `mvcc::memo`).
+    /// Every key's newest version (the key index): apply batches read and extend it, readers
+    /// use it to read a key's current version and to walk ranges (see `mvcc::memo`).
     pub memo: RwLock<Memo>,
 }
 
@@ -292,7 +292,10 @@ impl Node {
             .unwrap_or_else(|| slog::Logger::root(slog::Discard, slog::o!()));
         let raw = RawNode::new(&raft_config, log, &logger)
             .map_err(|e| Error::Internal(format!("cannot start raft: {e}")))?;
-        let shared = Arc::new(RangeShared::default());
+        let shared = Arc::new(RangeShared {
+            memo: RwLock::new(Memo::load(engine.as_ref())?),
+            ..RangeShared::default()
+        });
         let mut replica = Replica {
             range_id,
             raw,
@@ -605,6 +608,7 @@ impl Node {
         let mut log_batch = WriteBatch::new();
         let mut must_sync = false;
         let mut readies = Vec::new();
+        let mut restored = Vec::new();
         for replica in self.replicas.values_mut() {
             if !replica.raw.has_ready() {
                 continue;
@@ -617,6 +621,7 @@ impl Node {
             }
             if !ready.snapshot().is_empty() {
                 restore_snapshot(engine.as_ref(), replica, ready.snapshot(), &mut log_batch)?;
+                restored.push(replica.range_id);
                 bump(&self.stats.snapshots_applied, 1);
                 out.members_changed = true;
             }
@@ -644,6 +649,11 @@ impl Node {
             let sync = must_sync && self.config.mutation != Mutation::AckBeforeFsync;
             let durability = if sync { Durability::Sync } else { Durability::Buffered };
             engine.write(&log_batch, durability)?;
+        }
+        // A restored snapshot's data is in the engine now: its replica's memo can be loaded.
+        for range_id in restored {
+            let replica = self.replicas.get(&range_id).expect("restored replica");
+            replica.shared.memo.write().expect("memo lock").reload(engine.as_ref())?;
         }
 
         // 3: advance and apply.

@@ -68,6 +68,7 @@ impl Metrics {
             ("strata_raft_applied_index", range.applied_index.load(Ordering::Acquire) as f64),
             ("strata_mvcc_revision", range.revision.load(Ordering::Acquire) as f64),
             ("strata_mvcc_compact_revision", range.compact_revision.load(Ordering::Acquire) as f64),
+            ("strata_mvcc_keys", range.memo.read().expect("memo lock").len() as f64),
             (
                 "strata_mvcc_compaction_pending",
                 f64::from(u8::from(range.compaction_pending.load(Ordering::Acquire))),
