@@ -2,73 +2,55 @@
 //! after the compaction answers the same, `HashKV` agrees, and once the steps are done exactly
 //! the versions such reads can see are left.
 
+mod support;
+
 use std::sync::RwLock;
+
 use strata_core::command::{CompactionStep, Request};
 use strata_core::keys;
-
 use strata_core::mvcc::memo::Memo;
 use strata_core::mvcc::view::View;
-use strata_core::mvcc::{AppliedState, Applier, hash, read};
+use strata_core::mvcc::{hash, read};
 use strata_core::pb::etcdserverpb::{
     CompactionRequest, DeleteRangeRequest, PutRequest, RangeRequest, RangeResponse,
 };
-use strata_storage::{Durability, Engine, Keyspace, MemEngine};
+use strata_storage::{Engine, Keyspace};
+use support::Store;
 
-struct Store {
-    engine: MemEngine,
-    state: AppliedState,
-    index: u64,
-    /// The range's key index, kept as a replica keeps it.
-    memo: RwLock<Memo>,
+/// Every read a client may still make: each key and the whole key space, at every
+/// revision from the compaction revision on, plus `HashKV` at each. Reads through the key
+/// index must answer as reads of the engine alone do.
+fn answers(store: &Store) -> Vec<(RangeResponse, u32)> {
+    let answers = answers_through(store, store.plain());
+    assert!(answers == answers_through(store, store.indexed()));
+    answers
 }
 
-impl Store {
-    fn apply(&mut self, request: Request) {
-        self.index += 1;
-        let mut applier = Applier::with_memo(&self.engine, 1, self.state, &self.memo);
-        applier.mark_applied(self.index, 1);
-        applier.apply(&request).unwrap();
-        let (batch, state) = applier.finish();
-        self.engine.write(&batch, Durability::Buffered).unwrap();
-        self.state = state;
-    }
-
-    /// Every read a client may still make: each key and the whole key space, at every
-    /// revision from the compaction revision on, plus `HashKV` at each. Reads through the key
-    /// index must answer as reads of the engine alone do.
-    fn answers(&self) -> Vec<(RangeResponse, u32)> {
-        let answers = self.answers_through(View::new(&self.engine));
-        assert!(answers == self.answers_through(View::with_memo(&self.engine, &self.memo)));
-        answers
-    }
-
-    fn answers_through(&self, view: View<'_>) -> Vec<(RangeResponse, u32)> {
-        (self.state.compact_revision..=self.state.revision)
-            .flat_map(|revision| {
-                let spans = (0..KEYS)
-                    .map(|k| (key(k), Vec::new()))
-                    .chain([(b"\0".to_vec(), b"\0".to_vec())]);
-                let view = &view;
-                spans.map(move |(key, range_end)| {
-                    let req = RangeRequest { key, range_end, revision, ..Default::default() };
-                    let mut response = read::range(view, &self.state, &req).unwrap();
-                    response.header = None;
-                    let hash = hash::hash_kv(view, revision, self.state.compact_revision).unwrap();
-                    (response, hash)
-                })
+fn answers_through(store: &Store, view: View<'_>) -> Vec<(RangeResponse, u32)> {
+    (store.state.compact_revision..=store.state.revision)
+        .flat_map(|revision| {
+            let spans =
+                (0..KEYS).map(|k| (key(k), Vec::new())).chain([(b"\0".to_vec(), b"\0".to_vec())]);
+            let view = &view;
+            spans.map(move |(key, range_end)| {
+                let req = RangeRequest { key, range_end, revision, ..Default::default() };
+                let mut response = read::range(view, &store.state, &req).unwrap();
+                response.header = None;
+                let hash = hash::hash_kv(view, revision, store.state.compact_revision).unwrap();
+                (response, hash)
             })
-            .collect()
-    }
+        })
+        .collect()
+}
 
-    fn versions(&self) -> usize {
-        let (lo, hi) = keys::version_bounds(b"", b"");
-        self.engine.scan(Keyspace::Mvcc, &lo, &hi).unwrap().count()
-    }
+fn versions(store: &Store) -> usize {
+    let (lo, hi) = keys::version_bounds(b"", b"");
+    store.engine.scan(Keyspace::Mvcc, &lo, &hi).unwrap().count()
+}
 
-    fn changes_below(&self, revision: i64) -> usize {
-        let (lo, hi) = keys::change_bounds(0, revision);
-        self.engine.scan(Keyspace::Mvcc, &lo, &hi).unwrap().count()
-    }
+fn changes_below(store: &Store, revision: i64) -> usize {
+    let (lo, hi) = keys::change_bounds(0, revision);
+    store.engine.scan(Keyspace::Mvcc, &lo, &hi).unwrap().count()
 }
 
 const KEYS: u64 = 12;
@@ -79,9 +61,7 @@ fn key(k: u64) -> Vec<u8> {
 
 /// A history of puts and deletes over a few keys, from a fixed pseudo-random sequence.
 fn history(seed: u64, writes: usize) -> Store {
-    let engine = MemEngine::new();
-    let memo = RwLock::new(Memo::load(&engine).unwrap());
-    let mut store = Store { engine, state: AppliedState::initial(), index: 0, memo };
+    let mut store = Store::new();
     let mut x = seed;
     for i in 0..writes {
         x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -107,17 +87,17 @@ fn reads_answer_the_same_at_every_step() {
         let revision = store.state.revision * 2 / 3;
         store.apply(Request::Compaction(CompactionRequest { revision, physical: false }));
         assert!(store.state.compaction_pending);
-        let expected = store.answers();
-        let versions_before = store.versions();
+        let expected = answers(&store);
+        let versions_before = versions(&store);
         let mut steps = 0;
         while store.state.compaction_pending {
             store.apply(Request::CompactionStep(CompactionStep { records: budget }));
             steps += 1;
-            assert!(store.answers() == expected, "seed {seed}: answers changed at step {steps}");
+            assert!(answers(&store) == expected, "seed {seed}: answers changed at step {steps}");
         }
         assert!(budget > 100 || steps > 5, "seed {seed}: {steps} steps of {budget} records");
-        assert!(store.versions() < versions_before);
-        assert_eq!(store.changes_below(revision), 0);
+        assert!(versions(&store) < versions_before);
+        assert_eq!(changes_below(&store, revision), 0);
         assert!(store.engine.get(Keyspace::Mvcc, &keys::compaction_cursor()).unwrap().is_none());
 
         // Exactly what reads at or above the revision can see is left: each key's versions
@@ -134,17 +114,17 @@ fn reads_answer_the_same_at_every_step() {
             }
             left += usize::from(at.is_some()) + newer;
         }
-        assert_eq!(store.versions(), left, "seed {seed}");
+        assert_eq!(versions(&store), left, "seed {seed}");
         // The key index forgot the keys compaction left without any version.
         let loaded = RwLock::new(Memo::load(&store.engine).unwrap());
         assert_eq!(store.memo.read().unwrap().len(), loaded.read().unwrap().len(), "seed {seed}");
         let view = View::with_memo(&store.engine, &loaded);
-        assert!(store.answers_through(view) == expected, "seed {seed}: a loaded memo differs");
+        assert!(answers_through(&store, view) == expected, "seed {seed}: a loaded memo differs");
 
         // A step proposed after the work is done changes nothing.
         let index = store.index;
         store.apply(Request::CompactionStep(CompactionStep { records: 1 }));
-        assert_eq!(store.answers(), expected);
+        assert_eq!(answers(&store), expected);
         assert_eq!(store.index, index + 1);
     }
 }
@@ -162,10 +142,10 @@ fn a_later_compaction_takes_over_a_pending_one() {
     }));
     let second = store.state.revision - 10;
     store.apply(Request::Compaction(CompactionRequest { revision: second, physical: false }));
-    let expected = store.answers();
+    let expected = answers(&store);
     while store.state.compaction_pending {
         store.apply(Request::CompactionStep(CompactionStep { records: 4 }));
     }
-    assert_eq!(store.answers(), expected);
-    assert_eq!(store.changes_below(second), 0);
+    assert_eq!(answers(&store), expected);
+    assert_eq!(changes_below(&store, second), 0);
 }

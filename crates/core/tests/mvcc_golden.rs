@@ -18,43 +18,20 @@
 //! Regenerate the expected output with `UPDATE_GOLDEN=1 cargo test -p strata-core --test
 //! mvcc_golden` and review the diff.
 
+mod support;
+
 use std::fmt::Write as _;
 use std::path::Path;
-use std::sync::RwLock;
 
 use strata_core::command::Request;
-use strata_core::mvcc::memo::Memo;
-use strata_core::mvcc::view::View;
-use strata_core::mvcc::{AppliedState, Applier, Limits, Response, read, validate};
+use strata_core::mvcc::{Limits, Response, read, validate};
 use strata_core::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use strata_core::pb::etcdserverpb::range_request::{SortOrder, SortTarget};
 use strata_core::pb::etcdserverpb::request_op::Request as Op;
 use strata_core::pb::etcdserverpb::response_op::Response as OpResponse;
 use strata_core::pb::etcdserverpb::*;
 use strata_core::pb::mvccpb::KeyValue;
-use strata_storage::{Durability, Engine, MemEngine};
-
-struct Store {
-    engine: MemEngine,
-    state: AppliedState,
-    index: u64,
-    /// Carried from one request to the next as a replica does, so every scenario also runs
-    /// with what earlier requests taught the applier (debug builds check it against the store).
-    memo: RwLock<Memo>,
-}
-
-impl Store {
-    fn write(&mut self, request: Request) -> Result<Response, strata_core::Error> {
-        self.index += 1;
-        let mut applier = Applier::with_memo(&self.engine, 1, self.state, &self.memo);
-        applier.mark_applied(self.index, 1);
-        let result = applier.apply(&request);
-        let (batch, state) = applier.finish();
-        self.engine.write(&batch, Durability::Buffered).unwrap();
-        self.state = state;
-        result
-    }
-}
+use support::Store;
 
 /// `""` stands for an empty string in scripts.
 fn text(word: &str) -> Vec<u8> {
@@ -252,7 +229,10 @@ fn run_command(store: &mut Store, line: &str) -> String {
             "get" => {
                 let req = range_request(words[1], &words[2..]);
                 validate::check_range(&req)?;
-                let r = read::range(&View::new(&store.engine), &store.state, &req)?;
+                // Served through the key index, as a member serves it; the engine alone must
+                // answer the same.
+                let r = read::range(&store.indexed(), &store.state, &req)?;
+                assert_eq!(Ok(&r), read::range(&store.plain(), &store.state, &req).as_ref());
                 show_range(&mut out, "", &r);
             }
             "del" => {
@@ -312,12 +292,7 @@ fn run_command(store: &mut Store, line: &str) -> String {
 
 fn run_file(path: &Path) -> (String, String) {
     let original = std::fs::read_to_string(path).unwrap();
-    let mut store = Store {
-        engine: MemEngine::new(),
-        state: AppliedState::initial(),
-        index: 0,
-        memo: Default::default(),
-    };
+    let mut store = Store::new();
     let mut rendered = String::new();
     let mut lines = original.lines().peekable();
     while let Some(line) = lines.next() {

@@ -2,36 +2,26 @@
 //! the version current at the revision read — however many versions the key has (reads seek past
 //! long histories instead of reading them all).
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::sync::RwLock;
 
 use strata_core::command::Request;
-use strata_core::mvcc::memo::Memo;
-use strata_core::mvcc::view::View;
-use strata_core::mvcc::{AppliedState, Applier, read};
+use strata_core::mvcc::read;
 use strata_core::pb::etcdserverpb::{DeleteRangeRequest, PutRequest, RangeRequest};
-use strata_storage::{Durability, Engine, MemEngine};
+use support::Store;
 
 #[test]
 fn ranges_at_every_revision_match_the_history() {
-    let engine = MemEngine::new();
-    let mut state = AppliedState::initial();
+    let mut store = Store::new();
     // What each key held after each revision, written down as the writes happen.
     let mut expected: Vec<BTreeMap<String, String>> = vec![BTreeMap::new(); 2];
     let mut current = BTreeMap::new();
-    let mut index = 0;
-    // Carried between requests as a replica does (debug builds check it against the store).
-    let memo = RwLock::new(Memo::default());
     let mut write = |request: Request, current: &BTreeMap<String, String>| {
-        index += 1;
-        let mut applier = Applier::with_memo(&engine, 1, state, &memo);
-        applier.mark_applied(index, 1);
-        applier.apply(&request).unwrap();
-        let (batch, new_state) = applier.finish();
-        engine.write(&batch, Durability::Buffered).unwrap();
-        state = new_state;
-        expected.resize(state.revision as usize + 1, current.clone());
-        expected[state.revision as usize] = current.clone();
+        store.apply(request);
+        let revision = store.state.revision as usize;
+        expected.resize(revision + 1, current.clone());
+        expected[revision] = current.clone();
     };
     let put = |key: &str, value: String| {
         Request::Put(PutRequest {
@@ -58,7 +48,7 @@ fn ranges_at_every_revision_match_the_history() {
             write(Request::DeleteRange(delete), &current);
         }
     }
-    let view = View::new(&engine as &dyn Engine);
+    let state = store.state;
     for revision in 1..=state.revision {
         for (key, range_end) in [("a", "d"), ("a", ""), ("c", ""), ("b", "c")] {
             let request = RangeRequest {
@@ -67,7 +57,9 @@ fn ranges_at_every_revision_match_the_history() {
                 revision,
                 ..Default::default()
             };
-            let response = read::range(&view, &state, &request).unwrap();
+            // Through the key index, as a member serves it, and from the engine alone.
+            let response = read::range(&store.indexed(), &state, &request).unwrap();
+            assert_eq!(response, read::range(&store.plain(), &state, &request).unwrap());
             let found: BTreeMap<String, String> = response
                 .kvs
                 .iter()

@@ -1,50 +1,30 @@
 //! Reading past events from the change index: order, types, previous versions, filters,
 //! chunking, and what compaction leaves readable.
 
+mod support;
+
 use strata_core::command::{CompactionStep, Request};
-use strata_core::mvcc::{AppliedState, Applier};
 use strata_core::pb::etcdserverpb::request_op::Request as OpRequest;
 use strata_core::pb::etcdserverpb::{
     CompactionRequest, DeleteRangeRequest, PutRequest, RequestOp, TxnRequest,
 };
 use strata_core::pb::mvccpb::Event;
 use strata_core::watch::{Spec, history};
-use strata_storage::{Durability, Engine, MemEngine};
+use support::Store;
 
-struct Store {
-    engine: MemEngine,
-    state: AppliedState,
-    index: u64,
-}
-
-impl Store {
-    fn new() -> Self {
-        Self { engine: MemEngine::new(), state: AppliedState::initial(), index: 0 }
-    }
-
-    fn apply(&mut self, request: Request) {
-        self.index += 1;
-        let mut applier = Applier::new(&self.engine, 1, self.state);
-        applier.mark_applied(self.index, 1);
-        applier.apply(&request).unwrap();
-        let (batch, state) = applier.finish();
-        self.engine.write(&batch, Durability::Buffered).unwrap();
-        self.state = state;
-    }
-
-    fn read(&self, from: i64, spec: Option<&Spec>, prev_kv: bool) -> Vec<String> {
-        let chunk = history::read(
-            &self.engine,
-            (from, self.state.revision),
-            self.state.compact_revision,
-            spec,
-            usize::MAX,
-            prev_kv,
-        )
-        .unwrap();
-        assert_eq!(chunk.through, self.state.revision);
-        chunk.events.iter().map(show).collect()
-    }
+/// The events `history::read` finds from `from` on, rendered.
+fn events(store: &Store, from: i64, spec: Option<&Spec>, prev_kv: bool) -> Vec<String> {
+    let chunk = history::read(
+        &store.engine,
+        (from, store.state.revision),
+        store.state.compact_revision,
+        spec,
+        usize::MAX,
+        prev_kv,
+    )
+    .unwrap();
+    assert_eq!(chunk.through, store.state.revision);
+    chunk.events.iter().map(show).collect()
 }
 
 fn put(key: &str, value: &str) -> Request {
@@ -106,7 +86,7 @@ fn sample() -> Store {
 fn events_come_in_revision_order_with_previous_versions() {
     let store = sample();
     assert_eq!(
-        store.read(1, None, true),
+        events(&store, 1, None, true),
         [
             "PUT a=1 @2 v1",
             "PUT b=1 @3 v1",
@@ -117,7 +97,10 @@ fn events_come_in_revision_order_with_previous_versions() {
             "PUT a=3 @7 v1",
         ]
     );
-    assert_eq!(store.read(6, None, false), ["PUT c=1 @6 v1", "DELETE b= @6 v0", "PUT a=3 @7 v1"]);
+    assert_eq!(
+        events(&store, 6, None, false),
+        ["PUT c=1 @6 v1", "DELETE b= @6 v0", "PUT a=3 @7 v1"]
+    );
 }
 
 #[test]
@@ -125,7 +108,7 @@ fn specs_select_keys_and_event_types() {
     let store = sample();
     let a = Spec { key: b"a".to_vec(), ..Default::default() };
     assert_eq!(
-        store.read(1, Some(&a), false),
+        events(&store, 1, Some(&a), false),
         ["PUT a=1 @2 v1", "PUT a=2 @4 v2", "DELETE a= @5 v0", "PUT a=3 @7 v1"]
     );
     let from_b_no_put = Spec {
@@ -134,7 +117,7 @@ fn specs_select_keys_and_event_types() {
         no_put: true,
         ..Default::default()
     };
-    assert_eq!(store.read(1, Some(&from_b_no_put), false), ["DELETE b= @6 v0"]);
+    assert_eq!(events(&store, 1, Some(&from_b_no_put), false), ["DELETE b= @6 v0"]);
     let a_to_c_no_delete = Spec {
         key: b"a".to_vec(),
         range_end: Some(b"c".to_vec()),
@@ -142,7 +125,7 @@ fn specs_select_keys_and_event_types() {
         ..Default::default()
     };
     assert_eq!(
-        store.read(3, Some(&a_to_c_no_delete), false),
+        events(&store, 3, Some(&a_to_c_no_delete), false),
         ["PUT b=1 @3 v1", "PUT a=2 @4 v2", "PUT a=3 @7 v1"]
     );
 }
@@ -166,7 +149,7 @@ fn reads_stop_at_revision_boundaries() {
         seen.extend(chunk.events.iter().map(show));
         from = chunk.through + 1;
     }
-    assert_eq!(seen, store.read(1, None, false));
+    assert_eq!(seen, events(&store, 1, None, false));
 }
 
 #[test]
@@ -177,12 +160,12 @@ fn compaction_keeps_every_event_from_its_revision_on() {
     // deletion, from its change record. Its previous version is compacted away (as in etcd,
     // where reading it at revision 7 fails), while a's, still visible at 8, is kept.
     store.apply(Request::Compaction(CompactionRequest { revision: 8, physical: false }));
-    assert_eq!(store.read(8, None, true), ["DELETE c= @8 v0"]);
+    assert_eq!(events(&store, 8, None, true), ["DELETE c= @8 v0"]);
     // The deletions come in steps; the history reads the same before, between and after them.
     while store.state.compaction_pending {
         store.apply(Request::CompactionStep(CompactionStep { records: 1 }));
-        assert_eq!(store.read(8, None, true), ["DELETE c= @8 v0"]);
+        assert_eq!(events(&store, 8, None, true), ["DELETE c= @8 v0"]);
     }
     store.apply(put("a", "4"));
-    assert_eq!(store.read(8, None, true), ["DELETE c= @8 v0", "PUT a=4 @9 v2 (prev 3 @7)"]);
+    assert_eq!(events(&store, 8, None, true), ["DELETE c= @8 v0", "PUT a=4 @9 v2 (prev 3 @7)"]);
 }

@@ -203,16 +203,12 @@ impl Filter {
                     };
                     let frames = self.pending.split_to(end);
                     match rewrite(decoder, &frames, *rewriting) {
-                        Rewrite::Replace(out) => {
+                        Some(out) => {
                             self.ready.extend_from_slice(&out);
                             *rewriting = true;
                         }
-                        Rewrite::Keep => {
-                            self.ready.extend_from_slice(&frames);
-                            self.stage = Stage::Through;
-                        }
-                        Rewrite::Broken => {
-                            // The server reports the client's mistake itself.
+                        // Fine as it is, or malformed (the server reports that itself).
+                        None => {
                             self.ready.extend_from_slice(&frames);
                             self.stage = Stage::Through;
                         }
@@ -255,26 +251,17 @@ fn block_end(buf: &[u8]) -> Block {
     }
 }
 
-enum Rewrite {
-    Replace(Vec<u8>),
-    Keep,
-    Broken,
-}
-
 /// Decodes one header block and, if it must change (or every block must, once one did),
-/// re-encodes it without a scheme in `:authority`.
-fn rewrite(decoder: &mut Decoder<'static>, frames: &[u8], always: bool) -> Rewrite {
-    let Some((flags, stream, priority, fragment)) = split_block(frames) else {
-        return Rewrite::Broken;
-    };
-    let Ok(headers) = decoder.decode(&fragment) else {
-        return Rewrite::Broken;
-    };
+/// re-encodes it without a scheme in `:authority`. `None`: leave it as it is (it needs no
+/// change, or it is malformed).
+fn rewrite(decoder: &mut Decoder<'static>, frames: &[u8], always: bool) -> Option<Vec<u8>> {
+    let (flags, stream, priority, fragment) = split_block(frames)?;
+    let headers = decoder.decode(&fragment).ok()?;
     let has_scheme = |(name, value): &(Vec<u8>, Vec<u8>)| {
         name == b":authority" && value.windows(3).any(|w| w == b"://")
     };
     if !always && !headers.iter().any(has_scheme) {
-        return Rewrite::Keep;
+        return None;
     }
     let mut block = Vec::with_capacity(fragment.len() * 2);
     for (name, value) in &headers {
@@ -304,7 +291,7 @@ fn rewrite(decoder: &mut Decoder<'static>, frames: &[u8], always: bool) -> Rewri
         out.extend_from_slice(chunk);
         rest = tail;
     }
-    Rewrite::Replace(out)
+    Some(out)
 }
 
 /// A block's HEADERS flags, stream id, priority fields and header block fragment (padding

@@ -263,6 +263,8 @@ struct Batches {
     ready: Vec<RaftBatch>,
     /// Messages taken so far.
     messages: usize,
+    /// Bytes of the messages in the last batch.
+    last_bytes: usize,
     /// The ranges of the snapshots among them, to report their delivery.
     snapshots: Vec<u64>,
 }
@@ -270,7 +272,7 @@ struct Batches {
 impl Batches {
     fn new(from_node: u64) -> Self {
         let first = RaftBatch { from_node, ..Default::default() };
-        Self { from_node, ready: vec![first], messages: 0, snapshots: Vec::new() }
+        Self { from_node, ready: vec![first], messages: 0, last_bytes: 0, snapshots: Vec::new() }
     }
 
     fn push(&mut self, out: OutMessage) {
@@ -291,10 +293,10 @@ impl Batches {
             self.close();
             return;
         }
-        let bytes: usize = self.last().messages.iter().map(|e| e.message.len()).sum();
-        if bytes + message.len() > BATCH_BYTES_MAX {
+        if self.last_bytes + message.len() > BATCH_BYTES_MAX {
             self.close();
         }
+        self.last_bytes += message.len();
         self.last().messages.push(RaftEnvelope { range_id, message, more: false });
     }
 
@@ -302,6 +304,7 @@ impl Batches {
     fn close(&mut self) {
         if !self.last().messages.is_empty() {
             self.ready.push(RaftBatch { from_node: self.from_node, ..Default::default() });
+            self.last_bytes = 0;
         }
     }
 

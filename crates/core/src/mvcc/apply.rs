@@ -347,13 +347,7 @@ impl<'a> Applier<'a> {
         self.batch.put(Keyspace::Mvcc, change_key.clone(), key.to_vec());
         self.overlay_write(change_key, Some(key.to_vec()));
         writes.sub += 1;
-        let newest = Newest {
-            mod_revision: writes.revision,
-            create_revision: record.create_revision,
-            version: record.version,
-            lease: record.lease,
-            absent: record.tombstone,
-        };
+        let newest = Newest::of_record(record, writes.revision);
         let previous = self.written.insert(key.to_vec(), newest);
         self.written_undo.push((key.to_vec(), previous));
     }

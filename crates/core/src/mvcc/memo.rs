@@ -56,6 +56,17 @@ impl Newest {
         }))
     }
 
+    /// The entry for `record`, written at `mod_revision` as its key's newest version.
+    pub fn of_record(record: &VersionRecord, mod_revision: i64) -> Self {
+        Newest {
+            mod_revision,
+            create_revision: record.create_revision,
+            version: record.version,
+            lease: record.lease,
+            absent: record.tombstone,
+        }
+    }
+
     /// The entry for what a read at `revision` found.
     pub fn of(found: Option<&KeyValue>, revision: i64) -> Self {
         match found {
@@ -119,15 +130,7 @@ impl Memo {
                     strata_storage::display_key(&raw_key)
                 ))
             })?;
-            let record = VersionRecord::decode(&bytes)?;
-            let entry = Newest {
-                mod_revision,
-                create_revision: record.create_revision,
-                version: record.version,
-                lease: record.lease,
-                absent: record.tombstone,
-            };
-            newest.insert(key, entry);
+            newest.insert(key, Newest::of_record(&VersionRecord::decode(&bytes)?, mod_revision));
         }
         Ok(Self { newest, complete: true, generation: 0, no_space: None })
     }

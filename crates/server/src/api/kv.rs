@@ -175,11 +175,9 @@ impl Api {
             Response::Compaction(r) => r,
             other => return Err(unexpected(other)),
         };
-        while physical && self.range().compaction_pending.load(Ordering::Acquire) {
-            if tokio::time::Instant::now() >= deadline {
-                return Err(Error::Timeout);
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        if physical {
+            let pending = &self.range().compaction_pending;
+            self.wait_for(deadline, || !pending.load(Ordering::Acquire)).await?;
         }
         response.header = self.header(response.header.map_or(0, |h| h.revision));
         Ok(response)

@@ -173,12 +173,8 @@ impl Api {
     pub async fn move_leader(&self, req: MoveLeaderRequest) -> Result<MoveLeaderResponse, Error> {
         self.shell.transfer_leader(req.target_id).await?;
         let deadline = tokio::time::Instant::now() + self.timeout();
-        while self.range().leader_id.load(Ordering::Acquire) != req.target_id {
-            if tokio::time::Instant::now() >= deadline {
-                return Err(Error::Timeout);
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+        let leader = &self.range().leader_id;
+        self.wait_for(deadline, || leader.load(Ordering::Acquire) == req.target_id).await?;
         let revision = self.range().revision.load(Ordering::Acquire);
         Ok(MoveLeaderResponse { header: self.header(revision) })
     }

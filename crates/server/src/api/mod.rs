@@ -58,6 +58,21 @@ impl Api {
         self.config.request_timeout
     }
 
+    /// Waits until `done` holds, checking every 10 ms, for at most `until` (then: timed out).
+    pub async fn wait_for(
+        &self,
+        until: tokio::time::Instant,
+        done: impl Fn() -> bool,
+    ) -> Result<(), Error> {
+        while !done() {
+            if tokio::time::Instant::now() >= until {
+                return Err(Error::Timeout);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
     /// Runs a request, recording its latency and outcome under `method` (for gRPC and the
     /// JSON gateway alike).
     pub async fn observe<T>(

@@ -1,0 +1,55 @@
+//! A range's state machine as a replica runs it: an in-memory engine, the applied state, and
+//! the key index carried from one apply run to the next (debug builds check every answer the
+//! applier takes from it against the store).
+
+#![allow(dead_code)]
+
+use std::sync::RwLock;
+
+use strata_core::command::Request;
+use strata_core::mvcc::memo::Memo;
+use strata_core::mvcc::view::View;
+use strata_core::mvcc::{AppliedState, Applier, Response};
+use strata_storage::{Durability, Engine, MemEngine};
+
+pub struct Store {
+    pub engine: MemEngine,
+    pub state: AppliedState,
+    pub index: u64,
+    pub memo: RwLock<Memo>,
+}
+
+impl Store {
+    pub fn new() -> Self {
+        let engine = MemEngine::new();
+        let memo = RwLock::new(Memo::load(&engine).expect("an empty store loads"));
+        Self { engine, state: AppliedState::initial(), index: 0, memo }
+    }
+
+    /// Applies `request` as one log entry, in an apply run of its own.
+    pub fn write(&mut self, request: Request) -> Result<Response, strata_core::Error> {
+        self.index += 1;
+        let mut applier = Applier::with_memo(&self.engine, 1, self.state, &self.memo);
+        applier.mark_applied(self.index, 1);
+        let result = applier.apply(&request);
+        let (batch, state) = applier.finish();
+        self.engine.write(&batch, Durability::Buffered).unwrap();
+        self.state = state;
+        result
+    }
+
+    /// [`Self::write`], for a request that must succeed.
+    pub fn apply(&mut self, request: Request) -> Response {
+        self.write(request).expect("the request applies")
+    }
+
+    /// Reads of the engine alone.
+    pub fn plain(&self) -> View<'_> {
+        View::new(&self.engine)
+    }
+
+    /// Reads through the key index, as a member serves them.
+    pub fn indexed(&self) -> View<'_> {
+        View::with_memo(&self.engine, &self.memo)
+    }
+}
