@@ -298,10 +298,12 @@ impl<O: Outbox> Shell<O> {
         match self.driver.round(&mut |messages| outbox.send(messages)) {
             Ok(None) => {}
             Ok(Some((output, answers))) => {
+                // Answers first: what is left to send now (a follower's acknowledgements) is
+                // rarely on a waiting client's path, and the reply is.
+                deliver(answers);
                 if !output.messages.is_empty() {
                     self.outbox.send(output.messages);
                 }
-                deliver(answers);
                 self.log_leadership();
                 self.notify_applied();
                 if output.members_changed {

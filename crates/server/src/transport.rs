@@ -2,24 +2,27 @@
 //! messages, tagged with their range id. A large message (a snapshot) is cut into pieces that
 //! travel in order and are joined on arrival, so no gRPC message is large.
 //!
-//! Sending never blocks the raftstore: messages go into a bounded per-peer queue, and a task
-//! per peer drains it into the stream, batching whatever has accumulated. When the queue is
+//! Sending never blocks the raftstore: messages go into a bounded per-peer queue, which the
+//! peer's stream drains itself whenever the HTTP/2 connection asks for more, batching whatever
+//! has accumulated — no task sits between the raftstore and the connection. When the queue is
 //! full the message is dropped and raft-rs is told the peer is unreachable — Raft is built to
 //! tolerate lost messages, and dropping beats buffering without bound. A broken stream is
-//! re-opened with backoff; HTTP/2 keep-alives detect a silent peer (a partition) within a few
-//! seconds, and connecting has its own deadline.
+//! re-opened with backoff by a task per peer; HTTP/2 keep-alives detect a silent peer (a
+//! partition, a paused process) within a few seconds, and connecting has its own deadline.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 
 use strata_core::raftstore::{Message, OutMessage, decode_raft, encode_raft};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -41,8 +44,10 @@ const PIECE_BYTES: usize = 1024 * 1024;
 pub const PEER_MESSAGE_BYTES_MAX: usize = 4 * BATCH_BYTES_MAX;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
-/// How long one batch may wait to enter a peer's stream before the stream counts as broken.
-const BATCH_SEND_TIMEOUT: Duration = Duration::from_secs(2);
+/// A peer that answers no ping for this long (partitioned, paused) breaks its stream, which is
+/// then re-opened; until then its queue fills and further messages to it are dropped.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(1);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A connection to a peer, whatever carries it.
 pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
@@ -162,24 +167,24 @@ async fn peer_sender(
     me: Announced,
     peer_id: u64,
     url: String,
-    mut queue: mpsc::Receiver<OutMessage>,
+    queue: mpsc::Receiver<OutMessage>,
     reports: Reports,
     connector: Connector,
 ) {
-    let report = |input: Input| report(&reports, input);
     let mut backoff = Duration::from_millis(50);
     let endpoint = match Endpoint::from_shared(url.clone()) {
         Ok(e) => e
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(1))
-            .keep_alive_timeout(Duration::from_secs(3))
+            .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
             .keep_alive_while_idle(true),
         Err(e) => {
             tracing::error!(peer = peer_id, %url, error = %e, "invalid peer URL; not sending to it");
             return;
         }
     };
+    let queue = Arc::new(Mutex::new(queue));
     loop {
         let channel: Channel = match &connector {
             Connector::Tcp => endpoint.connect_lazy(),
@@ -193,122 +198,174 @@ async fn peer_sender(
         };
         let mut client =
             RaftTransportClient::new(channel).max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
-        let (stream_tx, stream_rx) = mpsc::channel::<RaftBatch>(64);
-        let mut call =
-            tokio::spawn(
-                async move { client.send(Request::new(ReceiverStream::new(stream_rx))).await },
-            );
+        let outgoing = Outgoing::new(self_id, &me, peer_id, queue.clone(), reports.clone());
+        let closed = outgoing.closed.clone();
+        let started = tokio::time::Instant::now();
+        // The call lasts as long as the stream: until the peer is dropped from the members
+        // (the queue closes), or the connection breaks or stays silent past its keep-alive.
+        let ended = client.send(Request::new(outgoing)).await;
+        if closed.load(Ordering::Acquire) {
+            return;
+        }
+        report(
+            &reports,
+            Input::Unreachable { range_id: strata_core::FIRST_RANGE_ID, peer: peer_id },
+        );
+        tracing::debug!(peer = peer_id, %url, ended = ?ended.err(), "stream to peer broken; reconnecting");
+        if started.elapsed() > RECONNECT_BACKOFF_MAX {
+            backoff = Duration::from_millis(50);
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+    }
+}
+
+/// The stream of batches one call to a peer carries. It draws straight from the peer's queue,
+/// so a message goes from the raftstore to the HTTP/2 connection without a task in between;
+/// whatever has accumulated since the last poll goes out as one batch.
+struct Outgoing {
+    from_node: u64,
+    peer: u64,
+    queue: Arc<Mutex<mpsc::Receiver<OutMessage>>>,
+    /// Batches drawn from the queue and not yet sent, first the introduction.
+    ready: VecDeque<Outbound>,
+    reports: Reports,
+    /// Set when the queue has closed: the peer is no longer sent to.
+    closed: Arc<AtomicBool>,
+}
+
+impl Outgoing {
+    fn new(
+        from_node: u64,
+        me: &Announced,
+        peer: u64,
+        queue: Arc<Mutex<mpsc::Receiver<OutMessage>>>,
+        reports: Reports,
+    ) -> Self {
         // Introduce ourselves right away (not only with the first Raft message), so every
         // member learns every other member's client URLs even if they never exchange messages.
         let hello = RaftBatch {
-            from_node: self_id,
+            from_node,
             messages: Vec::new(),
             client_urls: me.client_urls.clone(),
             name: me.name.clone(),
         };
-        let mut broken = stream_tx.send(hello).await.is_err();
-        // Forward batches until the stream breaks.
-        while !broken {
-            // Wait for work, but notice a stream that ends on its own (peer gone) right away.
-            let out = tokio::select! {
-                out = queue.recv() => match out {
-                    Some(out) => out,
-                    None => return,
-                },
-                _ = &mut call => break,
-            };
-            let mut batches = Batches::new(self_id);
-            batches.push(out);
+        let ready = VecDeque::from([Outbound { batch: hello, snapshots: Vec::new() }]);
+        let closed = Arc::new(AtomicBool::new(false));
+        Self { from_node, peer, queue, ready, reports, closed }
+    }
+}
+
+impl Stream for Outgoing {
+    type Item = RaftBatch;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<RaftBatch>> {
+        let this = &mut *self;
+        if this.ready.is_empty() {
+            let mut queue = this.queue.lock().expect("peer queue lock");
+            let mut batches = Batches::new(this.from_node);
+            match queue.poll_recv(cx) {
+                Poll::Ready(Some(out)) => batches.push(out),
+                Poll::Ready(None) => {
+                    this.closed.store(true, Ordering::Release);
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => return Poll::Pending,
+            }
             while batches.messages < BATCH_MESSAGES_MAX {
                 match queue.try_recv() {
                     Ok(out) => batches.push(out),
                     Err(_) => break,
                 }
             }
-            let snapshots = std::mem::take(&mut batches.snapshots);
-            let mut sent = true;
-            for batch in batches.ready {
-                // A peer that stops reading (partitioned, paused) fills the stream's window;
-                // give a batch a deadline rather than waiting on it forever, and reconnect.
-                sent = matches!(
-                    tokio::time::timeout(BATCH_SEND_TIMEOUT, stream_tx.send(batch)).await,
-                    Ok(Ok(()))
-                ) && !call.is_finished();
-                if !sent {
-                    break;
-                }
-            }
-            for range_id in snapshots {
-                report(Input::SnapshotStatus { range_id, peer: peer_id, delivered: sent });
-            }
-            broken = !sent;
-            if sent {
-                backoff = Duration::from_millis(50);
-            }
+            this.ready.extend(batches.ready);
         }
-        {
-            call.abort();
-            report(Input::Unreachable { range_id: strata_core::FIRST_RANGE_ID, peer: peer_id });
-            tracing::debug!(peer = peer_id, %url, "stream to peer broken; reconnecting");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+        let Outbound { batch, snapshots } = this.ready.pop_front().expect("a batch is ready");
+        // Handed to the connection: as delivered as the transport can tell.
+        for range_id in snapshots {
+            let status = Input::SnapshotStatus { range_id, peer: this.peer, delivered: true };
+            report(&this.reports, status);
+        }
+        Poll::Ready(Some(batch))
+    }
+}
+
+impl Drop for Outgoing {
+    /// The call ended with batches unsent: the snapshots among them did not arrive.
+    fn drop(&mut self) {
+        for range_id in self.ready.drain(..).flat_map(|outbound| outbound.snapshots) {
+            let status = Input::SnapshotStatus { range_id, peer: self.peer, delivered: false };
+            report(&self.reports, status);
         }
     }
+}
+
+/// A batch for the wire, and the ranges whose snapshot it completes.
+struct Outbound {
+    batch: RaftBatch,
+    snapshots: Vec<u64>,
 }
 
 /// Raft messages packed into batches for the wire, in order.
 struct Batches {
     from_node: u64,
     /// Every batch but the last is closed; the last takes more messages.
-    ready: Vec<RaftBatch>,
+    ready: Vec<Outbound>,
     /// Messages taken so far.
     messages: usize,
     /// Bytes of the messages in the last batch.
     last_bytes: usize,
-    /// The ranges of the snapshots among them, to report their delivery.
-    snapshots: Vec<u64>,
 }
 
 impl Batches {
     fn new(from_node: u64) -> Self {
-        let first = RaftBatch { from_node, ..Default::default() };
-        Self { from_node, ready: vec![first], messages: 0, last_bytes: 0, snapshots: Vec::new() }
+        let first = Outbound {
+            batch: RaftBatch { from_node, ..Default::default() },
+            snapshots: Vec::new(),
+        };
+        Self { from_node, ready: vec![first], messages: 0, last_bytes: 0 }
     }
 
     fn push(&mut self, out: OutMessage) {
         self.messages += 1;
-        if out.message.get_msg_type() == raft::prelude::MessageType::MsgSnapshot {
-            self.snapshots.push(out.range_id);
-        }
+        let snapshot = out.message.get_msg_type() == raft::prelude::MessageType::MsgSnapshot;
         let message = encode_raft(&out.message);
         let range_id = out.range_id;
-        if message.len() > PIECE_BYTES {
+        let whole = message.len() <= PIECE_BYTES;
+        if whole {
+            if self.last_bytes + message.len() > BATCH_BYTES_MAX {
+                self.close();
+            }
+            self.last_bytes += message.len();
+            self.last().batch.messages.push(RaftEnvelope { range_id, message, more: false });
+        } else {
             // In pieces, each in a batch of its own, before whatever follows it.
             let count = message.len().div_ceil(PIECE_BYTES);
             for (i, piece) in message.chunks(PIECE_BYTES).enumerate() {
                 let more = i + 1 < count;
                 self.close();
-                self.last().messages.push(RaftEnvelope { range_id, message: piece.to_vec(), more });
+                let envelope = RaftEnvelope { range_id, message: piece.to_vec(), more };
+                self.last().batch.messages.push(envelope);
             }
-            self.close();
-            return;
         }
-        if self.last_bytes + message.len() > BATCH_BYTES_MAX {
+        if snapshot {
+            self.last().snapshots.push(range_id);
+        }
+        if !whole {
             self.close();
         }
-        self.last_bytes += message.len();
-        self.last().messages.push(RaftEnvelope { range_id, message, more: false });
     }
 
     /// Starts a new batch unless the last one is empty.
     fn close(&mut self) {
-        if !self.last().messages.is_empty() {
-            self.ready.push(RaftBatch { from_node: self.from_node, ..Default::default() });
+        if !self.last().batch.messages.is_empty() {
+            let batch = RaftBatch { from_node: self.from_node, ..Default::default() };
+            self.ready.push(Outbound { batch, snapshots: Vec::new() });
             self.last_bytes = 0;
         }
     }
 
-    fn last(&mut self) -> &mut RaftBatch {
+    fn last(&mut self) -> &mut Outbound {
         self.ready.last_mut().expect("there is always a batch")
     }
 }
@@ -397,11 +454,11 @@ mod tests {
         for out in sent.iter().cloned() {
             batches.push(out);
         }
-        assert_eq!(batches.snapshots, [7, 7]);
         assert!(batches.ready.len() >= 6, "the large snapshot is cut: {}", batches.ready.len());
         let mut joiner = Joiner::default();
         let mut received = Vec::new();
-        for batch in batches.ready {
+        let mut snapshots_completed = 0;
+        for Outbound { batch, snapshots } in batches.ready {
             assert!(batch.encoded_len() <= PEER_MESSAGE_BYTES_MAX);
             assert_eq!(batch.from_node, 9);
             for envelope in batch.messages {
@@ -410,8 +467,38 @@ mod tests {
                     received.push(decode_raft::<Message>("message", &encoded).unwrap());
                 }
             }
+            // A snapshot counts as sent with the batch that carries its last piece.
+            for range_id in snapshots {
+                assert_eq!(range_id, 7);
+                let last = received.last().expect("a message completed");
+                assert_eq!(last.get_msg_type(), MessageType::MsgSnapshot);
+                snapshots_completed += 1;
+            }
         }
+        assert_eq!(snapshots_completed, 2);
         let sent: Vec<Message> = sent.into_iter().map(|out| out.message).collect();
         assert_eq!(received, sent);
+    }
+
+    #[tokio::test]
+    async fn a_stream_introduces_itself_then_batches_what_has_queued_until_the_queue_closes() {
+        use tokio_stream::StreamExt as _;
+        let (tx, rx) = mpsc::channel(16);
+        let me = Announced { name: "a".into(), client_urls: vec!["http://127.0.0.1:1".into()] };
+        let queue = Arc::new(Mutex::new(rx));
+        let mut outgoing = Outgoing::new(9, &me, 2, queue, Reports::default());
+        let closed = outgoing.closed.clone();
+
+        let hello = outgoing.next().await.expect("the introduction");
+        assert_eq!((hello.name.as_str(), hello.messages.len()), ("a", 0));
+        for _ in 0..3 {
+            tx.try_send(message(MessageType::MsgAppend, 2, 0)).unwrap();
+        }
+        let batch = outgoing.next().await.expect("a batch");
+        assert_eq!(batch.messages.len(), 3, "everything queued goes out together");
+        assert!(!closed.load(Ordering::Acquire));
+        drop(tx);
+        assert!(outgoing.next().await.is_none());
+        assert!(closed.load(Ordering::Acquire), "a closed queue ends the call for good");
     }
 }

@@ -6,7 +6,8 @@
 //!
 //! 1. gather the `Ready` of every replica that has one;
 //! 2. write all their new log entries, hard states and received snapshots in **one batch with
-//!    one fsync** (group commit across ranges);
+//!    one fsync** (group commit across ranges); a hard state that only moves the commit index
+//!    needs no fsync and goes with step 3's batch;
 //! 3. advance raft-rs, apply every newly committed entry to the MVCC state machine, and write
 //!    all of that in a second, buffered batch together with each range's applied index;
 //! 4. return the messages to send and the results of this node's proposals and reads.

@@ -645,10 +645,16 @@ impl Node {
             must_sync |= ready.must_sync();
             readies.push((replica.range_id, ready));
         }
-        if !log_batch.is_empty() {
+        // New entries, votes and snapshots are written now, before the messages that rely on
+        // them go. A new commit index alone (most of what a follower learns) needs no fsync and
+        // goes with the applied changes, in one write.
+        let mut apply_batch = WriteBatch::new();
+        if (must_sync || !restored.is_empty()) && !log_batch.is_empty() {
             let sync = must_sync && self.config.mutation != Mutation::AckBeforeFsync;
             let durability = if sync { Durability::Sync } else { Durability::Buffered };
             engine.write(&log_batch, durability)?;
+        } else {
+            apply_batch = log_batch;
         }
         // A restored snapshot's data is in the engine now: its replica's memo can be loaded.
         for range_id in restored {
@@ -657,7 +663,6 @@ impl Node {
         }
 
         // 3: advance and apply.
-        let mut apply_batch = WriteBatch::new();
         for (range_id, mut ready) in readies {
             let replica = self.replicas.get_mut(&range_id).expect("replica of a ready");
             replica.raw.mut_store().append(ready.entries());

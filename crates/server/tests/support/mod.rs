@@ -1,7 +1,7 @@
 //! Test support: real `strata` processes on 127.0.0.1, started and stopped by PID.
 //!
-//! Every cluster lives in its own temporary directory and on ports picked free by the OS, so
-//! tests run in parallel. Dropping a [`Cluster`] kills every process it started.
+//! Every cluster lives in its own temporary directory and on ports found free (see
+//! [`free_port`]), so tests run in parallel. Dropping a [`Cluster`] kills every process it started.
 
 #![allow(dead_code)]
 
@@ -14,9 +14,25 @@ use std::time::{Duration, Instant};
 
 pub const STRATA: &str = env!("CARGO_BIN_EXE_strata");
 
-/// A free TCP port on 127.0.0.1 (free when returned; the OS may hand it out again later).
+/// A port nothing listens on, for a server a test starts. It is taken below the kernel's
+/// ephemeral range (32768 and up on Linux): a port the kernel hands out for binding port 0 can
+/// be taken again as the source port of another connection before the server binds it (a test
+/// then failed with "Address already in use"). Each test process starts at its own offset, and
+/// a port another test holds fails the bind and is skipped.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 10_000;
+    const COUNT: u32 = 22_000;
+    static OFFSET: OnceLock<u32> = OnceLock::new();
+    static TAKEN: AtomicU32 = AtomicU32::new(0);
+    let offset = *OFFSET.get_or_init(|| std::process::id().wrapping_mul(7_919) % COUNT);
+    loop {
+        let port = FIRST + (offset + TAKEN.fetch_add(1, Ordering::Relaxed)) % COUNT;
+        if TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
 }
 
 pub struct Member {
