@@ -29,7 +29,10 @@ struct Answer {
 /// error answers chunked).
 fn http(endpoint: &str, method: &str, path: &str, body: &str) -> Answer {
     let addr = endpoint.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    let failed =
+        |what: &str, e: std::io::Error| -> ! { panic!("{what} {method} {path} at {addr}: {e}") };
+    let mut stream =
+        std::net::TcpStream::connect(addr).unwrap_or_else(|e| failed("connect for", e));
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
         stream,
@@ -39,7 +42,7 @@ fn http(endpoint: &str, method: &str, path: &str, body: &str) -> Answer {
     )
     .unwrap();
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).expect("read answer");
+    stream.read_to_end(&mut raw).unwrap_or_else(|e| failed("read the answer to", e));
     let raw = String::from_utf8(raw).expect("utf-8 answer");
     let (head, payload) = raw.split_once("\r\n\r\n").expect("headers end");
     let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status");
