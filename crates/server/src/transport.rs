@@ -13,7 +13,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -199,12 +198,11 @@ async fn peer_sender(
         let mut client =
             RaftTransportClient::new(channel).max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
         let outgoing = Outgoing::new(self_id, &me, peer_id, queue.clone(), reports.clone());
-        let closed = outgoing.closed.clone();
         let started = tokio::time::Instant::now();
         // The call lasts as long as the stream: until the peer is dropped from the members
         // (the queue closes), or the connection breaks or stays silent past its keep-alive.
         let ended = client.send(Request::new(outgoing)).await;
-        if closed.load(Ordering::Acquire) {
+        if queue.lock().expect("peer queue lock").is_closed() {
             return;
         }
         report(
@@ -230,8 +228,6 @@ struct Outgoing {
     /// Batches drawn from the queue and not yet sent, first the introduction.
     ready: VecDeque<Outbound>,
     reports: Reports,
-    /// Set when the queue has closed: the peer is no longer sent to.
-    closed: Arc<AtomicBool>,
 }
 
 impl Outgoing {
@@ -251,8 +247,7 @@ impl Outgoing {
             name: me.name.clone(),
         };
         let ready = VecDeque::from([Outbound { batch: hello, snapshots: Vec::new() }]);
-        let closed = Arc::new(AtomicBool::new(false));
-        Self { from_node, peer, queue, ready, reports, closed }
+        Self { from_node, peer, queue, ready, reports }
     }
 }
 
@@ -266,10 +261,7 @@ impl Stream for Outgoing {
             let mut batches = Batches::new(this.from_node);
             match queue.poll_recv(cx) {
                 Poll::Ready(Some(out)) => batches.push(out),
-                Poll::Ready(None) => {
-                    this.closed.store(true, Ordering::Release);
-                    return Poll::Ready(None);
-                }
+                Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Pending => return Poll::Pending,
             }
             while batches.messages < BATCH_MESSAGES_MAX {
@@ -486,8 +478,8 @@ mod tests {
         let (tx, rx) = mpsc::channel(16);
         let me = Announced { name: "a".into(), client_urls: vec!["http://127.0.0.1:1".into()] };
         let queue = Arc::new(Mutex::new(rx));
-        let mut outgoing = Outgoing::new(9, &me, 2, queue, Reports::default());
-        let closed = outgoing.closed.clone();
+        let mut outgoing = Outgoing::new(9, &me, 2, queue.clone(), Reports::default());
+        let closed = || queue.lock().unwrap().is_closed();
 
         let hello = outgoing.next().await.expect("the introduction");
         assert_eq!((hello.name.as_str(), hello.messages.len()), ("a", 0));
@@ -496,9 +488,9 @@ mod tests {
         }
         let batch = outgoing.next().await.expect("a batch");
         assert_eq!(batch.messages.len(), 3, "everything queued goes out together");
-        assert!(!closed.load(Ordering::Acquire));
+        assert!(!closed());
         drop(tx);
         assert!(outgoing.next().await.is_none());
-        assert!(closed.load(Ordering::Acquire), "a closed queue ends the call for good");
+        assert!(closed(), "a closed queue ends the call for good");
     }
 }
