@@ -34,13 +34,16 @@ fn http(endpoint: &str, method: &str, path: &str, body: &str) -> Answer {
     let mut stream =
         std::net::TcpStream::connect(addr).unwrap_or_else(|e| failed("connect for", e));
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        stream,
+    // In one write, as HTTP clients send a small request. Written piece by piece (as `write!`
+    // on the socket does), the body can arrive after a server that answers without reading it
+    // (etcd's 404 for an unknown route) has closed the connection, and the reset that follows
+    // can lose the answer: the likely cause of two failures under load, both on that route.
+    let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
-    )
-    .unwrap();
+    );
+    stream.write_all(request.as_bytes()).unwrap_or_else(|e| failed("send", e));
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).unwrap_or_else(|e| failed("read the answer to", e));
     let raw = String::from_utf8(raw).expect("utf-8 answer");
@@ -63,13 +66,12 @@ fn http(endpoint: &str, method: &str, path: &str, body: &str) -> Answer {
 fn watch(endpoint: &str, body: &str) -> (u16, Vec<Value>) {
     let addr = endpoint.trim_start_matches("http://");
     let mut stream = std::net::TcpStream::connect(addr).expect("connect");
-    write!(
-        stream,
+    let request = format!(
         "POST /v3/watch HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\n\r\n{body}",
         body.len()
-    )
-    .unwrap();
+    );
+    stream.write_all(request.as_bytes()).unwrap();
     stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
     let (mut raw, mut buf) = (Vec::new(), [0u8; 4096]);
     let until = std::time::Instant::now() + Duration::from_millis(1500);
