@@ -4,10 +4,11 @@
 //! Raft keyspace (per range; every key starts with the range id)
 //!   <range_id:8> 'l' <index:8>        raft log entry (eraftpb.Entry)
 //!   <range_id:8> 'h'                  hard state (term, vote, commit)
-//!   <range_id:8> 'c'                  conf state (voters, learners)
 //!   <range_id:8> 's'                  snapshot metadata: the log's compaction point
 //! Meta keyspace
 //!   "range/" <range_id:8>             applied state: applied index, revision, compaction
+//!   "conf/" <range_id:8>              Raft conf state (voters, learners), as applied
+//!   "snapshot/" <range_id:8>          point (index, term) of the last snapshot installed
 //! Mvcc keyspace (one key space shared by all ranges; a range is a span of it)
 //!   'k' <escaped user key> <!revision:8>   one version of a key (newest first)
 //!   'r' <revision:8> <sub:4>                change index: which key changed at a revision
@@ -32,7 +33,6 @@ use crate::RangeId;
 
 const TAG_LOG: u8 = b'l';
 const TAG_HARD_STATE: u8 = b'h';
-const TAG_CONF_STATE: u8 = b'c';
 const TAG_SNAPSHOT: u8 = b's';
 const TAG_VERSION: u8 = b'k';
 const TAG_CHANGE: u8 = b'r';
@@ -68,8 +68,19 @@ pub fn raft_hard_state(range_id: RangeId) -> Vec<u8> {
     range_prefixed(range_id, TAG_HARD_STATE, &[])
 }
 
-pub fn raft_conf_state(range_id: RangeId) -> Vec<u8> {
-    range_prefixed(range_id, TAG_CONF_STATE, &[])
+/// A range's Raft configuration. It changes when an entry is applied, so it is kept with the
+/// applied state (in the Meta keyspace, one journal with it), not with the log.
+pub fn range_conf_state(range_id: RangeId) -> Vec<u8> {
+    let mut key = b"conf/".to_vec();
+    key.extend_from_slice(&range_id.to_be_bytes());
+    key
+}
+
+/// Where the last snapshot a range installed ends (see `RaftLog::load`).
+pub fn range_snapshot(range_id: RangeId) -> Vec<u8> {
+    let mut key = b"snapshot/".to_vec();
+    key.extend_from_slice(&range_id.to_be_bytes());
+    key
 }
 
 pub fn raft_snapshot(range_id: RangeId) -> Vec<u8> {

@@ -56,6 +56,12 @@ pub async fn run(
         },
         Err(e) => return Err(e.into()),
     };
+    let raft_log_cut = fjall.raft_log_cut().map(|(path, at)| {
+        format!("the Raft log {} ended in a torn write, cut at byte {at}", path.display())
+    });
+    if let Some(cut) = &raft_log_cut {
+        tracing::warn!("{cut} (the last write before a crash, or damage to the file)");
+    }
     let mut config = config;
     config.recorded_member_id = Some(recorded_member_id(fjall.as_ref(), &config)?);
     let sync_seconds = Arc::new(Histogram::new(SECONDS_BOUNDS));
@@ -73,7 +79,12 @@ pub async fn run(
             connector: Connector::Tcp,
             runner: Runner::Thread,
         },
-    )?;
+    )
+    .map_err(|e| match raft_log_cut {
+        // Entries the member acknowledged went with the cut: the file was damaged.
+        Some(cut) => e.context(format!("{cut}; refusing to start")),
+        None => e,
+    })?;
     let member_id = config.member_id();
 
     let client_listener = TcpListener::bind(config.listen_client)

@@ -144,9 +144,10 @@ fn start_never_panics_on_a_damaged_store() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     start_single(&data);
-    // Damage every file of the engine in the middle, one at a time; each start must either
+    // Damage every file of the store in the middle, one at a time; each start must either
     // work or refuse with an error message — never panic.
-    let mut files = Vec::new();
+    let raft_log = data.join("raft.log");
+    let mut files = vec![raft_log.clone()];
     let mut stack = vec![data.join("engine")];
     while let Some(d) = stack.pop() {
         for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
@@ -162,7 +163,12 @@ fn start_never_panics_on_a_damaged_store() {
             continue;
         }
         let mut damaged = original.clone();
-        let middle = damaged.len() / 2;
+        // The Raft log is extended with zeros ahead of its records: damage the records.
+        let end = match file == &raft_log {
+            true => original.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1),
+            false => original.len(),
+        };
+        let middle = end / 2;
         damaged[middle..middle + 16].iter_mut().for_each(|b| *b ^= 0xa5);
         std::fs::write(file, &damaged).unwrap();
         let out = start_single(&data);

@@ -56,7 +56,9 @@ impl Engine for Disk {
 
     fn write(&self, batch: &WriteBatch, durability: Durability) -> Result<()> {
         if durability == Durability::Sync && self.sync_fails() {
-            self.memory.write(batch, Durability::Buffered)?;
+            // Either fsync of the two journals can be the one that fails.
+            let first_fails = !self.failed_syncs().is_multiple_of(2);
+            self.memory.write_failing_sync(batch, first_fails)?;
             return Err(failed());
         }
         self.memory.write(batch, durability)

@@ -37,9 +37,10 @@ pub fn run(options: Options) -> Report {
 }
 
 /// The deliberate bugs, by the names the command line uses.
-pub const MUTATIONS: [(&str, Mutation); 6] = [
+pub const MUTATIONS: [(&str, Mutation); 7] = [
     ("ack-before-fsync", Mutation::AckBeforeFsync),
     ("skip-apply", Mutation::SkipApply),
+    ("compact-without-sync", Mutation::CompactWithoutSync),
     ("lease-reads", Mutation::LeaseReads),
     ("reads-without-read-index", Mutation::ReadsWithoutReadIndex),
     ("keep-alive-without-read-index", Mutation::KeepAliveWithoutReadIndex),

@@ -15,8 +15,9 @@ use strata_sim::{Options, World, parse_mutation};
 const USAGE: &str = "usage: strata-sim [--seed N | --seeds COUNT [--first-seed N] [--time SECONDS]]
                   [--nodes N] [--spare-nodes N] [--clients N] [--duration-ms MS]
                   [--faults partition,crash,pause,drift,fail-sync (default: all; '' for none)]
-                  [--mutation ack-before-fsync|skip-apply|lease-reads|reads-without-read-index|
-                              keep-alive-without-read-index|read-index-context-reused]
+                  [--mutation ack-before-fsync|skip-apply|compact-without-sync|lease-reads|
+                              reads-without-read-index|keep-alive-without-read-index|
+                              read-index-context-reused]
                   [--verbose]";
 
 struct Args {

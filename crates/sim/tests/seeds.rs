@@ -95,6 +95,8 @@ fn checkers_catch_every_deliberate_bug() {
             Mutation::KeepAliveWithoutReadIndex | Mutation::ReadIndexContextReused => {
                 (&[Kind::Pause], 400)
             }
+            // Only a power loss tells a buffered compaction from a synced one.
+            Mutation::CompactWithoutSync => (&[Kind::Crash], 100),
             _ => (&Kind::ALL, 50),
         };
         let report = first_failure(mutation, faults, seeds)

@@ -3,45 +3,46 @@
 //! Layout of a data directory:
 //!
 //! ```text
-//! <dir>/FORMAT   one line naming the storage format; written once, checked at every open
-//! <dir>/engine/  fjall's files (journal, tables)
+//! <dir>/FORMAT    one line naming the storage format; written once, checked at every open
+//! <dir>/engine/   fjall's files (journal, tables): the `Mvcc` and `Meta` keyspaces
+//! <dir>/raft.log  the `Raft` keyspace (see `log_journal`)
 //! ```
 //!
-//! fjall is opened with manual journal persistence: a write reaches the OS with
+//! Both journals are written with manual persistence: a write reaches the OS with
 //! [`Durability::Buffered`] and the disk only with [`Durability::Sync`] or [`Engine::sync`],
-//! which is what lets the Raft driver pay one fsync for a whole round of work. fjall has one
-//! journal for all keyspaces, so writes become durable in the order they were made.
+//! which is what lets the Raft driver pay one fsync for a whole round of work. A batch's `Raft`
+//! operations go to the Raft log, the rest to fjall, in the order [`Engine::write`] documents.
 
 use std::fs;
 use std::io::Write as _;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use fjall::{Database, KeyspaceCreateOptions, PersistMode, Readable as _};
 
+use crate::log_journal::{LogJournal, LogOp};
 use crate::{Durability, Engine, Error, Keyspace, Result, ScanIter, WriteBatch, WriteOp, checksum};
 
 /// The first line of `FORMAT`. Bump it when the on-disk layout changes incompatibly.
-const FORMAT_LINE: &str = "strata-storage 1 fjall-3";
+const FORMAT_LINE: &str = "strata-storage 2 fjall-3 raft-log-1";
 const FORMAT_FILE: &str = "FORMAT";
+const RAFT_LOG_FILE: &str = "raft.log";
 
 pub struct FjallEngine {
     db: Database,
-    keyspaces: [fjall::Keyspace; 3],
+    /// The `Mvcc` and `Meta` keyspaces.
+    keyspaces: [fjall::Keyspace; 2],
+    raft: Mutex<LogJournal>,
     location: String,
 }
 
 /// How large a keyspace's memtable grows before it is flushed. fjall's default, 64 MiB for each,
 /// made up most of a member's resident memory under load (a 30 s put run: 197 MB peak per
-/// member with it, 117 MB with these, at a throughput within this machine's noise). The Raft
-/// log is written once and deleted soon after: a large memtable only holds garbage longer.
+/// member with it, 117 MB with these, at a throughput within this machine's noise).
 fn memtable_bytes(ks: Keyspace) -> u64 {
     const MIB: u64 = 1024 * 1024;
-    match ks {
-        Keyspace::Raft => 8 * MIB,
-        Keyspace::Mvcc => 32 * MIB,
-        Keyspace::Meta => 4 * MIB,
-    }
+    if ks == Keyspace::Mvcc { 32 * MIB } else { 4 * MIB }
 }
 
 impl FjallEngine {
@@ -67,20 +68,22 @@ impl FjallEngine {
             db.keyspace(ks.name(), options)
                 .map_err(|e| engine_error(format!("cannot open keyspace {ks}: {e:?}")))
         };
-        let keyspaces = [
-            open_keyspace(Keyspace::Raft)?,
-            open_keyspace(Keyspace::Mvcc)?,
-            open_keyspace(Keyspace::Meta)?,
-        ];
-        Ok(Self { db, keyspaces, location })
+        let keyspaces = [open_keyspace(Keyspace::Mvcc)?, open_keyspace(Keyspace::Meta)?];
+        let raft = Mutex::new(LogJournal::open(&dir.join(RAFT_LOG_FILE))?);
+        Ok(Self { db, keyspaces, raft, location })
     }
 
+    /// One of fjall's keyspaces; the `Raft` keyspace is not among them.
     fn keyspace(&self, ks: Keyspace) -> &fjall::Keyspace {
         match ks {
-            Keyspace::Raft => &self.keyspaces[0],
-            Keyspace::Mvcc => &self.keyspaces[1],
-            Keyspace::Meta => &self.keyspaces[2],
+            Keyspace::Mvcc => &self.keyspaces[0],
+            Keyspace::Meta => &self.keyspaces[1],
+            Keyspace::Raft => unreachable!("the Raft keyspace lives in the Raft log"),
         }
+    }
+
+    fn raft(&self) -> std::sync::MutexGuard<'_, LogJournal> {
+        self.raft.lock().expect("raft log lock poisoned")
     }
 
     fn error(&self, what: &str, e: impl std::fmt::Debug) -> Error {
@@ -89,7 +92,14 @@ impl FjallEngine {
 
     /// Bytes the store occupies on disk, including journal space allocated ahead of use.
     pub fn disk_space_bytes(&self) -> u64 {
-        self.db.disk_space().unwrap_or(0)
+        self.db.disk_space().unwrap_or(0) + self.raft().file_bytes()
+    }
+
+    /// The Raft log's file, and where opening it cut a torn write off, if it did (see
+    /// `LogJournal::cut_at`).
+    pub fn raft_log_cut(&self) -> Option<(PathBuf, u64)> {
+        let raft = self.raft();
+        raft.cut_at().map(|at| (raft.path().to_path_buf(), at))
     }
 
     /// Bytes of user data the store holds: the tables of the `Mvcc` keyspace plus every write
@@ -100,16 +110,18 @@ impl FjallEngine {
     }
 
     /// Reclaims the space of deleted and overwritten data: flushes every keyspace's write
-    /// buffer and compacts its tables into one level, dropping what no snapshot can see. Reads
-    /// and writes go on meanwhile (a log-structured store compacts beside them).
+    /// buffer and compacts its tables into one level, dropping what no snapshot can see, and
+    /// rewrites the Raft log with only its live records. Reads and writes go on meanwhile (a
+    /// log-structured store compacts beside them).
     pub fn defragment(&self) -> Result<()> {
-        for (keyspace, ks) in self.keyspaces.iter().zip(Keyspace::ALL) {
+        for ks in [Keyspace::Mvcc, Keyspace::Meta] {
+            let keyspace = self.keyspace(ks);
             keyspace
                 .rotate_memtable_and_wait()
                 .and_then(|()| keyspace.major_compact())
                 .map_err(|e| self.error(&format!("defragmenting keyspace {ks}"), e))?;
         }
-        Ok(())
+        self.raft().rewrite()
     }
 }
 
@@ -189,6 +201,9 @@ fn check_or_create_format(dir: &Path) -> Result<()> {
 
 impl Engine for FjallEngine {
     fn get(&self, keyspace: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if keyspace == Keyspace::Raft {
+            return Ok(self.raft().get(key));
+        }
         match self.keyspace(keyspace).get(key) {
             Ok(Some(framed)) => Ok(Some(checksum::open(&self.location, keyspace, key, &framed)?)),
             Ok(None) => Ok(None),
@@ -197,6 +212,9 @@ impl Engine for FjallEngine {
     }
 
     fn scan(&self, keyspace: Keyspace, start: &[u8], end: &[u8]) -> Result<ScanIter<'_>> {
+        if keyspace == Keyspace::Raft {
+            return Ok(Box::new(self.raft().scan(start, end).into_iter().map(Ok)));
+        }
         let ks = self.keyspace(keyspace);
         // A snapshot, so the scan is one point-in-time view however long the caller iterates.
         let snapshot = self.db.snapshot();
@@ -221,8 +239,15 @@ impl Engine for FjallEngine {
     fn write(&self, batch: &WriteBatch, durability: Durability) -> Result<()> {
         crate::check_batch(batch, &self.location)?;
         let mut fjall_batch = self.db.batch();
+        let mut raft_ops = Vec::new();
         for op in batch.ops() {
             match op {
+                WriteOp::Put { keyspace: Keyspace::Raft, key, value } => {
+                    raft_ops.push(LogOp::Put(key, value))
+                }
+                WriteOp::Delete { keyspace: Keyspace::Raft, key } => {
+                    raft_ops.push(LogOp::Delete(key))
+                }
                 WriteOp::Put { keyspace, key, value } => fjall_batch.insert(
                     self.keyspace(*keyspace),
                     key.clone(),
@@ -233,16 +258,21 @@ impl Engine for FjallEngine {
                 }
             }
         }
-        fjall_batch.commit().map_err(|e| self.error("write failed", e))?;
-        let mode = match durability {
-            Durability::Sync => PersistMode::SyncData,
-            // Hand the journal to the OS so a process crash loses nothing already written.
-            Durability::Buffered => PersistMode::Buffer,
-        };
-        self.db.persist(mode).map_err(|e| self.error("persist failed", e))
+        let sync = durability == Durability::Sync;
+        if !fjall_batch.is_empty() {
+            fjall_batch.commit().map_err(|e| self.error("write failed", e))?;
+            // Buffered: hand the journal to the OS so a process crash loses nothing written.
+            let mode = if sync { PersistMode::SyncData } else { PersistMode::Buffer };
+            self.db.persist(mode).map_err(|e| self.error("persist failed", e))?;
+        }
+        if !raft_ops.is_empty() {
+            self.raft().write(&raft_ops, sync)?;
+        }
+        Ok(())
     }
 
     fn sync(&self) -> Result<()> {
-        self.db.persist(PersistMode::SyncData).map_err(|e| self.error("fsync failed", e))
+        self.db.persist(PersistMode::SyncData).map_err(|e| self.error("fsync failed", e))?;
+        self.raft().sync()
     }
 }

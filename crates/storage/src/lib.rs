@@ -5,10 +5,13 @@
 //! trait is shaped by what those callers need and nothing more:
 //!
 //! * point reads and ascending scans over one [`Keyspace`];
-//! * atomic [`WriteBatch`]es that may span keyspaces (so "log entries + hard state" and "applied
-//!   index + the MVCC data it produced" each land together or not at all);
+//! * atomic [`WriteBatch`]es (so "log entries + hard state" and "applied index + the MVCC data it
+//!   produced" each land together or not at all);
 //! * an explicit [`Durability`] per write, so the Raft driver can write a whole round of work and
-//!   pay for **one** fsync (group commit across ranges).
+//!   pay for **one** fsync (group commit across ranges);
+//! * two journals: the [`Keyspace::Raft`] records in one, the others in another, so that a
+//!   round's fsync carries the log and nothing else. A batch spanning both is two atomic parts,
+//!   written in a fixed order (see [`Engine::write`]).
 //!
 //! Every value is stored with a CRC-32C of its key and value. A mismatch on read is reported as
 //! [`Error::Corruption`] naming the keyspace and key: a flipped bit never becomes wrong data.
@@ -19,6 +22,7 @@
 mod checksum;
 pub mod conformance;
 mod fjall_engine;
+mod log_journal;
 mod memory;
 
 pub use fjall_engine::{FjallEngine, damaged_tables};
@@ -30,7 +34,8 @@ use std::fmt;
 /// may touch several atomically.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Keyspace {
-    /// Raft state per range: log entries, hard state, conf state, snapshot metadata.
+    /// Raft state per range: log entries, hard state, the log's compaction point. Journaled
+    /// apart from the other keyspaces.
     Raft,
     /// MVCC versions of user keys (one global, ordered key space; ranges are spans of it).
     Mvcc,
@@ -173,11 +178,18 @@ pub trait Engine: Send + Sync + 'static {
     /// keyspace". The iterator sees a consistent view taken when it was created.
     fn scan(&self, keyspace: Keyspace, start: &[u8], end: &[u8]) -> Result<ScanIter<'_>>;
 
-    /// Applies a batch atomically, durably if asked. Keys must be 1 to [`KEY_BYTES_MAX`] bytes;
-    /// a batch with any other key is rejected whole.
+    /// Applies a batch, durably if asked. Keys must be 1 to [`KEY_BYTES_MAX`] bytes; a batch
+    /// with any other key is rejected whole.
+    ///
+    /// The [`Keyspace::Raft`] operations of a batch are atomic among themselves, and so are the
+    /// others, but the two parts are not atomic together: the part on the other keyspaces is
+    /// written first and, with [`Durability::Sync`], made durable before the `Raft` part is
+    /// written. After a power loss each journal keeps a prefix of its writes, whatever the
+    /// other kept: a `Buffered` write to one may survive while an earlier one to the other is
+    /// lost.
     fn write(&self, batch: &WriteBatch, durability: Durability) -> Result<()>;
 
-    /// Makes every earlier write durable.
+    /// Makes every earlier write to either journal durable.
     fn sync(&self) -> Result<()>;
 }
 

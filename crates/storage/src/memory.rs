@@ -1,8 +1,9 @@
 //! An in-memory engine for tests and the deterministic simulator.
 //!
 //! It keeps two images: what readers see, and what would survive a power loss (everything up to
-//! the last `Sync` write). [`MemEngine::crash`] drops the difference, which is how the simulator
-//! models "lost everything not yet fsynced".
+//! the last `Sync` write of each journal). [`MemEngine::crash`] drops the difference, which is
+//! how the simulator models "lost everything not yet fsynced". Like the durable engine it has
+//! two journals, the `Raft` keyspace's and the others', each synced and lost on its own.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -17,7 +18,33 @@ type Image = BTreeMap<(Keyspace, Vec<u8>), Vec<u8>>;
 struct State {
     visible: Image,
     durable: Image,
-    unsynced: Vec<WriteBatch>,
+    /// Writes not yet durable, per journal: the `Raft` keyspace's, then the others'.
+    unsynced: [Vec<WriteBatch>; 2],
+}
+
+const RAFT: usize = 0;
+const DATA: usize = 1;
+
+impl State {
+    fn sync(&mut self, journal: usize) {
+        for batch in std::mem::take(&mut self.unsynced[journal]) {
+            apply(&mut self.durable, &batch);
+        }
+    }
+}
+
+/// A batch's two parts: its operations on the `Raft` keyspace, and the rest.
+fn split(batch: &WriteBatch) -> [WriteBatch; 2] {
+    let mut parts = [WriteBatch::new(), WriteBatch::new()];
+    for op in batch.ops() {
+        let (WriteOp::Put { keyspace, .. } | WriteOp::Delete { keyspace, .. }) = op;
+        let part = &mut parts[if *keyspace == Keyspace::Raft { RAFT } else { DATA }];
+        match op.clone() {
+            WriteOp::Put { keyspace, key, value } => part.put(keyspace, key, value),
+            WriteOp::Delete { keyspace, key } => part.delete(keyspace, key),
+        }
+    }
+    parts
 }
 
 /// An engine held in memory. Cloning gives another handle to the same store.
@@ -48,25 +75,48 @@ impl MemEngine {
 
     /// Simulates a power loss: every write not yet made durable is gone.
     pub fn crash(&self) {
-        self.crash_keeping(0);
+        self.crash_keeping(0, 0);
     }
 
-    /// Simulates a power loss after the system wrote back the oldest `kept` of the writes not
-    /// yet made durable: those survive whole, every later one is gone. (A journal is written in
-    /// order and a torn record fails its checksum, so what survives is always a prefix of whole
-    /// batches.)
-    pub fn crash_keeping(&self, kept: usize) {
+    /// Simulates a power loss after the system wrote back the oldest `raft_kept` writes not yet
+    /// durable of the `Raft` journal and the oldest `data_kept` of the other: those survive
+    /// whole, every later one is gone. (A journal is written in order and a torn record fails
+    /// its checksum, so what survives of each is a prefix of whole writes.)
+    pub fn crash_keeping(&self, raft_kept: usize, data_kept: usize) {
         let mut state = self.state.write().expect("engine lock poisoned");
         let unsynced = std::mem::take(&mut state.unsynced);
-        for batch in unsynced.iter().take(kept) {
-            apply(&mut state.durable, batch);
+        for (journal, kept) in [(RAFT, raft_kept), (DATA, data_kept)] {
+            for batch in unsynced[journal].iter().take(kept) {
+                apply(&mut state.durable, batch);
+            }
         }
         state.visible = state.durable.clone();
     }
 
-    /// How many writes are not yet durable.
-    pub fn unsynced_writes(&self) -> usize {
-        self.state.read().expect("engine lock poisoned").unsynced.len()
+    /// Writes a batch the way the durable engine leaves a synced write whose fsync failed. The
+    /// part on the other keyspaces is written first: if `first_fails` and there is such a part,
+    /// its fsync failed, and the `Raft` part was never written; otherwise that part is durable,
+    /// and the `Raft` part written but not durable.
+    pub fn write_failing_sync(&self, batch: &WriteBatch, first_fails: bool) -> Result<()> {
+        crate::check_batch(batch, LOCATION)?;
+        let mut state = self.state.write().expect("engine lock poisoned");
+        let [raft, data] = split(batch);
+        apply(&mut state.visible, &data);
+        let data_written = !data.is_empty();
+        state.unsynced[DATA].push(data);
+        if first_fails && data_written {
+            return Ok(());
+        }
+        state.sync(DATA);
+        apply(&mut state.visible, &raft);
+        state.unsynced[RAFT].push(raft);
+        Ok(())
+    }
+
+    /// How many writes are not yet durable: of the `Raft` journal, and of the other.
+    pub fn unsynced_writes(&self) -> (usize, usize) {
+        let state = self.state.read().expect("engine lock poisoned");
+        (state.unsynced[RAFT].len(), state.unsynced[DATA].len())
     }
 
     /// Overwrites the stored bytes of one record (as written and as durable), for corruption
@@ -135,20 +185,24 @@ impl Engine for MemEngine {
         crate::check_batch(batch, LOCATION)?;
         let mut state = self.state.write().expect("engine lock poisoned");
         apply(&mut state.visible, batch);
-        state.unsynced.push(batch.clone());
-        if durability == Durability::Sync {
-            drop(state);
-            self.sync()?;
+        // The other keyspaces' part first, then the Raft part, as the durable engine does.
+        let [raft, data] = split(batch);
+        for (journal, part) in [(DATA, data), (RAFT, raft)] {
+            if part.is_empty() {
+                continue;
+            }
+            state.unsynced[journal].push(part);
+            if durability == Durability::Sync {
+                state.sync(journal);
+            }
         }
         Ok(())
     }
 
     fn sync(&self) -> Result<()> {
         let mut state = self.state.write().expect("engine lock poisoned");
-        let unsynced = std::mem::take(&mut state.unsynced);
-        for batch in &unsynced {
-            apply(&mut state.durable, batch);
-        }
+        state.sync(DATA);
+        state.sync(RAFT);
         Ok(())
     }
 }

@@ -37,11 +37,18 @@ fn fjall_synced_writes_survive_reopen() {
         let engine = FjallEngine::open(dir.path()).unwrap();
         put(&engine, b"a", b"1", Durability::Sync);
         put(&engine, b"b", b"2", Durability::Buffered);
+        let mut mixed = WriteBatch::new();
+        mixed.put(Keyspace::Mvcc, b"x", b"1");
+        mixed.put(Keyspace::Raft, b"c", b"3");
+        engine.write(&mixed, Durability::Buffered).unwrap();
         engine.sync().unwrap();
     }
     let engine = FjallEngine::open(dir.path()).unwrap();
     assert_eq!(engine.get(Keyspace::Raft, b"a").unwrap(), Some(b"1".to_vec()));
     assert_eq!(engine.get(Keyspace::Raft, b"b").unwrap(), Some(b"2".to_vec()));
+    assert_eq!(engine.get(Keyspace::Raft, b"c").unwrap(), Some(b"3".to_vec()));
+    assert_eq!(engine.get(Keyspace::Mvcc, b"x").unwrap(), Some(b"1".to_vec()));
+    assert!(dir.path().join("raft.log").is_file(), "the Raft keyspace has its own file");
 }
 
 #[test]
@@ -54,18 +61,41 @@ fn memory_crash_loses_only_unsynced_writes() {
     assert_eq!(engine.get(Keyspace::Raft, b"b").unwrap(), None);
 }
 
+/// Each journal keeps a prefix of its own unsynced writes, whatever the other kept.
 #[test]
-fn memory_crash_keeps_a_prefix_of_unsynced_writes() {
+fn memory_crash_keeps_a_prefix_of_each_journal() {
     let engine = MemEngine::new();
     put(&engine, b"a", b"1", Durability::Buffered);
-    put(&engine, b"b", b"2", Durability::Buffered);
+    let mut mixed = WriteBatch::new();
+    mixed.put(Keyspace::Raft, b"b", b"2");
+    mixed.put(Keyspace::Mvcc, b"x", b"1");
+    engine.write(&mixed, Durability::Buffered).unwrap();
     put(&engine, b"c", b"3", Durability::Buffered);
-    assert_eq!(engine.unsynced_writes(), 3);
-    engine.crash_keeping(2);
+    let mut data = WriteBatch::new();
+    data.put(Keyspace::Meta, b"y", b"2");
+    engine.write(&data, Durability::Buffered).unwrap();
+    assert_eq!(engine.unsynced_writes(), (3, 2));
+    engine.crash_keeping(1, 2);
     assert_eq!(engine.get(Keyspace::Raft, b"a").unwrap(), Some(b"1".to_vec()));
-    assert_eq!(engine.get(Keyspace::Raft, b"b").unwrap(), Some(b"2".to_vec()));
+    assert_eq!(engine.get(Keyspace::Raft, b"b").unwrap(), None, "the Raft part of a batch");
+    assert_eq!(engine.get(Keyspace::Mvcc, b"x").unwrap(), Some(b"1".to_vec()), "its other part");
     assert_eq!(engine.get(Keyspace::Raft, b"c").unwrap(), None);
-    assert_eq!(engine.unsynced_writes(), 0);
+    assert_eq!(engine.get(Keyspace::Meta, b"y").unwrap(), Some(b"2".to_vec()));
+    assert_eq!(engine.unsynced_writes(), (0, 0));
+}
+
+/// A synced write syncs the journals it touches and no other.
+#[test]
+fn memory_sync_is_per_journal() {
+    let engine = MemEngine::new();
+    let mut data = WriteBatch::new();
+    data.put(Keyspace::Mvcc, b"x", b"1");
+    engine.write(&data, Durability::Buffered).unwrap();
+    put(&engine, b"a", b"1", Durability::Sync);
+    assert_eq!(engine.unsynced_writes(), (0, 1));
+    engine.crash();
+    assert_eq!(engine.get(Keyspace::Raft, b"a").unwrap(), Some(b"1".to_vec()));
+    assert_eq!(engine.get(Keyspace::Mvcc, b"x").unwrap(), None);
 }
 
 #[test]
@@ -112,12 +142,16 @@ fn fjall_damaged_files_never_serve_wrong_data() {
     {
         let engine = FjallEngine::open(dir.path()).unwrap();
         for i in 0..200u32 {
-            put(&engine, &i.to_be_bytes(), format!("value-{i}").as_bytes(), Durability::Buffered);
+            let mut batch = WriteBatch::new();
+            for ks in [Keyspace::Raft, Keyspace::Mvcc] {
+                batch.put(ks, i.to_be_bytes(), format!("value-{i}"));
+            }
+            engine.write(&batch, Durability::Buffered).unwrap();
         }
         engine.sync().unwrap();
     }
     let mut files = Vec::new();
-    let mut stack = vec![dir.path().join("engine")];
+    let mut stack = vec![dir.path().to_path_buf()];
     while let Some(d) = stack.pop() {
         for entry in fs::read_dir(&d).into_iter().flatten().flatten() {
             let path = entry.path();
@@ -139,9 +173,10 @@ fn fjall_damaged_files_never_serve_wrong_data() {
         match FjallEngine::open(dir.path()) {
             Err(e) => assert!(!e.to_string().is_empty()),
             Ok(engine) => {
-                for i in 0..200u32 {
+                for (i, ks) in (0..200u32).flat_map(|i| [(i, Keyspace::Raft), (i, Keyspace::Mvcc)])
+                {
                     // Missing or refused is acceptable here; a different value is not.
-                    if let Ok(Some(v)) = engine.get(Keyspace::Raft, &i.to_be_bytes()) {
+                    if let Ok(Some(v)) = engine.get(ks, &i.to_be_bytes()) {
                         let expected = format!("value-{i}");
                         assert_eq!(
                             v,

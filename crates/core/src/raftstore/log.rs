@@ -4,6 +4,13 @@
 //! memory too, so raft-rs reads entries without touching the engine. Writes are not done here:
 //! the driver adds them to its round's [`WriteBatch`] and updates this cache only after the
 //! batch is durable, which is exactly the order raft-rs requires (persist, then advance).
+//!
+//! The engine journals the `Raft` keyspace (entries, hard state, compaction point) apart from
+//! the state machine, and the configuration lives with the state machine (`Meta`), since
+//! applying an entry changes it. Where the two must agree, the order of writes keeps them so:
+//! the state machine's part of a batch is durable before the log's part is written (see
+//! `Engine::write`), compaction drops only entries whose application is durable, and a snapshot
+//! whose log reset was lost is finished by [`RaftLog::load`].
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -11,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
-use strata_storage::{Engine, Keyspace, WriteBatch};
+use strata_storage::{Durability, Engine, Keyspace, WriteBatch};
 
 use crate::{Error, RangeId, Result, keys};
 
@@ -45,22 +52,53 @@ pub struct RaftLog {
 
 impl RaftLog {
     /// Loads a replica's log from the engine; `None` if the replica has no Raft state yet.
+    ///
+    /// A snapshot is installed in two parts: the state machine's data with the snapshot's point
+    /// (made durable first), then the log's reset to that point. If a crash came between them,
+    /// the state machine is ahead of the log, whose entries belong to an older history: the
+    /// reset is finished here, before anything else is written to the log.
     pub fn load(engine: &dyn Engine, range_id: RangeId) -> Result<Option<Self>> {
-        let Some(conf_bytes) = engine.get(Keyspace::Raft, &keys::raft_conf_state(range_id))? else {
+        fn read<M: prost011::Message + Default>(
+            engine: &dyn Engine,
+            keyspace: Keyspace,
+            key: Vec<u8>,
+            what: &str,
+        ) -> Result<Option<M>> {
+            engine.get(keyspace, &key)?.map(|bytes| decode(what, &bytes)).transpose()
+        }
+        let truncated: Option<SnapshotMetadata> =
+            read(engine, Keyspace::Raft, keys::raft_snapshot(range_id), "snapshot metadata")?;
+        let installed: Option<SnapshotMetadata> =
+            read(engine, Keyspace::Meta, keys::range_snapshot(range_id), "installed snapshot")?;
+        let unfinished_reset =
+            installed.filter(|point| truncated.as_ref().is_none_or(|t| point.index > t.index));
+        let Some(truncated) = unfinished_reset.clone().or(truncated) else {
             return Ok(None);
         };
-        let conf_state: ConfState = decode("conf state", &conf_bytes)?;
-        let hard_state: HardState =
-            match engine.get(Keyspace::Raft, &keys::raft_hard_state(range_id))? {
-                Some(bytes) => decode("hard state", &bytes)?,
-                None => HardState::default(),
-            };
-        let truncated: SnapshotMetadata =
-            match engine.get(Keyspace::Raft, &keys::raft_snapshot(range_id))? {
-                Some(bytes) => decode("snapshot metadata", &bytes)?,
-                None => SnapshotMetadata::default(),
-            };
+        let conf_state: ConfState =
+            read(engine, Keyspace::Meta, keys::range_conf_state(range_id), "conf state")?
+                .ok_or_else(|| {
+                    Error::Storage(format!("range {range_id} has a Raft log but no configuration"))
+                })?;
+        let mut hard_state: HardState =
+            read(engine, Keyspace::Raft, keys::raft_hard_state(range_id), "hard state")?
+                .unwrap_or_default();
         let (start, end) = keys::raft_log_bounds(range_id);
+        if unfinished_reset.is_some() {
+            let mut batch = WriteBatch::new();
+            for item in engine.scan(Keyspace::Raft, &start, &end)? {
+                batch.delete(Keyspace::Raft, item?.0);
+            }
+            hard_state.commit = hard_state.commit.max(truncated.index);
+            if truncated.term > hard_state.term {
+                // Whatever vote went with the lost term was never durable, so never sent.
+                hard_state.term = truncated.term;
+                hard_state.vote = 0;
+            }
+            batch.put(Keyspace::Raft, keys::raft_snapshot(range_id), encode(&truncated));
+            batch.put(Keyspace::Raft, keys::raft_hard_state(range_id), encode(&hard_state));
+            engine.write(&batch, Durability::Sync)?;
+        }
         let mut entries = VecDeque::new();
         for (expected, item) in
             (truncated.index + 1..).zip(engine.scan(Keyspace::Raft, &start, &end)?)
@@ -90,7 +128,9 @@ impl RaftLog {
         )
     }
 
-    /// A brand-new replica whose group consists of `voters`; persists its initial state.
+    /// A brand-new replica whose group consists of `voters`; adds its initial state to `batch`.
+    /// The log's part is written after the configuration, so a crash between them leaves a
+    /// replica with no Raft state, bootstrapped again at the next start.
     ///
     /// The log starts compacted at [`INIT_INDEX`] (term [`INIT_TERM`]), as TiKV's does: the
     /// group's initial configuration and members are not log entries, so a member added later
@@ -103,7 +143,7 @@ impl RaftLog {
             index: INIT_INDEX,
             term: INIT_TERM,
         };
-        batch.put(Keyspace::Raft, keys::raft_conf_state(range_id), encode(&conf_state));
+        batch.put(Keyspace::Meta, keys::range_conf_state(range_id), encode(&conf_state));
         batch.put(Keyspace::Raft, keys::raft_hard_state(range_id), encode(&hard_state));
         batch.put(Keyspace::Raft, keys::raft_snapshot(range_id), encode(&truncated));
         Self::new(range_id, hard_state, conf_state, truncated, VecDeque::new())
@@ -187,8 +227,9 @@ impl RaftLog {
         self.hard_state.commit = commit;
     }
 
-    /// Discards entries up to and including `index` (which must be applied), in the engine and
-    /// here. Returns whether anything was discarded.
+    /// Discards entries up to and including `index`, in the engine and here. Their application
+    /// must be durable before the batch's log part is: the caller writes the batch with `Sync`.
+    /// Returns whether anything was discarded.
     pub fn compact(&mut self, index: u64, batch: &mut WriteBatch) -> bool {
         if index <= self.truncated.index || index > self.last_index() {
             return false;
@@ -210,17 +251,19 @@ impl RaftLog {
         true
     }
 
-    /// Replaces the whole log with a received snapshot's point; the caller persists state
-    /// machine data in the same batch.
+    /// Replaces the whole log with a received snapshot's point; the caller puts the state
+    /// machine's data in the same batch and writes it with `Sync`. The snapshot's point goes
+    /// with that data, so that [`RaftLog::load`] can finish the log's reset if it was lost.
     pub fn apply_snapshot(&mut self, meta: &SnapshotMetadata, batch: &mut WriteBatch) {
         for i in self.first_index()..=self.last_index() {
             batch.delete(Keyspace::Raft, keys::raft_log(self.range_id, i));
         }
         self.truncated = SnapshotMetadata { index: meta.index, term: meta.term, conf_state: None };
         self.entries.clear();
+        batch.put(Keyspace::Meta, keys::range_snapshot(self.range_id), encode(&self.truncated));
         if let Some(conf_state) = &meta.conf_state {
             self.conf_state = conf_state.clone();
-            batch.put(Keyspace::Raft, keys::raft_conf_state(self.range_id), encode(conf_state));
+            batch.put(Keyspace::Meta, keys::range_conf_state(self.range_id), encode(conf_state));
         }
         batch.put(Keyspace::Raft, keys::raft_snapshot(self.range_id), encode(&self.truncated));
         self.hard_state.commit = self.hard_state.commit.max(meta.index);
@@ -330,5 +373,62 @@ impl raft::Storage for RaftLog {
                 Err(store_error(StorageError::SnapshotTemporarilyUnavailable))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use strata_storage::MemEngine;
+
+    use super::*;
+
+    /// A follower installs a snapshot; the power fails after the state machine's part of the
+    /// write was durable and before the log's part was. The next start finishes the log's
+    /// reset, durably, instead of serving the old log under the new state.
+    #[test]
+    fn a_snapshot_whose_log_reset_was_lost_is_finished_at_load() {
+        let engine = MemEngine::new();
+        let mut batch = WriteBatch::new();
+        let mut log = RaftLog::bootstrap(1, vec![1, 2, 3], &mut batch);
+        engine.write(&batch, Durability::Sync).unwrap();
+        let entries: Vec<Entry> =
+            (6..=8).map(|index| Entry { index, term: 6, ..Default::default() }).collect();
+        let mut batch = WriteBatch::new();
+        log.persist_entries(&entries, &mut batch);
+        log.persist_hard_state(&HardState { term: 6, vote: 2, commit: 6 }, &mut batch);
+        engine.write(&batch, Durability::Sync).unwrap();
+        log.append(&entries);
+
+        let voters = vec![1, 2, 3, 4];
+        let conf_state = Some(ConfState { voters: voters.clone(), ..Default::default() });
+        let point = SnapshotMetadata { index: 20, term: 7, conf_state };
+        let mut batch = WriteBatch::new();
+        log.apply_snapshot(&point, &mut batch);
+        engine.write_failing_sync(&batch, false).unwrap();
+        engine.crash();
+
+        let loaded = RaftLog::load(&engine, 1).unwrap().expect("raft state");
+        assert_eq!((loaded.first_index(), loaded.last_index()), (21, 20));
+        assert_eq!(loaded.hard_state(), &HardState { term: 7, vote: 0, commit: 20 });
+        assert_eq!(loaded.conf_state().voters, voters);
+        // The reset is durable: another power failure does not bring the old entries back.
+        engine.crash();
+        let again = RaftLog::load(&engine, 1).unwrap().expect("raft state");
+        assert_eq!((again.first_index(), again.last_index()), (21, 20));
+        let (start, end) = keys::raft_log_bounds(1);
+        assert!(engine.scan(Keyspace::Raft, &start, &end).unwrap().next().is_none());
+    }
+
+    /// Bootstrapping writes the configuration before the log: a crash between the two leaves
+    /// no Raft state, so the replica is bootstrapped again rather than refused.
+    #[test]
+    fn a_bootstrap_without_its_log_part_counts_as_none() {
+        let engine = MemEngine::new();
+        let mut batch = WriteBatch::new();
+        RaftLog::bootstrap(1, vec![1, 2, 3], &mut batch);
+        engine.write_failing_sync(&batch, false).unwrap();
+        engine.crash();
+        assert!(engine.get(Keyspace::Meta, &keys::range_conf_state(1)).unwrap().is_some());
+        assert!(RaftLog::load(&engine, 1).unwrap().is_none());
     }
 }

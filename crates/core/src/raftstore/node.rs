@@ -77,6 +77,9 @@ pub enum Mutation {
     AckBeforeFsync,
     /// Skip the effect of one applied write (the first at index 10 or later) on this replica.
     SkipApply,
+    /// Compact the Raft log in a buffered write, so that the log may lose entries whose
+    /// application a power loss then takes back.
+    CompactWithoutSync,
     /// Serve linearizable reads from the leader's lease (raft-rs `LeaseBased`), which trusts
     /// that clocks tick at the same rate.
     LeaseReads,
@@ -248,6 +251,15 @@ impl Node {
             return Err(Error::Storage(format!(
                 "range {range_id}: the Raft log ends at index {last_index} but index {needed} was \
                  committed or applied; the store has lost acknowledged entries"
+            )));
+        }
+        // Nor may the log have dropped entries that were never applied: they are gone for good.
+        let compacted_to = log.first_index() - 1;
+        if applied.applied_index < compacted_to {
+            return Err(Error::Storage(format!(
+                "range {range_id}: the Raft log was compacted to index {compacted_to} but only \
+                 {} was applied; the store has lost applied state",
+                applied.applied_index
             )));
         }
         // Epochs must grow from one start to the next, whatever the clock the caller took its
@@ -650,7 +662,10 @@ impl Node {
         // goes with the applied changes, in one write.
         let mut apply_batch = WriteBatch::new();
         if (must_sync || !restored.is_empty()) && !log_batch.is_empty() {
-            let sync = must_sync && self.config.mutation != Mutation::AckBeforeFsync;
+            // A restored snapshot is synced whatever raft-rs asks: its data must be durable
+            // before its log reset, which the engine orders only for a synced write.
+            let sync = (must_sync || !restored.is_empty())
+                && self.config.mutation != Mutation::AckBeforeFsync;
             let durability = if sync { Durability::Sync } else { Durability::Buffered };
             engine.write(&log_batch, durability)?;
         } else {
@@ -707,15 +722,21 @@ impl Node {
                 .compact_revision
                 .fetch_max(replica.applied.compact_revision, Ordering::AcqRel);
         }
+        let mut compacted = false;
         for replica in self.replicas.values_mut() {
             let applied = replica.applied.applied_index;
             let (first, keep) = (replica.raw.store().first_index(), self.config.log_entries_keep);
             if applied >= first && applied - first + 1 > self.config.log_entries_max {
-                replica.raw.mut_store().compact(applied.saturating_sub(keep), &mut apply_batch);
+                let index = applied.saturating_sub(keep);
+                compacted |= replica.raw.mut_store().compact(index, &mut apply_batch);
             }
         }
         if !apply_batch.is_empty() {
-            engine.write(&apply_batch, Durability::Buffered)?;
+            // Entries leave the log only once their application is durable: the engine makes a
+            // synced batch's state machine part durable before it writes the log's part.
+            let sync = compacted && self.config.mutation != Mutation::CompactWithoutSync;
+            let durability = if sync { Durability::Sync } else { Durability::Buffered };
+            engine.write(&apply_batch, durability)?;
         }
 
         // 4: publish, release reads, prepare requested snapshots.

@@ -222,7 +222,7 @@ impl Replica {
             .raw
             .apply_conf_change(change)
             .map_err(|e| crate::Error::Internal(format!("conf change failed: {e}")))?;
-        batch.put(Keyspace::Raft, keys::raft_conf_state(self.range_id), encode(&conf_state));
+        batch.put(Keyspace::Meta, keys::range_conf_state(self.range_id), encode(&conf_state));
         self.raw.mut_store().set_conf_state(conf_state);
         self.step_down_if_removed();
         Ok(())

@@ -800,14 +800,14 @@ impl World {
     }
 
     /// A power loss: the node's process is gone and its disk keeps what was fsynced, plus
-    /// whatever prefix of the later writes the system happened to write back.
+    /// whatever prefix of the later writes to each journal the system happened to write back.
     fn crash(&mut self, id: u64) {
-        let unsynced = self.nodes[id as usize - 1].disk.memory.unsynced_writes();
-        let kept = self.plan.writes_kept(unsynced);
+        let (raft, data) = self.nodes[id as usize - 1].disk.memory.unsynced_writes();
+        let kept = (self.plan.writes_kept(raft), self.plan.writes_kept(data));
         let sim = &mut self.nodes[id as usize - 1];
         if sim.node.take().is_some() {
             self.watchers.node_stopped(id);
-            sim.disk.memory.crash_keeping(kept);
+            sim.disk.memory.crash_keeping(kept.0, kept.1);
             sim.deferred.clear();
             sim.paused_until = None;
             self.log(|| format!("n{id} crashed"));
