@@ -72,34 +72,38 @@ fn apply_batch(c: &mut Criterion) {
     group.finish();
 }
 
+/// A round's write of 256 records: MVCC versions into fjall, and Raft log entries into the Raft
+/// log's own file.
 fn engine_write(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let engine = FjallEngine::open(dir.path()).unwrap();
     let mut group = c.benchmark_group("engine");
     group.throughput(criterion::Throughput::Elements(BATCH as u64));
     let mut next = 0u64;
-    let mut batch_of_puts = || {
+    let mut batch_of = |keyspace: Keyspace| {
         let mut batch = WriteBatch::new();
         for _ in 0..BATCH {
             next += 1;
-            batch.put(Keyspace::Mvcc, keys::version(b"00001234", next as i64), vec![b'v'; 280]);
+            let key = match keyspace {
+                // A member's log stays within 10,000 entries (compaction): so does this one.
+                Keyspace::Raft => keys::raft_log(1, next % 10_000),
+                _ => keys::version(b"00001234", next as i64),
+            };
+            batch.put(keyspace, key, vec![b'v'; 280]);
         }
         batch
     };
-    group.bench_function("write 256 records, buffered", |b| {
-        b.iter_batched(
-            &mut batch_of_puts,
-            |batch| engine.write(&batch, Durability::Buffered).unwrap(),
-            BatchSize::SmallInput,
-        )
-    });
-    group.bench_function("write 256 records, fsync", |b| {
-        b.iter_batched(
-            &mut batch_of_puts,
-            |batch| engine.write(&batch, Durability::Sync).unwrap(),
-            BatchSize::SmallInput,
-        )
-    });
+    for (name, keyspace) in [("", Keyspace::Mvcc), ("Raft log: ", Keyspace::Raft)] {
+        for (how, durability) in [("buffered", Durability::Buffered), ("fsync", Durability::Sync)] {
+            group.bench_function(format!("{name}write 256 records, {how}"), |b| {
+                b.iter_batched(
+                    || batch_of(keyspace),
+                    |batch| engine.write(&batch, durability).unwrap(),
+                    BatchSize::SmallInput,
+                )
+            });
+        }
+    }
     group.finish();
 }
 

@@ -202,7 +202,7 @@ fn check_or_create_format(dir: &Path) -> Result<()> {
 impl Engine for FjallEngine {
     fn get(&self, keyspace: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>> {
         if keyspace == Keyspace::Raft {
-            return Ok(self.raft().get(key));
+            return self.raft().get(key);
         }
         match self.keyspace(keyspace).get(key) {
             Ok(Some(framed)) => Ok(Some(checksum::open(&self.location, keyspace, key, &framed)?)),
@@ -213,7 +213,7 @@ impl Engine for FjallEngine {
 
     fn scan(&self, keyspace: Keyspace, start: &[u8], end: &[u8]) -> Result<ScanIter<'_>> {
         if keyspace == Keyspace::Raft {
-            return Ok(Box::new(self.raft().scan(start, end).into_iter().map(Ok)));
+            return Ok(Box::new(self.raft().scan(start, end)?.into_iter().map(Ok)));
         }
         let ks = self.keyspace(keyspace);
         // A snapshot, so the scan is one point-in-time view however long the caller iterates.

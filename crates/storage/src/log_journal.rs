@@ -7,8 +7,8 @@
 //! flushed tables (measured in `docs/benchmarks.md`). Here a round's log write is one `write`
 //! and one `fdatasync` of its own bytes.
 //!
-//! Every live record is also held in memory, which is what reads see (the log is compacted to a
-//! few thousand entries per range); the file is read only by [`LogJournal::open`].
+//! Every live record's key is held in memory with where its value is in the file, so reads
+//! take one `pread` and the Raft driver's own copy of the log is not held twice.
 //!
 //! Layout: a 16-byte header (the magic `STRLOG01`, then `base`, a little-endian u64), then
 //! records. A record is its payload's length and CRC-32 (u32 little endian each), then the
@@ -57,7 +57,14 @@ pub enum LogOp<'a> {
     Delete(&'a [u8]),
 }
 
-type Records = BTreeMap<Vec<u8>, Vec<u8>>;
+/// Where a live record's value is in the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Place {
+    offset: u64,
+    len: u32,
+}
+
+type Records = BTreeMap<Vec<u8>, Place>;
 
 pub struct LogJournal {
     path: PathBuf,
@@ -69,7 +76,7 @@ pub struct LogJournal {
     /// Whether the torn write is still in the file: it is cut before the next write, not at
     /// open, so that a member that refuses to start leaves the file as it found it.
     torn_in_file: bool,
-    /// Bytes of keys and values in `records`.
+    /// Bytes of the keys and values of `records`.
     live_bytes: u64,
     /// Where the next record goes: the end of the last one.
     end: u64,
@@ -101,12 +108,11 @@ impl LogJournal {
             }
             Err(e) => return Err(io_error("cannot open", e)),
         }
-        let (records, valid) = replay(&location, &bytes)?;
+        let (records, live_bytes, valid) = replay(&location, &bytes)?;
         // Past the last record there are only zeros, unless a write was torn.
         let cut_at = bytes[valid..].iter().any(|&b| b != 0).then_some(valid as u64);
-        let file = OpenOptions::new().write(true).open(path);
+        let file = OpenOptions::new().read(true).write(true).open(path);
         let file = file.map_err(|e| io_error("cannot open for writing", e))?;
-        let live_bytes = records.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
         Ok(Self {
             path: path.to_path_buf(),
             location,
@@ -120,33 +126,41 @@ impl LogJournal {
         })
     }
 
-    pub fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.records.get(key).cloned()
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.records.get(key).map(|place| self.read(*place)).transpose()
     }
 
     /// Copies the records in `[start, end)`; an empty `end` means no upper bound.
-    pub fn scan(&self, start: &[u8], end: &[u8]) -> Vec<KvPair> {
+    pub fn scan(&self, start: &[u8], end: &[u8]) -> Result<Vec<KvPair>> {
         use std::ops::Bound;
         if !end.is_empty() && end <= start {
-            return Vec::new();
+            return Ok(Vec::new());
         }
         let upper = if end.is_empty() { Bound::Unbounded } else { Bound::Excluded(end) };
-        self.records
-            .range::<[u8], _>((Bound::Included(start), upper))
-            .map(|(k, v)| (k.clone(), v.clone()))
+        (self.records.range::<[u8], _>((Bound::Included(start), upper)))
+            .map(|(key, place)| Ok((key.clone(), self.read(*place)?)))
             .collect()
+    }
+
+    fn read(&self, place: Place) -> Result<Vec<u8>> {
+        let mut value = vec![0; place.len as usize];
+        self.file
+            .read_exact_at(&mut value, place.offset)
+            .map_err(|e| self.error("read failed", e))?;
+        Ok(value)
     }
 
     /// Appends `ops` as one record (atomic: a crash keeps all of them or none), with an fsync
     /// if `sync`. The record reaches the OS before this returns either way.
     pub fn write(&mut self, ops: &[LogOp<'_>], sync: bool) -> Result<()> {
         if !ops.is_empty() {
-            let mut payload = Vec::new();
+            // The header's place first, filled in once the payload is encoded after it.
+            let mut framed = vec![0; RECORD_HEADER_BYTES];
+            let mut places = Vec::with_capacity(ops.len());
             for op in ops {
-                encode(&mut payload, *op);
+                places.push(encode(&mut framed, *op));
             }
-            let mut framed = Vec::with_capacity(RECORD_HEADER_BYTES + payload.len());
-            frame(&mut framed, &payload);
+            seal_header(&mut framed);
             if self.torn_in_file {
                 // Nothing of the torn write may follow the next record: a replay would take
                 // whole records among it for new ones.
@@ -164,10 +178,11 @@ impl LogJournal {
                 self.allocated = size;
             }
             self.file.write_all_at(&framed, self.end).map_err(|e| self.error("write failed", e))?;
-            self.end = end;
-            for op in ops {
-                self.apply(*op);
+            for (op, place) in ops.iter().zip(places) {
+                let place = place.map(|at| Place { offset: self.end + at.offset, len: at.len });
+                apply(&mut self.records, &mut self.live_bytes, *op, place);
             }
+            self.end = end;
         }
         if sync {
             self.sync()?;
@@ -202,42 +217,35 @@ impl LogJournal {
     /// Writes the live records to a new file that replaces this one.
     pub fn rewrite(&mut self) -> Result<()> {
         let mut bytes = with_header(Vec::with_capacity(self.live_bytes as usize * 11 / 10));
-        let mut payload = Vec::new();
-        for (key, value) in &self.records {
-            encode(&mut payload, LogOp::Put(key, value));
-            if payload.len() >= REWRITE_RECORD_BYTES {
-                frame(&mut bytes, &payload);
-                payload.clear();
+        let mut record = vec![0; RECORD_HEADER_BYTES];
+        let mut places = Vec::with_capacity(self.records.len());
+        for (key, place) in &self.records {
+            let value = self.read(*place)?;
+            let at = encode(&mut record, LogOp::Put(key, &value)).expect("a put has a value");
+            places.push(Place { offset: (bytes.len() + at.offset as usize) as u64, len: at.len });
+            if record.len() >= REWRITE_RECORD_BYTES {
+                seal_header(&mut record);
+                bytes.append(&mut record);
+                record.resize(RECORD_HEADER_BYTES, 0);
             }
         }
-        if !payload.is_empty() {
-            frame(&mut bytes, &payload);
+        if record.len() > RECORD_HEADER_BYTES {
+            seal_header(&mut record);
+            bytes.append(&mut record);
         }
         let base = bytes.len() as u64;
         bytes[8..HEADER_BYTES].copy_from_slice(&base.to_le_bytes());
         replace(&self.path, &bytes).map_err(|e| self.error("rewrite failed", e))?;
         self.file = OpenOptions::new()
+            .read(true)
             .write(true)
             .open(&self.path)
             .map_err(|e| self.error("cannot reopen after a rewrite", e))?;
+        for (place, new) in self.records.values_mut().zip(places) {
+            *place = new;
+        }
         (self.end, self.allocated, self.torn_in_file) = (base, base, false);
         Ok(())
-    }
-
-    fn apply(&mut self, op: LogOp<'_>) {
-        match op {
-            LogOp::Put(key, value) => {
-                self.live_bytes += (key.len() + value.len()) as u64;
-                if let Some(old) = self.records.insert(key.to_vec(), value.to_vec()) {
-                    self.live_bytes -= (key.len() + old.len()) as u64;
-                }
-            }
-            LogOp::Delete(key) => {
-                if let Some(old) = self.records.remove(key) {
-                    self.live_bytes -= (key.len() + old.len()) as u64;
-                }
-            }
-        }
     }
 
     fn error(&self, what: &str, e: std::io::Error) -> Error {
@@ -270,13 +278,15 @@ fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-fn frame(out: &mut Vec<u8>, payload: &[u8]) {
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    out.extend_from_slice(payload);
+/// Fills in the header of the record that `record` holds after its first 8 bytes.
+fn seal_header(record: &mut [u8]) {
+    let (header, payload) = record.split_at_mut(RECORD_HEADER_BYTES);
+    header[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    header[4..].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
 }
 
-fn encode(out: &mut Vec<u8>, op: LogOp<'_>) {
+/// Appends `op` to `out`; for a put, returns where in `out` its value went.
+fn encode(out: &mut Vec<u8>, op: LogOp<'_>) -> Option<Place> {
     let put_bytes = |out: &mut Vec<u8>, bytes: &[u8]| {
         out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
         out.extend_from_slice(bytes);
@@ -286,16 +296,40 @@ fn encode(out: &mut Vec<u8>, op: LogOp<'_>) {
             out.push(PUT);
             put_bytes(out, key);
             put_bytes(out, value);
+            Some(Place { offset: (out.len() - value.len()) as u64, len: value.len() as u32 })
         }
         LogOp::Delete(key) => {
             out.push(DELETE);
             put_bytes(out, key);
+            None
+        }
+    }
+}
+
+/// Applies one operation to the live records; `place` is where a put's value is in the file.
+fn apply(records: &mut Records, live_bytes: &mut u64, op: LogOp<'_>, place: Option<Place>) {
+    let old = match (op, place) {
+        (LogOp::Put(key, _), Some(place)) => {
+            *live_bytes += key.len() as u64 + place.len as u64;
+            records.insert(key.to_vec(), place)
+        }
+        (LogOp::Delete(key), _) | (LogOp::Put(key, _), None) => records.remove(key),
+    };
+    if let Some((key_len, old)) = old.map(|old| (op.key().len(), old)) {
+        *live_bytes -= key_len as u64 + old.len as u64;
+    }
+}
+
+impl LogOp<'_> {
+    fn key(&self) -> &[u8] {
+        match self {
+            LogOp::Put(key, _) | LogOp::Delete(key) => key,
         }
     }
 }
 
 /// Replays a journal's bytes: its records, and the length of the whole records they came from.
-fn replay(location: &str, bytes: &[u8]) -> Result<(Records, usize)> {
+fn replay(location: &str, bytes: &[u8]) -> Result<(Records, u64, usize)> {
     let damaged = |message: String| Error::Engine { location: location.to_string(), message };
     if bytes.len() < HEADER_BYTES || &bytes[..8] != MAGIC {
         return Err(damaged("not a Strata Raft log (bad header)".into()));
@@ -305,6 +339,7 @@ fn replay(location: &str, bytes: &[u8]) -> Result<(Records, usize)> {
         return Err(damaged(format!("bad header: a fsynced prefix of {base} bytes")));
     }
     let mut records = Records::new();
+    let mut live_bytes = 0;
     let mut at = HEADER_BYTES;
     while let Some(payload) = whole_record(&bytes[at..]) {
         let mut ops = Decoder(payload);
@@ -312,10 +347,15 @@ fn replay(location: &str, bytes: &[u8]) -> Result<(Records, usize)> {
             let op = ops.next_op().ok_or_else(|| {
                 damaged(format!("record at byte {at} passes its checksum but does not decode"))
             })?;
-            match op {
-                LogOp::Put(key, value) => records.insert(key.to_vec(), value.to_vec()),
-                LogOp::Delete(key) => records.remove(key),
+            let place = match op {
+                // The value is a slice of `bytes`: its offset there is its offset in the file.
+                LogOp::Put(_, value) => Some(Place {
+                    offset: (value.as_ptr() as usize - bytes.as_ptr() as usize) as u64,
+                    len: value.len() as u32,
+                }),
+                LogOp::Delete(_) => None,
             };
+            apply(&mut records, &mut live_bytes, op, place);
         }
         at += RECORD_HEADER_BYTES + payload.len();
     }
@@ -324,7 +364,7 @@ fn replay(location: &str, bytes: &[u8]) -> Result<(Records, usize)> {
             "damaged record at byte {at}, inside the part written whole by a rewrite"
         )));
     }
-    Ok((records, at))
+    Ok((records, live_bytes, at))
 }
 
 /// The payload of the record at the start of `bytes`, if it is whole and passes its CRC.
@@ -378,10 +418,10 @@ mod tests {
         let log = LogJournal::open(&path).unwrap();
         assert_eq!(log.cut_at(), None, "the zeros ahead of the records are not a torn write");
         assert_eq!(
-            log.scan(b"", b""),
+            log.scan(b"", b"").unwrap(),
             vec![(b"b".to_vec(), b"2".to_vec()), (b"c".to_vec(), vec![])]
         );
-        assert_eq!(log.get(b"a"), None);
+        assert_eq!(log.get(b"a").unwrap(), None);
     }
 
     /// Every way a crash can tear the last write: the file cut anywhere in it, or the part of
@@ -413,13 +453,13 @@ mod tests {
         for torn in tears {
             fs::write(&path, &torn).unwrap();
             let mut log = LogJournal::open(&path).unwrap();
-            assert_eq!(log.scan(b"", b""), vec![(b"a".to_vec(), b"1".to_vec())]);
+            assert_eq!(log.scan(b"", b"").unwrap(), vec![(b"a".to_vec(), b"1".to_vec())]);
             assert!(log.cut_at().is_none_or(|at| at == whole as u64));
             assert_eq!(fs::read(&path).unwrap(), torn, "opening leaves the file as it was");
             log.write(&[put(b"d", b"4")], true).unwrap();
             drop(log);
             let log = LogJournal::open(&path).unwrap();
-            assert_eq!(log.get(b"d"), Some(b"4".to_vec()), "appends go on after a cut");
+            assert_eq!(log.get(b"d").unwrap(), Some(b"4".to_vec()), "appends go on after a cut");
         }
     }
 
@@ -445,24 +485,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("raft.log");
         let mut log = LogJournal::open(&path).unwrap();
+        let value = |i: u32| vec![i as u8; 300];
         for i in 0..1000u32 {
-            log.write(&[put(&i.to_be_bytes(), &[1u8; 300])], false).unwrap();
+            log.write(&[put(&i.to_be_bytes(), &value(i))], false).unwrap();
             if i >= 10 {
                 log.write(&[LogOp::Delete(&(i - 10).to_be_bytes())], false).unwrap();
             }
         }
+        let mut expected: Vec<KvPair> =
+            (990..1000u32).map(|i| (i.to_be_bytes().to_vec(), value(i))).collect();
         let before = log.file_bytes();
         log.rewrite().unwrap();
         assert!(log.file_bytes() < before / 50, "{} of {before} bytes", log.file_bytes());
+        assert_eq!(log.scan(b"", b"").unwrap(), expected, "read from the new file");
         log.write(&[put(b"after", b"x")], true).unwrap();
         // A rewrite that died before its rename left a partial copy: it is ignored.
         fs::write(tmp_path(&path), b"partial").unwrap();
         drop(log);
         let log = LogJournal::open(&path).unwrap();
-        let keys: Vec<Vec<u8>> = log.scan(b"", b"").into_iter().map(|(k, _)| k).collect();
-        let mut expected: Vec<Vec<u8>> = (990..1000u32).map(|i| i.to_be_bytes().to_vec()).collect();
-        expected.push(b"after".to_vec());
-        assert_eq!(keys, expected);
+        expected.push((b"after".to_vec(), b"x".to_vec()));
+        assert_eq!(log.scan(b"", b"").unwrap(), expected);
         assert!(!tmp_path(&path).exists());
     }
 
