@@ -403,15 +403,21 @@ impl<'a> Decoder<'a> {
 mod tests {
     use super::*;
 
+    /// A new journal in a directory of its own (removed when the first value is dropped).
+    fn new_log() -> (tempfile::TempDir, PathBuf, LogJournal) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft.log");
+        let log = LogJournal::open(&path).unwrap();
+        (dir, path, log)
+    }
+
     fn put<'a>(key: &'a [u8], value: &'a [u8]) -> LogOp<'a> {
         LogOp::Put(key, value)
     }
 
     #[test]
     fn records_survive_reopen_and_deletes_stay_deleted() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("raft.log");
-        let mut log = LogJournal::open(&path).unwrap();
+        let (_dir, path, mut log) = new_log();
         log.write(&[put(b"a", b"1"), put(b"b", b"2")], true).unwrap();
         log.write(&[LogOp::Delete(b"a"), put(b"c", b"")], false).unwrap();
         drop(log);
@@ -429,9 +435,7 @@ mod tests {
     /// one is gone whole, and the file takes appends after it again.
     #[test]
     fn a_torn_last_write_is_cut_and_nothing_before_it_is_lost() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("raft.log");
-        let mut log = LogJournal::open(&path).unwrap();
+        let (_dir, path, mut log) = new_log();
         log.write(&[put(b"a", b"1")], true).unwrap();
         let whole = log.file_bytes() as usize;
         log.write(&[put(b"b", &[7u8; 100]), put(b"c", b"3")], true).unwrap();
@@ -465,9 +469,7 @@ mod tests {
 
     #[test]
     fn damage_inside_a_rewritten_prefix_is_reported() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("raft.log");
-        let mut log = LogJournal::open(&path).unwrap();
+        let (_dir, path, mut log) = new_log();
         log.write(&[put(b"a", b"1"), put(b"b", b"2")], true).unwrap();
         log.rewrite().unwrap();
         drop(log);
@@ -482,9 +484,7 @@ mod tests {
 
     #[test]
     fn a_rewrite_keeps_exactly_the_live_records() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("raft.log");
-        let mut log = LogJournal::open(&path).unwrap();
+        let (_dir, path, mut log) = new_log();
         let value = |i: u32| vec![i as u8; 300];
         for i in 0..1000u32 {
             log.write(&[put(&i.to_be_bytes(), &value(i))], false).unwrap();

@@ -33,15 +33,20 @@ impl State {
     }
 }
 
+/// The journal that holds a keyspace.
+fn journal(keyspace: Keyspace) -> usize {
+    if keyspace == Keyspace::Raft { RAFT } else { DATA }
+}
+
 /// A batch's two parts: its operations on the `Raft` keyspace, and the rest.
 fn split(batch: &WriteBatch) -> [WriteBatch; 2] {
     let mut parts = [WriteBatch::new(), WriteBatch::new()];
-    for op in batch.ops() {
-        let (WriteOp::Put { keyspace, .. } | WriteOp::Delete { keyspace, .. }) = op;
-        let part = &mut parts[if *keyspace == Keyspace::Raft { RAFT } else { DATA }];
-        match op.clone() {
-            WriteOp::Put { keyspace, key, value } => part.put(keyspace, key, value),
-            WriteOp::Delete { keyspace, key } => part.delete(keyspace, key),
+    for op in batch.ops().iter().cloned() {
+        match op {
+            WriteOp::Put { keyspace, key, value } => {
+                parts[journal(keyspace)].put(keyspace, key, value)
+            }
+            WriteOp::Delete { keyspace, key } => parts[journal(keyspace)].delete(keyspace, key),
         }
     }
     parts
@@ -101,15 +106,18 @@ impl MemEngine {
         crate::check_batch(batch, LOCATION)?;
         let mut state = self.state.write().expect("engine lock poisoned");
         let [raft, data] = split(batch);
-        apply(&mut state.visible, &data);
-        let data_written = !data.is_empty();
-        state.unsynced[DATA].push(data);
-        if first_fails && data_written {
-            return Ok(());
+        if !data.is_empty() {
+            apply(&mut state.visible, &data);
+            state.unsynced[DATA].push(data);
+            if first_fails {
+                return Ok(());
+            }
+            state.sync(DATA);
         }
-        state.sync(DATA);
-        apply(&mut state.visible, &raft);
-        state.unsynced[RAFT].push(raft);
+        if !raft.is_empty() {
+            apply(&mut state.visible, &raft);
+            state.unsynced[RAFT].push(raft);
+        }
         Ok(())
     }
 

@@ -662,10 +662,9 @@ impl Node {
         // goes with the applied changes, in one write.
         let mut apply_batch = WriteBatch::new();
         if (must_sync || !restored.is_empty()) && !log_batch.is_empty() {
-            // A restored snapshot is synced whatever raft-rs asks: its data must be durable
-            // before its log reset, which the engine orders only for a synced write.
-            let sync = (must_sync || !restored.is_empty())
-                && self.config.mutation != Mutation::AckBeforeFsync;
+            // Synced even when only a snapshot was restored (raft-rs may not ask): its data must
+            // be durable before its log reset, which the engine orders only for a synced write.
+            let sync = self.config.mutation != Mutation::AckBeforeFsync;
             let durability = if sync { Durability::Sync } else { Durability::Buffered };
             engine.write(&log_batch, durability)?;
         } else {
