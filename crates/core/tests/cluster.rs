@@ -1,17 +1,17 @@
 //! In-process multi-node tests of the raftstore: several `Node`s over in-memory engines, wired
 //! by a test network that can drop a node's traffic. They cover leader election, leader loss,
-//! restart after a crash that loses unsynced writes, and catch-up by snapshot after the log was
-//! compacted.
+//! restart after a crash that loses unsynced writes, catch-up by snapshot after the log was
+//! compacted, and what a removed leader tells the others.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use strata_core::FIRST_RANGE_ID;
-use strata_core::command::Request;
+use strata_core::command::{MemberChange, MemberChangeKind, Request};
 use strata_core::mvcc::view::View;
 use strata_core::mvcc::{Response, read};
 use strata_core::pb::etcdserverpb::{PutRequest, RangeRequest};
-use strata_core::raftstore::{Config, Node, OutMessage};
+use strata_core::raftstore::{Config, Message, MessageType, Node, OutMessage};
 use strata_storage::{Engine, MemEngine};
 
 struct TestCluster {
@@ -34,6 +34,14 @@ fn small_log_config(id: u64) -> Config {
     let mut config = Config::new(id, 1, vec![1, 2, 3]);
     config.log_entries_max = 20;
     config.log_entries_keep = 5;
+    config
+}
+
+/// Heartbeats every 7th tick, not every tick: a message sent at once is told from one that
+/// merely came with the next tick.
+fn rare_heartbeats_config(id: u64) -> Config {
+    let mut config = Config::new(id, 1, vec![1, 2, 3]);
+    (config.heartbeat_ticks, config.election_ticks) = (7, 30);
     config
 }
 
@@ -365,4 +373,73 @@ fn epochs_grow_across_restarts_whatever_the_configured_epoch() {
     cluster.run(20);
     cluster.put(follower, "b", "2");
     assert_eq!(cluster.get(leader, "b"), Some(b"2".to_vec()));
+}
+
+/// Removes the leader through Raft and runs until it has applied the end of the joint
+/// configuration. Returns the removed leader, the others, and the messages it sent in the
+/// rounds it stepped down in.
+fn remove_the_leader(cluster: &mut TestCluster) -> (u64, Vec<u64>, Vec<Message>) {
+    let leader = cluster.run_until_leader();
+    cluster.put(leader, "a", "1");
+    let change = MemberChange { kind: MemberChangeKind::Remove as i32, id: leader, member: None };
+    cluster.node(leader).propose(FIRST_RANGE_ID, 1_000, Request::MemberChange(change)).unwrap();
+    for _ in 0..200 {
+        cluster.step();
+        let conf = cluster.node(leader).configuration(FIRST_RANGE_ID).unwrap();
+        if !conf.joint && !conf.voters.contains(&leader) {
+            // What it sends while applying goes out with its next round.
+            let mut sent = Vec::new();
+            for _ in 0..2 {
+                sent.extend(cluster.in_flight.iter().filter(|m| m.message.from == leader).cloned());
+                cluster.step();
+            }
+            let sent = sent.into_iter().map(|m| m.message).collect();
+            let others = (1..=3).filter(|id| *id != leader).collect();
+            return (leader, others, sent);
+        }
+    }
+    panic!("the leader's removal was never applied");
+}
+
+#[test]
+fn a_removed_leader_tells_the_remaining_voters_what_is_committed() {
+    // The voters elect with the configuration they applied. One that has not heard that the
+    // joint configuration ended still needs the removed member's vote, so the removed leader
+    // tells every remaining voter the commit before it steps down — by a heartbeat, which a
+    // follower takes whatever its log holds (an append overtaken by an earlier one is refused).
+    let mut cluster = TestCluster::new(rare_heartbeats_config);
+    let (leader, others, sent) = remove_the_leader(&mut cluster);
+    let applied = cluster.node(leader).shared(FIRST_RANGE_ID).unwrap().read_state().applied_index;
+    for voter in others {
+        let told = sent.iter().any(|m| {
+            m.get_msg_type() == MessageType::MsgHeartbeat && m.to == voter && m.commit >= applied
+        });
+        assert!(told, "n{leader} stepped down without telling n{voter} commit {applied}: {sent:?}");
+    }
+}
+
+#[test]
+fn a_removed_member_refuses_a_pre_vote_in_the_candidates_term() {
+    // A removed member falls behind in term. Its refusal carries what it knows is committed
+    // (which lets a candidate holding those entries commit them), but a candidate ignores an
+    // answer from an older term: the member answers in the candidate's.
+    let mut cluster = TestCluster::new(default_config);
+    let (removed, others, _) = remove_the_leader(&mut cluster);
+    cluster.run(20);
+    let node = cluster.node(removed);
+    let committed = node.shared(FIRST_RANGE_ID).unwrap().read_state().applied_index;
+    let candidate_term = node.term(FIRST_RANGE_ID) + 5;
+    let mut pre_vote = Message::default();
+    pre_vote.set_msg_type(MessageType::MsgRequestPreVote);
+    (pre_vote.from, pre_vote.to, pre_vote.term) = (others[0], removed, candidate_term + 1);
+    // A log that holds nothing: the member must refuse.
+    (pre_vote.index, pre_vote.log_term) = (0, 0);
+    node.step(FIRST_RANGE_ID, pre_vote);
+    let output = node.process_ready().unwrap();
+    let answer = (output.messages.iter().map(|m| &m.message))
+        .find(|m| m.get_msg_type() == MessageType::MsgRequestPreVoteResponse)
+        .expect("an answer to the pre-vote");
+    assert!(answer.reject);
+    assert_eq!(answer.term, candidate_term, "answered in the member's own, older term");
+    assert!(answer.commit >= committed && answer.commit_term > 0, "{answer:?}");
 }

@@ -471,6 +471,7 @@ impl Node {
             {
                 return; // a duplicate: see `ReadCtxs`
             }
+            replica.answer_pre_vote_in_its_term(&message);
             // Errors here are protocol-level rejections (stale term, unknown peer): Raft
             // tolerates lost messages, so dropping is the right reaction.
             let _ = replica.raw.step(message);

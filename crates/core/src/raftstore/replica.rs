@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use prost::Message as _;
-use raft::prelude::{ConfChange, ConfChangeV2, Entry, EntryType};
+use raft::prelude::{ConfChange, ConfChangeV2, Entry, EntryType, Message, MessageType};
 use raft::{RawNode, StateRole};
 use strata_storage::{Engine, Keyspace, WriteBatch};
 
@@ -229,13 +229,17 @@ impl Replica {
     }
 
     /// A leader that is no longer a voter must stop leading: raft-rs keeps it leader but no
-    /// longer tracks it, and panics when it next counts a commit. It hands over to the voter
-    /// with the most of the log (which campaigns at once) and becomes a follower.
+    /// longer tracks it, and panics when it next counts a commit. It first tells the remaining
+    /// voters what is committed — the end of the joint configuration among it: a voter that
+    /// has not applied that end still elects with the joint configuration, which needs this
+    /// member's vote. Then it hands over to the voter with the most of the log (which
+    /// campaigns at once) and becomes a follower.
     fn step_down_if_removed(&mut self) {
         let raft = &mut self.raw.raft;
         if raft.state != StateRole::Leader || raft.prs().conf().voters().contains(raft.id) {
             return;
         }
+        raft.bcast_heartbeat();
         let successor = (raft.prs().iter())
             .filter(|(id, _)| raft.prs().conf().voters().contains(**id))
             .max_by_key(|(id, progress)| (progress.matched, std::cmp::Reverse(**id)))
@@ -245,6 +249,31 @@ impl Replica {
         }
         let term = raft.term;
         raft.become_follower(term, raft::INVALID_ID);
+    }
+
+    /// Lets a removed member answer a pre-vote in the candidate's own term.
+    ///
+    /// The voters that have not yet applied the end of a joint configuration still count this
+    /// member's vote. If its log holds an entry theirs lack (appended while it led, never to
+    /// be committed), it refuses them — and raft-rs puts what it knows is committed in a
+    /// refusal, so that a candidate holding that entry commits it (raft-rs's commit by vote),
+    /// applies the new configuration and can win without this member. But a member answers a
+    /// pre-vote in its own term, and a candidate ignores answers from older terms: a removed
+    /// member, which no longer campaigns and so falls behind in term, would go unheard, and
+    /// the voters stay stuck. Pre-vote keeps a member's term from being raised by candidates
+    /// that cannot win, so that it is not disrupted; a removed member has nothing to disrupt
+    /// (no leader sends to it any more), and raising its term is safe as any term change is.
+    pub(crate) fn answer_pre_vote_in_its_term(&mut self, message: &Message) {
+        let raft = &mut self.raw.raft;
+        // A pre-vote carries the term the candidate would campaign in: one past its own.
+        let candidate_term = message.term.saturating_sub(1);
+        if message.get_msg_type() == MessageType::MsgRequestPreVote
+            && candidate_term > raft.term
+            && !raft.prs().conf().voters().contains(raft.id)
+            && !raft.prs().conf().learners().contains(&raft.id)
+        {
+            raft.become_follower(candidate_term, raft::INVALID_ID);
+        }
     }
 }
 
