@@ -7,7 +7,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use axum::serve::ListenerExt as _;
 use strata_core::mvcc::Limits;
-use strata_core::raftstore::stats::{Histogram, SECONDS_BOUNDS};
 use strata_core::raftstore::{Config as RaftConfig, Node};
 use strata_storage::{Engine, FjallEngine};
 use tokio::net::TcpListener;
@@ -31,7 +30,7 @@ use crate::pb::etcd::watch_server::WatchServer;
 use crate::pb::lock::lock_server::LockServer;
 use crate::pb::transport::raft_transport_server::RaftTransportServer;
 use crate::shell;
-use crate::timed_engine::TimedEngine;
+use crate::timed_engine::{TimedEngine, Timings};
 use crate::transport::{Announced, Connector, PEER_MESSAGE_BYTES_MAX, Transport, TransportService};
 
 /// gRPC messages from clients may exceed the request limit by this much, so that a request just
@@ -64,21 +63,15 @@ pub async fn run(
     }
     let mut config = config;
     config.recorded_member_id = Some(recorded_member_id(fjall.as_ref(), &config)?);
-    let sync_seconds = Arc::new(Histogram::new(SECONDS_BOUNDS));
+    let timings = Arc::new(Timings::default());
     let engine: Arc<dyn Engine> =
-        Arc::new(TimedEngine { inner: fjall.clone(), sync_seconds: sync_seconds.clone() });
+        Arc::new(TimedEngine { inner: fjall.clone(), timings: timings.clone() });
     let epoch =
         SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
     let member = assemble(
         &config,
         engine,
-        Parts {
-            epoch,
-            sync_seconds,
-            store: fjall,
-            connector: Connector::Tcp,
-            runner: Runner::Thread,
-        },
+        Parts { epoch, timings, store: fjall, connector: Connector::Tcp, runner: Runner::Thread },
     )
     .map_err(|e| match raft_log_cut {
         // Entries the member acknowledged went with the cut: the file was damaged.
@@ -225,7 +218,7 @@ pub enum Runner {
 pub struct Parts {
     /// Distinguishes this start from earlier ones (see `strata_core::command::Command`).
     pub epoch: u64,
-    pub sync_seconds: Arc<Histogram>,
+    pub timings: Arc<Timings>,
     pub store: Arc<dyn StoreAdmin>,
     pub connector: Connector,
     pub runner: Runner,
@@ -325,8 +318,12 @@ pub fn assemble(
     let node_stats = node.stats();
     let revision = node.shared(strata_core::FIRST_RANGE_ID).map_or(0, |s| s.read_state().revision);
     let handle = match parts.runner {
-        Runner::Thread => shell::spawn(node, transport, config.tick_interval)?.0,
-        Runner::Task => shell::spawn_task(node, transport, config.tick_interval),
+        Runner::Thread => {
+            shell::spawn(node, transport, config.tick_interval, parts.timings.clone())?.0
+        }
+        Runner::Task => {
+            shell::spawn_task(node, transport, config.tick_interval, parts.timings.clone())
+        }
     };
     // The transport reports undeliverable messages to the shell from now on.
     *reports.lock().expect("reports lock") = Some(handle.clone());
@@ -338,7 +335,7 @@ pub fn assemble(
         engine,
         limits: Limits::default(),
         peer_client_urls: peer_client_urls.clone(),
-        metrics: Arc::new(Metrics::new(node_stats, parts.sync_seconds)),
+        metrics: Arc::new(Metrics::new(node_stats, parts.timings)),
         store: parts.store,
         watches: Watches::new(revision, config.watch_progress_interval),
         lease_ids: LeaseIds::new(member_id),

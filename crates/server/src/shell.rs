@@ -24,6 +24,8 @@ use strata_core::raftstore::{Answers, Driver, Message, Node, OutMessage, RangeSh
 use strata_core::{Error, RangeId};
 use tokio::sync::{Notify, oneshot};
 
+use crate::timed_engine::Timings;
+
 /// Inputs queued for the shell before requests are refused.
 const INPUT_QUEUE_MAX: usize = 16_384;
 /// Inputs handled per loop iteration at most, so ticks are never starved.
@@ -203,6 +205,7 @@ pub struct Shell<O: Outbox> {
     applied: Arc<Notify>,
     /// The first range's revision the last time `applied` was notified.
     last_revision: i64,
+    timings: Arc<Timings>,
 }
 
 /// Starts the shell thread. It runs until every handle is dropped or storage fails; a storage
@@ -211,8 +214,9 @@ pub fn spawn<O: Outbox>(
     node: Node,
     outbox: O,
     tick_interval: Duration,
+    timings: Arc<Timings>,
 ) -> std::io::Result<(ShellHandle, std::thread::JoinHandle<()>)> {
-    let (handle, mut shell) = Shell::new(node, outbox, tick_interval);
+    let (handle, mut shell) = Shell::new(node, outbox, tick_interval, timings);
     let thread =
         std::thread::Builder::new().name("strata-raftstore".into()).spawn(move || shell.run())?;
     Ok((handle, thread))
@@ -222,14 +226,24 @@ pub fn spawn<O: Outbox>(
 /// inputs every millisecond of the runtime's clock. For tests that run nodes on a simulated
 /// network and clock (turmoil), where every part of a node must follow that clock; the
 /// production path is [`spawn`].
-pub fn spawn_task<O: Outbox>(node: Node, outbox: O, tick_interval: Duration) -> ShellHandle {
-    let (handle, mut shell) = Shell::new(node, outbox, tick_interval);
+pub fn spawn_task<O: Outbox>(
+    node: Node,
+    outbox: O,
+    tick_interval: Duration,
+    timings: Arc<Timings>,
+) -> ShellHandle {
+    let (handle, mut shell) = Shell::new(node, outbox, tick_interval, timings);
     tokio::spawn(async move { shell.run_polling().await });
     handle
 }
 
 impl<O: Outbox> Shell<O> {
-    fn new(node: Node, outbox: O, tick_interval: Duration) -> (ShellHandle, Self) {
+    fn new(
+        node: Node,
+        outbox: O,
+        tick_interval: Duration,
+        timings: Arc<Timings>,
+    ) -> (ShellHandle, Self) {
         let (tx, rx) = sync_channel(INPUT_QUEUE_MAX);
         let shared =
             node.range_ids().into_iter().filter_map(|id| Some((id, node.shared(id)?))).collect();
@@ -242,6 +256,7 @@ impl<O: Outbox> Shell<O> {
             last_leader: 0,
             applied: applied.clone(),
             last_revision: 0,
+            timings,
         };
         (ShellHandle { tx, shared, applied }, shell)
     }
@@ -295,9 +310,11 @@ impl<O: Outbox> Shell<O> {
 
     fn round(&mut self) {
         let outbox = &mut self.outbox;
+        let started = Instant::now();
         match self.driver.round(&mut |messages| outbox.send(messages)) {
             Ok(None) => {}
             Ok(Some((output, answers))) => {
+                self.timings.round.observe(started.elapsed().as_secs_f64());
                 // Answers first: what is left to send now (a follower's acknowledgements) is
                 // rarely on a waiting client's path, and the reply is.
                 deliver(answers);

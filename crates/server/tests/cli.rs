@@ -1,5 +1,5 @@
-//! The command line over real processes: `strata dev` starts a working cluster and stops every
-//! member on SIGTERM; `strata put/get/del/status` talk to it; `strata start` refuses data
+//! The command line over real processes: `strata dev` starts a working cluster (its metrics
+//! time its disk writes and rounds) and stops every member on SIGTERM; `strata put/get/del/status` talk to it; `strata start` refuses data
 //! directories that are not its own, naming the file, and never panics on damaged ones.
 
 mod support;
@@ -56,6 +56,16 @@ fn dev_cluster_serves_the_cli_and_stops_on_sigterm() {
     assert_eq!(strata(&["del", "cli/", "--prefix"]).trim(), "2");
     let status = strata(&["status"]);
     assert_eq!(status.lines().count(), 4, "{status}");
+    // Every member persisted, applied and ran rounds, and `/metrics` times each.
+    for endpoint in &endpoints {
+        let metrics = http_get(endpoint, "/metrics").unwrap();
+        for histogram in ["fsync", "buffered_write", "raftstore_round"] {
+            let name = format!("strata_{histogram}_seconds_count ");
+            let count = (metrics.lines().find_map(|l| l.strip_prefix(name.as_str())))
+                .and_then(|count| count.parse::<u64>().ok());
+            assert!(count.is_some_and(|c| c > 0), "{name}in {endpoint}:\n{metrics}");
+        }
+    }
 
     // SIGTERM to `strata dev` stops every member it started.
     run("kill", &["-TERM", &dev.id().to_string()]);

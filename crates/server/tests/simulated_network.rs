@@ -20,7 +20,6 @@ use strata::pb::etcd::kv_client::KvClient;
 use strata::server::{Parts, Runner, assemble};
 use strata::transport::{Connector, Io};
 use strata_core::pb::etcdserverpb::{PutRequest, RangeRequest};
-use strata_core::raftstore::stats::{Histogram, SECONDS_BOUNDS};
 use strata_storage::MemEngine;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_stream::wrappers::ReceiverStream;
@@ -125,7 +124,7 @@ async fn incoming(port: u16) -> io::Result<ReceiverStream<io::Result<Conn>>> {
 async fn run_member(name: &'static str) -> Result<(), Box<dyn std::error::Error>> {
     let parts = Parts {
         epoch: 1,
-        sync_seconds: Arc::new(Histogram::new(SECONDS_BOUNDS)),
+        timings: Default::default(),
         store: Arc::new(strata::server::NoStoreAdmin),
         connector: connector(),
         runner: Runner::Task,

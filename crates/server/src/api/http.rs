@@ -16,6 +16,7 @@ use axum::routing::get;
 use strata_core::raftstore::stats::{Histogram, NodeStats, SECONDS_BOUNDS};
 
 use super::Api;
+use crate::timed_engine::Timings;
 
 /// One RPC's counters: outcomes and latency. Atomics, so recording a request takes the map's
 /// lock only long enough to find its entry.
@@ -26,17 +27,17 @@ struct RequestStats {
 }
 
 /// The node's metrics, rendered in Prometheus text format: Raft and MVCC state, the raftstore's
-/// own counters (proposals, applies, rounds, batch sizes, leader changes), fsync latency, and
-/// request counts and latency per RPC.
+/// own counters (proposals, applies, rounds, batch sizes, leader changes), the latency of its
+/// writes and rounds, and request counts and latency per RPC.
 pub struct Metrics {
     requests: Mutex<BTreeMap<&'static str, Arc<RequestStats>>>,
     node: Arc<NodeStats>,
-    sync_seconds: Arc<Histogram>,
+    timings: Arc<Timings>,
 }
 
 impl Metrics {
-    pub fn new(node: Arc<NodeStats>, sync_seconds: Arc<Histogram>) -> Self {
-        Self { requests: Mutex::default(), node, sync_seconds }
+    pub fn new(node: Arc<NodeStats>, timings: Arc<Timings>) -> Self {
+        Self { requests: Mutex::default(), node, timings }
     }
 
     pub fn observe_request(&self, method: &'static str, latency: Duration, ok: bool) {
@@ -102,7 +103,10 @@ impl Metrics {
         }
         render_histogram(&mut out, "strata_log_batch_entries", "", &node.log_batch_entries);
         render_histogram(&mut out, "strata_apply_batch_entries", "", &node.apply_batch_entries);
-        render_histogram(&mut out, "strata_fsync_seconds", "", &self.sync_seconds);
+        let timings = &self.timings;
+        render_histogram(&mut out, "strata_fsync_seconds", "", &timings.fsync);
+        render_histogram(&mut out, "strata_buffered_write_seconds", "", &timings.buffered_write);
+        render_histogram(&mut out, "strata_raftstore_round_seconds", "", &timings.round);
         let requests: Vec<_> = self
             .requests
             .lock()
