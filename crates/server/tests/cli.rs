@@ -1,6 +1,7 @@
 //! The command line over real processes: `strata dev` starts a working cluster (its metrics
-//! time its disk writes and rounds) and stops every member on SIGTERM; `strata put/get/del/status` talk to it; `strata start` refuses data
-//! directories that are not its own, naming the file, and never panics on damaged ones.
+//! time its disk writes and rounds) and stops every member on SIGTERM;
+//! `strata put/get/del/status` talk to it; `strata start` refuses data directories that are
+//! not its own, naming the file, and never panics on damaged ones.
 
 mod support;
 
