@@ -1,6 +1,6 @@
-//! Value framing: every stored value is `crc32c(key ‖ value)` (4 bytes, little endian) followed
-//! by the value. Covering the key too means a value that ends up under the wrong key is caught,
-//! not just a flipped bit inside it.
+//! Value framing: every stored value is `crc32(key ‖ value)` (CRC-32, IEEE polynomial; 4 bytes,
+//! little endian) followed by the value. Covering the key too means a value that ends up under
+//! the wrong key is caught, not just a flipped bit inside it.
 
 use crate::{Error, Keyspace, display_key};
 

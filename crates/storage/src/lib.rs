@@ -13,7 +13,7 @@
 //!   round's fsync carries the log and nothing else. A batch spanning both is two atomic parts,
 //!   written in a fixed order (see [`Engine::write`]).
 //!
-//! Every value is stored with a CRC-32C of its key and value. A mismatch on read is reported as
+//! Every value is stored with a CRC-32 of its key and value. A mismatch on read is reported as
 //! [`Error::Corruption`] naming the keyspace and key: a flipped bit never becomes wrong data.
 //!
 //! Two implementations share one conformance suite ([`conformance`]): [`FjallEngine`], durable,
