@@ -14,6 +14,7 @@ pub mod backup;
 pub mod bench;
 pub mod cli;
 pub mod cli_client;
+pub mod coalesce;
 pub mod config;
 pub mod dev;
 pub mod open_trail;

@@ -106,15 +106,7 @@ pub async fn run(
         data_dir = %config.data_dir.display(),
         "strata member started"
     );
-    // Small answers must leave at once: with Nagle's algorithm on, a reply waits for the
-    // client's delayed acknowledgement (40 ms on Linux) whenever an earlier segment is unacked.
-    let client_listener = client_listener.tap_io(|stream| {
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::warn!(error = %e, "cannot set TCP_NODELAY on a client connection");
-        }
-    });
-    let client_listener = crate::authority::StripListener(client_listener);
-    let client_server = axum::serve(client_listener, client_app);
+    let client_server = axum::serve(client_connections(client_listener), client_app);
     tokio::select! {
         result = client_server => result.context("client server failed")?,
         result = peer_server => result.context("peer server failed")?,
@@ -123,6 +115,21 @@ pub async fn run(
     // Dropping the last shell handles stops the raftstore thread; every acknowledged write is
     // already durable, so nothing needs flushing.
     Ok(())
+}
+
+/// The client port's connections, as every member (and the floor server of `bench/compare`)
+/// serves them.
+pub fn client_connections(
+    listener: TcpListener,
+) -> impl axum::serve::Listener<Addr = std::net::SocketAddr> {
+    // Small answers must leave at once: with Nagle's algorithm on, a reply waits for the
+    // client's delayed acknowledgement (40 ms on Linux) whenever an earlier segment is unacked.
+    let listener = listener.tap_io(|stream| {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::warn!(error = %e, "cannot set TCP_NODELAY on a client connection");
+        }
+    });
+    crate::authority::StripListener(crate::coalesce::CoalescedListener(listener))
 }
 
 /// Where the damage behind a failed store open is. fjall's errors carry no path, so the open

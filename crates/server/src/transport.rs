@@ -174,7 +174,6 @@ async fn peer_sender(
     let endpoint = match Endpoint::from_shared(url.clone()) {
         Ok(e) => e
             .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
             .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
             .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
             .keep_alive_while_idle(true),
@@ -186,7 +185,9 @@ async fn peer_sender(
     let queue = Arc::new(Mutex::new(queue));
     loop {
         let channel: Channel = match &connector {
-            Connector::Tcp => endpoint.connect_lazy(),
+            Connector::Tcp => {
+                endpoint.connect_with_connector_lazy(tower::service_fn(crate::coalesce::connect))
+            }
             Connector::Custom(connect) => {
                 let connect = connect.clone();
                 endpoint.connect_with_connector_lazy(tower::service_fn(move |uri| {

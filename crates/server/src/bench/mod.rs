@@ -281,9 +281,8 @@ fn connect(args: &BenchArgs) -> anyhow::Result<Vec<Channel>> {
             let url = &endpoints[i % endpoints.len()];
             let endpoint = Endpoint::from_shared(url.clone())
                 .with_context(|| format!("invalid endpoint {url}"))?
-                .connect_timeout(Duration::from_secs(5))
-                .tcp_nodelay(true);
-            Ok(endpoint.connect_lazy())
+                .connect_timeout(Duration::from_secs(5));
+            Ok(endpoint.connect_with_connector_lazy(tower::service_fn(crate::coalesce::connect)))
         })
         .collect()
 }
