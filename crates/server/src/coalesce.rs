@@ -94,8 +94,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesced<S> {
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
-        this.yielded = false;
         ready!(this.poll_send(cx))?;
+        this.yielded = false;
         Pin::new(&mut this.inner).poll_flush(cx)
     }
 
@@ -147,10 +147,12 @@ mod tests {
 
     use super::*;
 
-    /// A socket stand-in that records each write it is handed.
+    /// A socket stand-in that records each write it is handed, after refusing the first
+    /// `full` of them as a full socket buffer would.
     #[derive(Default)]
     struct Recorder {
         writes: Vec<Vec<u8>>,
+        full: usize,
     }
 
     impl AsyncWrite for Recorder {
@@ -159,7 +161,12 @@ mod tests {
             _: &mut Context<'_>,
             buf: &[u8],
         ) -> Poll<io::Result<usize>> {
-            self.get_mut().writes.push(buf.to_vec());
+            let this = self.get_mut();
+            if this.full > 0 {
+                this.full -= 1;
+                return Poll::Pending;
+            }
+            this.writes.push(buf.to_vec());
             Poll::Ready(Ok(buf.len()))
         }
 
@@ -210,6 +217,20 @@ mod tests {
         // With nothing gathered a flush does not yield.
         assert!(matches!(Pin::new(&mut conn).poll_flush(&mut cx), Poll::Ready(Ok(()))));
         assert_eq!(waker.0.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_flush_that_waited_for_the_socket_does_not_yield_again() {
+        let waker = Arc::new(CountingWaker::default());
+        let std_waker = waker.clone().into();
+        let mut cx = Context::from_waker(&std_waker);
+        let mut conn = Coalesced::new(Recorder { full: 1, ..Recorder::default() });
+        assert!(Pin::new(&mut conn).poll_write(&mut cx, b"answer").is_ready());
+        assert!(Pin::new(&mut conn).poll_flush(&mut cx).is_pending(), "the yield");
+        assert!(Pin::new(&mut conn).poll_flush(&mut cx).is_pending(), "the socket is full");
+        assert!(matches!(Pin::new(&mut conn).poll_flush(&mut cx), Poll::Ready(Ok(()))));
+        assert_eq!(conn.inner.writes, vec![b"answer".to_vec()]);
+        assert_eq!(waker.0.load(Ordering::SeqCst), 1, "one yield only");
     }
 
     #[tokio::test]
