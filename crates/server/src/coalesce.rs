@@ -1,5 +1,5 @@
-//! Client connections that send what the HTTP/2 stack writes in as few system calls as it
-//! allows.
+//! Connections that send what the HTTP/2 stack writes in as few system calls as it allows: a
+//! member's client connections and its streams to peers, and `strata bench`'s connections.
 //!
 //! On this machine a send on a loopback socket costs about as much as the rest of serving a
 //! small request (the kernel runs the receiver's TCP path inside the sender's call). The HTTP/2
@@ -8,8 +8,8 @@
 //! the buffer must be written out before the next frame can join it. A get answering one
 //! 256-byte value is just over that size, so every such answer cost two sends. Declaring the
 //! connection unvectored raises h2's limit to 1 KiB (smaller payloads are copied into its
-//! buffer), and [`Coalesced`] gathers whatever h2 writes until it flushes, so the frames of a
-//! flush leave in one send.
+//! buffer), and [`Coalesced`] gathers whatever h2 writes until it flushes, then yields once
+//! before it sends, so that the answers other streams finish meanwhile leave in the same send.
 
 use std::io;
 use std::pin::Pin;
