@@ -38,6 +38,10 @@ impl Floor {
     }
 }
 
+fn only_put_and_range() -> Status {
+    Status::unimplemented("the floor server answers Put and Range only")
+}
+
 #[tonic::async_trait]
 impl Kv for Floor {
     async fn range(
@@ -67,7 +71,7 @@ impl Kv for Floor {
         &self,
         _: Request<RangeRequest>,
     ) -> Result<Response<Self::RangeStreamStream>, Status> {
-        Err(Status::unimplemented("the floor server answers Put and Range only"))
+        Err(only_put_and_range())
     }
 
     async fn put(&self, _: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
@@ -79,18 +83,18 @@ impl Kv for Floor {
         &self,
         _: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
-        Err(Status::unimplemented("the floor server answers Put and Range only"))
+        Err(only_put_and_range())
     }
 
     async fn txn(&self, _: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        Err(Status::unimplemented("the floor server answers Put and Range only"))
+        Err(only_put_and_range())
     }
 
     async fn compact(
         &self,
         _: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
-        Err(Status::unimplemented("the floor server answers Put and Range only"))
+        Err(only_put_and_range())
     }
 }
 

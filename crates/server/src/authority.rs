@@ -110,23 +110,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for SchemeStrip<S> {
     }
 }
 
-/// A listener whose connections are wrapped in [`SchemeStrip`].
-pub struct StripListener<L>(pub L);
-
-impl<L: axum::serve::Listener> axum::serve::Listener for StripListener<L> {
-    type Io = SchemeStrip<L::Io>;
-    type Addr = L::Addr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (io, addr) = self.0.accept().await;
-        (SchemeStrip::new(io), addr)
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.0.local_addr()
-    }
-}
-
 /// The pure part: client bytes in (`pending`), bytes for the server out (`ready`).
 #[derive(Default)]
 struct Filter {

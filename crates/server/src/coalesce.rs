@@ -106,26 +106,15 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesced<S> {
     }
 }
 
-/// A listener whose connections are [`Coalesced`].
-pub struct CoalescedListener<L>(pub L);
-
-impl<L: axum::serve::Listener> axum::serve::Listener for CoalescedListener<L> {
-    type Io = Coalesced<L::Io>;
-    type Addr = L::Addr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (io, addr) = self.0.accept().await;
-        (Coalesced::new(io), addr)
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.0.local_addr()
-    }
-}
-
 /// Dials the host and port of `uri` with Nagle's algorithm off, for a tonic channel whose
 /// writes are [`Coalesced`] (the transport's peer streams, `strata bench`'s connections).
 pub async fn connect(uri: http::Uri) -> io::Result<TokioIo<Coalesced<TcpStream>>> {
+    if uri.scheme_str() == Some("https") {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("TLS is not supported ({uri}); use http://"),
+        ));
+    }
     let host = uri.host().ok_or_else(|| {
         io::Error::new(io::ErrorKind::InvalidInput, format!("no host in the URL {uri}"))
     })?;
@@ -240,6 +229,12 @@ mod tests {
         let large = vec![7u8; GATHER_BYTES];
         conn.write_all(&large).await.unwrap();
         assert_eq!(conn.inner.writes, vec![b"small".to_vec(), large]);
+    }
+
+    #[tokio::test]
+    async fn an_https_url_is_refused_rather_than_dialled_in_plain_text() {
+        let refused = connect("https://127.0.0.1:1".parse().unwrap()).await;
+        assert!(matches!(refused, Err(e) if e.kind() == io::ErrorKind::Unsupported));
     }
 
     #[test]

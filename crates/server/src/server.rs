@@ -5,7 +5,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use axum::serve::ListenerExt as _;
 use strata_core::mvcc::Limits;
 use strata_core::raftstore::{Config as RaftConfig, Node};
 use strata_storage::{Engine, FjallEngine};
@@ -20,6 +19,8 @@ use crate::api::lock::{ElectionService, LockService};
 use crate::api::maintenance::MaintenanceService;
 use crate::api::watch::{self, WatchService, Watches};
 use crate::api::{Api, http};
+use crate::authority::SchemeStrip;
+use crate::coalesce::Coalesced;
 use crate::config::NodeConfig;
 use crate::pb::election::election_server::ElectionServer;
 use crate::pb::etcd::cluster_server::ClusterServer;
@@ -122,14 +123,37 @@ pub async fn run(
 pub fn client_connections(
     listener: TcpListener,
 ) -> impl axum::serve::Listener<Addr = std::net::SocketAddr> {
-    // Small answers must leave at once: with Nagle's algorithm on, a reply waits for the
-    // client's delayed acknowledgement (40 ms on Linux) whenever an earlier segment is unacked.
-    let listener = listener.tap_io(|stream| {
+    WrapIo(listener, |stream: tokio::net::TcpStream| {
+        // Small answers must leave at once: with Nagle's algorithm on, a reply waits for the
+        // client's delayed acknowledgement (40 ms on Linux) whenever an earlier segment is
+        // unacked.
         if let Err(e) = stream.set_nodelay(true) {
             tracing::warn!(error = %e, "cannot set TCP_NODELAY on a client connection");
         }
-    });
-    crate::authority::StripListener(crate::coalesce::CoalescedListener(listener))
+        SchemeStrip::new(Coalesced::new(stream))
+    })
+}
+
+/// A listener whose connections are wrapped by its function as they are accepted.
+struct WrapIo<L, F>(L, F);
+
+impl<L, F, T> axum::serve::Listener for WrapIo<L, F>
+where
+    L: axum::serve::Listener,
+    F: Fn(L::Io) -> T + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    type Io = T;
+    type Addr = L::Addr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (io, addr) = self.0.accept().await;
+        ((self.1)(io), addr)
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
 }
 
 /// Where the damage behind a failed store open is. fjall's errors carry no path, so the open
