@@ -284,6 +284,45 @@ fn linearizable_read_on_a_follower_waits_for_apply() {
 }
 
 #[test]
+fn followers_reads_share_the_leaders_round_of_heartbeats() {
+    // No retries either: a read here takes longer (in ticks) than a retry would wait.
+    let mut cluster =
+        TestCluster::new(|id| Config { read_retry_ticks: 100, ..rare_heartbeats_config(id) });
+    let leader = cluster.run_until_leader();
+    cluster.put(leader, "x", "1");
+    let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    // The followers' requests reach the leader in the same step as its own read is asked for.
+    for (read, follower) in followers.iter().enumerate() {
+        cluster.node(*follower).read_index(FIRST_RANGE_ID, 10 + read as u64);
+    }
+    cluster.step();
+    cluster.node(leader).read_index(FIRST_RANGE_ID, 20);
+    let (mut rounds, mut answers, mut released) = (0, 0, Vec::new());
+    for _ in 0..6 {
+        cluster.step();
+        for msg in &cluster.in_flight {
+            let message = &msg.message;
+            if message.from == leader
+                && message.get_msg_type() == MessageType::MsgHeartbeat
+                && !message.context.is_empty()
+            {
+                rounds += 1;
+            }
+            answers += usize::from(message.get_msg_type() == MessageType::MsgReadIndexResp);
+        }
+        released.extend(cluster.reads_ready.iter().copied());
+    }
+    released.sort();
+    let mut expected = vec![(leader, 20), (followers[0], 10), (followers[1], 11)];
+    expected.sort();
+    assert_eq!(released, expected);
+    // One heartbeat to each follower confirms all three reads, where raft-rs alone would send
+    // a round per request.
+    assert_eq!(rounds, 2, "heartbeats carrying a read context");
+    assert_eq!(answers, 2, "answers to the followers");
+}
+
+#[test]
 fn second_snapshot_is_fresh_not_the_cached_first_one() {
     let mut cluster = TestCluster::new(small_log_config);
     let leader = cluster.run_until_leader();

@@ -44,7 +44,7 @@ pub const MUTATIONS: [(&str, Mutation); 7] = [
     ("lease-reads", Mutation::LeaseReads),
     ("reads-without-read-index", Mutation::ReadsWithoutReadIndex),
     ("keep-alive-without-read-index", Mutation::KeepAliveWithoutReadIndex),
-    ("read-index-context-reused", Mutation::ReadIndexContextReused),
+    ("remote-reads-join-round-under-way", Mutation::RemoteReadsJoinRoundUnderWay),
 ];
 
 pub fn mutation_name(mutation: Mutation) -> Option<&'static str> {

@@ -17,7 +17,7 @@ const USAGE: &str = "usage: strata-sim [--seed N | --seeds COUNT [--first-seed N
                   [--faults partition,crash,pause,drift,fail-sync (default: all; '' for none)]
                   [--mutation ack-before-fsync|skip-apply|compact-without-sync|lease-reads|
                               reads-without-read-index|keep-alive-without-read-index|
-                              read-index-context-reused]
+                              remote-reads-join-round-under-way]
                   [--verbose]";
 
 struct Args {

@@ -92,9 +92,14 @@ fn without_faults_every_request_is_answered() {
 }
 
 /// Runs seeds from 0 until one fails; returns it.
-fn first_failure(mutation: Mutation, faults: &[Kind], seeds: u64) -> Option<Report> {
+fn first_failure(
+    mutation: Mutation,
+    faults: &[Kind],
+    seeds: u64,
+    clients: usize,
+) -> Option<Report> {
     (0..seeds)
-        .map(|seed| run(Options { mutation, faults: faults.to_vec(), ..options(seed) }))
+        .map(|seed| run(Options { mutation, faults: faults.to_vec(), clients, ..options(seed) }))
         .find(|report| !report.passed())
 }
 
@@ -105,16 +110,16 @@ fn checkers_catch_every_deliberate_bug() {
         // those two faults alone make that common enough.
         // A deposed leader acting on what it believes shows most when it is paused, and then
         // drains its connections in some order.
-        let (faults, seeds): (&[Kind], u64) = match mutation {
-            Mutation::LeaseReads => (&[Kind::Partition, Kind::Drift], 400),
-            Mutation::KeepAliveWithoutReadIndex | Mutation::ReadIndexContextReused => {
-                (&[Kind::Pause], 400)
-            }
+        // A follower's read meets a leader's round under way only when reads are frequent.
+        let (faults, seeds, clients): (&[Kind], u64, usize) = match mutation {
+            Mutation::LeaseReads => (&[Kind::Partition, Kind::Drift], 400, 4),
+            Mutation::KeepAliveWithoutReadIndex => (&[Kind::Pause], 400, 4),
             // Only a power loss tells a buffered compaction from a synced one.
-            Mutation::CompactWithoutSync => (&[Kind::Crash], 100),
-            _ => (&Kind::ALL, 50),
+            Mutation::CompactWithoutSync => (&[Kind::Crash], 100, 4),
+            Mutation::RemoteReadsJoinRoundUnderWay => (&Kind::ALL, 50, 16),
+            _ => (&Kind::ALL, 50, 4),
         };
-        let report = first_failure(mutation, faults, seeds)
+        let report = first_failure(mutation, faults, seeds, clients)
             .unwrap_or_else(|| panic!("mutation {name} went unnoticed for {seeds} seeds"));
         println!(
             "{name}: caught at seed {} by: {}",

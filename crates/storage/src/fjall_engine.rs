@@ -238,8 +238,10 @@ impl Engine for FjallEngine {
 
     fn write(&self, batch: &WriteBatch, durability: Durability) -> Result<()> {
         crate::check_batch(batch, &self.location)?;
-        let mut fjall_batch = self.db.batch();
-        let mut raft_ops = Vec::new();
+        // Sized for the whole batch: growing them op by op showed in the raftstore's profile.
+        // (`Database::batch` minus the capacity, as the journal is persisted by hand.)
+        let mut fjall_batch = fjall::OwnedWriteBatch::with_capacity(self.db.clone(), batch.len());
+        let mut raft_ops = Vec::with_capacity(batch.len());
         for op in batch.ops() {
             match op {
                 WriteOp::Put { keyspace: Keyspace::Raft, key, value } => {

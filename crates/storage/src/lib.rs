@@ -103,6 +103,11 @@ impl WriteBatch {
         self.ops.push(WriteOp::Delete { keyspace, key });
     }
 
+    /// Makes room for `additional` more operations at once (a log compaction's deletes).
+    pub fn reserve(&mut self, additional: usize) {
+        self.ops.reserve(additional);
+    }
+
     pub fn ops(&self) -> &[WriteOp] {
         &self.ops
     }

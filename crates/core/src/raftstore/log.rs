@@ -235,6 +235,7 @@ impl RaftLog {
             return false;
         }
         let term = self.entry_term(index).expect("compaction point is in the log");
+        batch.reserve((index + 1 - self.first_index()) as usize);
         for i in self.first_index()..=index {
             batch.delete(Keyspace::Raft, keys::raft_log(self.range_id, i));
         }

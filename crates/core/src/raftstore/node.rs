@@ -5,14 +5,14 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use raft::prelude::{
-    ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, Message, MessageType,
-    Snapshot, SnapshotMetadata,
+    ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, Entry, Message,
+    MessageType, Snapshot, SnapshotMetadata,
 };
 use raft::{RawNode, ReadOnlyOption, StateRole};
 use strata_storage::{Durability, Engine, Keyspace, WriteBatch};
 
 use super::log::RaftLog;
-use super::replica::{PendingRead, Replica};
+use super::replica::{PendingRead, RemoteRead, Replica};
 use super::session::Sessions;
 use super::snapshot;
 use super::stats::{NodeStats, bump};
@@ -89,9 +89,9 @@ pub enum Mutation {
     /// Answer a lease keep-alive from the lease clock without first confirming leadership with
     /// a ReadIndex. Acted on by the driver.
     KeepAliveWithoutReadIndex,
-    /// Re-issue an unanswered ReadIndex request under its old context, and let a leader queue
-    /// a context it was asked to confirm before (see `replica::ReadCtxs`).
-    ReadIndexContextReused,
+    /// Let a follower's ReadIndex request join the leader's round already under way, whose
+    /// commit index may predate the request, instead of the next one.
+    RemoteReadsJoinRoundUnderWay,
 }
 
 impl Config {
@@ -315,8 +315,8 @@ impl Node {
             sessions,
             shared,
             unissued_reads: Vec::new(),
+            unissued_remote_reads: Vec::new(),
             pending_reads: Vec::new(),
-            seen_read_ctxs: Default::default(),
             skip_apply: config.mutation == Mutation::SkipApply,
             awaiting_leave: None,
         };
@@ -436,18 +436,11 @@ impl Node {
         for replica in self.replicas.values_mut() {
             replica.raw.tick();
             // A ReadIndex request can be lost (dropped message, leader change): re-issue it
-            // under a fresh context — never the same one, which an acknowledgement of the
-            // earlier round could confirm (see `ReadCtxs`). An answer to any copy releases the
-            // reads.
+            // under a fresh context. An answer to any copy releases the reads.
             for pending in &mut replica.pending_reads {
                 if pending.index.is_none() && self.ticks - pending.issued_tick >= retry_after {
-                    let ctx = match self.config.mutation {
-                        Mutation::ReadIndexContextReused => pending.ctxs[0],
-                        _ => {
-                            self.next_read_ctx += 1;
-                            self.next_read_ctx - 1
-                        }
-                    };
+                    let ctx = self.next_read_ctx;
+                    self.next_read_ctx += 1;
                     pending.issued_tick = self.ticks;
                     pending.ctxs.push(ctx);
                     replica.raw.read_index(read_ctx(&self.config, ctx));
@@ -462,14 +455,28 @@ impl Node {
     }
 
     /// Delivers a message from a peer. Messages for unknown ranges are dropped.
-    pub fn step(&mut self, range_id: RangeId, message: Message) {
+    pub fn step(&mut self, range_id: RangeId, mut message: Message) {
         if let Some(replica) = self.replicas.get_mut(&range_id) {
+            // A leader confirms a follower's request with its own next round of reads, where
+            // raft-rs would spend a round of heartbeats on each request. This also means
+            // raft-rs's leader only ever sees contexts its own node issued, each once: a
+            // duplicated request cannot be confirmed by a late acknowledgement of an earlier
+            // round carrying the same context.
             if message.get_msg_type() == MessageType::MsgReadIndex
-                && let Some(entry) = message.entries.first()
-                && !replica.seen_read_ctxs.first_time(&entry.data)
-                && self.config.mutation != Mutation::ReadIndexContextReused
+                && replica.raw.raft.state == StateRole::Leader
+                && let Some(entry) = message.entries.first_mut()
             {
-                return; // a duplicate: see `ReadCtxs`
+                let read = RemoteRead { from: message.from, ctx: std::mem::take(&mut entry.data) };
+                let under_way = replica.pending_reads.iter_mut().rev().find(|p| p.index.is_none());
+                match under_way {
+                    Some(round)
+                        if self.config.mutation == Mutation::RemoteReadsJoinRoundUnderWay =>
+                    {
+                        round.remote.push(read)
+                    }
+                    _ => replica.unissued_remote_reads.push(read),
+                }
+                return;
             }
             replica.answer_pre_vote_in_its_term(&message);
             // Errors here are protocol-level rejections (stale term, unknown peer): Raft
@@ -578,7 +585,9 @@ impl Node {
 
     /// Whether a round would do anything.
     pub fn has_work(&self) -> bool {
-        self.replicas.values().any(|r| r.raw.has_ready() || !r.unissued_reads.is_empty())
+        self.replicas.values().any(|r| {
+            r.raw.has_ready() || !r.unissued_reads.is_empty() || !r.unissued_remote_reads.is_empty()
+        })
     }
 
     /// Runs one round (see the module docs). A storage error is returned and the node must not
@@ -601,9 +610,10 @@ impl Node {
         let mut out = Output::default();
         let engine = self.engine.clone();
 
-        // Issue this round's reads: one ReadIndex request per replica for all of them.
+        // Issue this round's reads, this node's and the followers' it leads: one ReadIndex
+        // request per replica for all of them.
         for replica in self.replicas.values_mut() {
-            if !replica.unissued_reads.is_empty() {
+            if !replica.unissued_reads.is_empty() || !replica.unissued_remote_reads.is_empty() {
                 let ctx = self.next_read_ctx;
                 self.next_read_ctx += 1;
                 replica.raw.read_index(read_ctx(&self.config, ctx));
@@ -613,6 +623,7 @@ impl Node {
                     created_tick: self.ticks,
                     index: None,
                     read_ids: std::mem::take(&mut replica.unissued_reads),
+                    remote: std::mem::take(&mut replica.unissued_remote_reads),
                 });
             }
         }
@@ -645,6 +656,7 @@ impl Node {
             if let Some(hard_state) = ready.hs() {
                 replica.raw.store().persist_hard_state(hard_state, &mut log_batch);
             }
+            let mut confirmed = Vec::new();
             for read_state in ready.take_read_states() {
                 let Some(ctx) = own_read_ctx(&self.config, &read_state.request_ctx) else {
                     continue;
@@ -653,7 +665,16 @@ impl Node {
                     replica.pending_reads.iter_mut().find(|p| p.ctxs.contains(&ctx))
                 {
                     pending.index = Some(read_state.index);
+                    let remote = std::mem::take(&mut pending.remote);
+                    confirmed.extend(remote.into_iter().map(|read| (read, read_state.index)));
                 }
+            }
+            if !confirmed.is_empty() {
+                let answers = confirmed
+                    .into_iter()
+                    .map(|(read, index)| read_index_answer(replica, read, index))
+                    .collect();
+                send_now(wrap(replica.range_id, answers).collect());
             }
             must_sync |= ready.must_sync();
             readies.push((replica.range_id, ready));
@@ -822,6 +843,22 @@ fn leave_joint_if_stuck(replica: &mut Replica) {
         // An empty change is "leave the joint configuration".
         let _ = replica.raw.propose_conf_change(Vec::new(), ConfChangeV2::default());
     }
+}
+
+/// What raft-rs's leader answers a follower's ReadIndex request with: the confirmed commit
+/// index, in the leader's term (the entry there is of that term, so the follower may commit up
+/// to it as well).
+fn read_index_answer(replica: &Replica, read: RemoteRead, index: u64) -> Message {
+    let mut answer = Message {
+        to: read.from,
+        from: replica.raw.raft.id,
+        term: replica.raw.raft.term,
+        index,
+        ..Default::default()
+    };
+    answer.set_msg_type(MessageType::MsgReadIndexResp);
+    answer.entries = vec![Entry { data: read.ctx, ..Default::default() }];
+    answer
 }
 
 /// Pending reads older than this many ticks are dropped.

@@ -25,6 +25,16 @@ pub(crate) struct PendingRead {
     /// The commit index the leader confirmed; the reads run once it is applied.
     pub index: Option<u64>,
     pub read_ids: Vec<u64>,
+    /// Followers' requests confirmed by the same round; answered as soon as it is.
+    pub remote: Vec<RemoteRead>,
+}
+
+/// A follower's ReadIndex request, taken into this leader's next batch of reads instead of a
+/// round of heartbeats of its own (see `Node::step`).
+pub(crate) struct RemoteRead {
+    pub from: crate::NodeId,
+    /// The follower's context, which its answer must carry back.
+    pub ctx: Vec<u8>,
 }
 
 pub(crate) struct Replica {
@@ -36,9 +46,9 @@ pub(crate) struct Replica {
     pub shared: Arc<RangeShared>,
     /// Reads asked for since the last round; they share the next ReadIndex request.
     pub unissued_reads: Vec<u64>,
+    /// Followers' ReadIndex requests since the last round, for the same request.
+    pub unissued_remote_reads: Vec<RemoteRead>,
     pub pending_reads: Vec<PendingRead>,
-    /// ReadIndex contexts peers asked this replica to confirm, newest last (see `Node::step`).
-    pub seen_read_ctxs: ReadCtxs,
     /// `Mutation::SkipApply` not yet acted on.
     pub skip_apply: bool,
     /// This process's membership change whose joint configuration was entered and not left
@@ -280,35 +290,4 @@ impl Replica {
 fn decode_command(bytes: &[u8], index: u64) -> Result<Command> {
     Command::decode(bytes)
         .map_err(|e| crate::Error::Internal(format!("undecodable command at index {index}: {e}")))
-}
-
-/// The ReadIndex contexts a leader was recently asked to confirm. raft-rs confirms a context by
-/// the heartbeat acknowledgements that carry it, and releases every request queued before it
-/// too. A context it already confirmed and released, asked for again (a duplicated message),
-/// would be queued anew — and a late acknowledgement of the first round would then release it,
-/// and every newer read queued before it, without a new round. Contexts are never reused, so a
-/// repeated one is always such a duplicate, and is dropped.
-#[derive(Default)]
-pub(crate) struct ReadCtxs {
-    set: std::collections::HashSet<Vec<u8>>,
-    order: std::collections::VecDeque<Vec<u8>>,
-}
-
-/// Far more contexts than can be in flight at once (each stands for a batch of reads).
-const READ_CTXS_REMEMBERED: usize = 16_384;
-
-impl ReadCtxs {
-    /// Remembers `ctx`; false if it was seen before.
-    pub fn first_time(&mut self, ctx: &[u8]) -> bool {
-        if !self.set.insert(ctx.to_vec()) {
-            return false;
-        }
-        self.order.push_back(ctx.to_vec());
-        if self.order.len() > READ_CTXS_REMEMBERED
-            && let Some(oldest) = self.order.pop_front()
-        {
-            self.set.remove(&oldest);
-        }
-        true
-    }
 }
