@@ -467,14 +467,13 @@ impl Node {
                 && let Some(entry) = message.entries.first_mut()
             {
                 let read = RemoteRead { from: message.from, ctx: std::mem::take(&mut entry.data) };
-                let under_way = replica.pending_reads.iter_mut().rev().find(|p| p.index.is_none());
-                match under_way {
-                    Some(round)
-                        if self.config.mutation == Mutation::RemoteReadsJoinRoundUnderWay =>
-                    {
-                        round.remote.push(read)
-                    }
-                    _ => replica.unissued_remote_reads.push(read),
+                if self.config.mutation == Mutation::RemoteReadsJoinRoundUnderWay
+                    && let Some(round) =
+                        replica.pending_reads.iter_mut().rev().find(|p| p.index.is_none())
+                {
+                    round.remote.push(read);
+                } else {
+                    replica.unissued_remote_reads.push(read);
                 }
                 return;
             }
@@ -656,7 +655,8 @@ impl Node {
             if let Some(hard_state) = ready.hs() {
                 replica.raw.store().persist_hard_state(hard_state, &mut log_batch);
             }
-            let mut confirmed = Vec::new();
+            let (id, term) = (replica.raw.raft.id, replica.raw.raft.term);
+            let mut answers = Vec::new();
             for read_state in ready.take_read_states() {
                 let Some(ctx) = own_read_ctx(&self.config, &read_state.request_ctx) else {
                     continue;
@@ -665,15 +665,13 @@ impl Node {
                     replica.pending_reads.iter_mut().find(|p| p.ctxs.contains(&ctx))
                 {
                     pending.index = Some(read_state.index);
-                    let remote = std::mem::take(&mut pending.remote);
-                    confirmed.extend(remote.into_iter().map(|read| (read, read_state.index)));
+                    let remote = std::mem::take(&mut pending.remote).into_iter();
+                    answers.extend(
+                        remote.map(|read| read_index_answer(id, term, read, read_state.index)),
+                    );
                 }
             }
-            if !confirmed.is_empty() {
-                let answers = confirmed
-                    .into_iter()
-                    .map(|(read, index)| read_index_answer(replica, read, index))
-                    .collect();
+            if !answers.is_empty() {
                 send_now(wrap(replica.range_id, answers).collect());
             }
             must_sync |= ready.must_sync();
@@ -848,14 +846,8 @@ fn leave_joint_if_stuck(replica: &mut Replica) {
 /// What raft-rs's leader answers a follower's ReadIndex request with: the confirmed commit
 /// index, in the leader's term (the entry there is of that term, so the follower may commit up
 /// to it as well).
-fn read_index_answer(replica: &Replica, read: RemoteRead, index: u64) -> Message {
-    let mut answer = Message {
-        to: read.from,
-        from: replica.raw.raft.id,
-        term: replica.raw.raft.term,
-        index,
-        ..Default::default()
-    };
+fn read_index_answer(from: NodeId, term: u64, read: RemoteRead, index: u64) -> Message {
+    let mut answer = Message { to: read.from, from, term, index, ..Default::default() };
     answer.set_msg_type(MessageType::MsgReadIndexResp);
     answer.entries = vec![Entry { data: read.ctx, ..Default::default() }];
     answer
