@@ -57,6 +57,16 @@ fn five_hundred_seeds_of_mixed_faults_uphold_every_check() {
     assert!(membership.removed > 80, "{membership:?}");
 }
 
+#[test]
+fn five_voters_uphold_every_check() {
+    // Among five voters a follower's read is confirmed by a round of the leader's heartbeats,
+    // where among three the follower's request itself completes a quorum.
+    for seed in 0..50 {
+        let report = run(Options { nodes: 5, clients: 8, ..options(seed) });
+        assert!(report.passed(), "{}", describe(&report));
+    }
+}
+
 /// Seeds beyond the suite's 500 that long runs found failing, each with what it found.
 const FOUND_BY_LONG_RUNS: &[u64] = &[
     // The removed leader committed the end of the joint configuration with a member whose
@@ -97,9 +107,12 @@ fn first_failure(
     faults: &[Kind],
     seeds: u64,
     clients: usize,
+    nodes: u64,
 ) -> Option<Report> {
     (0..seeds)
-        .map(|seed| run(Options { mutation, faults: faults.to_vec(), clients, ..options(seed) }))
+        .map(|seed| {
+            run(Options { mutation, faults: faults.to_vec(), clients, nodes, ..options(seed) })
+        })
         .find(|report| !report.passed())
 }
 
@@ -110,16 +123,17 @@ fn checkers_catch_every_deliberate_bug() {
         // those two faults alone make that common enough.
         // A deposed leader acting on what it believes shows most when it is paused, and then
         // drains its connections in some order.
-        // A follower's read meets a leader's round under way only when reads are frequent.
-        let (faults, seeds, clients): (&[Kind], u64, usize) = match mutation {
-            Mutation::LeaseReads => (&[Kind::Partition, Kind::Drift], 400, 4),
-            Mutation::KeepAliveWithoutReadIndex => (&[Kind::Pause], 400, 4),
+        // A follower's read meets a leader's round under way only when reads are frequent, and
+        // only where the leader and one follower are not a quorum: among five voters.
+        let (faults, seeds, clients, nodes): (&[Kind], u64, usize, u64) = match mutation {
+            Mutation::LeaseReads => (&[Kind::Partition, Kind::Drift], 400, 4, 3),
+            Mutation::KeepAliveWithoutReadIndex => (&[Kind::Pause], 400, 4, 3),
             // Only a power loss tells a buffered compaction from a synced one.
-            Mutation::CompactWithoutSync => (&[Kind::Crash], 100, 4),
-            Mutation::RemoteReadsJoinRoundUnderWay => (&Kind::ALL, 50, 16),
-            _ => (&Kind::ALL, 50, 4),
+            Mutation::CompactWithoutSync => (&[Kind::Crash], 100, 4, 3),
+            Mutation::RemoteReadsJoinRoundUnderWay => (&Kind::ALL, 50, 16, 5),
+            _ => (&Kind::ALL, 50, 4, 3),
         };
-        let report = first_failure(mutation, faults, seeds, clients)
+        let report = first_failure(mutation, faults, seeds, clients, nodes)
             .unwrap_or_else(|| panic!("mutation {name} went unnoticed for {seeds} seeds"));
         println!(
             "{name}: caught at seed {} by: {}",

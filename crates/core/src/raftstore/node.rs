@@ -92,6 +92,9 @@ pub enum Mutation {
     /// Let a follower's ReadIndex request join the leader's round already under way, whose
     /// commit index may predate the request, instead of the next one.
     RemoteReadsJoinRoundUnderWay,
+    /// Answer a follower's ReadIndex request at once even before the leader has committed an
+    /// entry of its term, when its commit index may be behind what its predecessor committed.
+    RemoteReadsBeforeCommitInTerm,
 }
 
 impl Config {
@@ -316,6 +319,7 @@ impl Node {
             shared,
             unissued_reads: Vec::new(),
             unissued_remote_reads: Vec::new(),
+            remote_answers: Vec::new(),
             pending_reads: Vec::new(),
             skip_apply: config.mutation == Mutation::SkipApply,
             awaiting_leave: None,
@@ -457,24 +461,14 @@ impl Node {
     /// Delivers a message from a peer. Messages for unknown ranges are dropped.
     pub fn step(&mut self, range_id: RangeId, mut message: Message) {
         if let Some(replica) = self.replicas.get_mut(&range_id) {
-            // A leader confirms a follower's request with its own next round of reads, where
-            // raft-rs would spend a round of heartbeats on each request. This also means
-            // raft-rs's leader only ever sees contexts its own node issued, each once: a
-            // duplicated request cannot be confirmed by a late acknowledgement of an earlier
-            // round carrying the same context.
+            // A leader never hands a follower's ReadIndex request to raft-rs, which would spend
+            // a round of heartbeats on each (see `answer_remote_read`).
             if message.get_msg_type() == MessageType::MsgReadIndex
                 && replica.raw.raft.state == StateRole::Leader
                 && let Some(entry) = message.entries.first_mut()
             {
                 let read = RemoteRead { from: message.from, ctx: std::mem::take(&mut entry.data) };
-                if self.config.mutation == Mutation::RemoteReadsJoinRoundUnderWay
-                    && let Some(round) =
-                        replica.pending_reads.iter_mut().rev().find(|p| p.index.is_none())
-                {
-                    round.remote.push(read);
-                } else {
-                    replica.unissued_remote_reads.push(read);
-                }
+                answer_remote_read(replica, read, self.config.mutation);
                 return;
             }
             replica.answer_pre_vote_in_its_term(&message);
@@ -585,7 +579,10 @@ impl Node {
     /// Whether a round would do anything.
     pub fn has_work(&self) -> bool {
         self.replicas.values().any(|r| {
-            r.raw.has_ready() || !r.unissued_reads.is_empty() || !r.unissued_remote_reads.is_empty()
+            r.raw.has_ready()
+                || !r.unissued_reads.is_empty()
+                || !r.unissued_remote_reads.is_empty()
+                || !r.remote_answers.is_empty()
         })
     }
 
@@ -624,6 +621,15 @@ impl Node {
                     read_ids: std::mem::take(&mut replica.unissued_reads),
                     remote: std::mem::take(&mut replica.unissued_remote_reads),
                 });
+            }
+        }
+
+        // Followers' reads this leader's own request confirmed: their answers need no round.
+        for replica in self.replicas.values_mut() {
+            if !replica.remote_answers.is_empty() {
+                send_now(
+                    wrap(replica.range_id, std::mem::take(&mut replica.remote_answers)).collect(),
+                );
             }
         }
 
@@ -840,6 +846,38 @@ fn leave_joint_if_stuck(replica: &mut Replica) {
     if stuck {
         // An empty change is "leave the joint configuration".
         let _ = replica.raw.propose_conf_change(Vec::new(), ConfChangeV2::default());
+    }
+}
+
+/// Answers a follower's ReadIndex request on the leader, or queues it for the leader's next
+/// round of reads.
+///
+/// The request itself confirms this leadership when the leader and the follower together are a
+/// quorum (any two of three voters): the follower sent it after its read began, while it
+/// followed this leader in a term no later than the leader's current one. A write acknowledged
+/// before the read began was committed in some term; had it been a later term than this
+/// leader's, a quorum would have accepted that term before the read began, and every quorum
+/// includes one of the two, neither of which had. So the write's term is at most this leader's,
+/// and its log holds the write below its commit index — once that index is in its own term,
+/// which raft-rs also requires before it answers a read. The same holds for what any earlier
+/// read returned. Otherwise a round of heartbeats confirms the request: the leader's next,
+/// never one under way, whose commit index may predate the request.
+fn answer_remote_read(replica: &mut Replica, read: RemoteRead, mutation: Mutation) {
+    let raft = &replica.raw.raft;
+    // raft-rs's own hasher, named by inference.
+    let quorum: std::collections::HashSet<u64, _> = [raft.id, read.from].into_iter().collect();
+    let in_term =
+        raft.commit_to_current_term() || mutation == Mutation::RemoteReadsBeforeCommitInTerm;
+    if in_term && raft.prs().has_quorum(&quorum) {
+        let index = raft.raft_log.committed;
+        let answer = read_index_answer(raft.id, raft.term, read, index);
+        replica.remote_answers.push(answer);
+    } else if mutation == Mutation::RemoteReadsJoinRoundUnderWay
+        && let Some(round) = replica.pending_reads.iter_mut().rev().find(|p| p.index.is_none())
+    {
+        round.remote.push(read);
+    } else {
+        replica.unissued_remote_reads.push(read);
     }
 }
 

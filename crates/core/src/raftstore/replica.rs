@@ -48,6 +48,8 @@ pub(crate) struct Replica {
     pub unissued_reads: Vec<u64>,
     /// Followers' ReadIndex requests since the last round, for the same request.
     pub unissued_remote_reads: Vec<RemoteRead>,
+    /// Answers to followers' ReadIndex requests this leader confirmed on arrival.
+    pub remote_answers: Vec<Message>,
     pub pending_reads: Vec<PendingRead>,
     /// `Mutation::SkipApply` not yet acted on.
     pub skip_apply: bool,
