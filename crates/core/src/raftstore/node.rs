@@ -624,7 +624,7 @@ impl Node {
             }
         }
 
-        // Followers' reads this leader's own request confirmed: their answers need no round.
+        // Followers' requests confirmed on arrival (see `answer_remote_read`) are answered now.
         for replica in self.replicas.values_mut() {
             if !replica.remote_answers.is_empty() {
                 send_now(
