@@ -67,8 +67,8 @@ pub struct Config {
     pub mutation: Mutation,
 }
 
-/// Deliberate bugs the simulator's tests switch on to show its checkers fail when they should.
-/// Production code never sets anything but `None`.
+/// Deliberate bugs the simulator's tests (and a few in-process cluster tests) switch on to show
+/// that their checks fail when they should. Production code never sets anything but `None`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Mutation {
     #[default]
