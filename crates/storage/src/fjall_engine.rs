@@ -45,6 +45,14 @@ fn memtable_bytes(ks: Keyspace) -> u64 {
     if ks == Keyspace::Mvcc { 32 * MIB } else { 4 * MIB }
 }
 
+/// fjall's background threads (flushes and compactions). One, whatever the machine: with more,
+/// fjall 3.1's first worker hands every compaction request back to the queue for the others and
+/// takes it again at once, so while another worker compacts it spins on the queue and burns a
+/// core (a fifth to two fifths of a member's CPU under put load, in profiles). One worker does
+/// flushes and compactions in turn; a flush waits for a compaction under way, and writes stop
+/// only once four memtables wait to be flushed.
+const FJALL_WORKERS: usize = 1;
+
 impl FjallEngine {
     /// Opens (or creates) the engine in `dir`. Refuses a directory that holds something other
     /// than a Strata store, naming the file that is wrong.
@@ -56,7 +64,10 @@ impl FjallEngine {
         // fjall reports damage as errors, but a store damaged in a way it does not expect could
         // still trip an assertion inside it; refuse to start either way rather than crash.
         let opened = catch_unwind(AssertUnwindSafe(|| {
-            Database::builder(&engine_dir).manual_journal_persist(true).open()
+            Database::builder(&engine_dir)
+                .manual_journal_persist(true)
+                .worker_threads(FJALL_WORKERS)
+                .open()
         }));
         let db = match opened {
             Ok(Ok(db)) => db,
