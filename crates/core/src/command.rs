@@ -112,6 +112,16 @@ impl Command {
         self.encode_to_vec()
     }
 
+    /// Encodes this command (whose `request` is `None`) carrying `request`, which it borrows:
+    /// the same bytes as `encode` with the request inside, without copying the request first.
+    pub fn encode_with(&self, request: &Request) -> Vec<u8> {
+        debug_assert!(self.request.is_none());
+        let mut bytes = Vec::with_capacity(self.encoded_len() + request.encoded_len());
+        self.encode_raw(&mut bytes);
+        request.encode(&mut bytes);
+        bytes
+    }
+
     pub fn decode(bytes: &[u8]) -> Result<Self, prost::DecodeError> {
         <Self as prost::Message>::decode(bytes)
     }

@@ -11,7 +11,7 @@ use strata_core::command::{MemberChange, MemberChangeKind, Request};
 use strata_core::mvcc::view::View;
 use strata_core::mvcc::{Response, read};
 use strata_core::pb::etcdserverpb::{PutRequest, RangeRequest};
-use strata_core::raftstore::{Config, Message, MessageType, Mutation, Node, OutMessage};
+use strata_core::raftstore::{Config, Driver, Message, MessageType, Mutation, Node, OutMessage};
 use strata_storage::{Engine, MemEngine};
 
 struct TestCluster {
@@ -438,6 +438,84 @@ fn a_duplicated_proposal_is_applied_once() {
         assert_eq!(cluster.get(id, "k"), Some(b"new".to_vec()), "node {id}");
         assert_eq!(cluster.revision(id), revision, "the copy must not take a revision");
     }
+}
+
+/// Proposals made between two rounds go to Raft together: a follower forwards them in one
+/// message, and the leader sends each follower one append carrying them all. (Handed to raft-rs
+/// one by one they would travel as one message each, and every append would be acknowledged on
+/// its own.)
+#[test]
+fn a_rounds_proposals_travel_as_one_message_to_the_leader_and_one_to_each_follower() {
+    let mut cluster = TestCluster::new(rare_heartbeats_config);
+    let leader = cluster.run_until_leader();
+    cluster.put(leader, "warm", "up");
+    cluster.run(3);
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let node = cluster.nodes[follower as usize - 1].take().unwrap();
+    let mut driver: Driver<u64, u64, (), ()> = Driver::new(node);
+    for i in 0..10 {
+        let request = Request::Put(PutRequest {
+            key: format!("k{i}").into(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        });
+        driver.propose(FIRST_RANGE_ID, request, u64::MAX, i);
+    }
+    let mut sent = Vec::new();
+    let (output, _) = driver.round(&mut |messages| sent.extend(messages)).unwrap().unwrap();
+    sent.extend(output.messages);
+    let of_type = |messages: &[OutMessage], kind: MessageType| -> Vec<Message> {
+        let found = messages.iter().filter(|m| m.message.get_msg_type() == kind);
+        found.map(|m| m.message.clone()).collect()
+    };
+    let forwarded = of_type(&sent, MessageType::MsgPropose);
+    assert_eq!(forwarded.len(), 1, "one message to the leader: {forwarded:?}");
+    assert_eq!(forwarded[0].entries.len(), 10);
+
+    let leader_node = cluster.node(leader);
+    leader_node.step(FIRST_RANGE_ID, forwarded[0].clone());
+    let output = leader_node.process_ready().unwrap();
+    let appends = of_type(&output.messages, MessageType::MsgAppend);
+    assert_eq!(appends.len(), 2, "one append to each follower: {appends:?}");
+    for append in appends {
+        assert_eq!(append.entries.len(), 10, "to {}", append.to);
+    }
+}
+
+/// A batch of proposals bigger than an append may be is proposed in several messages, each
+/// within the bound (one proposal at least per message).
+#[test]
+fn a_batch_of_proposals_is_cut_at_the_append_size_bound() {
+    let mut cluster =
+        TestCluster::new(|id| Config { append_bytes_max: 1_000, ..default_config(id) });
+    let leader = cluster.run_until_leader();
+    cluster.put(leader, "warm", "up");
+    cluster.run(3);
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let mut proposals: Vec<(u64, Request)> = (0..10)
+        .map(|i| {
+            let value = vec![b'v'; 300];
+            let request = PutRequest { key: format!("k{i}").into(), value, ..Default::default() };
+            (1_000 + i, Request::Put(request))
+        })
+        .collect();
+    cluster.node(follower).propose_many(FIRST_RANGE_ID, &mut proposals).unwrap();
+    assert!(proposals.is_empty(), "all handed to Raft");
+    let output = cluster.node(follower).process_ready().unwrap();
+    let forwarded: Vec<usize> = output
+        .messages
+        .iter()
+        .filter(|m| m.message.get_msg_type() == MessageType::MsgPropose)
+        .map(|m| m.message.entries.len())
+        .collect();
+    assert_eq!(forwarded, vec![3, 3, 3, 1], "at most three 300-byte values in 1,000 bytes");
+    cluster.in_flight.extend(output.messages);
+    let mut answered = 0;
+    for _ in 0..50 {
+        answered +=
+            cluster.step().iter().filter(|(node, _, r)| *node == follower && r.is_ok()).count();
+    }
+    assert_eq!(answered, 10, "every proposal applied and answered where it was made");
 }
 
 #[test]

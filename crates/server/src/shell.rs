@@ -340,7 +340,7 @@ impl<O: Outbox> Shell<O> {
     fn handle(&mut self, input: Input) {
         match input {
             Input::Propose { range_id, request, deadline, reply } => {
-                deliver(self.driver.propose(range_id, request, deadline, reply));
+                self.driver.propose(range_id, request, deadline, reply);
             }
             Input::Read { range_id, deadline, reply } => {
                 self.driver.read(range_id, deadline, reply)

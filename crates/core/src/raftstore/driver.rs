@@ -47,7 +47,8 @@ struct Waiting<T, H> {
     reply: H,
 }
 
-/// A proposal that found no leader; retried every tick until its deadline.
+/// A proposal not yet handed to Raft: queued for the next round, or found no leader (retried
+/// every tick until its deadline).
 struct Unproposed {
     id: u64,
     range_id: RangeId,
@@ -58,6 +59,10 @@ pub struct Driver<T, P, R, K> {
     node: Node,
     next_id: u64,
     proposals: BTreeMap<u64, Waiting<T, P>>,
+    /// Proposals made since the last round, handed to Raft together at its start (see
+    /// `Node::propose_many`).
+    queued: Vec<Unproposed>,
+    /// Proposals that found no leader.
     unproposed: Vec<Unproposed>,
     reads: BTreeMap<u64, Waiting<T, R>>,
     /// Keep-alives waiting for their leadership check (a ReadIndex round), with their lease.
@@ -82,6 +87,7 @@ impl<T: Ord + Copy, P, R, K> Driver<T, P, R, K> {
             node,
             next_id: 1,
             proposals: BTreeMap::new(),
+            queued: Vec::new(),
             unproposed: Vec::new(),
             reads: BTreeMap::new(),
             keep_alives: BTreeMap::new(),
@@ -98,21 +104,14 @@ impl<T: Ord + Copy, P, R, K> Driver<T, P, R, K> {
         &mut self.node
     }
 
-    /// Proposes a write; its answer comes from a later call. A proposal that finds no leader
-    /// waits and is retried on every tick.
-    pub fn propose(
-        &mut self,
-        range_id: RangeId,
-        request: Request,
-        deadline: T,
-        reply: P,
-    ) -> Answers<P, R, K> {
+    /// Proposes a write; its answer comes from a later call. It goes to Raft at the start of
+    /// the next round, with every other proposal made before it; a proposal that finds no
+    /// leader waits and is retried on every tick.
+    pub fn propose(&mut self, range_id: RangeId, request: Request, deadline: T, reply: P) {
         let id = self.take_id();
         let term = self.node.term(range_id);
         self.proposals.insert(id, Waiting { deadline, term, reply });
-        let mut answers = Answers::default();
-        self.try_propose(Unproposed { id, range_id, request }, &mut answers);
-        answers
+        self.queued.push(Unproposed { id, range_id, request });
     }
 
     /// Asks for a linearizable read; the answer (`Ok`: serve it from the local state now)
@@ -137,7 +136,7 @@ impl<T: Ord + Copy, P, R, K> Driver<T, P, R, K> {
                     let w = self.proposals.remove(&proposal.id).expect("present");
                     answers.writes.push((w.reply, Err(Error::NoLeader)));
                 }
-                Some(_) => self.try_propose(proposal, &mut answers),
+                Some(_) => self.queued.push(proposal),
                 None => {}
             }
         }
@@ -155,12 +154,13 @@ impl<T: Ord + Copy, P, R, K> Driver<T, P, R, K> {
         &mut self,
         send_now: &mut dyn FnMut(Vec<OutMessage>),
     ) -> Result<Option<Round<P, R, K>>> {
+        let mut answers = Answers::default();
+        self.propose_queued(&mut answers);
         if !self.node.has_work() {
-            return Ok(None);
+            return Ok((!answers.is_empty()).then(|| (Output::default(), answers)));
         }
         let mut output = self.node.process_ready_sending(send_now)?;
         self.follow_leases(&output)?;
-        let mut answers = Answers::default();
         for (id, result) in std::mem::take(&mut output.completions) {
             if let Some(w) = self.proposals.remove(&id) {
                 answers.writes.push((w.reply, result));
@@ -272,18 +272,41 @@ impl<T: Ord + Copy, P, R, K> Driver<T, P, R, K> {
         self.next_id
     }
 
-    fn try_propose(&mut self, proposal: Unproposed, answers: &mut Answers<P, R, K>) {
-        match self.node.propose(proposal.range_id, proposal.id, proposal.request.clone()) {
-            Ok(()) => {
-                let term = self.node.term(proposal.range_id);
-                if let Some(w) = self.proposals.get_mut(&proposal.id) {
+    /// Hands the queued proposals to Raft, each range's in one call. Those that find no leader
+    /// wait for the next tick; one Raft refuses otherwise is answered with the refusal.
+    fn propose_queued(&mut self, answers: &mut Answers<P, R, K>) {
+        let mut by_range: BTreeMap<RangeId, Vec<(u64, Request)>> = BTreeMap::new();
+        for p in std::mem::take(&mut self.queued) {
+            // One whose waiter is gone (past its deadline) need not be made at all.
+            if self.proposals.contains_key(&p.id) {
+                by_range.entry(p.range_id).or_default().push((p.id, p.request));
+            }
+        }
+        for (range_id, mut requests) in by_range {
+            // Proposing does not change the term; what is handed over is handed in this one.
+            let term = self.node.term(range_id);
+            for (id, _) in &requests {
+                if let Some(w) = self.proposals.get_mut(id) {
                     w.term = term;
                 }
             }
-            Err(Error::NoLeader) => self.unproposed.push(proposal),
-            Err(e) => {
-                if let Some(w) = self.proposals.remove(&proposal.id) {
-                    answers.writes.push((w.reply, Err(e)));
+            while !requests.is_empty() {
+                match self.node.propose_many(range_id, &mut requests) {
+                    Ok(()) => {}
+                    Err(Error::NoLeader) => {
+                        let waiting = requests.drain(..);
+                        self.unproposed.extend(waiting.map(|(id, request)| Unproposed {
+                            id,
+                            range_id,
+                            request,
+                        }));
+                    }
+                    Err(e) => {
+                        let (id, _) = requests.remove(0);
+                        if let Some(w) = self.proposals.remove(&id) {
+                            answers.writes.push((w.reply, Err(e)));
+                        }
+                    }
                 }
             }
         }

@@ -2,6 +2,7 @@
 //! service hands them to the raftstore, and their answers go back to `crate::leases`.
 
 use strata_core::FIRST_RANGE_ID;
+use strata_core::raftstore::Answers;
 
 use super::{CLIENT_TIMEOUT, Event, MS, Reply, World};
 use crate::leases;
@@ -46,7 +47,8 @@ impl World {
                     Request::LeaseRevoke(LeaseRevokeRequest { id: lease })
                 }
             };
-            driver.propose(FIRST_RANGE_ID, proposal, deadline, reply)
+            driver.propose(FIRST_RANGE_ID, proposal, deadline, reply);
+            Answers::default()
         });
         match handled {
             None => self.lease_reply(request, Err(strata_core::Error::Stopped)),

@@ -144,11 +144,8 @@ impl World {
         let handled = self.with_node(node, |_, driver| {
             driver.propose(FIRST_RANGE_ID, request, deadline, Reply::Member)
         });
-        match handled {
-            None => {
-                self.operator.answered(false);
-            }
-            Some(answers) => self.answer(node, answers),
+        if handled.is_none() {
+            self.operator.answered(false);
         }
         self.round(node);
     }

@@ -152,6 +152,10 @@ enum Event {
         node: u64,
         op: usize,
     },
+    /// A node's round, run a little after a request arrived instead of at once, so that the
+    /// requests arriving meanwhile share it: as the server's raftstore drains its queue before
+    /// a round, and proposes everything it drained in one Raft message.
+    Round(u64),
     Response {
         op: usize,
         outcome: Outcome,
@@ -453,6 +457,7 @@ impl World {
                 }
             }
             Event::Request { node, op } => self.request(node, op),
+            Event::Round(node) => self.round(node),
             Event::Response { op, outcome } => self.respond(op, outcome),
             Event::Timeout { op } => {
                 if self.history[op].outcome == Outcome::Pending {
@@ -695,22 +700,26 @@ impl World {
         let deadline = self.now + CLIENT_TIMEOUT;
         let handled = self.with_node(id, |_, driver| {
             if let Some(request) = workload::write_request(&operation) {
-                driver.propose(FIRST_RANGE_ID, request, deadline, Reply::Kv(op))
-            } else {
-                if !local_read {
-                    driver.read(FIRST_RANGE_ID, deadline, Reply::Kv(op));
-                }
-                Answers::default()
+                driver.propose(FIRST_RANGE_ID, request, deadline, Reply::Kv(op));
+            } else if !local_read {
+                driver.read(FIRST_RANGE_ID, deadline, Reply::Kv(op));
             }
         });
         match handled {
             // Nothing listens on a node that is down: the connection is refused, and the
             // request certainly had no effect.
             None => self.reply(op, Outcome::Failed("connection refused".into())),
-            Some(_) if local_read && !operation.is_write() => self.serve_read(id, op),
-            Some(answers) => self.answer(id, answers),
+            Some(()) if local_read && !operation.is_write() => self.serve_read(id, op),
+            Some(()) => {}
         }
-        self.round(id);
+        // Half the time the round waits up to a millisecond, so that requests arriving
+        // meanwhile share it (and their proposals one Raft message).
+        if self.client_rng.chance(0.5) {
+            let delay = self.client_rng.range(0, MS);
+            self.schedule(delay, Event::Round(id));
+        } else {
+            self.round(id);
+        }
     }
 
     fn serve_read(&mut self, id: u64, op: usize) {
