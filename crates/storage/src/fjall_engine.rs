@@ -48,9 +48,9 @@ fn memtable_bytes(ks: Keyspace) -> u64 {
 /// fjall's background threads (flushes and compactions). One, whatever the machine: with more,
 /// fjall 3.1's first worker hands every compaction request back to the queue for the others and
 /// takes it again at once, so while another worker compacts it spins on the queue and burns a
-/// core (a fifth to two fifths of a member's CPU under put load, in profiles). One worker does
-/// flushes and compactions in turn; a flush waits for a compaction under way, and writes stop
-/// only once four memtables wait to be flushed.
+/// core (a fifth of the members' CPU in a profile under put load, during a compaction). One
+/// worker does flushes and compactions in turn; a flush waits for a compaction under way, and
+/// writes stop only once four memtables wait to be flushed.
 const FJALL_WORKERS: usize = 1;
 
 impl FjallEngine {
