@@ -22,6 +22,7 @@ mod driver;
 pub mod lessor;
 mod log;
 mod node;
+mod propose;
 mod replica;
 mod session;
 pub mod snapshot;

@@ -4,19 +4,17 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use raft::prelude::{
-    ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, Entry, Message,
-    MessageType, Snapshot, SnapshotMetadata,
-};
+use raft::prelude::{Entry, Message, MessageType, Snapshot, SnapshotMetadata};
 use raft::{RawNode, ReadOnlyOption, StateRole};
 use strata_storage::{Durability, Engine, Keyspace, WriteBatch};
 
 use super::log::RaftLog;
+use super::propose::{leave_joint_if_stuck, propose_entries, propose_member_change};
 use super::replica::{PendingRead, RemoteRead, Replica};
 use super::session::Sessions;
 use super::snapshot;
 use super::stats::{NodeStats, bump};
-use crate::command::{Command, Request};
+use crate::command::Request;
 use crate::mvcc::memo::Memo;
 use crate::mvcc::{self, AppliedState, LeaseChange, Response};
 use crate::rng::mix;
@@ -809,131 +807,6 @@ impl Node {
         }
         self.pin_election_timeouts();
         Ok(out)
-    }
-}
-
-/// Hands the first of `proposals` (none a membership change) to Raft in one `MsgPropose`, as
-/// many as fit in `append_bytes_max` bytes of entries (one at least), and says how many.
-fn propose_entries(
-    replica: &mut Replica,
-    config: &Config,
-    next_sequence: &mut u64,
-    proposals: &[(u64, Request)],
-) -> Result<usize> {
-    let mut entries = Vec::new();
-    let mut bytes = 0;
-    for (id, request) in proposals {
-        let size = request.encoded_len() as u64;
-        if !entries.is_empty() && bytes + size > config.append_bytes_max {
-            break;
-        }
-        bytes += size;
-        let data = encode_command(config, next_sequence, *id, request);
-        entries.push(Entry { data, ..Default::default() });
-    }
-    let count = entries.len();
-    let message = Message {
-        msg_type: MessageType::MsgPropose as i32,
-        from: config.node_id,
-        entries,
-        ..Default::default()
-    };
-    replica.raw.step(message).map_err(proposal_error)?;
-    Ok(count)
-}
-
-/// Proposes a membership change: a Raft configuration change, carrying the command. Raft takes
-/// one at a time and would turn a second into a no-op that never answers, so the leader refuses
-/// it here instead.
-fn propose_member_change(
-    replica: &mut Replica,
-    config: &Config,
-    next_sequence: &mut u64,
-    (id, request): &(u64, Request),
-) -> Result<usize> {
-    let Request::MemberChange(change) = request else {
-        unreachable!("only membership changes are proposed as configuration changes")
-    };
-    if replica.raw.raft.state == StateRole::Leader && conf_change_pending(replica) {
-        return Err(Error::MembershipChangePending);
-    }
-    let data = encode_command(config, next_sequence, *id, request);
-    replica.raw.propose_conf_change(data, conf_change_of(change)).map_err(proposal_error)?;
-    Ok(1)
-}
-
-/// The entry data of a proposal: its command, numbered with the node's next sequence number.
-fn encode_command(
-    config: &Config,
-    next_sequence: &mut u64,
-    proposal_id: u64,
-    request: &Request,
-) -> Vec<u8> {
-    let sequence = *next_sequence;
-    *next_sequence += 1;
-    let command = Command {
-        proposer: config.node_id,
-        proposal_id,
-        proposer_epoch: config.epoch,
-        sequence,
-        request: None,
-    };
-    command.encode_with(request)
-}
-
-fn proposal_error(e: raft::Error) -> Error {
-    match e {
-        raft::Error::ProposalDropped => Error::NoLeader,
-        other => Error::Internal(format!("proposal failed: {other}")),
-    }
-}
-
-/// The Raft configuration change a membership change makes. Every change of who votes or learns
-/// goes through a joint configuration (old and new voters must both agree) that Raft leaves by
-/// itself once the change is applied: the two steps keep a quorum of the old configuration in
-/// every decision until the new one has taken over, whatever the change. An update of peer URLs
-/// changes nothing in Raft's configuration and is one simple step, answered when applied — the
-/// member whose URLs changed may not hear of anything after it until it listens on them.
-fn conf_change_of(change: &crate::command::MemberChange) -> ConfChangeV2 {
-    use crate::command::MemberChangeKind;
-    let learner = change.member.as_ref().is_some_and(|m| m.is_learner);
-    let change_type = match MemberChangeKind::try_from(change.kind) {
-        Ok(MemberChangeKind::AddLearner) => ConfChangeType::AddLearnerNode,
-        Ok(MemberChangeKind::Remove) => ConfChangeType::RemoveNode,
-        // New URLs only: Raft's configuration stays as it is (re-adding a member in its own
-        // role changes nothing there).
-        Ok(MemberChangeKind::Update) if learner => ConfChangeType::AddLearnerNode,
-        _ => ConfChangeType::AddNode,
-    };
-    let mut single = ConfChangeSingle::default();
-    single.set_change_type(change_type);
-    single.node_id = change.id;
-    let mut conf_change = ConfChangeV2::default();
-    conf_change.set_changes(vec![single]);
-    if MemberChangeKind::try_from(change.kind) != Ok(MemberChangeKind::Update) {
-        conf_change.set_transition(ConfChangeTransition::Implicit);
-    }
-    conf_change
-}
-
-/// Whether a configuration change is under way: proposed and not applied, or a joint
-/// configuration not left yet.
-fn conf_change_pending(replica: &Replica) -> bool {
-    let raft = &replica.raw.raft;
-    raft.pending_conf_index > raft.raft_log.applied || replica.joint()
-}
-
-/// raft-rs leaves a joint configuration when the leader that entered it applies it; a leader
-/// elected after that would stay joint for ever. Such a leader proposes the leaving itself.
-fn leave_joint_if_stuck(replica: &mut Replica) {
-    let raft = &replica.raw.raft;
-    let stuck = raft.state == StateRole::Leader
-        && replica.joint()
-        && raft.prs().conf().to_conf_state().auto_leave
-        && raft.pending_conf_index <= raft.raft_log.applied;
-    if stuck {
-        // An empty change is "leave the joint configuration".
-        let _ = replica.raw.propose_conf_change(Vec::new(), ConfChangeV2::default());
     }
 }
 
