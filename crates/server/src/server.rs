@@ -32,7 +32,9 @@ use crate::pb::lock::lock_server::LockServer;
 use crate::pb::transport::raft_transport_server::RaftTransportServer;
 use crate::shell;
 use crate::timed_engine::{TimedEngine, Timings};
-use crate::transport::{Announced, Connector, PEER_MESSAGE_BYTES_MAX, Transport, TransportService};
+use crate::transport::{
+    Announced, Connector, PEER_MESSAGE_BYTES_MAX, PeerStats, Transport, TransportService,
+};
 
 /// gRPC messages from clients may exceed the request limit by this much, so that a request just
 /// over the limit is answered with etcd's "request is too large" rather than a transport error
@@ -338,12 +340,14 @@ pub fn assemble(
     };
     let peers: Vec<(u64, String)> = peers.into_iter().filter(|(id, _)| *id != member_id).collect();
     let reports = Arc::new(Mutex::new(None));
+    let peer_stats = Arc::new(PeerStats::default());
     let transport = Transport::start(
         &tokio::runtime::Handle::current(),
         member_id,
         Announced { name: config.name.clone(), client_urls: config.advertise_client_urls.clone() },
         &peers,
         reports.clone(),
+        peer_stats.clone(),
         parts.connector,
     );
     let node_stats = node.stats();
@@ -366,7 +370,7 @@ pub fn assemble(
         engine,
         limits: Limits::default(),
         peer_client_urls: peer_client_urls.clone(),
-        metrics: Arc::new(Metrics::new(node_stats, parts.timings)),
+        metrics: Arc::new(Metrics::new(node_stats, parts.timings, peer_stats.clone())),
         store: parts.store,
         watches: Watches::new(revision, config.watch_progress_interval),
         lease_ids: LeaseIds::new(member_id),
@@ -376,8 +380,11 @@ pub fn assemble(
         cluster_id_cache: Default::default(),
     });
     tokio::spawn(watch::feed(api.clone(), handle.applied()));
-    let peer_service =
-        RaftTransportServer::new(TransportService { shell: handle, peer_client_urls })
-            .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX);
+    let peer_service = RaftTransportServer::new(TransportService {
+        shell: handle,
+        peer_client_urls,
+        stats: peer_stats,
+    })
+    .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX);
     Ok(Member { api, peer_service })
 }

@@ -9,10 +9,14 @@
 //! tolerate lost messages, and dropping beats buffering without bound. A broken stream is
 //! re-opened with backoff by a task per peer; HTTP/2 keep-alives detect a silent peer (a
 //! partition, a paused process) within a few seconds, and connecting has its own deadline.
+//!
+//! Every peer's traffic is counted for `/metrics` ([`PeerStats`]): batches, messages and bytes
+//! each way, and the messages dropped on the way out.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -78,6 +82,76 @@ pub struct Announced {
     pub client_urls: Vec<String>,
 }
 
+/// The traffic with every peer this member has sent to or heard from, for `/metrics`.
+#[derive(Default)]
+pub struct PeerStats {
+    peers: Mutex<BTreeMap<u64, Arc<PeerCounters>>>,
+}
+
+/// One peer's traffic. Bytes are those of the Raft messages, without the gRPC framing; a
+/// message cut into pieces counts once.
+#[derive(Default)]
+pub struct PeerCounters {
+    pub sent_batches: AtomicU64,
+    pub sent_messages: AtomicU64,
+    pub sent_bytes: AtomicU64,
+    /// Messages that never left: the peer's queue was full (a slow or unreachable peer), or its
+    /// stream broke with them still in it.
+    pub dropped_messages: AtomicU64,
+    pub received_batches: AtomicU64,
+    pub received_messages: AtomicU64,
+    pub received_bytes: AtomicU64,
+}
+
+impl PeerCounters {
+    /// The counters' names in `/metrics` (`strata_peer_<name>_total`), in [`Self::values`]'
+    /// order.
+    pub const NAMES: [&'static str; 7] = [
+        "sent_batches",
+        "sent_messages",
+        "sent_bytes",
+        "dropped_messages",
+        "received_batches",
+        "received_messages",
+        "received_bytes",
+    ];
+
+    pub fn values(&self) -> [u64; 7] {
+        [
+            &self.sent_batches,
+            &self.sent_messages,
+            &self.sent_bytes,
+            &self.dropped_messages,
+            &self.received_batches,
+            &self.received_messages,
+            &self.received_bytes,
+        ]
+        .map(|counter| counter.load(Ordering::Relaxed))
+    }
+}
+
+impl PeerStats {
+    /// The counters of `peer`, created on first use.
+    pub fn of(&self, peer: u64) -> Arc<PeerCounters> {
+        self.peers.lock().expect("peer stats lock").entry(peer).or_default().clone()
+    }
+
+    /// Forgets the peers not in `ids` (members removed from the cluster).
+    fn retain(&self, ids: &[u64]) {
+        self.peers.lock().expect("peer stats lock").retain(|id, _| ids.contains(id));
+    }
+
+    /// Every peer's counters, in id order.
+    pub fn all(&self) -> Vec<(u64, Arc<PeerCounters>)> {
+        let peers = self.peers.lock().expect("peer stats lock");
+        peers.iter().map(|(id, counters)| (*id, counters.clone())).collect()
+    }
+}
+
+fn add(counter: &AtomicU64, n: usize) {
+    counter.fetch_add(n as u64, Ordering::Relaxed);
+}
+
 /// Where the transport reports undeliverable messages: the shell, once it runs.
 pub type Reports = Arc<Mutex<Option<ShellHandle>>>;
 
@@ -89,9 +163,10 @@ fn report(reports: &Reports, input: Input) {
 
 /// The sending side, owned by the shell.
 pub struct Transport {
-    /// A queue per peer, and the URL its sender task dials.
-    peers: HashMap<u64, (String, mpsc::Sender<OutMessage>)>,
+    /// A queue per peer, the URL its sender task dials, and its counters.
+    peers: HashMap<u64, (String, mpsc::Sender<OutMessage>, Arc<PeerCounters>)>,
     reports: Reports,
+    stats: Arc<PeerStats>,
     runtime: tokio::runtime::Handle,
     me: Announced,
     self_id: u64,
@@ -99,18 +174,21 @@ pub struct Transport {
 }
 
 impl Transport {
-    /// Starts a sender task per peer. Undeliverable messages are reported to `reports`.
+    /// Starts a sender task per peer. Undeliverable messages are reported to `reports`, and the
+    /// traffic is counted in `stats`.
     pub fn start(
         runtime: &tokio::runtime::Handle,
         self_id: u64,
         me: Announced,
         peers: &[(u64, String)],
         reports: Reports,
+        stats: Arc<PeerStats>,
         connector: Connector,
     ) -> Self {
         let mut transport = Self {
             peers: HashMap::new(),
             reports,
+            stats,
             runtime: runtime.clone(),
             me,
             self_id,
@@ -123,21 +201,23 @@ impl Transport {
     /// Sends to exactly `peers` from now on: starts senders for new peers (or new URLs) and
     /// stops those of peers no longer listed (their tasks end with their queues).
     fn connect(&mut self, peers: &[(u64, String)]) {
-        self.peers.retain(|id, (url, _)| peers.iter().any(|(p, u)| p == id && u == url));
+        self.peers.retain(|id, (url, ..)| peers.iter().any(|(p, u)| p == id && u == url));
+        self.stats.retain(&peers.iter().map(|(id, _)| *id).collect::<Vec<_>>());
         for (peer_id, url) in peers {
             if self.peers.contains_key(peer_id) {
                 continue;
             }
             let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);
-            self.peers.insert(*peer_id, (url.clone(), tx));
+            let counters = self.stats.of(*peer_id);
+            self.peers.insert(*peer_id, (url.clone(), tx, counters.clone()));
             let url = if url.starts_with("http") { url.clone() } else { format!("http://{url}") };
             self.runtime.spawn(peer_sender(
                 self.self_id,
                 self.me.clone(),
-                *peer_id,
-                url,
+                (*peer_id, url),
                 rx,
                 self.reports.clone(),
+                counters,
                 self.connector.clone(),
             ));
         }
@@ -153,8 +233,9 @@ impl Outbox for Transport {
         for out in messages {
             let to = out.message.to;
             let range_id = out.range_id;
-            let Some((_, queue)) = self.peers.get(&to) else { continue };
+            let Some((_, queue, counters)) = self.peers.get(&to) else { continue };
             if queue.try_send(out).is_err() {
+                add(&counters.dropped_messages, 1);
                 report(&self.reports, Input::Unreachable { range_id, peer: to });
             }
         }
@@ -164,10 +245,10 @@ impl Outbox for Transport {
 async fn peer_sender(
     self_id: u64,
     me: Announced,
-    peer_id: u64,
-    url: String,
+    (peer_id, url): (u64, String),
     queue: mpsc::Receiver<OutMessage>,
     reports: Reports,
+    counters: Arc<PeerCounters>,
     connector: Connector,
 ) {
     let mut backoff = Duration::from_millis(50);
@@ -198,7 +279,8 @@ async fn peer_sender(
         };
         let mut client =
             RaftTransportClient::new(channel).max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
-        let outgoing = Outgoing::new(self_id, &me, peer_id, queue.clone(), reports.clone());
+        let outgoing =
+            Outgoing::new(self_id, &me, peer_id, queue.clone(), reports.clone(), counters.clone());
         let started = tokio::time::Instant::now();
         // The call lasts as long as the stream: until the peer is dropped from the members
         // (the queue closes), or the connection breaks or stays silent past its keep-alive.
@@ -229,6 +311,7 @@ struct Outgoing {
     /// Batches drawn from the queue and not yet sent, first the introduction.
     ready: VecDeque<Outbound>,
     reports: Reports,
+    counters: Arc<PeerCounters>,
 }
 
 impl Outgoing {
@@ -238,6 +321,7 @@ impl Outgoing {
         peer: u64,
         queue: Arc<Mutex<mpsc::Receiver<OutMessage>>>,
         reports: Reports,
+        counters: Arc<PeerCounters>,
     ) -> Self {
         // Introduce ourselves right away (not only with the first Raft message), so every
         // member learns every other member's client URLs even if they never exchange messages.
@@ -248,7 +332,7 @@ impl Outgoing {
             name: me.name.clone(),
         };
         let ready = VecDeque::from([Outbound { batch: hello, snapshots: Vec::new() }]);
-        Self { from_node, peer, queue, ready, reports }
+        Self { from_node, peer, queue, ready, reports, counters }
     }
 }
 
@@ -274,6 +358,12 @@ impl Stream for Outgoing {
             this.ready.extend(batches.ready);
         }
         let Outbound { batch, snapshots } = this.ready.pop_front().expect("a batch is ready");
+        let counters = &this.counters;
+        if !batch.messages.is_empty() {
+            add(&counters.sent_batches, 1);
+            add(&counters.sent_messages, whole_messages(&batch));
+            add(&counters.sent_bytes, batch.messages.iter().map(|e| e.message.len()).sum());
+        }
         // Handed to the connection: as delivered as the transport can tell.
         for range_id in snapshots {
             let status = Input::SnapshotStatus { range_id, peer: this.peer, delivered: true };
@@ -284,13 +374,21 @@ impl Stream for Outgoing {
 }
 
 impl Drop for Outgoing {
-    /// The call ended with batches unsent: the snapshots among them did not arrive.
+    /// The call ended with batches unsent: their messages, and the snapshots among them, did
+    /// not arrive.
     fn drop(&mut self) {
+        let unsent = self.ready.iter().map(|outbound| whole_messages(&outbound.batch)).sum();
+        add(&self.counters.dropped_messages, unsent);
         for range_id in self.ready.drain(..).flat_map(|outbound| outbound.snapshots) {
             let status = Input::SnapshotStatus { range_id, peer: self.peer, delivered: false };
             report(&self.reports, status);
         }
     }
+}
+
+/// The Raft messages a batch completes (a message in pieces counts with its last piece).
+fn whole_messages(batch: &RaftBatch) -> usize {
+    batch.messages.iter().filter(|envelope| !envelope.more).count()
 }
 
 /// A batch for the wire, and the ranges whose snapshot it completes.
@@ -384,6 +482,7 @@ impl Joiner {
 pub struct TransportService {
     pub shell: ShellHandle,
     pub peer_client_urls: PeerClientUrls,
+    pub stats: Arc<PeerStats>,
 }
 
 #[tonic::async_trait]
@@ -394,7 +493,14 @@ impl RaftTransport for TransportService {
     ) -> Result<Response<SendResponse>, Status> {
         let mut stream = request.into_inner();
         let mut joiner = Joiner::default();
+        let mut counters: Option<Arc<PeerCounters>> = None;
         while let Some(batch) = stream.message().await? {
+            let counters = counters.get_or_insert_with(|| self.stats.of(batch.from_node));
+            if !batch.messages.is_empty() {
+                add(&counters.received_batches, 1);
+                add(&counters.received_messages, whole_messages(&batch));
+                add(&counters.received_bytes, batch.messages.iter().map(|e| e.message.len()).sum());
+            }
             if !batch.client_urls.is_empty() {
                 let announced = Announced { name: batch.name, client_urls: batch.client_urls };
                 self.peer_client_urls.lock().expect("urls lock").insert(batch.from_node, announced);
@@ -479,19 +585,67 @@ mod tests {
         let (tx, rx) = mpsc::channel(16);
         let me = Announced { name: "a".into(), client_urls: vec!["http://127.0.0.1:1".into()] };
         let queue = Arc::new(Mutex::new(rx));
-        let mut outgoing = Outgoing::new(9, &me, 2, queue.clone(), Reports::default());
+        let counters = Arc::new(PeerCounters::default());
+        let mut outgoing =
+            Outgoing::new(9, &me, 2, queue.clone(), Reports::default(), counters.clone());
         let closed = || queue.lock().unwrap().is_closed();
+        let count = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
 
         let hello = outgoing.next().await.expect("the introduction");
         assert_eq!((hello.name.as_str(), hello.messages.len()), ("a", 0));
+        assert_eq!(count(&counters.sent_batches), 0, "the introduction carries no messages");
         for _ in 0..3 {
             tx.try_send(message(MessageType::MsgAppend, 2, 0)).unwrap();
         }
         let batch = outgoing.next().await.expect("a batch");
         assert_eq!(batch.messages.len(), 3, "everything queued goes out together");
+        let bytes: usize = batch.messages.iter().map(|e| e.message.len()).sum();
+        assert_eq!(count(&counters.sent_batches), 1);
+        assert_eq!(count(&counters.sent_messages), 3);
+        assert_eq!(count(&counters.sent_bytes), bytes as u64);
         assert!(!closed());
         drop(tx);
         assert!(outgoing.next().await.is_none());
         assert!(closed(), "a closed queue ends the call for good");
+        assert_eq!(count(&counters.dropped_messages), 0);
+    }
+
+    #[tokio::test]
+    async fn messages_that_cannot_leave_are_counted_as_dropped() {
+        let stats = Arc::new(PeerStats::default());
+        let mut transport = Transport {
+            peers: HashMap::new(),
+            reports: Reports::default(),
+            stats: stats.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            me: Announced::default(),
+            self_id: 9,
+            connector: Connector::default(),
+        };
+        // A peer whose queue holds two messages and is never drained.
+        let (tx, rx) = mpsc::channel(2);
+        transport.peers.insert(2, ("http://127.0.0.1:1".into(), tx, stats.of(2)));
+        transport.send((0..5).map(|_| message(MessageType::MsgAppend, 2, 0)).collect());
+        let dropped = |peer| stats.of(peer).dropped_messages.load(Ordering::Relaxed);
+        assert_eq!(dropped(2), 3, "three did not fit in the queue");
+
+        // A stream that breaks with a batch drawn from its queue but not yet sent (the pieces
+        // of a large message wait like this), and its introduction, which carries no messages.
+        let mut outgoing = Outgoing::new(
+            9,
+            &Announced::default(),
+            2,
+            Arc::new(Mutex::new(rx)),
+            Reports::default(),
+            stats.of(2),
+        );
+        let envelope = RaftEnvelope { range_id: 7, message: vec![1], more: false };
+        let batch = RaftBatch { messages: vec![envelope], ..Default::default() };
+        outgoing.ready.push_back(Outbound { batch, snapshots: Vec::new() });
+        drop(outgoing);
+        assert_eq!(dropped(2), 4, "the unsent batch is dropped with its stream");
+        assert_eq!(stats.all().iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![2]);
+        transport.set_peers(&[]);
+        assert!(stats.all().is_empty(), "a removed member's counters go with it");
     }
 }

@@ -1,5 +1,6 @@
 //! The command line over real processes: `strata dev` starts a working cluster (its metrics
-//! time its disk writes and rounds) and stops every member on SIGTERM;
+//! time its disk writes and rounds and count each peer's traffic) and stops every member on
+//! SIGTERM;
 //! `strata put/get/del/status` talk to it; `strata start` refuses data directories that are
 //! not its own, naming the file, and never panics on damaged ones.
 
@@ -58,6 +59,7 @@ fn dev_cluster_serves_the_cli_and_stops_on_sigterm() {
     let status = strata(&["status"]);
     assert_eq!(status.lines().count(), 4, "{status}");
     // Every member persisted, applied and ran rounds, and `/metrics` times each.
+    let mut peers_sent_to = Vec::new();
     for endpoint in &endpoints {
         let metrics = http_get(endpoint, "/metrics").unwrap();
         for histogram in ["fsync", "buffered_write", "raftstore_round"] {
@@ -66,7 +68,21 @@ fn dev_cluster_serves_the_cli_and_stops_on_sigterm() {
                 .and_then(|count| count.parse::<u64>().ok());
             assert!(count.is_some_and(|c| c > 0), "{name}in {endpoint}:\n{metrics}");
         }
+        // Each peer's traffic is counted: every member exchanged messages with the leader.
+        let per_peer = |counter: &str| -> Vec<u64> {
+            let name = format!("strata_peer_{counter}_total{{peer=\"");
+            (metrics.lines().filter_map(|l| l.strip_prefix(name.as_str())))
+                .filter_map(|rest| rest.split_whitespace().nth(1)?.parse().ok())
+                .collect()
+        };
+        for counter in ["sent_messages", "sent_bytes", "received_messages", "dropped_messages"] {
+            assert_eq!(per_peer(counter).len(), 2, "{counter} in {endpoint}:\n{metrics}");
+        }
+        let talked = |counter| per_peer(counter).iter().filter(|&&n| n > 0).count();
+        assert!(talked("sent_messages") >= 1 && talked("received_messages") >= 1, "{metrics}");
+        peers_sent_to.push(talked("sent_messages"));
     }
+    assert!(peers_sent_to.contains(&2), "the leader sent to both followers: {peers_sent_to:?}");
 
     // SIGTERM to `strata dev` stops every member it started.
     run("kill", &["-TERM", &dev.id().to_string()]);

@@ -17,6 +17,7 @@ use strata_core::raftstore::stats::{Histogram, NodeStats, SECONDS_BOUNDS};
 
 use super::Api;
 use crate::timed_engine::Timings;
+use crate::transport::{PeerCounters, PeerStats};
 
 /// One RPC's counters: outcomes and latency. Atomics, so recording a request takes the map's
 /// lock only long enough to find its entry.
@@ -28,16 +29,17 @@ struct RequestStats {
 
 /// The node's metrics, rendered in Prometheus text format: Raft and MVCC state, the raftstore's
 /// own counters (proposals, applies, rounds, batch sizes, leader changes), the latency of its
-/// writes and rounds, and request counts and latency per RPC.
+/// writes and rounds, the traffic with each peer, and request counts and latency per RPC.
 pub struct Metrics {
     requests: Mutex<BTreeMap<&'static str, Arc<RequestStats>>>,
     node: Arc<NodeStats>,
     timings: Arc<Timings>,
+    peers: Arc<PeerStats>,
 }
 
 impl Metrics {
-    pub fn new(node: Arc<NodeStats>, timings: Arc<Timings>) -> Self {
-        Self { requests: Mutex::default(), node, timings }
+    pub fn new(node: Arc<NodeStats>, timings: Arc<Timings>, peers: Arc<PeerStats>) -> Self {
+        Self { requests: Mutex::default(), node, timings, peers }
     }
 
     pub fn observe_request(&self, method: &'static str, latency: Duration, ok: bool) {
@@ -107,6 +109,7 @@ impl Metrics {
         render_histogram(&mut out, "strata_fsync_seconds", "", &timings.fsync);
         render_histogram(&mut out, "strata_buffered_write_seconds", "", &timings.buffered_write);
         render_histogram(&mut out, "strata_raftstore_round_seconds", "", &timings.round);
+        render_peers(&mut out, &self.peers);
         let requests: Vec<_> = self
             .requests
             .lock()
@@ -132,6 +135,20 @@ impl Metrics {
             }
         }
         out
+    }
+}
+
+/// Writes the traffic with each peer, labelled with the peer's member id in hex (as
+/// `member list` shows it).
+fn render_peers(out: &mut String, stats: &PeerStats) {
+    let peers: Vec<(u64, [u64; 7])> =
+        stats.all().into_iter().map(|(peer, counters)| (peer, counters.values())).collect();
+    for (i, counter) in PeerCounters::NAMES.iter().enumerate() {
+        let name = format!("strata_peer_{counter}_total");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (peer, values) in &peers {
+            let _ = writeln!(out, "{name}{{peer=\"{peer:x}\"}} {}", values[i]);
+        }
     }
 }
 
