@@ -92,15 +92,15 @@ pub struct PeerStats {
 /// message cut into pieces counts once.
 #[derive(Default)]
 pub struct PeerCounters {
-    pub sent_batches: AtomicU64,
-    pub sent_messages: AtomicU64,
-    pub sent_bytes: AtomicU64,
+    sent_batches: AtomicU64,
+    sent_messages: AtomicU64,
+    sent_bytes: AtomicU64,
     /// Messages that never left: the peer's queue was full (a slow or unreachable peer), or its
     /// stream broke with them still in it.
-    pub dropped_messages: AtomicU64,
-    pub received_batches: AtomicU64,
-    pub received_messages: AtomicU64,
-    pub received_bytes: AtomicU64,
+    dropped_messages: AtomicU64,
+    received_batches: AtomicU64,
+    received_messages: AtomicU64,
+    received_bytes: AtomicU64,
 }
 
 impl PeerCounters {
