@@ -16,6 +16,19 @@ fn members_of(dir: &std::path::Path) -> Vec<u32> {
     out.lines().filter_map(|l| l.trim().parse().ok()).collect()
 }
 
+/// `strata dev`, stopped with every member it started (SIGTERM) if the test ends before it
+/// does so itself.
+struct Dev(std::process::Child);
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 #[test]
 fn dev_cluster_serves_the_cli_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
@@ -26,13 +39,13 @@ fn dev_cluster_serves_the_cli_and_stops_on_sigterm() {
             break p;
         }
     };
-    let mut dev = Command::new(STRATA)
+    let mut dev = Dev(Command::new(STRATA)
         .args(["dev", "--port", &port.to_string(), "--dir"])
         .arg(dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap());
     let endpoints: Vec<String> = (0..3).map(|i| format!("http://127.0.0.1:{}", port + i)).collect();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !endpoints.iter().all(|e| http_get(e, "/health").is_some_and(|b| b.contains("\"true\"")))
@@ -85,10 +98,10 @@ fn dev_cluster_serves_the_cli_and_stops_on_sigterm() {
     assert!(peers_sent_to.contains(&2), "the leader sent to both followers: {peers_sent_to:?}");
 
     // SIGTERM to `strata dev` stops every member it started.
-    run("kill", &["-TERM", &dev.id().to_string()]);
+    run("kill", &["-TERM", &dev.0.id().to_string()]);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if dev.try_wait().unwrap().is_some() && members_of(dir.path()).is_empty() {
+        if dev.0.try_wait().unwrap().is_some() && members_of(dir.path()).is_empty() {
             break;
         }
         assert!(
