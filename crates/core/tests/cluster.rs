@@ -125,6 +125,15 @@ impl TestCluster {
         panic!("no leader elected");
     }
 
+    /// Elects a leader, writes once so that every member has applied an entry of its term, and
+    /// returns the leader and one follower.
+    fn settled_leader_and_follower(&mut self) -> (u64, u64) {
+        let leader = self.run_until_leader();
+        self.put(leader, "warm", "up");
+        self.run(3);
+        (leader, (1..=3).find(|id| *id != leader).unwrap())
+    }
+
     /// Proposes a put at `via` and runs until it is applied there.
     fn put(&mut self, via: u64, key: &str, value: &str) -> i64 {
         let id = self.next_proposal;
@@ -447,10 +456,7 @@ fn a_duplicated_proposal_is_applied_once() {
 #[test]
 fn a_rounds_proposals_travel_as_one_message_to_the_leader_and_one_to_each_follower() {
     let mut cluster = TestCluster::new(rare_heartbeats_config);
-    let leader = cluster.run_until_leader();
-    cluster.put(leader, "warm", "up");
-    cluster.run(3);
-    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let (leader, follower) = cluster.settled_leader_and_follower();
     let node = cluster.nodes[follower as usize - 1].take().unwrap();
     let mut driver: Driver<u64, u64, (), ()> = Driver::new(node);
     for i in 0..10 {
@@ -488,10 +494,7 @@ fn a_rounds_proposals_travel_as_one_message_to_the_leader_and_one_to_each_follow
 fn a_batch_of_proposals_is_cut_at_the_append_size_bound() {
     let mut cluster =
         TestCluster::new(|id| Config { append_bytes_max: 1_000, ..default_config(id) });
-    let leader = cluster.run_until_leader();
-    cluster.put(leader, "warm", "up");
-    cluster.run(3);
-    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let (_, follower) = cluster.settled_leader_and_follower();
     let mut proposals: Vec<(u64, Request)> = (0..10)
         .map(|i| {
             let value = vec![b'v'; 300];
