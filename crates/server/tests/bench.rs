@@ -76,6 +76,26 @@ fn every_workload_runs_against_strata() {
     );
     assert_clean(&open, 100);
     assert_eq!(open["rate"], 200);
+    // A trace: every request, through every endpoint, its slowest the run's maximum.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("trace.txt");
+    let traced =
+        bench(&endpoints, &["--clients", "6", "--total", "300", "--trace", path.to_str().unwrap()]);
+    assert_clean(&traced, 300);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines = text.lines();
+    assert!(lines.next().unwrap().ends_with(&format!("endpoints {endpoints}")), "{text}");
+    assert_eq!(lines.next().unwrap(), "# sent_micros latency_micros endpoint outcome");
+    let rows: Vec<Vec<&str>> = lines.map(|line| line.split(' ').collect()).collect();
+    assert_eq!(rows.len(), 300, "{text}");
+    assert!(rows.iter().all(|row| row.len() == 4 && row[3] == "ok"), "{text}");
+    let sent: Vec<u64> = rows.iter().map(|row| row[0].parse().unwrap()).collect();
+    assert!(sent.is_sorted(), "{text}");
+    let endpoints_used: std::collections::BTreeSet<&str> = rows.iter().map(|row| row[2]).collect();
+    assert_eq!(endpoints_used, ["0", "1", "2"].into(), "{text}");
+    let slowest = rows.iter().map(|row| row[1].parse::<u64>().unwrap()).max().unwrap();
+    let max = traced["latency_ms"]["max"].as_f64().unwrap();
+    assert!((slowest as f64 / 1000.0 - max).abs() < 0.002, "{slowest} µs against {traced}");
 }
 
 #[test]
@@ -105,4 +125,10 @@ fn bad_arguments_are_refused_with_a_clear_message() {
     );
     assert!(!ok);
     assert!(stderr.contains("--read-ratio must be between 0 and 1"), "{stderr}");
+    let (ok, _, stderr) = support::run(
+        support::STRATA,
+        &["bench", "--endpoints", "127.0.0.1:1", "--workload", "watch", "--trace", "t.txt"],
+    );
+    assert!(!ok);
+    assert!(stderr.contains("--trace records requests"), "{stderr}");
 }

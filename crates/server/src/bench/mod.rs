@@ -6,6 +6,8 @@
 //! loop (`--rate`): requests are due at a fixed rate, at most `--clients` in flight, and
 //! latency is measured from when a request was due, so queueing shows instead of hiding.
 //! A run stops after `--total` operations or `--duration` seconds, whichever comes first.
+//! `--trace` writes every request's sending time, latency and endpoint to a file, to see when
+//! the slow ones happened and through which member (`bench/tail` reads it).
 
 pub mod keys;
 mod report;
@@ -80,6 +82,11 @@ pub struct BenchArgs {
     /// Print only the JSON line: no progress, no table.
     #[arg(long)]
     pub json: bool,
+    /// Write one line per request to this file: when it was sent (µs after the measured run
+    /// began), its latency (µs), the index of its endpoint in `--endpoints`, and `ok` or
+    /// `error`. Not for the watch workload, whose operations are deliveries.
+    #[arg(long)]
+    pub trace: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -165,6 +172,10 @@ struct Shared {
     keys: AtomicU64,
     /// Successful operations by kind (YCSB).
     kinds: Mutex<BTreeMap<&'static str, u64>>,
+    /// The endpoint (index in `--endpoints`) each client's connection goes to.
+    endpoint_of_client: Vec<usize>,
+    /// When the measured run began (set once the preload is done); trace times count from it.
+    started: std::sync::OnceLock<Instant>,
 }
 
 #[derive(Default)]
@@ -172,13 +183,23 @@ struct Recorder {
     /// Latencies of successful operations, in microseconds.
     latencies: Vec<u32>,
     errors: BTreeMap<String, u64>,
+    /// Every request, with `--trace`.
+    trace: Vec<TraceRow>,
+}
+
+/// One request of `--trace`.
+struct TraceRow {
+    sent_micros: u64,
+    latency_micros: u32,
+    endpoint: usize,
+    ok: bool,
 }
 
 /// Runs a benchmark and returns its summary (also printed, unless `--json` asks for the JSON
 /// line alone).
 pub async fn run(args: BenchArgs) -> anyhow::Result<Summary> {
     validate(&args)?;
-    let channels = connect(&args)?;
+    let (channels, endpoint_of_channel) = connect(&args)?;
     let clients: Vec<KvClient<Channel>> = (0..args.clients)
         .map(|i| {
             KvClient::new(channels[i % channels.len()].clone()).max_decoding_message_size(64 << 20)
@@ -192,11 +213,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Summary> {
         conflicts: AtomicU64::new(0),
         keys: AtomicU64::new(args.key_space),
         kinds: Mutex::default(),
+        endpoint_of_client: (0..args.clients)
+            .map(|i| endpoint_of_channel[i % channels.len()])
+            .collect(),
+        started: std::sync::OnceLock::new(),
         args: args.clone(),
     });
     prepare(&shared, &clients).await?;
 
-    let started = Instant::now();
+    let started = *shared.started.get_or_init(Instant::now);
+    let unix_started = std::time::SystemTime::now() - started.elapsed();
     let progress = (!args.json).then(|| tokio::spawn(progress(shared.clone(), started)));
     let mut sum_check = None;
     let elapsed = if args.workload == Workload::Watch {
@@ -218,6 +244,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Summary> {
         sum_check = Some(check_counters(&shared, &clients[0]).await?);
     }
     let recorder = std::mem::take(&mut *shared.recorder.lock().expect("recorder lock"));
+    if let Some(path) = &args.trace {
+        write_trace(path, &args.endpoints, unix_started, &recorder.trace)
+            .with_context(|| format!("cannot write the trace to {}", path.display()))?;
+    }
     let mut summary = Summary::new(
         &args,
         elapsed,
@@ -254,6 +284,9 @@ fn validate(args: &BenchArgs) -> anyhow::Result<()> {
         bail!("--key-space, --counters and --range-keys must be at least 1");
     }
     if args.workload == Workload::Watch {
+        if args.trace.is_some() {
+            bail!("--trace records requests; the watch workload measures deliveries");
+        }
         if args.watchers == 0 || args.rate > 0 {
             bail!("the watch workload needs --watchers of at least 1, and runs closed loop only");
         }
@@ -264,7 +297,8 @@ fn validate(args: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn connect(args: &BenchArgs) -> anyhow::Result<Vec<Channel>> {
+/// The connections, and the endpoint (index in `--endpoints`) each one goes to.
+fn connect(args: &BenchArgs) -> anyhow::Result<(Vec<Channel>, Vec<usize>)> {
     let endpoints: Vec<String> = args
         .endpoints
         .split(',')
@@ -276,7 +310,7 @@ fn connect(args: &BenchArgs) -> anyhow::Result<Vec<Channel>> {
         bail!("--endpoints is empty");
     }
     let count = args.connections.unwrap_or(args.clients.min(64)).max(1);
-    (0..count)
+    let channels = (0..count)
         .map(|i| {
             let url = &endpoints[i % endpoints.len()];
             let endpoint = Endpoint::from_shared(url.clone())
@@ -284,7 +318,8 @@ fn connect(args: &BenchArgs) -> anyhow::Result<Vec<Channel>> {
                 .connect_timeout(Duration::from_secs(5));
             Ok(endpoint.connect_with_connector_lazy(tower::service_fn(crate::coalesce::connect)))
         })
-        .collect()
+        .collect::<anyhow::Result<_>>()?;
+    Ok((channels, (0..count).map(|i| i % endpoints.len()).collect()))
 }
 
 /// Writes what the workload reads before measuring: the key space for gets, the counters for
@@ -344,7 +379,7 @@ async fn closed_loop(shared: &Arc<Shared>, clients: &[KvClient<Channel>], starte
             {
                 let sent = Instant::now();
                 let result = operation(&shared, &mut client, &mut rng, &mut chooser).await;
-                record(&shared, sent, result);
+                record(&shared, i, sent, result);
             }
         }));
     }
@@ -365,13 +400,14 @@ async fn open_loop(shared: &Arc<Shared>, clients: &[KvClient<Channel>], started:
         }
         tokio::time::sleep_until(due.into()).await;
         let permit = in_flight.clone().acquire_owned().await.expect("semaphore open");
-        let (shared, mut client) = (shared.clone(), clients[i as usize % clients.len()].clone());
+        let client_index = i as usize % clients.len();
+        let (shared, mut client) = (shared.clone(), clients[client_index].clone());
         tasks.push(tokio::spawn(async move {
             let mut rng = Rng::new(0x5eed ^ i);
             let distribution = shared.args.workload.distribution(shared.args.distribution);
             let mut chooser = Chooser::new(distribution, shared.args.key_space, i);
             let result = operation(&shared, &mut client, &mut rng, &mut chooser).await;
-            record(&shared, due, result);
+            record(&shared, client_index, due, result);
             drop(permit);
         }));
     }
@@ -390,14 +426,49 @@ fn record_latencies(shared: &Shared, micros: &[u32]) {
     shared.completed.fetch_add(micros.len() as u64, Ordering::Relaxed);
 }
 
-fn record(shared: &Shared, since: Instant, result: Result<(), String>) {
-    match result {
-        Ok(()) => {
-            let micros = since.elapsed().as_micros().min(u32::MAX as u128) as u32;
-            record_latencies(shared, &[micros]);
-        }
-        Err(kind) => record_error(shared, kind),
+fn record(shared: &Shared, client: usize, since: Instant, result: Result<(), String>) {
+    let micros = since.elapsed().as_micros().min(u32::MAX as u128) as u32;
+    let mut recorder = shared.recorder.lock().expect("recorder lock");
+    if let Some(started) = shared.started.get().filter(|_| shared.args.trace.is_some()) {
+        recorder.trace.push(TraceRow {
+            sent_micros: since.saturating_duration_since(*started).as_micros() as u64,
+            latency_micros: micros,
+            endpoint: shared.endpoint_of_client[client],
+            ok: result.is_ok(),
+        });
     }
+    match result {
+        Ok(()) => recorder.latencies.push(micros),
+        Err(kind) => *recorder.errors.entry(kind).or_default() += 1,
+    }
+    drop(recorder);
+    shared.completed.fetch_add(1, Ordering::Relaxed);
+}
+
+/// `--trace`'s file: a header naming the start (Unix time) and the endpoints, then one line
+/// per request, in the order they were sent.
+fn write_trace(
+    path: &std::path::Path,
+    endpoints: &str,
+    unix_started: std::time::SystemTime,
+    rows: &[TraceRow],
+) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let since_epoch = unix_started.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let mut order: Vec<&TraceRow> = rows.iter().collect();
+    order.sort_by_key(|row| row.sent_micros);
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(
+        out,
+        "# strata bench trace; started_unix_micros {}; endpoints {endpoints}",
+        since_epoch.as_micros()
+    )?;
+    writeln!(out, "# sent_micros latency_micros endpoint outcome")?;
+    for row in order {
+        let outcome = if row.ok { "ok" } else { "error" };
+        writeln!(out, "{} {} {} {outcome}", row.sent_micros, row.latency_micros, row.endpoint)?;
+    }
+    out.flush()
 }
 
 /// One operation of the workload; an error is returned as its kind, for counting.
