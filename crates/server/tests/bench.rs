@@ -96,6 +96,14 @@ fn every_workload_runs_against_strata() {
     let slowest = rows.iter().map(|row| row[1].parse::<u64>().unwrap()).max().unwrap();
     let max = traced["latency_ms"]["max"].as_f64().unwrap();
     assert!((slowest as f64 / 1000.0 - max).abs() < 0.002, "{slowest} µs against {traced}");
+    // bench/tail reads it: the same requests and p99 as the run's own summary.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench/tail");
+    let (ok, stdout, stderr) = support::run("python3", &[script, "--json", path.to_str().unwrap()]);
+    assert!(ok, "bench/tail failed:\n{stdout}\n{stderr}");
+    let tail: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(tail["requests"], 300, "{tail}");
+    assert_eq!(tail["p99_ms"], traced["latency_ms"]["p99"], "{tail} against {traced}");
+    assert!(tail["slow"].as_u64().unwrap() >= 3, "{tail}");
 }
 
 #[test]
