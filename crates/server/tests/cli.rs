@@ -171,6 +171,25 @@ fn start_refuses_foreign_and_unknown_data_directories() {
     );
 }
 
+#[test]
+fn start_refuses_a_store_whose_raft_log_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    start_single(&data);
+    let raft_log = data.join("raft.log");
+    std::fs::remove_file(&raft_log).unwrap();
+    let out = start_single(&data);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && out.status.code().is_some()
+            && stderr.contains("refusing to start")
+            && names(&stderr, &raft_log),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 /// Whether `text` names `file` as a whole path (not as the start of a longer one).
 fn names(text: &str, file: &std::path::Path) -> bool {
     let path = file.display().to_string();

@@ -80,7 +80,23 @@ impl FjallEngine {
                 .map_err(|e| engine_error(format!("cannot open keyspace {ks}: {e:?}")))
         };
         let keyspaces = [open_keyspace(Keyspace::Mvcc)?, open_keyspace(Keyspace::Meta)?];
-        let raft = Mutex::new(LogJournal::open(&dir.join(RAFT_LOG_FILE))?);
+        let log_path = dir.join(RAFT_LOG_FILE);
+        // The log is created with the store, before anything is written to fjall. A store with
+        // data and no log lost it: an empty one in its place would forget the member's vote (it
+        // could vote twice in one term) and the entries it acknowledged but had not applied.
+        if !log_path.exists() && keyspaces.iter().any(|ks| ks.first_key_value().is_some()) {
+            return Err(Error::DataDir {
+                path: log_path.display().to_string(),
+                message: format!(
+                    "missing: {} holds a store but not its Raft log, without which the member \
+                     would forget its vote and the entries it acknowledged; put the file back, or \
+                     remove the member from the cluster and add it again with an empty data \
+                     directory; refusing to start",
+                    dir.display()
+                ),
+            });
+        }
+        let raft = Mutex::new(LogJournal::open(&log_path)?);
         Ok(Self { db, keyspaces, raft, location })
     }
 

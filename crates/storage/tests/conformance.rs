@@ -133,6 +133,28 @@ fn fjall_refuses_an_unknown_format() {
     );
 }
 
+#[test]
+fn fjall_refuses_a_store_without_its_raft_log() {
+    let dir = tempfile::tempdir().unwrap();
+    // A store that never wrote anything may lose its log (a crash right after creating the
+    // directory): the log is created again.
+    drop(FjallEngine::open(dir.path()).unwrap());
+    fs::remove_file(dir.path().join("raft.log")).unwrap();
+    drop(FjallEngine::open(dir.path()).unwrap());
+    // One with data may not.
+    {
+        let engine = FjallEngine::open(dir.path()).unwrap();
+        put(&engine, b"a", b"1", Durability::Sync);
+        let mut applied = WriteBatch::new();
+        applied.put(Keyspace::Meta, b"applied", b"1");
+        engine.write(&applied, Durability::Sync).unwrap();
+    }
+    fs::remove_file(dir.path().join("raft.log")).unwrap();
+    let message = FjallEngine::open(dir.path()).err().expect("must refuse").to_string();
+    assert!(message.contains("raft.log") && message.contains("refusing to start"), "{message}");
+    assert!(!dir.path().join("raft.log").exists(), "no empty log left in its place");
+}
+
 /// Flips bytes in every file of the store, one file at a time, and checks that opening and
 /// reading either works with correct data or fails with an error: never a panic, never a wrong
 /// value.
