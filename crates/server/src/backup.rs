@@ -56,12 +56,12 @@ pub fn unframe(bytes: &[u8]) -> anyhow::Result<&[u8]> {
 
 /// Restores a backup into an empty data directory, as the starting state of a new cluster:
 /// start each member of it with `strata start` on its own restored copy.
-pub fn restore(file: &Path, data_dir: &Path) -> anyhow::Result<()> {
+pub fn restore(file: &Path, data_dir: &Path, wal_dir: Option<&Path>) -> anyhow::Result<()> {
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     let image = unframe(&bytes).with_context(|| file.display().to_string())?;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
-    let engine = FjallEngine::open(data_dir)?;
+    let engine = FjallEngine::open_with_log_dir(data_dir, wal_dir)?;
     let applied = snapshot::restore_as_new(&engine, FIRST_RANGE_ID, image)
         .with_context(|| format!("cannot restore into {}", data_dir.display()))?;
     println!(

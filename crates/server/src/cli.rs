@@ -51,6 +51,9 @@ enum SnapshotCommand {
         file: PathBuf,
         #[arg(long)]
         data_dir: PathBuf,
+        /// A directory of its own for the Raft log, as `strata start --wal-dir` will be given.
+        #[arg(long)]
+        wal_dir: Option<PathBuf>,
     },
 }
 
@@ -65,6 +68,10 @@ pub struct StartArgs {
     /// Where this member keeps its data (default: <name>.strata).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// A directory of its own for the Raft log (default: in the data directory). On a disk of
+    /// its own, the log's fsyncs do not wait behind the state machine's writes.
+    #[arg(long)]
+    pub wal_dir: Option<PathBuf>,
     #[arg(long, default_value = "http://127.0.0.1:2379")]
     pub listen_client_urls: String,
     /// Client URLs announced to the cluster (default: the listen URLs).
@@ -169,6 +176,7 @@ impl StartArgs {
         Ok(NodeConfig {
             name: self.name.clone(),
             data_dir,
+            wal_dir: self.wal_dir.clone(),
             listen_client,
             advertise_client_urls: advertise_client
                 .split(',')
@@ -258,8 +266,8 @@ pub fn main() -> ExitCode {
                 crate::cli_client::del(&args.client.endpoints, &args.key, args.prefix).await
             }
             Command::Status(args) => crate::cli_client::status(&args.endpoints).await,
-            Command::Snapshot(SnapshotCommand::Restore { file, data_dir }) => {
-                crate::backup::restore(&file, &data_dir)
+            Command::Snapshot(SnapshotCommand::Restore { file, data_dir, wal_dir }) => {
+                crate::backup::restore(&file, &data_dir, wal_dir.as_deref())
             }
             Command::Bench(args) => {
                 let summary = crate::bench::run(args).await?;

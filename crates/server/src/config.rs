@@ -24,6 +24,8 @@ pub struct Member {
 pub struct NodeConfig {
     pub name: String,
     pub data_dir: PathBuf,
+    /// Where the Raft log lives, if not in `data_dir` (etcd's `--wal-dir`).
+    pub wal_dir: Option<PathBuf>,
     pub listen_client: SocketAddr,
     pub advertise_client_urls: Vec<String>,
     pub listen_peer: SocketAddr,

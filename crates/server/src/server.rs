@@ -48,8 +48,9 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    let (opened, last_path) =
-        crate::open_trail::during_open(|| FjallEngine::open(&config.data_dir));
+    let (opened, last_path) = crate::open_trail::during_open(|| {
+        FjallEngine::open_with_log_dir(&config.data_dir, config.wal_dir.as_deref())
+    });
     let fjall = match opened {
         Ok(engine) => Arc::new(engine),
         Err(e @ strata_storage::Error::Engine { .. }) => match last_path {

@@ -392,13 +392,19 @@ fn snapshot_save_and_restore_into_a_new_cluster() {
     assert!(saved.contains("Snapshot saved"), "{saved}");
     drop(cluster);
 
-    // Every member of the new cluster starts from its own restored copy.
+    // Every member of the new cluster starts from its own restored copy, its Raft log in a
+    // directory of its own.
     let mut restored = Cluster::create(3, &[]);
-    for m in &restored.members {
-        let data_dir = m.data_dir.to_str().unwrap();
-        let (ok, out, err) =
-            run(support::STRATA, &["snapshot", "restore", file, "--data-dir", data_dir]);
+    for m in &mut restored.members {
+        let wal_dir = m.data_dir.with_extension("wal");
+        let (data_dir, wal) = (m.data_dir.to_str().unwrap(), wal_dir.to_str().unwrap());
+        let (ok, out, err) = run(
+            support::STRATA,
+            &["snapshot", "restore", file, "--data-dir", data_dir, "--wal-dir", wal],
+        );
         assert!(ok && out.contains("restored revision"), "{out}{err}");
+        assert!(wal_dir.join("raft.log").is_file() && !m.data_dir.join("raft.log").exists());
+        m.wal_dir = Some(wal_dir);
     }
     restored.start_all();
     let after = json(&etcdctl(&restored, &["get", "", "--from-key", "-w", "json"]));

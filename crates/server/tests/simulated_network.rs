@@ -42,6 +42,7 @@ fn config(name: &str) -> NodeConfig {
     NodeConfig {
         name: name.to_string(),
         data_dir: "in-memory".into(),
+        wal_dir: None,
         listen_client: (Ipv4Addr::UNSPECIFIED, CLIENT_PORT).into(),
         advertise_client_urls: vec![format!("http://{name}:{CLIENT_PORT}")],
         listen_peer: (Ipv4Addr::UNSPECIFIED, PEER_PORT).into(),

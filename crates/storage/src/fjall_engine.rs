@@ -3,9 +3,9 @@
 //! Layout of a data directory:
 //!
 //! ```text
-//! <dir>/FORMAT    one line naming the storage format; written once, checked at every open
+//! <dir>/FORMAT    the storage format, checked at every open (and the store's id: `data_dir`)
 //! <dir>/engine/   fjall's files (journal, tables): the `Mvcc` and `Meta` keyspaces
-//! <dir>/raft.log  the `Raft` keyspace (see `log_journal`)
+//! <dir>/raft.log  the `Raft` keyspace (see `log_journal`), unless it has a directory of its own
 //! ```
 //!
 //! Both journals are written with manual persistence: a write reaches the OS with
@@ -14,20 +14,15 @@
 //! operations go to the Raft log, the rest to fjall, in the order [`Engine::write`] documents.
 
 use std::fs;
-use std::io::Write as _;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use fjall::{Database, KeyspaceCreateOptions, PersistMode, Readable as _};
 
+use crate::data_dir::{LogPlace, check_or_create_format, place_log};
 use crate::log_journal::{LogJournal, LogOp};
 use crate::{Durability, Engine, Error, Keyspace, Result, ScanIter, WriteBatch, WriteOp, checksum};
-
-/// The first line of `FORMAT`. Bump it when the on-disk layout changes incompatibly.
-const FORMAT_LINE: &str = "strata-storage 2 fjall-3 raft-log-1";
-const FORMAT_FILE: &str = "FORMAT";
-const RAFT_LOG_FILE: &str = "raft.log";
 
 pub struct FjallEngine {
     db: Database,
@@ -35,6 +30,8 @@ pub struct FjallEngine {
     keyspaces: [fjall::Keyspace; 2],
     raft: Mutex<LogJournal>,
     location: String,
+    /// Holds the lock on the log's own directory, if it has one.
+    _log_place: LogPlace,
 }
 
 /// How large a keyspace's memtable grows before it is flushed. fjall's default, 64 MiB for each,
@@ -57,7 +54,14 @@ impl FjallEngine {
     /// Opens (or creates) the engine in `dir`. Refuses a directory that holds something other
     /// than a Strata store, naming the file that is wrong.
     pub fn open(dir: &Path) -> Result<Self> {
+        Self::open_with_log_dir(dir, None)
+    }
+
+    /// [`FjallEngine::open`], with the Raft log in `log_dir` rather than in `dir` (etcd's
+    /// `--wal-dir`; see `data_dir`).
+    pub fn open_with_log_dir(dir: &Path, log_dir: Option<&Path>) -> Result<Self> {
         check_or_create_format(dir)?;
+        let log_place = place_log(dir, log_dir)?;
         let engine_dir = dir.join("engine");
         let location = engine_dir.display().to_string();
         let engine_error = |message: String| Error::Engine { location: location.clone(), message };
@@ -80,24 +84,28 @@ impl FjallEngine {
                 .map_err(|e| engine_error(format!("cannot open keyspace {ks}: {e:?}")))
         };
         let keyspaces = [open_keyspace(Keyspace::Mvcc)?, open_keyspace(Keyspace::Meta)?];
-        let log_path = dir.join(RAFT_LOG_FILE);
         // The log is created with the store, before anything is written to fjall. A store with
         // data and no log lost it: an empty one in its place would forget the member's vote (it
         // could vote twice in one term) and the entries it acknowledged but had not applied.
+        let log_path = &log_place.path;
         if !log_path.exists() && keyspaces.iter().any(|ks| ks.first_key_value().is_some()) {
+            let hint = match log_dir {
+                None => " (if it is kept in a directory of its own, start with --wal-dir)",
+                Some(_) => "",
+            };
             return Err(Error::DataDir {
                 path: log_path.display().to_string(),
                 message: format!(
-                    "missing: {} holds a store but not its Raft log, without which the member \
-                     would forget its vote and the entries it acknowledged; put the file back, or \
-                     remove the member from the cluster and add it again with an empty data \
-                     directory; refusing to start",
+                    "missing: {} holds a store but not its Raft log{hint}, without which the \
+                     member would forget its vote and the entries it acknowledged; put the file \
+                     back, or remove the member from the cluster and add it again with an empty \
+                     data directory; refusing to start",
                     dir.display()
                 ),
             });
         }
-        let raft = Mutex::new(LogJournal::open(&log_path)?);
-        Ok(Self { db, keyspaces, raft, location })
+        let raft = Mutex::new(LogJournal::open(log_path)?);
+        Ok(Self { db, keyspaces, raft, location, _log_place: log_place })
     }
 
     /// One of fjall's keyspaces; the `Raft` keyspace is not among them.
@@ -179,51 +187,6 @@ fn table_reads_back(path: &Path) -> bool {
     };
     // Damage fjall does not expect can trip an assertion in it, as in `FjallEngine::open`.
     matches!(catch_unwind(AssertUnwindSafe(read)), Ok(Ok(())))
-}
-
-fn check_or_create_format(dir: &Path) -> Result<()> {
-    let format_path: PathBuf = dir.join(FORMAT_FILE);
-    let dir_error =
-        |path: &Path, message: String| Error::DataDir { path: path.display().to_string(), message };
-    match fs::read_to_string(&format_path) {
-        Ok(content) => {
-            let first = content.lines().next().unwrap_or("");
-            if first != FORMAT_LINE {
-                return Err(dir_error(
-                    &format_path,
-                    format!(
-                        "unsupported storage format {first:?} (this build reads {FORMAT_LINE:?}); refusing to start"
-                    ),
-                ));
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let occupied =
-                fs::read_dir(dir).map(|mut entries| entries.next().is_some()).unwrap_or(false);
-            if occupied {
-                return Err(dir_error(
-                    &format_path,
-                    format!(
-                        "missing: {} is not empty and is not a Strata data directory; refusing to start",
-                        dir.display()
-                    ),
-                ));
-            }
-            fs::create_dir_all(dir).map_err(|e| dir_error(dir, format!("cannot create: {e}")))?;
-            let mut file = fs::File::create(&format_path)
-                .map_err(|e| dir_error(&format_path, format!("cannot create: {e}")))?;
-            file.write_all(format!("{FORMAT_LINE}\n").as_bytes())
-                .and_then(|()| file.sync_all())
-                .map_err(|e| dir_error(&format_path, format!("cannot write: {e}")))?;
-            // Make the new file's directory entry durable too.
-            if let Ok(d) = fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
-            Ok(())
-        }
-        Err(e) => Err(dir_error(&format_path, format!("cannot read: {e}"))),
-    }
 }
 
 impl Engine for FjallEngine {

@@ -21,6 +21,7 @@
 
 mod checksum;
 pub mod conformance;
+mod data_dir;
 mod fjall_engine;
 mod log_journal;
 mod memory;

@@ -290,7 +290,7 @@ fn with_header(mut bytes: Vec<u8>) -> Vec<u8> {
 
 /// Writes `bytes` as the whole content of `path`, durably and atomically: into a temporary file,
 /// fsynced, renamed over `path`, and the directory fsynced.
-fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = tmp_path(path);
     let mut file = File::create(&tmp)?;
     file.write_all(bytes)?;

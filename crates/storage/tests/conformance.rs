@@ -155,6 +155,64 @@ fn fjall_refuses_a_store_without_its_raft_log() {
     assert!(!dir.path().join("raft.log").exists(), "no empty log left in its place");
 }
 
+#[test]
+fn fjall_keeps_its_raft_log_in_a_directory_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, wal) = (dir.path().join("data"), dir.path().join("wal"));
+    let log_data = |engine: &FjallEngine| engine.get(Keyspace::Raft, b"a").unwrap();
+    {
+        let engine = FjallEngine::open_with_log_dir(&data, Some(&wal)).unwrap();
+        put(&engine, b"a", b"1", Durability::Sync);
+        let mut applied = WriteBatch::new();
+        applied.put(Keyspace::Meta, b"applied", b"1");
+        engine.write(&applied, Durability::Sync).unwrap();
+        // While it is open, no other store may use the directory.
+        let other = FjallEngine::open_with_log_dir(&dir.path().join("other"), Some(&wal));
+        let message = other.err().expect("must refuse").to_string();
+        assert!(message.contains("LOCK") && message.contains("another process"), "{message}");
+    }
+    assert!(wal.join("raft.log").is_file() && !data.join("raft.log").exists());
+    let engine = FjallEngine::open_with_log_dir(&data, Some(&wal)).unwrap();
+    assert_eq!(log_data(&engine), Some(b"1".to_vec()));
+    drop(engine);
+    // Without the flag, the store's log is missing: refused, with a hint.
+    let message = FjallEngine::open(&data).err().expect("must refuse").to_string();
+    assert!(message.contains("--wal-dir") && message.contains("refusing to start"), "{message}");
+    // Another store may not take this log.
+    let message = FjallEngine::open_with_log_dir(&dir.path().join("other"), Some(&wal))
+        .err()
+        .expect("must refuse")
+        .to_string();
+    assert!(message.contains("STORE") && message.contains("another store"), "{message}");
+    // A directory that holds something else is not taken either.
+    fs::create_dir(dir.path().join("etcd-wal")).unwrap();
+    fs::write(dir.path().join("etcd-wal/0000000000000000-0000000000000000.wal"), b"etcd").unwrap();
+    let foreign = FjallEngine::open_with_log_dir(&data, Some(&dir.path().join("etcd-wal")));
+    let message = foreign.err().expect("must refuse").to_string();
+    assert!(message.contains("not a Strata log directory"), "{message}");
+}
+
+#[test]
+fn fjall_moves_its_raft_log_only_when_told_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, wal) = (dir.path().join("data"), dir.path().join("wal"));
+    drop(FjallEngine::open(&data).map(|engine| put(&engine, b"a", b"1", Durability::Sync)));
+    // Asked for a log directory while the log is still in the data directory: refused.
+    let message =
+        FjallEngine::open_with_log_dir(&data, Some(&wal)).err().expect("must refuse").to_string();
+    assert!(message.contains("raft.log") && message.contains("data directory"), "{message}");
+    // Moved there by hand (the member stopped), it is taken.
+    fs::create_dir(&wal).unwrap();
+    fs::rename(data.join("raft.log"), wal.join("raft.log")).unwrap();
+    let engine = FjallEngine::open_with_log_dir(&data, Some(&wal)).unwrap();
+    assert_eq!(engine.get(Keyspace::Raft, b"a").unwrap(), Some(b"1".to_vec()));
+    // The data directory itself named as the log directory is the usual place.
+    drop(engine);
+    let fresh = dir.path().join("fresh");
+    drop(FjallEngine::open_with_log_dir(&fresh, Some(&fresh)).unwrap());
+    assert!(fresh.join("raft.log").is_file() && !fresh.join("STORE").exists());
+}
+
 /// Flips bytes in every file of the store, one file at a time, and checks that opening and
 /// reading either works with correct data or fails with an error: never a panic, never a wrong
 /// value.

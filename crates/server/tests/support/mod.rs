@@ -40,6 +40,8 @@ pub struct Member {
     pub client_port: u16,
     pub peer_port: u16,
     pub data_dir: PathBuf,
+    /// The Raft log's own directory (`--wal-dir`), if the test gives it one.
+    pub wal_dir: Option<PathBuf>,
     pub child: Option<Child>,
     /// Started with `--initial-cluster-state existing` (added to a running cluster).
     pub join: bool,
@@ -82,6 +84,7 @@ impl Cluster {
                 client_port: free_port(),
                 peer_port: free_port(),
                 data_dir: dir.path().join(format!("m{i}")),
+                wal_dir: None,
                 child: None,
                 join: false,
             })
@@ -128,6 +131,7 @@ impl Cluster {
             client_port: free_port(),
             peer_port: free_port(),
             data_dir: self.dir.path().join(format!("m{i}")),
+            wal_dir: None,
             child: None,
             join: true,
         };
@@ -168,6 +172,11 @@ impl Cluster {
                 "3000",
             ])
             .args(&self.extra_args)
+            .args(
+                m.wal_dir
+                    .iter()
+                    .flat_map(|dir| [std::ffi::OsStr::new("--wal-dir"), dir.as_os_str()]),
+            )
             .args(if m.join { &["--initial-cluster-state", "existing"][..] } else { &[] })
             .env("STRATA_LOG", "info")
             .stdin(Stdio::null())
