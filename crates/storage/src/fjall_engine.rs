@@ -22,6 +22,7 @@ use fjall::{Database, KeyspaceCreateOptions, PersistMode, Readable as _};
 
 use crate::data_dir::{LogPlace, check_or_create_format, place_log};
 use crate::log_journal::{LogJournal, LogOp};
+use crate::writeback::Writeback;
 use crate::{Durability, Engine, Error, Keyspace, Result, ScanIter, WriteBatch, WriteOp, checksum};
 
 pub struct FjallEngine {
@@ -32,6 +33,8 @@ pub struct FjallEngine {
     location: String,
     /// Holds the lock on the log's own directory, if it has one.
     _log_place: LogPlace,
+    /// Writes fjall's files out as they are written, not in bursts.
+    _writeback: Writeback,
 }
 
 /// How large a keyspace's memtable grows before it is flushed. fjall's default, 64 MiB for each,
@@ -105,7 +108,8 @@ impl FjallEngine {
             });
         }
         let raft = Mutex::new(LogJournal::open(log_path)?);
-        Ok(Self { db, keyspaces, raft, location, _log_place: log_place })
+        let _writeback = Writeback::start(engine_dir);
+        Ok(Self { db, keyspaces, raft, location, _log_place: log_place, _writeback })
     }
 
     /// One of fjall's keyspaces; the `Raft` keyspace is not among them.

@@ -25,6 +25,7 @@ mod data_dir;
 mod fjall_engine;
 mod log_journal;
 mod memory;
+mod writeback;
 
 pub use fjall_engine::{FjallEngine, damaged_tables};
 pub use memory::MemEngine;
