@@ -10,7 +10,7 @@
 //! disk's cache), and the bursts become a trickle. Measured in `docs/benchmarks.md` (put's p99
 //! at 256 clients): fsyncs over 10 ms fell to a third.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
@@ -34,8 +34,9 @@ impl Writeback {
         let (stop, stopped) = mpsc::channel::<()>();
         let run = move || {
             let mut open: HashMap<PathBuf, File> = HashMap::new();
+            let mut settled = HashSet::new();
             while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(INTERVAL) {
-                let written = recently_written(&dir, SystemTime::now());
+                let written = recently_written(&dir, SystemTime::now(), &mut settled);
                 open.retain(|path, _| written.contains(path));
                 for path in written {
                     if !open.contains_key(&path) {
@@ -52,24 +53,36 @@ impl Writeback {
 }
 
 /// The files under `dir` (fjall's journals and tables) modified within [`RECENT`] of `now`.
-fn recently_written(dir: &Path, now: SystemTime) -> Vec<PathBuf> {
+/// A table is written once: one seen older than that goes into `settled` and is not looked at
+/// again, so a large store costs a directory listing, not a `stat` of every table, each time.
+fn recently_written(dir: &Path, now: SystemTime, settled: &mut HashSet<PathBuf>) -> Vec<PathBuf> {
     let mut found = Vec::new();
+    let mut listed = HashSet::new();
     let mut folders = vec![dir.to_path_buf()];
     while let Some(folder) = folders.pop() {
         for entry in fs::read_dir(&folder).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if settled.contains(&path) {
+                listed.insert(path);
+                continue;
+            }
             let Ok(meta) = entry.metadata() else { continue };
             if meta.is_dir() {
-                folders.push(entry.path());
-            } else if meta
-                .modified()
-                .ok()
-                .and_then(|modified| now.duration_since(modified).ok())
-                .is_some_and(|age| age < RECENT)
-            {
-                found.push(entry.path());
+                folders.push(path);
+                continue;
+            }
+            let age = meta.modified().ok().and_then(|modified| now.duration_since(modified).ok());
+            if age.is_some_and(|age| age < RECENT) {
+                found.push(path);
+            } else if path.extension().is_none_or(|extension| extension != "jnl") {
+                // The journal being appended to may rest a while and be written again.
+                listed.insert(path.clone());
+                settled.insert(path);
             }
         }
     }
+    // Tables compacted away are gone.
+    settled.retain(|path| listed.contains(path));
     found
 }
 
@@ -96,7 +109,21 @@ mod tests {
         fs::write(&old, b"journal").unwrap();
         let long_ago = SystemTime::now() - Duration::from_secs(60);
         File::options().write(true).open(&old).unwrap().set_modified(long_ago).unwrap();
-        assert_eq!(recently_written(dir.path(), SystemTime::now()), vec![fresh]);
-        assert!(recently_written(dir.path(), SystemTime::now() + RECENT).is_empty());
+        let mut settled = HashSet::new();
+        assert_eq!(
+            recently_written(dir.path(), SystemTime::now(), &mut settled),
+            vec![fresh.clone()]
+        );
+        // The journal is looked at every time; the table, once old, no more.
+        assert!(settled.is_empty());
+        let later = SystemTime::now() + RECENT;
+        assert!(recently_written(dir.path(), later, &mut settled).is_empty());
+        assert_eq!(settled, HashSet::from([fresh.clone()]));
+        File::options().write(true).open(&old).unwrap().set_modified(later).unwrap();
+        assert_eq!(recently_written(dir.path(), later, &mut settled), vec![old]);
+        // A table compacted away leaves the settled set.
+        fs::remove_file(&fresh).unwrap();
+        recently_written(dir.path(), later, &mut settled);
+        assert!(settled.is_empty());
     }
 }
