@@ -12,14 +12,14 @@
 use std::collections::hash_map::RandomState;
 use std::fs::{self, File};
 use std::hash::BuildHasher as _;
-use std::io::{ErrorKind, Write as _};
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use crate::log_journal::replace;
 use crate::{Error, Result};
 
 /// The first line of `FORMAT`. Bump it when the on-disk layout changes incompatibly.
-pub(crate) const FORMAT_LINE: &str = "strata-storage 2 fjall-3 raft-log-1";
+const FORMAT_LINE: &str = "strata-storage 2 fjall-3 raft-log-1";
 const FORMAT_FILE: &str = "FORMAT";
 const RAFT_LOG_FILE: &str = "raft.log";
 const STORE_FILE: &str = "STORE";
@@ -59,16 +59,8 @@ pub(crate) fn check_or_create_format(dir: &Path) -> Result<()> {
                 ));
             }
             fs::create_dir_all(dir).map_err(|e| dir_error(dir, format!("cannot create: {e}")))?;
-            let mut file = File::create(&format_path)
-                .map_err(|e| dir_error(&format_path, format!("cannot create: {e}")))?;
-            file.write_all(format!("{FORMAT_LINE}\n").as_bytes())
-                .and_then(|()| file.sync_all())
-                .map_err(|e| dir_error(&format_path, format!("cannot write: {e}")))?;
-            // Make the new file's directory entry durable too.
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
-            Ok(())
+            replace(&format_path, format!("{FORMAT_LINE}\n").as_bytes())
+                .map_err(|e| dir_error(&format_path, format!("cannot write: {e}")))
         }
         Err(e) => Err(dir_error(&format_path, format!("cannot read: {e}"))),
     }

@@ -174,8 +174,6 @@ struct Shared {
     kinds: Mutex<BTreeMap<&'static str, u64>>,
     /// The endpoint (index in `--endpoints`) each client's connection goes to.
     endpoint_of_client: Vec<usize>,
-    /// When the measured run began (set once the preload is done); trace times count from it.
-    started: std::sync::OnceLock<Instant>,
 }
 
 #[derive(Default)]
@@ -216,12 +214,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Summary> {
         endpoint_of_client: (0..args.clients)
             .map(|i| endpoint_of_channel[i % channels.len()])
             .collect(),
-        started: std::sync::OnceLock::new(),
         args: args.clone(),
     });
     prepare(&shared, &clients).await?;
 
-    let started = *shared.started.get_or_init(Instant::now);
+    let started = Instant::now();
     let unix_started = std::time::SystemTime::now() - started.elapsed();
     let progress = (!args.json).then(|| tokio::spawn(progress(shared.clone(), started)));
     let mut sum_check = None;
@@ -379,7 +376,7 @@ async fn closed_loop(shared: &Arc<Shared>, clients: &[KvClient<Channel>], starte
             {
                 let sent = Instant::now();
                 let result = operation(&shared, &mut client, &mut rng, &mut chooser).await;
-                record(&shared, i, sent, result);
+                record(&shared, started, i, sent, result);
             }
         }));
     }
@@ -407,7 +404,7 @@ async fn open_loop(shared: &Arc<Shared>, clients: &[KvClient<Channel>], started:
             let distribution = shared.args.workload.distribution(shared.args.distribution);
             let mut chooser = Chooser::new(distribution, shared.args.key_space, i);
             let result = operation(&shared, &mut client, &mut rng, &mut chooser).await;
-            record(&shared, client_index, due, result);
+            record(&shared, started, client_index, due, result);
             drop(permit);
         }));
     }
@@ -426,23 +423,27 @@ fn record_latencies(shared: &Shared, micros: &[u32]) {
     shared.completed.fetch_add(micros.len() as u64, Ordering::Relaxed);
 }
 
-fn record(shared: &Shared, client: usize, since: Instant, result: Result<(), String>) {
+/// Records one request of `client`, sent (or due) at `since`; trace times count from `started`.
+fn record(
+    shared: &Shared,
+    started: Instant,
+    client: usize,
+    since: Instant,
+    result: Result<(), String>,
+) {
     let micros = since.elapsed().as_micros().min(u32::MAX as u128) as u32;
-    let mut recorder = shared.recorder.lock().expect("recorder lock");
-    if let Some(started) = shared.started.get().filter(|_| shared.args.trace.is_some()) {
-        recorder.trace.push(TraceRow {
-            sent_micros: since.saturating_duration_since(*started).as_micros() as u64,
+    if shared.args.trace.is_some() {
+        shared.recorder.lock().expect("recorder lock").trace.push(TraceRow {
+            sent_micros: since.saturating_duration_since(started).as_micros() as u64,
             latency_micros: micros,
             endpoint: shared.endpoint_of_client[client],
             ok: result.is_ok(),
         });
     }
     match result {
-        Ok(()) => recorder.latencies.push(micros),
-        Err(kind) => *recorder.errors.entry(kind).or_default() += 1,
+        Ok(()) => record_latencies(shared, &[micros]),
+        Err(kind) => record_error(shared, kind),
     }
-    drop(recorder);
-    shared.completed.fetch_add(1, Ordering::Relaxed);
 }
 
 /// `--trace`'s file: a header naming the start (Unix time) and the endpoints, then one line
