@@ -1,6 +1,7 @@
 //! `strata get/put/del/status`: a small client over the etcd v3 API.
 
 use anyhow::{Context, bail};
+use strata_core::mvcc::read::prefix_end;
 use strata_core::pb::etcdserverpb::{DeleteRangeRequest, PutRequest, RangeRequest, StatusRequest};
 use tonic::transport::Channel;
 
@@ -29,18 +30,6 @@ async fn connect(spec: &str) -> anyhow::Result<Channel> {
         }
     }
     bail!("no endpoint reachable ({})", last_error.unwrap_or_else(|| "none given".into()))
-}
-
-/// The smallest key greater than every key with this prefix (etcd's prefix convention).
-pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
 }
 
 pub async fn get(spec: &str, key: &str, prefix: bool, revision: i64) -> anyhow::Result<()> {

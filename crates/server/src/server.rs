@@ -382,6 +382,7 @@ pub fn assemble(
     });
     tokio::spawn(watch::feed(api.clone(), handle.applied()));
     let peer_service = RaftTransportServer::new(TransportService {
+        node_id: member_id,
         shell: handle,
         peer_client_urls,
         stats: peer_stats,

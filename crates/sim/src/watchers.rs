@@ -8,13 +8,14 @@
 //! holds for what it watches, from its start revision on — in order, without gaps and without
 //! duplicates, across crashes, restarts, partitions, pauses and snapshot installs.
 
-use std::sync::Arc;
+use std::sync::Mutex;
 
 use strata_core::Result;
 use strata_core::mvcc::AppliedState;
 use strata_core::pb::mvccpb::Event;
+use strata_core::raftstore::RangeShared;
 use strata_core::rng::Rng;
-use strata_core::watch::{Hub, Spec, Take, WatcherId, history};
+use strata_core::watch::{Hub, Spec, Take, WatcherId, feed, history};
 use strata_storage::Engine;
 
 /// Small limits, so that buffers overflow and catch-ups run in short simulations.
@@ -48,8 +49,9 @@ impl Client {
 
 pub struct Watchers {
     rng: Rng,
-    /// Each node's hub, while its process runs (index: node id - 1).
-    hubs: Vec<Option<Hub>>,
+    /// Each node's hub, while its process runs (index: node id - 1); in a mutex, as the
+    /// server's watch tasks share it.
+    hubs: Vec<Option<Mutex<Hub>>>,
     clients: Vec<Client>,
     pub reconnects: usize,
 }
@@ -76,8 +78,8 @@ impl Watchers {
 
     /// Node `id`'s process started, with `revision` applied: a fresh hub.
     pub fn node_started(&mut self, id: u64, revision: i64) {
-        self.hubs[id as usize - 1] =
-            Some(Hub::with_buffer_limits(revision, WATCHER_BUFFER_BYTES, HUB_BUFFER_BYTES));
+        let hub = Hub::with_buffer_limits(revision, WATCHER_BUFFER_BYTES, HUB_BUFFER_BYTES);
+        self.hubs[id as usize - 1] = Some(Mutex::new(hub));
     }
 
     /// Node `id`'s process is gone, and with it its hub: its watchers must reconnect.
@@ -92,8 +94,8 @@ impl Watchers {
 
     /// After a round on node `id`: publishes what it applied, connects watchers that lost their
     /// node (sometimes), and lets its watchers take what is ready (sometimes: a slow consumer).
-    pub fn after_round(&mut self, id: u64, engine: &dyn Engine, state: AppliedState) {
-        if feed(self.hubs[id as usize - 1].as_mut(), engine, state).is_err() {
+    pub fn after_round(&mut self, id: u64, engine: &dyn Engine, shared: &RangeShared) {
+        if self.feed(id, engine, shared).is_err() {
             // A damaged store: the process would stop serving its watchers.
             return self.node_stopped(id);
         }
@@ -103,15 +105,22 @@ impl Watchers {
             }
             if self.clients[i].node == Some(id)
                 && self.rng.chance(0.5)
-                && self.drain(i, engine, state, 4).is_err()
+                && self.drain(i, engine, shared, 4).is_err()
             {
                 self.node_stopped(id);
             }
         }
     }
 
+    /// Publishes to node `id`'s hub what it applied, as the server's feeder does.
+    fn feed(&mut self, id: u64, engine: &dyn Engine, shared: &RangeShared) -> Result<()> {
+        let Some(hub) = &self.hubs[id as usize - 1] else { return Ok(()) };
+        feed::publish_applied(engine, shared, hub, READ_BYTES).map(drop)
+    }
+
     fn connect(&mut self, client: usize, node: u64) {
         let Some(hub) = self.hubs[node as usize - 1].as_mut() else { return };
+        let hub = hub.get_mut().expect("hub lock");
         let c = &mut self.clients[client];
         hub.add(c.id, c.spec.clone(), c.next());
         c.node = Some(node);
@@ -124,13 +133,14 @@ impl Watchers {
         &mut self,
         client: usize,
         engine: &dyn Engine,
-        state: AppliedState,
+        shared: &RangeShared,
         steps: usize,
     ) -> Result<()> {
         let c = &mut self.clients[client];
         let Some(hub) = c.node.and_then(|n| self.hubs[n as usize - 1].as_mut()) else {
             return Ok(());
         };
+        let hub = hub.get_mut().expect("hub lock");
         for _ in 0..steps {
             match hub.take(c.id) {
                 None => return Ok(()),
@@ -139,15 +149,9 @@ impl Watchers {
                     return Ok(());
                 }
                 Some(Take::CatchUp { from, to }) => {
-                    let span = (from, to);
-                    let chunk = history::read(
-                        engine,
-                        span,
-                        state.compact_revision,
-                        Some(&c.spec),
-                        READ_BYTES,
-                        false,
-                    )?;
+                    let (spec, prev_kv) = (Some(&c.spec), c.spec.prev_kv);
+                    let chunk =
+                        feed::read_events(engine, shared, (from, to), spec, READ_BYTES, prev_kv)?;
                     c.seen.extend(chunk.events.iter().map(seen));
                     hub.caught_up(c.id, chunk.through);
                 }
@@ -160,14 +164,14 @@ impl Watchers {
     /// what `reference` (a converged replica) holds. `up` lists the running, undamaged nodes.
     pub fn check(
         &mut self,
-        up: &[(u64, &dyn Engine, AppliedState)],
+        up: &[(u64, &dyn Engine, &RangeShared)],
         reference: &dyn Engine,
         state: AppliedState,
     ) -> (Vec<String>, usize) {
         let mut violations = Vec::new();
         let Some(&(first, _, _)) = up.first() else { return (violations, 0) };
-        for &(id, engine, state) in up {
-            if feed(self.hubs[id as usize - 1].as_mut(), engine, state).is_err() {
+        for &(id, engine, shared) in up {
+            if self.feed(id, engine, shared).is_err() {
                 violations.push(format!("n{id}'s store failed while feeding its watchers"));
             }
         }
@@ -178,8 +182,8 @@ impl Watchers {
                 self.connect(i, first);
             }
             let node = self.clients[i].node.expect("connected");
-            let &(_, engine, node_state) = up.iter().find(|u| u.0 == node).expect("up");
-            if self.drain(i, engine, node_state, 100_000).is_err() {
+            let &(_, engine, shared) = up.iter().find(|u| u.0 == node).expect("up");
+            if self.drain(i, engine, shared, 100_000).is_err() {
                 violations.push(format!("n{node} failed to serve watcher {i}"));
             }
             let c = &self.clients[i];
@@ -214,21 +218,4 @@ impl Watchers {
         }
         (violations, events)
     }
-}
-
-/// Publishes to `hub` every event applied since it last published (as the server's feeder does).
-fn feed(hub: Option<&mut Hub>, engine: &dyn Engine, state: AppliedState) -> Result<()> {
-    let Some(hub) = hub else { return Ok(()) };
-    while hub.published() < state.revision {
-        let from = hub.published() + 1;
-        if from < state.compact_revision {
-            hub.skip_to(state.revision);
-            break;
-        }
-        let (span, prev) = ((from, state.revision), hub.wants_prev_kv());
-        let chunk = history::read(engine, span, state.compact_revision, None, READ_BYTES, prev)?;
-        let events: Vec<Arc<Event>> = chunk.events.into_iter().map(Arc::new).collect();
-        hub.publish(&events, chunk.through, prev);
-    }
-    Ok(())
 }

@@ -24,6 +24,20 @@ pub fn key_span(key: &[u8], range_end: &[u8]) -> (Vec<u8>, Vec<u8>) {
     }
 }
 
+/// The `range_end` that makes a request cover every key starting with `prefix` (etcd's
+/// `GetPrefixRangeEnd`): the prefix with its last byte below 0xff incremented and the rest
+/// dropped, or `"\0"` (every key from `prefix` on) when every byte is 0xff.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
 /// Which revision a read at `requested` (0: the current one) sees, or why it cannot.
 pub fn read_revision(state: &AppliedState, requested: i64) -> Result<i64> {
     if requested <= 0 {
@@ -121,4 +135,17 @@ fn passes_filters(req: &RangeRequest, kv: &KeyValue) -> bool {
         && (req.min_mod_revision == 0 || kv.mod_revision >= req.min_mod_revision)
         && (req.max_create_revision == 0 || kv.create_revision <= req.max_create_revision)
         && (req.min_create_revision == 0 || kv.create_revision >= req.min_create_revision)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn a_prefix_ends_after_its_last_byte_below_0xff() {
+        assert_eq!(prefix_end(b"job/"), b"job0");
+        assert_eq!(prefix_end(b"a\xff\xff"), b"b");
+        assert_eq!(prefix_end(b"\xff"), b"\0", "every key from the prefix on");
+        assert_eq!(prefix_end(b""), b"\0");
+    }
 }

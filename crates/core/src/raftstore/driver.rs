@@ -10,8 +10,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::config::Mutation;
 use super::lessor::Lessor;
-use super::node::{Mutation, Node, OutMessage, Output};
+use super::node::{Node, OutMessage, Output};
 use crate::command::{CompactionStep, Request};
 use crate::mvcc::Response;
 use crate::pb::etcdserverpb::LeaseRevokeRequest;
@@ -71,6 +72,8 @@ pub struct Driver<T, P, R, K> {
     last_term: u64,
     /// Ticks so far: the lease clock's time.
     ticks: u64,
+    /// The time of the last tick: the shell's clock must not go back.
+    last_tick: Option<T>,
     lessor: Lessor,
 }
 
@@ -84,6 +87,7 @@ impl<T: Ord + Copy, P, R, K> Driver<T, P, R, K> {
         Self {
             lessor,
             ticks: 0,
+            last_tick: None,
             node,
             next_id: 1,
             proposals: BTreeMap::new(),
@@ -125,6 +129,8 @@ impl<T: Ord + Copy, P, R, K> Driver<T, P, R, K> {
     /// Advances logical time: ticks the node, retries proposals that found no leader, and
     /// answers requests past their deadline.
     pub fn tick(&mut self, now: T) -> Answers<P, R, K> {
+        assert!(self.last_tick.is_none_or(|last| last <= now), "the shell's clock went back");
+        self.last_tick = Some(now);
         self.node.tick();
         self.ticks += 1;
         self.revoke_expired_leases();

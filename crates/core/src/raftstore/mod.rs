@@ -18,20 +18,26 @@
 //! which is why Strata uses it rather than leader leases. Reads arriving in the same round
 //! share one ReadIndex request.
 
+mod config;
 mod driver;
 pub mod lessor;
+pub mod local_read;
 mod log;
 mod node;
+mod open;
 mod propose;
+mod read_index;
 mod replica;
+mod round;
 mod session;
+mod shared;
 pub mod snapshot;
 pub mod stats;
 
+pub use config::{Config, Mutation};
 pub use driver::{Answers, Driver};
 pub use log::{decode as decode_raft, encode as encode_raft};
-pub use node::{
-    AppliedEntry, Config, Configuration, Mutation, Node, OutMessage, Output, RangeShared,
-};
+pub use node::{AppliedEntry, Configuration, Node, OutMessage, Output};
 pub use raft::StateRole;
 pub use raft::prelude::{Message, MessageType};
+pub use shared::RangeShared;

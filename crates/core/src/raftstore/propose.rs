@@ -8,7 +8,7 @@ use raft::prelude::{
     MessageType,
 };
 
-use super::node::Config;
+use super::config::Config;
 use super::replica::Replica;
 use crate::command::{Command, Request};
 use crate::{Error, Result};

@@ -9,33 +9,12 @@ use raft::{RawNode, StateRole};
 use strata_storage::{Engine, Keyspace, WriteBatch};
 
 use super::log::{RaftLog, decode, encode};
-use super::node::RangeShared;
+use super::read_index::Reads;
 use super::session::Sessions;
+use super::shared::RangeShared;
 use crate::command::Command;
 use crate::mvcc::{AppliedState, Applier, LeaseChange, Response};
 use crate::{NodeId, RangeId, Result, keys};
-
-/// A batch of reads waiting on a ReadIndex request.
-pub(crate) struct PendingRead {
-    /// The counter parts of the ReadIndex contexts it was issued under (see `node::read_ctx`):
-    /// a retry takes a fresh one, and an answer to any of them releases the reads.
-    pub ctxs: Vec<u64>,
-    pub issued_tick: u64,
-    pub created_tick: u64,
-    /// The commit index the leader confirmed; the reads run once it is applied.
-    pub index: Option<u64>,
-    pub read_ids: Vec<u64>,
-    /// Followers' requests confirmed by the same round; answered as soon as it is.
-    pub remote: Vec<RemoteRead>,
-}
-
-/// A follower's ReadIndex request, taken into this leader's next batch of reads instead of a
-/// round of heartbeats of its own (see `Node::step`).
-pub(crate) struct RemoteRead {
-    pub from: crate::NodeId,
-    /// The follower's context, which its answer must carry back.
-    pub ctx: Vec<u8>,
-}
 
 pub(crate) struct Replica {
     pub range_id: RangeId,
@@ -44,13 +23,8 @@ pub(crate) struct Replica {
     /// Which proposals were applied already (at most once each).
     pub sessions: Sessions,
     pub shared: Arc<RangeShared>,
-    /// Reads asked for since the last round; they share the next ReadIndex request.
-    pub unissued_reads: Vec<u64>,
-    /// Followers' ReadIndex requests since the last round, for the same request.
-    pub unissued_remote_reads: Vec<RemoteRead>,
-    /// Answers to followers' ReadIndex requests this leader confirmed on arrival.
-    pub remote_answers: Vec<Message>,
-    pub pending_reads: Vec<PendingRead>,
+    /// Linearizable reads waiting for ReadIndex, this node's and (on a leader) its followers'.
+    pub reads: Reads,
     /// `Mutation::SkipApply` not yet acted on.
     pub skip_apply: bool,
     /// This process's membership change whose joint configuration was entered and not left

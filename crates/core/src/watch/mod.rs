@@ -14,6 +14,7 @@
 //! its buffer is dropped: a slow watcher costs storage reads later, never memory now, and never
 //! slows anyone else down.
 
+pub mod feed;
 pub mod history;
 mod hub;
 

@@ -5,38 +5,18 @@ use std::sync::atomic::Ordering;
 
 use prost::Message as _;
 use strata_core::command::Request;
-use strata_core::mvcc::view::View;
-use strata_core::mvcc::{AppliedState, Applier, Response, alarm, read, validate};
+use strata_core::mvcc::{Response, alarm, validate};
 use strata_core::pb::etcdserverpb::request_op::Request as OpRequest;
 use strata_core::pb::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
     PutResponse, RangeRequest, RangeResponse, RangeStreamResponse, TxnRequest, TxnResponse,
 };
-use strata_core::raftstore::RangeShared;
+use strata_core::raftstore::local_read;
 use strata_core::{Error, FIRST_RANGE_ID};
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 
 use super::{Api, observed, status};
 use crate::pb::etcd::kv_server::Kv;
-
-/// See [`Api::read_stable`]; a free function so that a read moved off the async workers can
-/// use it.
-fn read_stable<T>(
-    shared: &RangeShared,
-    read: impl Fn(AppliedState) -> Result<T, Error>,
-) -> Result<(T, AppliedState), Error> {
-    loop {
-        let state = shared.read_state();
-        if state.compact_revision > state.revision {
-            std::thread::yield_now();
-            continue;
-        }
-        let result = read(state);
-        if shared.compact_revision.load(Ordering::Acquire) == state.compact_revision {
-            return result.map(|value| (value, state));
-        }
-    }
-}
 
 pub struct KvService {
     pub api: Arc<Api>,
@@ -51,11 +31,8 @@ impl Api {
             self.shell.read_index(FIRST_RANGE_ID, self.timeout()).await?;
         }
         let (engine, shared) = (self.engine.clone(), self.range().clone());
-        let read = move || {
-            let view = View::with_memo(engine.as_ref(), &shared.memo);
-            read_stable(&shared, |state| read::range(&view, &state, &req))
-        };
-        let (mut response, state) = if single_key {
+        let read = move || local_read::range(engine.as_ref(), &shared, &req);
+        let mut response = if single_key {
             read()?
         } else {
             // A range over many keys can take long (every version of every key in it is read to
@@ -65,22 +42,8 @@ impl Api {
                 .await
                 .map_err(|e| Error::Internal(format!("range read failed: {e}")))??
         };
-        response.header = self.header(state.revision);
+        response.header = self.header(response.header.map_or(0, |h| h.revision));
         Ok(response)
-    }
-
-    /// Runs `read` against the local state machine, at a state no compaction overtook.
-    ///
-    /// A compaction's floor is published before its deletions land (see
-    /// `Node::process_ready`), so a read that saw the floor unchanged from start to end saw no
-    /// deletions it needed. Otherwise it runs again on the new state, where reads below the new
-    /// floor fail with "compacted", as they should. The floor can also run ahead of the
-    /// published revision for a moment within a round; that state is skipped too.
-    pub(crate) fn read_stable<T>(
-        &self,
-        read: impl Fn(AppliedState) -> Result<T, Error>,
-    ) -> Result<(T, AppliedState), Error> {
-        read_stable(self.range(), read)
     }
 
     /// Proposes a write and waits for it to be applied.
@@ -141,17 +104,10 @@ impl Api {
             if !serializable {
                 self.shell.read_index(FIRST_RANGE_ID, self.timeout()).await?;
             }
-            let request = Request::Txn(req);
-            let (response, state) = self.read_stable(|state| {
-                Applier::new(self.engine.as_ref(), FIRST_RANGE_ID, state).apply(&request)
-            })?;
-            return match response {
-                Response::Txn(mut r) => {
-                    r.header = self.header(state.revision);
-                    Ok(r)
-                }
-                other => Err(unexpected(other)),
-            };
+            let mut response =
+                local_read::read_only_txn(self.engine.as_ref(), self.range(), FIRST_RANGE_ID, req)?;
+            response.header = self.header(response.header.map_or(0, |h| h.revision));
+            return Ok(response);
         }
         match self.write(Request::Txn(req)).await? {
             Response::Txn(mut r) => {

@@ -13,6 +13,7 @@
 use std::sync::Arc;
 
 use strata_core::Error;
+use strata_core::mvcc::read::prefix_end;
 use strata_core::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use strata_core::pb::etcdserverpb::range_request::{SortOrder, SortTarget};
 use strata_core::pb::etcdserverpb::request_op::Request as OpRequest;
@@ -36,18 +37,6 @@ use crate::pb::lock::lock_server::Lock;
 /// The TTL of the lease a lock or campaign gets when the request names none (etcd's session
 /// default).
 const SESSION_TTL: i64 = 60;
-
-/// The end of the range of keys starting with `prefix` (etcd's `GetPrefixRangeEnd`).
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0] // every byte is 0xff: to the end of the key space
-}
 
 fn op(request: OpRequest) -> RequestOp {
     RequestOp { request: Some(request) }

@@ -10,6 +10,7 @@ use strata_core::command::Request as Command;
 use strata_core::mvcc::{Response as Applied, alarm, hash, read, view::View};
 use strata_core::pb::etcdserverpb::alarm_request::AlarmAction;
 use strata_core::pb::etcdserverpb::*;
+use strata_core::raftstore::local_read;
 use strata_core::{Error, FIRST_RANGE_ID};
 use tonic::{Request, Response, Status};
 
@@ -151,7 +152,7 @@ impl Api {
     /// revision it was taken at: members at the same compaction revision must agree.
     pub fn hash_kv(&self, req: HashKvRequest) -> Result<HashKvResponse, Error> {
         let view = View::new(self.engine.as_ref());
-        let ((hash, revision), state) = self.read_stable(|state| {
+        let ((hash, revision), state) = local_read::read_stable(self.range(), |state| {
             let revision = read::read_revision(&state, req.revision)?;
             Ok((hash::hash_kv(&view, revision, state.compact_revision)?, revision))
         })?;

@@ -22,7 +22,7 @@ use strata_core::Error;
 use strata_core::pb::etcdserverpb::watch_request::RequestUnion;
 use strata_core::pb::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
 use strata_core::pb::mvccpb::Event;
-use strata_core::watch::{Hub, Spec, Take, WatcherId, history};
+use strata_core::watch::{Hub, Spec, Take, WatcherId, feed};
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
@@ -97,46 +97,10 @@ pub async fn feed(api: Arc<Api>, applied: Arc<Notify>) {
 impl Api {
     /// Publishes every event applied since the last call.
     fn feed_once(&self) -> Result<(), Error> {
-        loop {
-            let revision = self.range().revision.load(Ordering::Acquire);
-            let (published, prev_kv) = {
-                let mut hub = self.watches.hub();
-                if hub.watcher_count() == 0 && revision > hub.published() {
-                    // Nobody to tell: skip reading. A watcher added later that starts at or
-                    // before `revision` reads what it needs from storage.
-                    hub.publish(&[], revision, true);
-                }
-                (hub.published(), hub.wants_prev_kv())
-            };
-            if revision <= published {
-                return Ok(());
-            }
-            let from = published + 1;
-            let read = self.read_stable(|state| {
-                if from < state.compact_revision {
-                    return Err(Error::Compacted);
-                }
-                history::read(
-                    self.engine.as_ref(),
-                    (from, revision.min(state.revision)),
-                    state.compact_revision,
-                    None,
-                    READ_BYTES_TARGET,
-                    prev_kv,
-                )
-            });
-            let woken = match read {
-                Ok((chunk, _)) => {
-                    let events: Vec<Arc<Event>> = chunk.events.into_iter().map(Arc::new).collect();
-                    self.watches.hub().publish(&events, chunk.through, prev_kv)
-                }
-                // A compaction overtook the feeder (after a snapshot was installed, say): the
-                // watchers that needed those events find out from storage.
-                Err(Error::Compacted) => self.watches.hub().skip_to(revision),
-                Err(e) => return Err(e),
-            };
-            self.watches.wake(woken);
-        }
+        let (engine, range) = (self.engine.as_ref(), self.range());
+        let woken = feed::publish_applied(engine, range, &self.watches.hub, READ_BYTES_TARGET)?;
+        self.watches.wake(woken);
+        Ok(())
     }
 }
 
@@ -380,21 +344,17 @@ impl Session {
     async fn catch_up(&mut self, watch: i64, from: i64, to: i64) -> Result<bool, Closed> {
         let spec = &self.watches[&watch].spec;
         let api = &self.api;
-        let read = api.read_stable(|state| {
-            if from < state.compact_revision {
-                return Err(Error::Compacted);
-            }
-            history::read(
-                api.engine.as_ref(),
-                (from, to),
-                state.compact_revision,
-                Some(spec),
-                READ_BYTES_TARGET,
-                spec.prev_kv,
-            )
-        });
+        let (engine, range) = (api.engine.as_ref(), api.range());
+        let read = feed::read_events(
+            engine,
+            range,
+            (from, to),
+            Some(spec),
+            READ_BYTES_TARGET,
+            spec.prev_kv,
+        );
         match read {
-            Ok((chunk, _)) => {
+            Ok(chunk) => {
                 if !chunk.events.is_empty() {
                     self.send_events(watch, chunk.events, chunk.through).await?;
                 }

@@ -13,10 +13,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use strata_core::FIRST_RANGE_ID;
-use strata_core::mvcc::view::View;
-use strata_core::mvcc::{AppliedState, read};
 use strata_core::raftstore::{
-    Answers, Config, Configuration, Driver, MessageType, Mutation, Node, OutMessage,
+    Answers, Config, Configuration, Driver, MessageType, Mutation, Node, OutMessage, RangeShared,
+    local_read,
 };
 use strata_core::rng::fnv1a;
 use strata_storage::Engine;
@@ -545,8 +544,8 @@ impl World {
             }
             let sim = &self.nodes[id as usize - 1];
             if let Some(driver) = &sim.node {
-                let state = driver.node().shared(FIRST_RANGE_ID).expect("range").read_state();
-                self.watchers.after_round(id, &sim.disk, state);
+                let shared = driver.node().shared(FIRST_RANGE_ID).expect("range");
+                self.watchers.after_round(id, &sim.disk, &shared);
             }
             self.observer.applied(id, &output.applied);
             if output.members_changed && self.removed_by_records(id) {
@@ -726,10 +725,8 @@ impl World {
         let sim = &self.nodes[id as usize - 1];
         let Some(driver) = sim.node.as_ref() else { return };
         let shared = driver.node().shared(FIRST_RANGE_ID).expect("first range");
-        let state = shared.read_state();
         let request = workload::read_request(&self.history[op].op);
-        let view = View::with_memo(&sim.disk as &dyn Engine, &shared.memo);
-        let result = read::range(&view, &state, &request);
+        let result = local_read::range(&sim.disk, &shared, &request);
         self.reply(op, workload::read_outcome(result));
     }
 
@@ -919,17 +916,21 @@ impl World {
         violations.extend(check::convergence(&replicas));
         violations.extend(check::durability(&replicas, &self.history));
         violations.extend(check::revisions(&self.history));
-        let up: Vec<(u64, &dyn Engine, AppliedState)> = self
+        let up: Vec<(u64, &dyn Engine, Arc<RangeShared>)> = self
             .nodes
             .iter()
             .filter(|sim| !sim.damaged && sim.role == Role::Member)
             .filter_map(|sim| {
-                let state = sim.node.as_ref()?.node().shared(FIRST_RANGE_ID)?.read_state();
-                Some((sim.id, &sim.disk as &dyn Engine, state))
+                let shared = sim.node.as_ref()?.node().shared(FIRST_RANGE_ID)?;
+                Some((sim.id, &sim.disk as &dyn Engine, shared))
             })
             .collect();
+        let up: Vec<(u64, &dyn Engine, &RangeShared)> =
+            up.iter().map(|(id, engine, shared)| (*id, *engine, shared.as_ref())).collect();
         let (watch_violations, watch_events) = match up.first() {
-            Some(&(_, reference, state)) => self.watchers.check(&up, reference, state),
+            Some(&(_, reference, shared)) => {
+                self.watchers.check(&up, reference, shared.read_state())
+            }
             None => (Vec::new(), 0),
         };
         violations.extend(watch_violations);

@@ -1,0 +1,75 @@
+//! Serving reads from a replica's applied state: what a linearizable read does once ReadIndex
+//! released it, and what a serializable read does at once. The server's handlers, the
+//! simulator and the golden scenarios all read through here, so that they serve the same
+//! answers.
+//!
+//! A read runs against the engine at the revision the replica has published, through the
+//! range's key index. The one hazard is compaction: its floor is published before its
+//! deletions land (see `round.rs`), so a read that saw the floor unchanged from start to end
+//! saw no deletions it needed. Otherwise it runs again on the new state, where a read below the
+//! new floor fails with "compacted", as it should. The floor can also run ahead of the
+//! published revision for a moment within a round; that state is skipped too.
+
+use std::sync::atomic::Ordering;
+
+use strata_storage::Engine;
+
+use super::shared::RangeShared;
+use crate::command::Request;
+use crate::mvcc::view::View;
+use crate::mvcc::{AppliedState, Applier, Response, read};
+use crate::pb::etcdserverpb::{RangeRequest, RangeResponse, TxnRequest, TxnResponse};
+use crate::{Error, RangeId, Result};
+
+/// Runs `read` against the replica's published state, at a state no compaction overtook;
+/// returns its result and the state it ran at.
+pub fn read_stable<T>(
+    shared: &RangeShared,
+    read: impl Fn(AppliedState) -> Result<T>,
+) -> Result<(T, AppliedState)> {
+    loop {
+        let state = shared.read_state();
+        if state.compact_revision > state.revision {
+            // Only between two stores of one round's publication (another thread's): retry.
+            std::thread::yield_now();
+            continue;
+        }
+        let result = read(state);
+        if shared.compact_revision.load(Ordering::Acquire) == state.compact_revision {
+            return result.map(|value| (value, state));
+        }
+    }
+}
+
+/// Serves a `Range` from the replica. The header carries the revision it was served at; the
+/// caller fills in the rest.
+pub fn range(
+    engine: &dyn Engine,
+    shared: &RangeShared,
+    request: &RangeRequest,
+) -> Result<RangeResponse> {
+    let view = View::with_memo(engine, &shared.memo);
+    let (response, _) = read_stable(shared, |state| read::range(&view, &state, request))?;
+    Ok(response)
+}
+
+/// Serves a transaction that writes nothing (every branch only reads), as etcd serves it: like
+/// a read, without a log entry. It runs on a scratch applier whose writes are discarded.
+pub fn read_only_txn(
+    engine: &dyn Engine,
+    shared: &RangeShared,
+    range_id: RangeId,
+    request: TxnRequest,
+) -> Result<TxnResponse> {
+    let request = Request::Txn(request);
+    let (response, state) =
+        read_stable(shared, |state| Applier::new(engine, range_id, state).apply(&request))?;
+    match response {
+        Response::Txn(mut response) => {
+            let header = response.header.get_or_insert_default();
+            header.revision = state.revision;
+            Ok(response)
+        }
+        other => Err(Error::Internal(format!("a transaction answered {other:?}"))),
+    }
+}

@@ -1,0 +1,166 @@
+//! Opening a node: its replicas from what the engine holds, or a bootstrapped first range on an
+//! empty store; and the checks that refuse a store which lost what it acknowledged.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use raft::{RawNode, ReadOnlyOption};
+use strata_storage::{Durability, Engine, Keyspace, WriteBatch};
+
+use super::config::{Config, Mutation};
+use super::log::{INIT_INDEX, INIT_TERM, RaftLog};
+use super::node::Node;
+use super::read_index::{Contexts, Reads};
+use super::replica::Replica;
+use super::round::publish;
+use super::session::Sessions;
+use super::shared::RangeShared;
+use crate::mvcc::memo::Memo;
+use crate::mvcc::{self, AppliedState};
+use crate::{Error, FIRST_RANGE_ID, RangeId, Result, keys};
+
+impl Node {
+    /// Opens the node's replicas from the engine, bootstrapping the first range if the store is
+    /// empty and initial voters are configured.
+    pub fn open(mut config: Config, engine: Arc<dyn Engine>) -> Result<Self> {
+        let range_id = FIRST_RANGE_ID;
+        let replica = open_replica(&config, engine.as_ref(), range_id)?;
+        config.epoch = next_epoch(engine.as_ref(), config.epoch)?;
+        let mut replicas = BTreeMap::new();
+        replicas.insert(range_id, replica);
+        let mut node = Self {
+            read_contexts: Contexts::new(&config),
+            config,
+            engine,
+            replicas,
+            ticks: 0,
+            next_sequence: 1,
+            stats: Arc::default(),
+        };
+        node.pin_election_timeouts();
+        Ok(node)
+    }
+}
+
+/// Opens one replica: its log (bootstrapped, or empty for a joining node, when the store has
+/// none), its applied state and its Raft node.
+fn open_replica(config: &Config, engine: &dyn Engine, range_id: RangeId) -> Result<Replica> {
+    let mut log = match RaftLog::load(engine, range_id)? {
+        Some(log) => log,
+        None if config.join => RaftLog::joining(range_id),
+        None => bootstrap(config, engine, range_id)?,
+    };
+    let applied = mvcc::load_applied_state(engine, range_id)?;
+    check_log(range_id, &log, &applied)?;
+    // The hard state's commit index is persisted lazily; what was applied was committed.
+    if log.hard_state().commit < applied.applied_index {
+        log.set_commit(applied.applied_index);
+    }
+    let logger = (config.raft_logger.clone())
+        .unwrap_or_else(|| slog::Logger::root(slog::Discard, slog::o!()));
+    let raw = RawNode::new(&raft_config(config, &applied)?, log, &logger)
+        .map_err(|e| Error::Internal(format!("cannot start raft: {e}")))?;
+    let shared =
+        Arc::new(RangeShared { memo: RwLock::new(Memo::load(engine)?), ..RangeShared::default() });
+    let mut replica = Replica {
+        range_id,
+        raw,
+        applied,
+        sessions: Sessions::load(engine, range_id)?,
+        shared,
+        reads: Reads::default(),
+        skip_apply: config.mutation == Mutation::SkipApply,
+        awaiting_leave: None,
+    };
+    publish(&mut replica);
+    Ok(replica)
+}
+
+/// Bootstraps the first range on an empty store: its log, the initial members and the cluster
+/// id, written with one synced batch.
+fn bootstrap(config: &Config, engine: &dyn Engine, range_id: RangeId) -> Result<RaftLog> {
+    use prost::Message as _;
+    if config.initial_voters.is_empty() {
+        return Err(Error::Internal("empty store and no initial cluster to bootstrap".into()));
+    }
+    let mut batch = WriteBatch::new();
+    let log = RaftLog::bootstrap(range_id, config.initial_voters.clone(), &mut batch);
+    for (id, member) in &config.initial_members {
+        batch.put(Keyspace::Mvcc, keys::member(*id), member.encode_to_vec());
+    }
+    batch.put(Keyspace::Mvcc, keys::cluster_id(), config.cluster_id.to_be_bytes().to_vec());
+    // Everything up to the log's starting point counts as applied (over the data of a restored
+    // backup, if the store holds one).
+    let applied = AppliedState {
+        applied_index: INIT_INDEX,
+        applied_term: INIT_TERM,
+        ..mvcc::load_applied_state(engine, range_id)?
+    };
+    batch.put(Keyspace::Meta, keys::range_applied(range_id), applied.encode());
+    engine.write(&batch, Durability::Sync)?;
+    Ok(log)
+}
+
+/// Refuses a log that does not hold what the state machine relies on.
+fn check_log(range_id: RangeId, log: &RaftLog, applied: &AppliedState) -> Result<()> {
+    // Everything committed or applied must still be in the log (or below its compaction point).
+    // If not, the store lost a suffix it had acknowledged — a damaged journal — and serving
+    // from it could lose writes: refuse, rather than let raft-rs panic.
+    let last_index = log.last_index();
+    let needed = log.hard_state().commit.max(applied.applied_index);
+    if needed > last_index {
+        return Err(Error::Storage(format!(
+            "range {range_id}: the Raft log ends at index {last_index} but index {needed} was \
+             committed or applied; the store has lost acknowledged entries"
+        )));
+    }
+    // Nor may the log have dropped entries that were never applied: they are gone for good.
+    let compacted_to = log.first_index() - 1;
+    if applied.applied_index < compacted_to {
+        return Err(Error::Storage(format!(
+            "range {range_id}: the Raft log was compacted to index {compacted_to} but only {} \
+             was applied; the store has lost applied state",
+            applied.applied_index
+        )));
+    }
+    Ok(())
+}
+
+/// This start's epoch, recorded before it is used. Epochs must grow from one start to the next,
+/// whatever the clock the caller took `configured` from did: replicas skip proposals of an
+/// epoch older than one they applied.
+fn next_epoch(engine: &dyn Engine, configured: u64) -> Result<u64> {
+    let last = match engine.get(Keyspace::Meta, &keys::node_epoch())? {
+        Some(bytes) => u64::from_be_bytes(
+            (bytes.as_slice().try_into())
+                .map_err(|_| Error::Storage("malformed node epoch record".into()))?,
+        ),
+        None => 0,
+    };
+    let epoch = configured.max(last + 1);
+    let mut batch = WriteBatch::new();
+    batch.put(Keyspace::Meta, keys::node_epoch(), epoch.to_be_bytes().to_vec());
+    engine.write(&batch, Durability::Sync)?;
+    Ok(epoch)
+}
+
+fn raft_config(config: &Config, applied: &AppliedState) -> Result<raft::Config> {
+    let raft_config = raft::Config {
+        id: config.node_id,
+        election_tick: config.election_ticks,
+        heartbeat_tick: config.heartbeat_ticks,
+        applied: applied.applied_index,
+        max_size_per_msg: config.append_bytes_max,
+        max_inflight_msgs: config.inflight_appends_max,
+        check_quorum: true,
+        pre_vote: true,
+        read_only_option: if config.mutation == Mutation::LeaseReads {
+            ReadOnlyOption::LeaseBased
+        } else {
+            ReadOnlyOption::Safe
+        },
+        ..Default::default()
+    };
+    raft_config.validate().map_err(|e| Error::Internal(format!("raft config: {e}")))?;
+    Ok(raft_config)
+}
