@@ -29,6 +29,11 @@ pub struct Command {
     /// by a later one is skipped. See `raftstore::session`.
     #[prost(uint64, tag = "4")]
     pub sequence: u64,
+    /// The epoch of the range's descriptor the command was proposed under: apply refuses it
+    /// when the range's span has changed since (see `crate::range`). `None` in entries written
+    /// before ranges had epochs, which are applied as they always were.
+    #[prost(message, optional, tag = "5")]
+    pub range_epoch: Option<crate::range::RangeEpoch>,
     #[prost(oneof = "Request", tags = "10, 11, 12, 13, 14, 15, 16, 17, 18")]
     pub request: Option<Request>,
 }

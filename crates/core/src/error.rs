@@ -86,6 +86,13 @@ pub enum Error {
     /// The leader changed while the request was in flight; it may or may not have been applied.
     #[error("etcdserver: leader changed")]
     LeaderChanged,
+    /// A command was proposed under an epoch of its range that is no longer current (the range
+    /// split or merged since): it was not applied, and must be routed again. Retried inside the
+    /// server; a client sees it only if the deadline passes first.
+    #[error(
+        "etcdserver: range {range_id} changed while the request was in flight (epoch {proposed} against {current}); retry"
+    )]
+    EpochNotMatch { range_id: u64, proposed: u64, current: u64 },
     /// The request did not complete before its deadline; it may still be applied.
     #[error("etcdserver: request timed out")]
     Timeout,
@@ -125,7 +132,7 @@ impl Error {
             Error::MemberBadUrls => Code::InvalidArgument,
             Error::NoLeader | Error::LeaderChanged | Error::Stopped => Code::Unavailable,
             Error::MembershipChangePending => Code::Unavailable,
-            Error::Timeout => Code::Unavailable,
+            Error::Timeout | Error::EpochNotMatch { .. } => Code::Unavailable,
             Error::TooManyRequests | Error::NoSpace => Code::ResourceExhausted,
             Error::Storage(_) | Error::Internal(_) => Code::Internal,
             Error::ElectionNotLeader | Error::ElectionNoLeader | Error::MissingLeaderKey => {
@@ -142,6 +149,7 @@ impl Error {
             Error::NoLeader
                 | Error::NotLeader
                 | Error::LeaderChanged
+                | Error::EpochNotMatch { .. }
                 | Error::Timeout
                 | Error::TooManyRequests
                 | Error::Stopped

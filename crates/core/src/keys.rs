@@ -9,6 +9,8 @@
 //!   "range/" <range_id:8>             applied state: applied index, revision, compaction
 //!   "conf/" <range_id:8>              Raft conf state (voters, learners), as applied
 //!   "snapshot/" <range_id:8>          point (index, term) of the last snapshot installed
+//!   "desc/" <range_id:8>              the range's descriptor: span, epoch, replicas
+//!   "session/" <range_id:8> '/' <proposer:8>   the latest proposal applied per proposer
 //! Mvcc keyspace (one key space shared by all ranges; a range is a span of it)
 //!   'k' <escaped user key> <!revision:8>   one version of a key (newest first)
 //!   'r' <revision:8> <sub:4>                change index: which key changed at a revision
@@ -28,6 +30,8 @@
 //! MVCC data is not prefixed by range id, deliberately: ranges are spans of the key space, so
 //! splitting a range later changes only descriptors, never rewrites data (as in TiKV and
 //! CockroachDB). Everything that belongs to one replica (log, hard state, applied state) is.
+//! Which range owns an MVCC record is decided by the user key it concerns ([`user_key_of`]);
+//! the records that concern no user key are the meta range's (`crate::range`).
 
 use crate::RangeId;
 
@@ -113,6 +117,37 @@ fn range_session_prefix(range_id: RangeId) -> Vec<u8> {
     key.extend_from_slice(&range_id.to_be_bytes());
     key.push(b'/');
     key
+}
+
+/// A range's descriptor (see `crate::range`).
+pub fn range_descriptor(range_id: RangeId) -> Vec<u8> {
+    let mut key = DESCRIPTOR_PREFIX.to_vec();
+    key.extend_from_slice(&range_id.to_be_bytes());
+    key
+}
+
+const DESCRIPTOR_PREFIX: &[u8] = b"desc/";
+
+/// The bounds `[start, end)` of every range's descriptor.
+pub fn range_descriptor_bounds() -> (Vec<u8>, Vec<u8>) {
+    (DESCRIPTOR_PREFIX.to_vec(), b"desc0".to_vec())
+}
+
+/// The range id of a descriptor key.
+pub fn decode_range_descriptor(key: &[u8]) -> Option<RangeId> {
+    Some(u64::from_be_bytes(key.strip_prefix(DESCRIPTOR_PREFIX)?.try_into().ok()?))
+}
+
+/// The user key an MVCC record concerns: a version's key, a lease attachment's key, or the key
+/// a change record names (its value). `None` for the cluster's own records (members, alarms,
+/// the cluster id, leases, the compaction cursor), and for a record it cannot decode.
+pub fn user_key_of(raw_key: &[u8], value: &[u8]) -> Option<Vec<u8>> {
+    match *raw_key.first()? {
+        TAG_VERSION => decode_version(raw_key).map(|(key, _)| key),
+        TAG_CHANGE => Some(value.to_vec()),
+        TAG_LEASE_KEY => decode_lease_key(raw_key),
+        _ => None,
+    }
 }
 
 /// The epoch of the node's latest start, so that epochs only grow.

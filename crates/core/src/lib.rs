@@ -21,6 +21,7 @@ pub mod keys;
 pub mod mvcc;
 pub mod pb;
 pub mod raftstore;
+pub mod range;
 pub mod rng;
 pub mod watch;
 

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use strata_core::FIRST_RANGE_ID;
-use strata_core::command::{MemberChange, MemberChangeKind, Request};
+use strata_core::command::{MemberChange, MemberChangeKind, MemberRecord, Request};
 use strata_core::mvcc::view::View;
 use strata_core::mvcc::{Response, read};
 use strata_core::pb::etcdserverpb::{PutRequest, RangeRequest};
@@ -90,18 +90,19 @@ impl TestCluster {
     }
 
     fn leader(&self) -> Option<u64> {
+        self.leader_of(FIRST_RANGE_ID)
+    }
+
+    /// The leader of `range` that every running, connected node agrees on.
+    fn leader_of(&self, range: u64) -> Option<u64> {
         let leaders: HashSet<u64> = self
             .nodes
             .iter()
             .enumerate()
             .filter(|(i, n)| n.is_some() && !self.isolated.contains(&(*i as u64 + 1)))
             .map(|(_, n)| {
-                n.as_ref()
-                    .unwrap()
-                    .shared(FIRST_RANGE_ID)
-                    .unwrap()
-                    .leader_id
-                    .load(std::sync::atomic::Ordering::Acquire)
+                let shared = n.as_ref().unwrap().shared(range).unwrap();
+                shared.leader_id.load(std::sync::atomic::Ordering::Acquire)
             })
             .collect();
         match leaders.into_iter().collect::<Vec<_>>()[..] {
@@ -111,13 +112,17 @@ impl TestCluster {
     }
 
     fn run_until_leader(&mut self) -> u64 {
+        self.run_until_leader_of(FIRST_RANGE_ID)
+    }
+
+    fn run_until_leader_of(&mut self, range: u64) -> u64 {
         for _ in 0..500 {
             self.step();
-            if let Some(leader) = self.leader().filter(|l| !self.isolated.contains(l)) {
+            if let Some(leader) = self.leader_of(range).filter(|l| !self.isolated.contains(l)) {
                 return leader;
             }
         }
-        panic!("no leader elected");
+        panic!("no leader of range {range} elected");
     }
 
     /// Elects a leader, writes once so that every member has applied an entry of its term, and
@@ -131,22 +136,27 @@ impl TestCluster {
 
     /// Proposes a put at `via` and runs until it is applied there.
     fn put(&mut self, via: u64, key: &str, value: &str) -> i64 {
-        let id = self.next_proposal;
-        self.next_proposal += 1;
         let request =
             Request::Put(PutRequest { key: key.into(), value: value.into(), ..Default::default() });
-        self.node(via).propose(FIRST_RANGE_ID, id, request).unwrap();
+        match self.propose(via, FIRST_RANGE_ID, request) {
+            Response::Put(r) => r.header.unwrap().revision,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// Proposes `request` to `range` at `via` and runs until it is applied there.
+    fn propose(&mut self, via: u64, range: u64, request: Request) -> Response {
+        let id = self.next_proposal;
+        self.next_proposal += 1;
+        self.node(via).propose(range, id, request).unwrap();
         for _ in 0..500 {
             for (node, pid, result) in self.step() {
                 if node == via && pid == id {
-                    match result.unwrap() {
-                        Response::Put(r) => return r.header.unwrap().revision,
-                        other => panic!("unexpected {other:?}"),
-                    }
+                    return result.unwrap();
                 }
             }
         }
-        panic!("put {key} via {via} never applied");
+        panic!("a proposal to range {range} via {via} was never applied");
     }
 
     fn get(&self, id: u64, key: &str) -> Option<Vec<u8>> {
@@ -494,4 +504,141 @@ fn a_removed_member_refuses_a_pre_vote_in_the_candidates_term() {
     assert!(answer.reject);
     assert_eq!(answer.term, candidate_term, "answered in the member's own, older term");
     assert!(answer.commit >= committed && answer.commit_term > 0, "{answer:?}");
+}
+
+/// Two ranges on every node: the meta range `["", "m")` and range 2 `["m", ∞)`. Writes go to
+/// range 2 only: until the revision oracle lands, two ranges that both write would hand out
+/// the same revisions.
+fn two_ranges_config(id: u64) -> Config {
+    let member = |id| {
+        let peer_urls = vec![format!("http://n{id}")];
+        (id, MemberRecord { name: format!("n{id}"), peer_urls, is_learner: false })
+    };
+    Config {
+        initial_split_keys: vec![b"m".to_vec()],
+        initial_members: (1..=3).map(member).collect(),
+        ..small_log_config(id)
+    }
+}
+
+fn put_request(key: &str, value: &str) -> Request {
+    Request::Put(PutRequest { key: key.into(), value: value.into(), ..Default::default() })
+}
+
+/// The MVCC records node `id` holds that range `range` owns, by its descriptor there.
+fn owned_records(cluster: &TestCluster, id: u64, range: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let node = cluster.nodes[id as usize - 1].as_ref().unwrap();
+    let descriptor = node.descriptor(range).unwrap().clone();
+    let engine = &cluster.engines[id as usize - 1];
+    let records = engine.scan(strata_storage::Keyspace::Mvcc, b"", b"").unwrap();
+    records.map(|r| r.unwrap()).filter(|(k, v)| descriptor.owns(k, v)).collect()
+}
+
+/// Whether the meta range's records on a node survive its catching up on range 2 by snapshot.
+fn meta_records_survive_a_snapshot_of_range_2(config: fn(u64) -> Config) -> bool {
+    let mut cluster = TestCluster::new(config);
+    cluster.run_until_leader_of(1);
+    let leader = cluster.run_until_leader_of(2);
+    cluster.propose(leader, 2, put_request("m", "first"));
+    cluster.run(5);
+    let lagging = (1..=3).find(|id| *id != leader).unwrap();
+    let meta_before = owned_records(&cluster, lagging, 1);
+    assert!(meta_before.len() >= 4, "members and the cluster id: {meta_before:?}");
+    cluster.isolated.insert(lagging);
+    for i in 0..100 {
+        cluster.propose(leader, 2, put_request(&format!("x{i:03}"), "v"));
+    }
+    cluster.isolated.clear();
+    cluster.run(200);
+    let stats = cluster.node(lagging).stats();
+    let snapshots = stats.snapshots_applied.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(snapshots >= 1, "n{lagging} caught up by snapshot");
+    assert_eq!(owned_records(&cluster, lagging, 2), owned_records(&cluster, leader, 2));
+    owned_records(&cluster, lagging, 1) == meta_before
+}
+
+#[test]
+fn a_snapshot_of_one_range_leaves_the_other_ranges_records_alone() {
+    assert!(meta_records_survive_a_snapshot_of_range_2(two_ranges_config));
+    // The test notices a snapshot that wipes its neighbours.
+    assert!(!meta_records_survive_a_snapshot_of_range_2(|id| Config {
+        mutation: Mutation::RestoreOutsideSpan,
+        ..two_ranges_config(id)
+    }));
+}
+
+#[test]
+fn removing_a_replica_of_a_data_range_removes_no_member() {
+    let mut cluster = TestCluster::new(two_ranges_config);
+    cluster.run_until_leader_of(1);
+    let leader = cluster.run_until_leader_of(2);
+    let removed = (1..=3).find(|id| *id != leader).unwrap();
+    let change = MemberChange { kind: MemberChangeKind::Remove as i32, id: removed, member: None };
+    cluster.propose(leader, 2, Request::MemberChange(change));
+    for _ in 0..100 {
+        cluster.step();
+        let conf = cluster.node(leader).configuration(2).unwrap();
+        if !conf.joint {
+            break;
+        }
+    }
+    let conf = cluster.node(leader).configuration(2).unwrap();
+    assert!(!conf.joint && !conf.voters.contains(&removed), "{conf:?}");
+    let descriptor = cluster.node(leader).descriptor(2).unwrap().clone();
+    assert!(descriptor.replicas.iter().all(|r| r.node_id != removed), "{descriptor:?}");
+    assert!(descriptor.epoch().conf_ver > 1, "a replica change bumps conf_ver");
+    assert_eq!(descriptor.epoch().version, 1, "and leaves the span's version alone");
+    cluster.run(10);
+    // The cluster's membership is the meta range's: every node still records all three.
+    for id in 1..=3 {
+        let members: Vec<u64> =
+            cluster.node(id).members().unwrap().into_iter().map(|(id, _)| id).collect();
+        assert_eq!(members, vec![1, 2, 3], "n{id}");
+        assert_eq!(cluster.node(id).configuration(1).unwrap().voters, vec![1, 2, 3]);
+    }
+}
+
+#[test]
+fn a_store_from_before_descriptors_is_upgraded_in_place() {
+    let mut cluster = TestCluster::new(default_config);
+    let leader = cluster.run_until_leader();
+    cluster.put(leader, "a", "1");
+    cluster.run(5);
+    let expected = cluster.node(1).descriptor(FIRST_RANGE_ID).unwrap().clone();
+    cluster.nodes[0] = None;
+    let engine = cluster.engines[0].clone();
+    let mut batch = strata_storage::WriteBatch::new();
+    batch.delete(strata_storage::Keyspace::Meta, strata_core::keys::range_descriptor(1));
+    engine.write(&batch, strata_storage::Durability::Sync).unwrap();
+    let node = Node::open(default_config(1), Arc::new(engine.clone())).unwrap();
+    let upgraded = node.descriptor(FIRST_RANGE_ID).unwrap().clone();
+    assert_eq!((upgraded.span(), upgraded.epoch().version), (expected.span(), 1));
+    let replicas = |d: &strata_core::range::RangeDescriptor| -> Vec<u64> {
+        d.replicas.iter().map(|r| r.node_id).collect()
+    };
+    assert_eq!(replicas(&upgraded), replicas(&expected));
+    assert!(strata_core::range::load(&engine, 1).unwrap().is_some(), "written back");
+    cluster.nodes[0] = Some(node);
+    assert_eq!(cluster.get(1, "a"), Some(b"1".to_vec()));
+}
+
+#[test]
+fn a_corrupt_or_foreign_descriptor_refuses_to_start() {
+    use prost::Message as _;
+    let engine = MemEngine::new();
+    drop(Node::open(default_config(1), Arc::new(engine.clone())).unwrap());
+    let write = |bytes: Vec<u8>| {
+        let mut batch = strata_storage::WriteBatch::new();
+        let key = strata_core::keys::range_descriptor(1);
+        batch.put(strata_storage::Keyspace::Meta, key, bytes);
+        engine.write(&batch, strata_storage::Durability::Sync).unwrap();
+    };
+    let refusal = || Node::open(default_config(1), Arc::new(engine.clone())).err().unwrap();
+    write(vec![0xff, 0xff, 0xff]);
+    let error = refusal().to_string();
+    assert!(error.contains("range 1: refusing its stored descriptor: undecodable"), "{error}");
+    let foreign = strata_core::range::RangeDescriptor::bootstrap(7, b"", b"", &[1]);
+    write(foreign.encode_to_vec());
+    let error = refusal().to_string();
+    assert!(error.contains("refusing its stored descriptor: it describes range 7"), "{error}");
 }

@@ -116,7 +116,7 @@ fn reads_answer_the_same_at_every_step() {
         }
         assert_eq!(versions(&store), left, "seed {seed}");
         // The key index forgot the keys compaction left without any version.
-        let loaded = RwLock::new(Memo::load(&store.engine).unwrap());
+        let loaded = RwLock::new(Memo::load(&store.engine, (b"", b"")).unwrap());
         assert_eq!(store.memo.read().unwrap().len(), loaded.read().unwrap().len(), "seed {seed}");
         let view = View::with_memo(&store.engine, &loaded);
         assert!(answers_through(&store, view) == expected, "seed {seed}: a loaded memo differs");

@@ -10,7 +10,6 @@
 //! and gives one place to bound them; at the limit, requests fail fast with "too many
 //! requests" and Raft messages are dropped (Raft retransmits).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{
@@ -20,7 +19,10 @@ use std::time::{Duration, Instant};
 
 use strata_core::command::Request;
 use strata_core::mvcc::Response;
-use strata_core::raftstore::{Answers, Driver, Message, Node, OutMessage, RangeShared};
+use strata_core::raftstore::{
+    Answers, Driver, Message, Node, OutMessage, RangeShared, SharedRanges,
+};
+use strata_core::range::META_RANGE_ID;
 use strata_core::{Error, RangeId};
 use tokio::sync::{Notify, oneshot};
 
@@ -63,16 +65,16 @@ pub enum Input {
         deadline: Instant,
         reply: KeepAliveReply,
     },
-    /// An image of the state machine between rounds, for a backup.
+    /// An image of the meta range's state machine between rounds, for a backup.
     Snapshot {
         reply: oneshot::Sender<Result<Vec<u8>, Error>>,
     },
-    /// Whether a learner has caught up enough to be promoted (leader only).
+    /// Whether a learner has caught up enough to be promoted (the meta range's leader only).
     LearnerReady {
         id: u64,
         reply: oneshot::Sender<Result<bool, Error>>,
     },
-    /// Hand leadership to another voter (leader only).
+    /// Hand the meta range's leadership to another voter (its leader only).
     TransferLeader {
         target: u64,
         reply: oneshot::Sender<Result<(), Error>>,
@@ -96,7 +98,7 @@ pub trait Outbox: Send + 'static {
 #[derive(Clone)]
 pub struct ShellHandle {
     tx: SyncSender<Input>,
-    shared: HashMap<RangeId, Arc<RangeShared>>,
+    shared: SharedRanges,
     applied: Arc<Notify>,
 }
 
@@ -108,11 +110,12 @@ impl ShellHandle {
         })
     }
 
-    pub fn shared(&self, range_id: RangeId) -> Option<&Arc<RangeShared>> {
-        self.shared.get(&range_id)
+    /// The shared state of the node's replica of a range, if it holds one.
+    pub fn shared(&self, range_id: RangeId) -> Option<Arc<RangeShared>> {
+        self.shared.get(range_id)
     }
 
-    /// Notified whenever the first range's revision moves (what the watch feeder waits for).
+    /// Notified whenever the meta range's revision moves (what the watch feeder waits for).
     pub fn applied(&self) -> Arc<Notify> {
         self.applied.clone()
     }
@@ -203,7 +206,7 @@ pub struct Shell<O: Outbox> {
     /// The leader known after the last round, to log changes.
     last_leader: u64,
     applied: Arc<Notify>,
-    /// The first range's revision the last time `applied` was notified.
+    /// The meta range's revision the last time `applied` was notified.
     last_revision: i64,
     timings: Arc<Timings>,
 }
@@ -245,8 +248,7 @@ impl<O: Outbox> Shell<O> {
         timings: Arc<Timings>,
     ) -> (ShellHandle, Self) {
         let (tx, rx) = sync_channel(INPUT_QUEUE_MAX);
-        let shared =
-            node.range_ids().into_iter().filter_map(|id| Some((id, node.shared(id)?))).collect();
+        let shared = node.shared_ranges();
         let applied = Arc::new(Notify::new());
         let shell = Shell {
             driver: Driver::new(node),
@@ -356,15 +358,15 @@ impl<O: Outbox> Shell<O> {
                 deliver(self.driver.lease_keep_alive(id, deadline, reply));
             }
             Input::Snapshot { reply } => {
-                let _ = reply.send(self.driver.node().snapshot_image(strata_core::FIRST_RANGE_ID));
+                let _ = reply.send(self.driver.node().snapshot_image(META_RANGE_ID));
             }
             Input::LearnerReady { id, reply } => {
                 let node = self.driver.node();
-                let _ = reply.send(node.learner_ready(strata_core::FIRST_RANGE_ID, id));
+                let _ = reply.send(node.learner_ready(META_RANGE_ID, id));
             }
             Input::TransferLeader { target, reply } => {
                 let node = self.driver.node_mut();
-                let _ = reply.send(node.transfer_leader(strata_core::FIRST_RANGE_ID, target));
+                let _ = reply.send(node.transfer_leader(META_RANGE_ID, target));
             }
             Input::LeaseTimeToLive { id, reply } => {
                 let _ = reply.send(self.driver.lease_time_to_live(id));
@@ -406,7 +408,9 @@ impl<O: Outbox> Shell<O> {
     }
 
     fn notify_applied(&mut self) {
-        let Some(shared) = self.driver.node().shared(strata_core::FIRST_RANGE_ID) else { return };
+        // The watch feeder follows the meta range: the one range that serves user keys until
+        // requests are routed by key.
+        let Some(shared) = self.driver.node().shared(META_RANGE_ID) else { return };
         let revision = shared.revision.load(Ordering::Acquire);
         if revision != self.last_revision {
             self.last_revision = revision;
@@ -414,10 +418,10 @@ impl<O: Outbox> Shell<O> {
         }
     }
 
-    /// Logs leadership changes of the first range: the one event operators look for first.
+    /// Logs leadership changes of the meta range: the one event operators look for first.
     fn log_leadership(&mut self) {
         let node = self.driver.node();
-        let Some(shared) = node.shared(strata_core::FIRST_RANGE_ID) else { return };
+        let Some(shared) = node.shared(META_RANGE_ID) else { return };
         let leader = shared.leader_id.load(Ordering::Acquire);
         if leader == self.last_leader {
             return;

@@ -13,7 +13,7 @@ use strata_sim::faults::{FaultCounts, Kind};
 use strata_sim::{Options, World, parse_mutation};
 
 const USAGE: &str = "usage: strata-sim [--seed N | --seeds COUNT [--first-seed N] [--time SECONDS]]
-                  [--nodes N] [--spare-nodes N] [--clients N] [--duration-ms MS]
+                  [--nodes N] [--spare-nodes N] [--clients N] [--duration-ms MS] [--ranges N]
                   [--faults partition,crash,pause,drift,fail-sync (default: all; '' for none)]
                   [--mutation ack-before-fsync|skip-apply|compact-without-sync|lease-reads|
                               reads-without-read-index|keep-alive-without-read-index|
@@ -51,6 +51,7 @@ fn parse() -> Result<Args, String> {
             "--clients" => args.options.clients = number(value()?)? as usize,
             "--spare-nodes" => args.options.spare_nodes = number(value()?)?,
             "--duration-ms" => args.options.duration_ms = number(value()?)?,
+            "--ranges" => args.options.ranges = number(value()?)?,
             "--faults" => {
                 let list = value()?;
                 args.options.faults = list
@@ -71,6 +72,9 @@ fn parse() -> Result<Args, String> {
     }
     if !(1..=7).contains(&args.options.nodes) {
         return Err("--nodes must be 1 to 7".into());
+    }
+    if !(1..=8).contains(&args.options.ranges) {
+        return Err("--ranges must be 1 to 8".into());
     }
     Ok(args)
 }

@@ -110,10 +110,10 @@ impl std::fmt::Debug for Memo {
 }
 
 impl Memo {
-    /// The complete memo of what `engine` holds: one pass over every version, reading the
-    /// newest of each key.
-    pub fn load(engine: &dyn Engine) -> Result<Self> {
-        let (start, end) = keys::version_bounds(b"", b"");
+    /// The complete memo of the keys in `[start, end)` (an empty end: to the end of the key
+    /// space) that `engine` holds: one pass over their versions, reading the newest of each key.
+    pub fn load(engine: &dyn Engine, (start, end): (&[u8], &[u8])) -> Result<Self> {
+        let (start, end) = keys::version_bounds(start, end);
         let mut newest = BTreeMap::new();
         let mut last_prefix: Vec<u8> = Vec::new();
         for item in engine.scan(Keyspace::Mvcc, &start, &end)? {
@@ -223,9 +223,9 @@ impl Memo {
     }
 
     /// Loads the memo again from `engine`, which holds the store's new contents.
-    pub fn reload(&mut self, engine: &dyn Engine) -> Result<()> {
+    pub fn reload(&mut self, engine: &dyn Engine, span: (&[u8], &[u8])) -> Result<()> {
         let generation = self.generation + 1;
-        *self = Memo { generation, ..Memo::load(engine)? };
+        *self = Memo { generation, ..Memo::load(engine, span)? };
         Ok(())
     }
 }
@@ -366,13 +366,13 @@ mod tests {
         let mut store = Store {
             engine: MemEngine::new(),
             state: AppliedState::initial(),
-            memo: RwLock::new(Memo::load(&MemEngine::new()).unwrap()),
+            memo: RwLock::new(Memo::load(&MemEngine::new(), (b"", b"")).unwrap()),
         };
         store.run(&[put("a", "1"), put("b", "1"), put("a", "2")]);
         let delete =
             Request::DeleteRange(DeleteRangeRequest { key: "b".into(), ..Default::default() });
         store.run(&[delete, put("c", "1")]);
-        let loaded = Memo::load(&store.engine).unwrap();
+        let loaded = Memo::load(&store.engine, (b"", b"")).unwrap();
         assert!(loaded.is_complete());
         let built = store.memo();
         assert_eq!(loaded.chunk(b"", b"", None, 10), built.chunk(b"", b"", None, 10));

@@ -16,7 +16,8 @@ use super::node::{Node, OutMessage, Output};
 use crate::command::{CompactionStep, Request};
 use crate::mvcc::Response;
 use crate::pb::etcdserverpb::LeaseRevokeRequest;
-use crate::{Error, FIRST_RANGE_ID, RangeId, Result};
+use crate::range::META_RANGE_ID;
+use crate::{Error, RangeId, Result};
 
 /// Answers to deliver to waiting clients.
 pub struct Answers<P, R, K> {
@@ -43,7 +44,8 @@ pub type Round<P, R, K> = (Output, Answers<P, R, K>);
 
 struct Waiting<T, H> {
     deadline: T,
-    /// The Raft term when the proposal was handed to Raft.
+    /// The range a proposal was made to, and the Raft term when it was handed to Raft.
+    range_id: RangeId,
     term: u64,
     reply: H,
 }
@@ -68,8 +70,8 @@ pub struct Driver<T, P, R, K> {
     reads: BTreeMap<u64, Waiting<T, R>>,
     /// Keep-alives waiting for their leadership check (a ReadIndex round), with their lease.
     keep_alives: BTreeMap<u64, Waiting<T, (i64, K)>>,
-    /// The term at the last check for proposals of earlier terms.
-    last_term: u64,
+    /// Each range's term at the last check for proposals of earlier terms.
+    last_terms: BTreeMap<RangeId, u64>,
     /// Ticks so far: the lease clock's time.
     ticks: u64,
     /// The time of the last tick: the shell's clock must not go back.
@@ -95,7 +97,7 @@ impl<T: Ord + Copy, P, R, K> Driver<T, P, R, K> {
             unproposed: Vec::new(),
             reads: BTreeMap::new(),
             keep_alives: BTreeMap::new(),
-            last_term: 0,
+            last_terms: BTreeMap::new(),
         }
     }
 
@@ -114,7 +116,7 @@ impl<T: Ord + Copy, P, R, K> Driver<T, P, R, K> {
     pub fn propose(&mut self, range_id: RangeId, request: Request, deadline: T, reply: P) {
         let id = self.take_id();
         let term = self.node.term(range_id);
-        self.proposals.insert(id, Waiting { deadline, term, reply });
+        self.proposals.insert(id, Waiting { deadline, range_id, term, reply });
         self.queued.push(Unproposed { id, range_id, request });
     }
 
@@ -122,7 +124,7 @@ impl<T: Ord + Copy, P, R, K> Driver<T, P, R, K> {
     /// comes from a later call.
     pub fn read(&mut self, range_id: RangeId, deadline: T, reply: R) {
         let id = self.take_id();
-        self.reads.insert(id, Waiting { deadline, term: 0, reply });
+        self.reads.insert(id, Waiting { deadline, range_id, term: 0, reply });
         self.node.read_index(range_id, id);
     }
 
@@ -197,8 +199,10 @@ impl<T: Ord + Copy, P, R, K> Driver<T, P, R, K> {
             answers.keep_alives.push((reply, self.renew(id)));
         } else {
             let read = self.take_id();
-            self.keep_alives.insert(read, Waiting { deadline, term: 0, reply: (id, reply) });
-            self.node.read_index(FIRST_RANGE_ID, read);
+            let range_id = META_RANGE_ID;
+            let waiting = Waiting { deadline, range_id, term: 0, reply: (id, reply) };
+            self.keep_alives.insert(read, waiting);
+            self.node.read_index(range_id, read);
         }
         answers
     }
@@ -221,7 +225,7 @@ impl<T: Ord + Copy, P, R, K> Driver<T, P, R, K> {
             return Err(Error::NotLeader);
         }
         if self.lessor.remaining(id, self.ticks).is_none()
-            && let Some(ttl) = self.node.lease_ttl(FIRST_RANGE_ID, id)?
+            && let Some(ttl) = self.node.lease_ttl(META_RANGE_ID, id)?
         {
             self.lessor.apply(crate::mvcc::LeaseChange::Granted { id, ttl }, self.ticks);
         }
@@ -232,10 +236,10 @@ impl<T: Ord + Copy, P, R, K> Driver<T, P, R, K> {
     /// revocations.
     fn follow_leases(&mut self, output: &Output) -> Result<()> {
         use super::StateRole;
-        let leader = self.node.role(FIRST_RANGE_ID) == Some(StateRole::Leader);
+        let leader = self.node.role(META_RANGE_ID) == Some(StateRole::Leader);
         if leader && !self.lessor.is_active() {
             let extend = self.node.config().election_ticks as u64;
-            self.lessor.promote(self.node.leases(FIRST_RANGE_ID)?, self.ticks, extend);
+            self.lessor.promote(self.node.leases(META_RANGE_ID)?, self.ticks, extend);
         } else if !leader && self.lessor.is_active() {
             self.lessor.demote();
         }
@@ -252,25 +256,28 @@ impl<T: Ord + Copy, P, R, K> Driver<T, P, R, K> {
             let request = Request::LeaseRevoke(LeaseRevokeRequest { id });
             // Nobody waits for the answer; a lost proposal is proposed again after `retry`.
             let proposal = self.take_id();
-            let _ = self.node.propose(FIRST_RANGE_ID, proposal, request);
+            let _ = self.node.propose(META_RANGE_ID, proposal, request);
         }
     }
 
-    /// Proposes the next step of a compaction's deletions (the leader's job), one per tick:
-    /// paced like etcd's batched compaction, so client requests keep flowing in between.
+    /// Proposes the next step of a compaction's deletions in every range this node leads (the
+    /// leader's job), one per tick: paced like etcd's batched compaction, so client requests
+    /// keep flowing in between.
     fn step_compaction(&mut self) {
         use super::StateRole;
-        if self.node.role(FIRST_RANGE_ID) != Some(StateRole::Leader)
-            || !self.node.compaction_pending(FIRST_RANGE_ID)
-        {
-            return;
+        for range_id in self.node.range_ids() {
+            if self.node.role(range_id) != Some(StateRole::Leader)
+                || !self.node.compaction_pending(range_id)
+            {
+                continue;
+            }
+            let records = self.node.config().compaction_step_records;
+            let request = Request::CompactionStep(CompactionStep { records });
+            // Nobody waits for the answer; a lost step is proposed again on the next tick, and
+            // a step applied after the work is done changes nothing.
+            let proposal = self.take_id();
+            let _ = self.node.propose(range_id, proposal, request);
         }
-        let records = self.node.config().compaction_step_records;
-        let request = Request::CompactionStep(CompactionStep { records });
-        // Nobody waits for the answer; a lost step is proposed again on the next tick, and a
-        // step applied after the work is done changes nothing.
-        let proposal = self.take_id();
-        let _ = self.node.propose(FIRST_RANGE_ID, proposal, request);
     }
 
     fn take_id(&mut self) -> u64 {
@@ -323,16 +330,25 @@ impl<T: Ord + Copy, P, R, K> Driver<T, P, R, K> {
     /// proposals now with "leader changed" — their outcome is unknown, as etcd reports it —
     /// rather than letting them wait for their deadline.
     fn fail_proposals_of_old_terms(&mut self, answers: &mut Answers<P, R, K>) {
-        let term = self.node.term(FIRST_RANGE_ID);
-        if term <= self.last_term {
+        let mut newer: BTreeMap<RangeId, u64> = BTreeMap::new();
+        for range_id in self.node.range_ids() {
+            let term = self.node.term(range_id);
+            let last = self.last_terms.insert(range_id, term).unwrap_or(0);
+            if term > last {
+                newer.insert(range_id, term);
+            }
+        }
+        if newer.is_empty() {
             return;
         }
-        self.last_term = term;
         let unproposed: BTreeSet<u64> = self.unproposed.iter().map(|p| p.id).collect();
         let stale: Vec<u64> = self
             .proposals
             .iter()
-            .filter(|(id, w)| w.term < term && !unproposed.contains(id))
+            .filter(|(id, w)| {
+                newer.get(&w.range_id).is_some_and(|term| w.term < *term)
+                    && !unproposed.contains(id)
+            })
             .map(|(id, _)| *id)
             .collect();
         for id in stale {

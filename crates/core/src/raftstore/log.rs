@@ -116,6 +116,12 @@ impl RaftLog {
         Ok(Some(Self::new(range_id, hard_state, conf_state, truncated, entries)))
     }
 
+    /// Whether the store holds Raft state for the range (a bootstrapped or installed log).
+    pub fn exists(engine: &dyn Engine, range_id: RangeId) -> Result<bool> {
+        Ok(engine.get(Keyspace::Raft, &keys::raft_snapshot(range_id))?.is_some()
+            || engine.get(Keyspace::Meta, &keys::range_snapshot(range_id))?.is_some())
+    }
+
     /// The log of a replica joining a running range: empty, with no configuration, persisted
     /// once the leader's snapshot arrives.
     pub fn joining(range_id: RangeId) -> Self {

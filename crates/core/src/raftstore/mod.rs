@@ -40,4 +40,4 @@ pub use log::{decode as decode_raft, encode as encode_raft};
 pub use node::{AppliedEntry, Configuration, Node, OutMessage, Output};
 pub use raft::StateRole;
 pub use raft::prelude::{Message, MessageType};
-pub use shared::RangeShared;
+pub use shared::{RangeShared, SharedRanges};

@@ -12,11 +12,12 @@ use super::config::Config;
 use super::propose::{propose_entries, propose_member_change};
 use super::read_index::{self, Contexts};
 use super::replica::Replica;
-use super::shared::RangeShared;
+use super::shared::{RangeShared, SharedRanges};
 use super::snapshot;
 use super::stats::{NodeStats, bump};
 use crate::command::Request;
 use crate::mvcc::{self, LeaseChange, Response};
+use crate::range::RangeDescriptor;
 use crate::rng::mix;
 use crate::{Error, NodeId, RangeId, Result, keys};
 
@@ -65,6 +66,8 @@ pub struct Node {
     pub(super) config: Config,
     pub(super) engine: Arc<dyn Engine>,
     pub(super) replicas: BTreeMap<RangeId, Replica>,
+    /// The replicas' shared state, for request handlers.
+    pub(super) shared_ranges: SharedRanges,
     pub(super) ticks: u64,
     pub(super) read_contexts: Contexts,
     /// The sequence number of the next proposal (see `session`).
@@ -166,6 +169,16 @@ impl Node {
         self.replicas.get(&range_id).map(|r| r.shared.clone())
     }
 
+    /// Every replica's shared state, as request handlers follow it.
+    pub fn shared_ranges(&self) -> SharedRanges {
+        self.shared_ranges.clone()
+    }
+
+    /// A range's descriptor as this replica applied it.
+    pub fn descriptor(&self, range_id: RangeId) -> Option<&RangeDescriptor> {
+        self.replicas.get(&range_id).map(|r| &r.descriptor)
+    }
+
     /// Advances logical time by one tick for every replica.
     pub fn tick(&mut self) {
         self.ticks += 1;
@@ -259,7 +272,12 @@ impl Node {
     pub fn snapshot_image(&self, range_id: RangeId) -> Result<Vec<u8>> {
         let replica =
             self.replicas.get(&range_id).ok_or(Error::Internal("no such range".into()))?;
-        snapshot::build(self.engine.as_ref(), replica.applied, &replica.sessions)
+        snapshot::build(
+            self.engine.as_ref(),
+            &replica.descriptor,
+            replica.applied,
+            &replica.sessions,
+        )
     }
 
     /// Whether learner `id` has caught up enough to be promoted (as etcd judges it: it has 90 %

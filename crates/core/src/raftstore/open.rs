@@ -14,25 +14,39 @@ use super::read_index::{Contexts, Reads};
 use super::replica::Replica;
 use super::round::publish;
 use super::session::Sessions;
-use super::shared::RangeShared;
+use super::shared::{RangeShared, SharedRanges};
+use super::snapshot;
 use crate::mvcc::memo::Memo;
 use crate::mvcc::{self, AppliedState};
-use crate::{Error, FIRST_RANGE_ID, RangeId, Result, keys};
+use crate::range::{self, META_RANGE_ID, RangeDescriptor};
+use crate::{Error, RangeId, Result, keys};
 
 impl Node {
-    /// Opens the node's replicas from the engine, bootstrapping the first range if the store is
-    /// empty and initial voters are configured.
+    /// Opens a replica of every range the engine holds one of, bootstrapping the meta range if
+    /// the store is empty and initial voters are configured (or waiting for it, joining).
     pub fn open(mut config: Config, engine: Arc<dyn Engine>) -> Result<Self> {
-        let range_id = FIRST_RANGE_ID;
-        let replica = open_replica(&config, engine.as_ref(), range_id)?;
-        config.epoch = next_epoch(engine.as_ref(), config.epoch)?;
+        if !config.join && !RaftLog::exists(engine.as_ref(), META_RANGE_ID)? {
+            bootstrap(&config, engine.as_ref())?;
+        }
+        let mut range_ids = range::stored_ids(engine.as_ref())?;
+        if !range_ids.contains(&META_RANGE_ID) {
+            // A new store, a joining member's, or one from before descriptors.
+            range_ids.insert(0, META_RANGE_ID);
+        }
         let mut replicas = BTreeMap::new();
-        replicas.insert(range_id, replica);
+        let shared_ranges = SharedRanges::default();
+        for range_id in range_ids {
+            let replica = open_replica(&config, engine.as_ref(), range_id)?;
+            shared_ranges.insert(range_id, replica.shared.clone());
+            replicas.insert(range_id, replica);
+        }
+        config.epoch = next_epoch(engine.as_ref(), config.epoch)?;
         let mut node = Self {
             read_contexts: Contexts::new(&config),
             config,
             engine,
             replicas,
+            shared_ranges,
             ticks: 0,
             next_sequence: 1,
             stats: Arc::default(),
@@ -43,12 +57,24 @@ impl Node {
 }
 
 /// Opens one replica: its log (bootstrapped, or empty for a joining node, when the store has
-/// none), its applied state and its Raft node.
+/// none), its descriptor, its applied state and its Raft node.
 fn open_replica(config: &Config, engine: &dyn Engine, range_id: RangeId) -> Result<Replica> {
     let mut log = match RaftLog::load(engine, range_id)? {
         Some(log) => log,
-        None if config.join => RaftLog::joining(range_id),
-        None => bootstrap(config, engine, range_id)?,
+        None if range_id == META_RANGE_ID && config.join => RaftLog::joining(range_id),
+        None => {
+            return Err(Error::Storage(format!(
+                "range {range_id} has a descriptor but no Raft state; the store is damaged"
+            )));
+        }
+    };
+    let descriptor = match range::load(engine, range_id)? {
+        Some(descriptor) => descriptor,
+        // Joining: the range's descriptor comes with the leader's snapshot.
+        None if log.conf_state().voters.is_empty() && config.join => {
+            RangeDescriptor { range_id, ..Default::default() }
+        }
+        None => upgrade(engine, range_id, &log)?,
     };
     let applied = mvcc::load_applied_state(engine, range_id)?;
     check_log(range_id, &log, &applied)?;
@@ -60,10 +86,14 @@ fn open_replica(config: &Config, engine: &dyn Engine, range_id: RangeId) -> Resu
         .unwrap_or_else(|| slog::Logger::root(slog::Discard, slog::o!()));
     let raw = RawNode::new(&raft_config(config, &applied)?, log, &logger)
         .map_err(|e| Error::Internal(format!("cannot start raft: {e}")))?;
-    let shared =
-        Arc::new(RangeShared { memo: RwLock::new(Memo::load(engine)?), ..RangeShared::default() });
+    let shared = Arc::new(RangeShared {
+        memo: RwLock::new(Memo::load(engine, descriptor.span())?),
+        descriptor: RwLock::new(descriptor.clone()),
+        ..RangeShared::default()
+    });
     let mut replica = Replica {
         range_id,
+        descriptor,
         raw,
         applied,
         sessions: Sessions::load(engine, range_id)?,
@@ -76,29 +106,53 @@ fn open_replica(config: &Config, engine: &dyn Engine, range_id: RangeId) -> Resu
     Ok(replica)
 }
 
-/// Bootstraps the first range on an empty store: its log, the initial members and the cluster
-/// id, written with one synced batch.
-fn bootstrap(config: &Config, engine: &dyn Engine, range_id: RangeId) -> Result<RaftLog> {
+/// Upgrades a store from before descriptors in place: its one range spans the whole key space,
+/// replicated as its Raft configuration says. Nothing else is rewritten (MVCC data was never
+/// prefixed by range).
+fn upgrade(engine: &dyn Engine, range_id: RangeId, log: &RaftLog) -> Result<RangeDescriptor> {
+    use prost::Message as _;
+    let descriptor = snapshot::whole_key_space(range_id, Some(log.conf_state()));
+    let mut batch = WriteBatch::new();
+    batch.put(Keyspace::Meta, keys::range_descriptor(range_id), descriptor.encode_to_vec());
+    engine.write(&batch, Durability::Sync)?;
+    Ok(descriptor)
+}
+
+/// Bootstraps a new cluster's ranges on an empty store, in one synced batch: the meta range,
+/// with the initial members and the cluster id, and one range more per initial split key, each
+/// with its log and descriptor. Together they span the whole key space. A bootstrap cut short
+/// by a crash left no Raft state and is done again.
+fn bootstrap(config: &Config, engine: &dyn Engine) -> Result<()> {
     use prost::Message as _;
     if config.initial_voters.is_empty() {
         return Err(Error::Internal("empty store and no initial cluster to bootstrap".into()));
     }
+    let mut split_keys = config.initial_split_keys.clone();
+    split_keys.sort();
+    split_keys.dedup();
+    if split_keys.first().is_some_and(|key| key.is_empty()) {
+        return Err(Error::Internal("an initial split key must not be empty".into()));
+    }
     let mut batch = WriteBatch::new();
-    let log = RaftLog::bootstrap(range_id, config.initial_voters.clone(), &mut batch);
     for (id, member) in &config.initial_members {
         batch.put(Keyspace::Mvcc, keys::member(*id), member.encode_to_vec());
     }
     batch.put(Keyspace::Mvcc, keys::cluster_id(), config.cluster_id.to_be_bytes().to_vec());
-    // Everything up to the log's starting point counts as applied (over the data of a restored
-    // backup, if the store holds one).
-    let applied = AppliedState {
-        applied_index: INIT_INDEX,
-        applied_term: INIT_TERM,
-        ..mvcc::load_applied_state(engine, range_id)?
-    };
-    batch.put(Keyspace::Meta, keys::range_applied(range_id), applied.encode());
+    // Everything up to the log's starting point counts as applied, over the data of a restored
+    // backup if the store holds one: every range starts at its revision and compaction floor.
+    let restored = mvcc::load_applied_state(engine, META_RANGE_ID)?;
+    let applied = AppliedState { applied_index: INIT_INDEX, applied_term: INIT_TERM, ..restored };
+    let starts = std::iter::once(Vec::new()).chain(split_keys.iter().cloned());
+    let ends = split_keys.iter().cloned().chain(std::iter::once(Vec::new()));
+    for (range_id, (start, end)) in (META_RANGE_ID..).zip(starts.zip(ends)) {
+        let voters = &config.initial_voters;
+        let descriptor = RangeDescriptor::bootstrap(range_id, &start, &end, voters);
+        batch.put(Keyspace::Meta, keys::range_descriptor(range_id), descriptor.encode_to_vec());
+        batch.put(Keyspace::Meta, keys::range_applied(range_id), applied.encode());
+        RaftLog::bootstrap(range_id, voters.clone(), &mut batch);
+    }
     engine.write(&batch, Durability::Sync)?;
-    Ok(log)
+    Ok(())
 }
 
 /// Refuses a log that does not hold what the state machine relies on.

@@ -29,7 +29,7 @@ pub(super) fn propose_entries(
             break;
         }
         bytes += size;
-        let data = encode_command(config, next_sequence, *id, request);
+        let data = encode_command(config, next_sequence, *id, request, replica);
         entries.push(Entry { data, ..Default::default() });
     }
     let count = entries.len();
@@ -58,17 +58,19 @@ pub(super) fn propose_member_change(
     if replica.raw.raft.state == StateRole::Leader && conf_change_pending(replica) {
         return Err(Error::MembershipChangePending);
     }
-    let data = encode_command(config, next_sequence, *id, request);
+    let data = encode_command(config, next_sequence, *id, request, replica);
     replica.raw.propose_conf_change(data, conf_change_of(change)).map_err(proposal_error)?;
     Ok(1)
 }
 
-/// The entry data of a proposal: its command, numbered with the node's next sequence number.
+/// The entry data of a proposal: its command, numbered with the node's next sequence number
+/// and stamped with the epoch of the range as this replica knows it.
 fn encode_command(
     config: &Config,
     next_sequence: &mut u64,
     proposal_id: u64,
     request: &Request,
+    replica: &Replica,
 ) -> Vec<u8> {
     let sequence = *next_sequence;
     *next_sequence += 1;
@@ -77,6 +79,7 @@ fn encode_command(
         proposal_id,
         proposer_epoch: config.epoch,
         sequence,
+        range_epoch: replica.descriptor.epoch,
         request: None,
     };
     command.encode_with(request)

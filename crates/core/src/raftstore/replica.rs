@@ -14,10 +14,14 @@ use super::session::Sessions;
 use super::shared::RangeShared;
 use crate::command::Command;
 use crate::mvcc::{AppliedState, Applier, LeaseChange, Response};
+use crate::range::{META_RANGE_ID, RangeDescriptor};
 use crate::{NodeId, RangeId, Result, keys};
 
 pub(crate) struct Replica {
     pub range_id: RangeId,
+    /// The range's span, epoch and replicas, as this replica applied them. A replica that is
+    /// joining its range knows none of it (no epoch) until its first snapshot arrives.
+    pub descriptor: RangeDescriptor,
     pub raw: RawNode<RaftLog>,
     pub applied: AppliedState,
     /// Which proposals were applied already (at most once each).
@@ -75,6 +79,12 @@ impl Replica {
                     }
                     if self.skip_apply && entry.index >= 10 {
                         self.skip_apply = false;
+                        continue;
+                    }
+                    if let Err(refused) = self.descriptor.admits(command.range_epoch) {
+                        if own {
+                            completions.push((command.proposal_id, Err(refused)));
+                        }
                         continue;
                     }
                     let result = applier.apply(request);
@@ -169,6 +179,9 @@ impl Replica {
             return Err(crate::Error::Internal("a configuration change without a member".into()));
         };
         self.apply_conf_change(change, batch)?;
+        if self.range_id != META_RANGE_ID {
+            return Ok(Response::MemberChanged); // a data range's replicas are not members
+        }
         match (MemberChangeKind::try_from(member_change.kind), &member_change.member) {
             (Ok(MemberChangeKind::Remove), _) | (_, None) => {}
             (_, Some(record)) => {
@@ -183,8 +196,13 @@ impl Replica {
         !self.raw.raft.prs().conf().to_conf_state().voters_outgoing.is_empty()
     }
 
-    /// Deletes the records of members that are no longer in Raft's configuration.
+    /// Deletes the records of members that are no longer in Raft's configuration. Only the meta
+    /// range's configuration is the cluster's membership: a data range is replicated on some
+    /// of the nodes, and its configuration says nothing of the others.
     fn forget_removed_members(&self, engine: &dyn Engine, writes: &mut MemberWrites) -> Result<()> {
+        if self.range_id != META_RANGE_ID {
+            return Ok(());
+        }
         let conf = self.raw.raft.prs().conf();
         let stored = crate::mvcc::members::all(&crate::mvcc::view::View::new(engine))?;
         let recorded: Vec<u64> = (stored.iter().map(|(id, _)| *id))
@@ -209,6 +227,10 @@ impl Replica {
             .apply_conf_change(change)
             .map_err(|e| crate::Error::Internal(format!("conf change failed: {e}")))?;
         batch.put(Keyspace::Meta, keys::range_conf_state(self.range_id), encode(&conf_state));
+        self.descriptor =
+            self.descriptor.with_configuration(&conf_state.voters, &conf_state.learners);
+        let descriptor = self.descriptor.encode_to_vec();
+        batch.put(Keyspace::Meta, keys::range_descriptor(self.range_id), descriptor);
         self.raw.mut_store().set_conf_state(conf_state);
         self.step_down_if_removed();
         Ok(())

@@ -100,6 +100,11 @@ impl Node {
             }
             if !ready.snapshot().is_empty() {
                 let batch = &mut gathered.log_batch;
+                if self.config.mutation == Mutation::RestoreOutsideSpan {
+                    for item in self.engine.scan(strata_storage::Keyspace::Mvcc, &[], &[])? {
+                        batch.delete(strata_storage::Keyspace::Mvcc, item?.0);
+                    }
+                }
                 restore_snapshot(self.engine.as_ref(), replica, ready.snapshot(), batch)?;
                 gathered.restored.push(replica.range_id);
                 bump(&self.stats.snapshots_applied, 1);
@@ -146,7 +151,8 @@ impl Node {
         // A restored snapshot's data is in the engine now: its replica's memo can be loaded.
         for range_id in restored {
             let replica = self.replicas.get(range_id).expect("restored replica");
-            replica.shared.memo.write().expect("memo lock").reload(engine)?;
+            let span = replica.descriptor.span();
+            replica.shared.memo.write().expect("memo lock").reload(engine, span)?;
         }
         Ok(apply_batch)
     }
@@ -246,8 +252,9 @@ impl Node {
             }
             read_index::release(replica, &mut out.reads_ready);
             if replica.raw.store().take_snapshot_request() {
+                let (descriptor, sessions) = (&replica.descriptor, &replica.sessions);
                 let data =
-                    snapshot::build(self.engine.as_ref(), replica.applied, &replica.sessions)?;
+                    snapshot::build(self.engine.as_ref(), descriptor, replica.applied, sessions)?;
                 let metadata = SnapshotMetadata {
                     conf_state: Some(replica.raw.store().conf_state().clone()),
                     index: replica.applied.applied_index,
@@ -274,12 +281,15 @@ fn restore_snapshot(
     batch: &mut WriteBatch,
 ) -> Result<()> {
     let metadata = snapshot.metadata.clone().unwrap_or_default();
-    let (applied, sessions) = snapshot::restore(engine, replica.range_id, &snapshot.data, batch)?;
-    replica.sessions = sessions;
+    let conf_state = metadata.conf_state.as_ref();
+    let restored = snapshot::restore(engine, replica.range_id, &snapshot.data, conf_state, batch)?;
+    replica.sessions = restored.sessions;
     replica.shared.memo.write().expect("memo lock").clear();
+    let applied = restored.applied;
     assert_eq!(applied.applied_index, metadata.index, "snapshot data and metadata disagree");
     replica.raw.mut_store().apply_snapshot(&metadata, batch);
     replica.applied = applied;
+    replica.descriptor = restored.descriptor;
     replica.shared.compact_revision.fetch_max(applied.compact_revision, Ordering::AcqRel);
     Ok(())
 }
@@ -300,4 +310,11 @@ pub(super) fn publish(replica: &mut Replica) {
         status.ss.leader_id
     };
     shared.leader_id.store(leader, Ordering::Release);
+    let published = shared.descriptor.read().expect("descriptor lock").epoch;
+    if published != replica.descriptor.epoch {
+        if let (Some(before), Some(now)) = (published, replica.descriptor.epoch) {
+            assert!(now >= before, "range {}: epoch {now:?} after {before:?}", replica.range_id);
+        }
+        *shared.descriptor.write().expect("descriptor lock") = replica.descriptor.clone();
+    }
 }

@@ -1,10 +1,13 @@
 //! [`RangeShared`]: what request handlers see of a replica, published after every round.
 
-use std::sync::RwLock;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
+use crate::RangeId;
 use crate::mvcc::AppliedState;
 use crate::mvcc::memo::Memo;
+use crate::range::RangeDescriptor;
 
 /// A replica's state as request handlers need it, published after every round. Handlers read it
 /// without locking the driver.
@@ -21,6 +24,8 @@ pub struct RangeShared {
     /// Every key's newest version (the key index): apply batches read and extend it, readers
     /// use it to read a key's current version and to walk ranges (see `mvcc::memo`).
     pub memo: RwLock<Memo>,
+    /// The range's descriptor as applied, replaced when its epoch changes.
+    pub descriptor: RwLock<RangeDescriptor>,
 }
 
 impl RangeShared {
@@ -33,5 +38,27 @@ impl RangeShared {
             compact_revision: self.compact_revision.load(Ordering::Acquire),
             compaction_pending: self.compaction_pending.load(Ordering::Acquire),
         }
+    }
+}
+
+/// The shared state of every replica a node holds, by range: how request handlers find a
+/// range's replica. Cloning shares it; the node adds and removes replicas as it opens, creates
+/// and removes them, so a handler always sees the ranges the node holds now.
+#[derive(Clone, Debug, Default)]
+pub struct SharedRanges(Arc<RwLock<BTreeMap<RangeId, Arc<RangeShared>>>>);
+
+impl SharedRanges {
+    pub fn get(&self, range_id: RangeId) -> Option<Arc<RangeShared>> {
+        self.0.read().expect("ranges lock").get(&range_id).cloned()
+    }
+
+    /// Every range the node holds, in order.
+    pub fn all(&self) -> Vec<(RangeId, Arc<RangeShared>)> {
+        let ranges = self.0.read().expect("ranges lock");
+        ranges.iter().map(|(id, shared)| (*id, shared.clone())).collect()
+    }
+
+    pub(super) fn insert(&self, range_id: RangeId, shared: Arc<RangeShared>) {
+        self.0.write().expect("ranges lock").insert(range_id, shared);
     }
 }

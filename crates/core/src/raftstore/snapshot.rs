@@ -1,5 +1,10 @@
 //! Range snapshots: the whole state machine of a range at an applied index, sent to a replica
 //! that is too far behind to catch up from the log.
+//!
+//! A snapshot holds exactly the MVCC records its range owns (`RangeDescriptor::owns`), and
+//! installing one replaces exactly those: the records of the other ranges a node holds are
+//! never read into it nor deleted by it. (A snapshot of the whole keyspace, installed by
+//! deleting the whole keyspace, would wipe a neighbour's data and the cluster's records.)
 
 use prost::Message as _;
 use strata_storage::{Engine, Keyspace, WriteBatch};
@@ -7,6 +12,7 @@ use strata_storage::{Engine, Keyspace, WriteBatch};
 use super::log::RaftLog;
 use super::session::Sessions;
 use crate::mvcc::AppliedState;
+use crate::range::RangeDescriptor;
 use crate::{Error, RangeId, Result, keys};
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -19,6 +25,10 @@ pub struct SnapshotData {
     /// The range's at-most-once marks (see `session`).
     #[prost(message, repeated, tag = "3")]
     pub sessions: Vec<SessionMark>,
+    /// The range's descriptor as of the snapshot. Absent in snapshots of members from before
+    /// descriptors, whose range spanned the whole key space.
+    #[prost(message, optional, tag = "4")]
+    pub descriptor: Option<RangeDescriptor>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -39,10 +49,16 @@ pub struct Record {
     pub value: Vec<u8>,
 }
 
-/// Captures the range's data. The caller guarantees the engine holds exactly `applied`.
-pub fn build(engine: &dyn Engine, applied: AppliedState, sessions: &Sessions) -> Result<Vec<u8>> {
+/// Captures the range's data: every record `descriptor` owns. The caller guarantees the engine
+/// holds exactly `applied`.
+pub fn build(
+    engine: &dyn Engine,
+    descriptor: &RangeDescriptor,
+    applied: AppliedState,
+    sessions: &Sessions,
+) -> Result<Vec<u8>> {
     let mut records = Vec::new();
-    for item in engine.scan(Keyspace::Mvcc, &[], &[])? {
+    for item in owned_records(engine, descriptor)? {
         let (key, value) = item?;
         records.push(Record { key, value });
     }
@@ -50,7 +66,20 @@ pub fn build(engine: &dyn Engine, applied: AppliedState, sessions: &Sessions) ->
         .entries()
         .map(|(proposer, epoch, sequence)| SessionMark { proposer, epoch, sequence })
         .collect();
-    Ok(SnapshotData { applied: Some(applied), records, sessions }.encode_to_vec())
+    let descriptor = Some(descriptor.clone());
+    Ok(SnapshotData { applied: Some(applied), records, sessions, descriptor }.encode_to_vec())
+}
+
+/// The stored MVCC records `descriptor` owns, in key order.
+fn owned_records<'a>(
+    engine: &'a dyn Engine,
+    descriptor: &'a RangeDescriptor,
+) -> Result<impl Iterator<Item = strata_storage::Result<strata_storage::KvPair>> + 'a> {
+    let records = engine.scan(Keyspace::Mvcc, &[], &[])?;
+    Ok(records.filter(move |item| match item {
+        Ok((key, value)) => descriptor.owns(key, value),
+        Err(_) => true,
+    }))
 }
 
 /// Writes a snapshot into an empty store as the starting state of a new cluster (restoring a
@@ -96,26 +125,156 @@ pub fn restore_as_new(engine: &dyn Engine, range_id: RangeId, data: &[u8]) -> Re
     Ok(applied)
 }
 
-/// Adds replacing the range's data with the snapshot's to `batch`; returns its applied state
-/// and at-most-once marks.
+/// What installing a snapshot gives its replica.
+pub struct Restored {
+    pub applied: AppliedState,
+    pub sessions: Sessions,
+    pub descriptor: RangeDescriptor,
+}
+
+/// Adds replacing the range's data with the snapshot's to `batch`: the records the snapshot's
+/// descriptor owns are deleted, then the snapshot's written, with the applied state, the
+/// at-most-once marks and the descriptor. `conf_state` (the snapshot's Raft configuration)
+/// stands in for the descriptor of a snapshot from a member that had none.
 pub fn restore(
     engine: &dyn Engine,
     range_id: RangeId,
     data: &[u8],
+    conf_state: Option<&raft::prelude::ConfState>,
     batch: &mut WriteBatch,
-) -> Result<(AppliedState, Sessions)> {
+) -> Result<Restored> {
     let snapshot = SnapshotData::decode(data)
         .map_err(|e| Error::Internal(format!("undecodable snapshot for range {range_id}: {e}")))?;
     let applied =
         snapshot.applied.ok_or_else(|| Error::Internal("snapshot without state".into()))?;
-    for item in engine.scan(Keyspace::Mvcc, &[], &[])? {
+    let descriptor = match snapshot.descriptor {
+        Some(descriptor) => descriptor,
+        None => whole_key_space(range_id, conf_state),
+    };
+    descriptor.check(range_id).map_err(|why| {
+        Error::Internal(format!("a snapshot for range {range_id} carries a descriptor that {why}"))
+    })?;
+    for item in owned_records(engine, &descriptor)? {
         batch.delete(Keyspace::Mvcc, item?.0);
     }
     for record in snapshot.records {
+        // A snapshot carries only its range's records; one that carries others is refused
+        // rather than let it overwrite a neighbour's.
+        if !descriptor.owns(&record.key, &record.value) {
+            return Err(Error::Internal(format!(
+                "a snapshot for range {range_id} carries a record outside its span: {}",
+                strata_storage::display_key(&record.key)
+            )));
+        }
         batch.put(Keyspace::Mvcc, record.key, record.value);
     }
     batch.put(Keyspace::Meta, keys::range_applied(range_id), applied.encode());
+    batch.put(Keyspace::Meta, keys::range_descriptor(range_id), descriptor.encode_to_vec());
     let marks = snapshot.sessions.into_iter().map(|m| (m.proposer, m.epoch, m.sequence));
     let sessions = Sessions::restore(engine, range_id, marks, batch)?;
-    Ok((applied, sessions))
+    Ok(Restored { applied, sessions, descriptor })
+}
+
+/// The descriptor of a range that spans the whole key space, replicated as `conf_state` says:
+/// what a store or snapshot from before descriptors describes.
+pub fn whole_key_space(
+    range_id: RangeId,
+    conf_state: Option<&raft::prelude::ConfState>,
+) -> RangeDescriptor {
+    let conf = conf_state.cloned().unwrap_or_default();
+    RangeDescriptor::bootstrap(range_id, b"", b"", &[])
+        .with_configuration(&conf.voters, &conf.learners)
+}
+
+#[cfg(test)]
+mod tests {
+    use strata_storage::{Durability, MemEngine};
+
+    use super::*;
+
+    /// A store holding records of the meta range `["", "m")` and of range 2 `["m", ∞)`.
+    fn store() -> MemEngine {
+        let engine = MemEngine::new();
+        let mut batch = WriteBatch::new();
+        for (key, revision) in [("a", 2), ("l", 3), ("m", 4), ("x", 5)] {
+            batch.put(Keyspace::Mvcc, keys::version(key.as_bytes(), revision), b"v".to_vec());
+            batch.put(Keyspace::Mvcc, keys::change(revision, 0), key.as_bytes().to_vec());
+        }
+        batch.put(Keyspace::Mvcc, keys::member(1), b"n1".to_vec());
+        batch.put(Keyspace::Mvcc, keys::cluster_id(), 7u64.to_be_bytes().to_vec());
+        engine.write(&batch, Durability::Sync).unwrap();
+        engine
+    }
+
+    fn ranges() -> (RangeDescriptor, RangeDescriptor) {
+        let meta = RangeDescriptor::bootstrap(1, b"", b"m", &[1, 2, 3]);
+        (meta, RangeDescriptor::bootstrap(2, b"m", b"", &[1, 2, 3]))
+    }
+
+    fn mvcc(engine: &dyn Engine) -> Vec<(Vec<u8>, Vec<u8>)> {
+        engine.scan(Keyspace::Mvcc, b"", b"").unwrap().map(|item| item.unwrap()).collect()
+    }
+
+    #[test]
+    fn a_snapshot_holds_its_ranges_records_only() {
+        let (meta, data) = ranges();
+        let engine = store();
+        let applied = AppliedState::initial();
+        let snapshot = build(&engine, &data, applied, &Sessions::default()).unwrap();
+        let decoded = SnapshotData::decode(snapshot.as_slice()).unwrap();
+        let keys: Vec<Vec<u8>> = (decoded.records.iter())
+            .map(|r| keys::user_key_of(&r.key, &r.value).expect("a key's record"))
+            .collect();
+        // Versions first ('k'), then change records ('r'), in key order.
+        assert_eq!(keys, [b"m", b"x", b"m", b"x"]);
+        assert_eq!(decoded.descriptor.as_ref(), Some(&data));
+        let meta_snapshot = build(&engine, &meta, applied, &Sessions::default()).unwrap();
+        let meta_records = SnapshotData::decode(meta_snapshot.as_slice()).unwrap().records;
+        assert_eq!(meta_records.len(), 6, "a, l, their change records, the member, the id");
+    }
+
+    #[test]
+    fn installing_a_snapshot_replaces_its_ranges_records_and_no_others() {
+        let (meta, data) = ranges();
+        // The snapshot comes from a replica that holds x at a newer revision and m no more.
+        let source = MemEngine::new();
+        let mut batch = WriteBatch::new();
+        batch.put(Keyspace::Mvcc, keys::version(b"x", 9), b"new".to_vec());
+        batch.put(Keyspace::Mvcc, keys::change(9, 0), b"x".to_vec());
+        source.write(&batch, Durability::Sync).unwrap();
+        let snapshot =
+            build(&source, &data, AppliedState::initial(), &Sessions::default()).unwrap();
+
+        let engine = store();
+        let meta_before: Vec<_> =
+            (mvcc(&engine).into_iter()).filter(|(k, v)| meta.owns(k, v)).collect();
+        let mut batch = WriteBatch::new();
+        let restored = restore(&engine, 2, &snapshot, None, &mut batch).unwrap();
+        engine.write(&batch, Durability::Sync).unwrap();
+        assert_eq!(restored.descriptor, data);
+        let after = mvcc(&engine);
+        let meta_after: Vec<_> = after.iter().filter(|(k, v)| meta.owns(k, v)).cloned().collect();
+        assert_eq!(meta_after, meta_before, "the meta range's records are untouched");
+        let data_after: Vec<_> = after.iter().filter(|(k, v)| data.owns(k, v)).cloned().collect();
+        assert_eq!(data_after, mvcc(&source), "range 2 holds exactly the snapshot's records");
+    }
+
+    #[test]
+    fn a_snapshot_carrying_a_record_outside_its_span_is_refused() {
+        let (_, data) = ranges();
+        let mut snapshot = SnapshotData {
+            applied: Some(AppliedState::initial()),
+            descriptor: Some(data),
+            ..Default::default()
+        };
+        let key = keys::version(b"a", 2);
+        snapshot.records.push(Record { key, value: b"v".to_vec() });
+        let engine = store();
+        let error = restore(&engine, 2, &snapshot.encode_to_vec(), None, &mut WriteBatch::new())
+            .err()
+            .expect("refused");
+        assert!(error.to_string().contains("outside its span"), "{error}");
+        let foreign = restore(&engine, 3, &snapshot.encode_to_vec(), None, &mut WriteBatch::new());
+        assert!(foreign.err().expect("refused").to_string().contains("describes range 2"));
+    }
 }

@@ -22,7 +22,7 @@ pub struct Store {
 impl Store {
     pub fn new() -> Self {
         let engine = MemEngine::new();
-        let memo = RwLock::new(Memo::load(&engine).expect("an empty store loads"));
+        let memo = RwLock::new(Memo::load(&engine, (b"", b"")).expect("an empty store loads"));
         Self { engine, state: AppliedState::initial(), index: 0, memo }
     }
 

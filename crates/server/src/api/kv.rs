@@ -104,8 +104,12 @@ impl Api {
             if !serializable {
                 self.shell.read_index(FIRST_RANGE_ID, self.timeout()).await?;
             }
-            let mut response =
-                local_read::read_only_txn(self.engine.as_ref(), self.range(), FIRST_RANGE_ID, req)?;
+            let mut response = local_read::read_only_txn(
+                self.engine.as_ref(),
+                &self.range(),
+                FIRST_RANGE_ID,
+                req,
+            )?;
             response.header = self.header(response.header.map_or(0, |h| h.revision));
             return Ok(response);
         }

@@ -152,7 +152,7 @@ impl Api {
     /// revision it was taken at: members at the same compaction revision must agree.
     pub fn hash_kv(&self, req: HashKvRequest) -> Result<HashKvResponse, Error> {
         let view = View::new(self.engine.as_ref());
-        let ((hash, revision), state) = local_read::read_stable(self.range(), |state| {
+        let ((hash, revision), state) = local_read::read_stable(&self.range(), |state| {
             let revision = read::read_revision(&state, req.revision)?;
             Ok((hash::hash_kv(&view, revision, state.compact_revision)?, revision))
         })?;

@@ -50,7 +50,8 @@ pub struct Api {
 }
 
 impl Api {
-    pub fn range(&self) -> &Arc<RangeShared> {
+    /// The replica serving user keys: the meta range's, until requests are routed by key.
+    pub fn range(&self) -> Arc<RangeShared> {
         self.shell.shared(FIRST_RANGE_ID).expect("the first range exists")
     }
 

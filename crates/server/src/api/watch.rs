@@ -98,7 +98,7 @@ impl Api {
     /// Publishes every event applied since the last call.
     fn feed_once(&self) -> Result<(), Error> {
         let (engine, range) = (self.engine.as_ref(), self.range());
-        let woken = feed::publish_applied(engine, range, &self.watches.hub, READ_BYTES_TARGET)?;
+        let woken = feed::publish_applied(engine, &range, &self.watches.hub, READ_BYTES_TARGET)?;
         self.watches.wake(woken);
         Ok(())
     }
@@ -347,7 +347,7 @@ impl Session {
         let (engine, range) = (api.engine.as_ref(), api.range());
         let read = feed::read_events(
             engine,
-            range,
+            &range,
             (from, to),
             Some(spec),
             READ_BYTES_TARGET,

@@ -2,17 +2,19 @@
 //! upheld the property.
 //!
 //! * [`linearizability`]: clients' histories, key by key.
-//! * [`RaftObserver`]: Raft safety, watched while the run goes — at most one leader per term,
-//!   and every replica applies the same entry at each index.
+//! * [`RaftObserver`]: Raft safety, watched while the run goes — at most one leader per range
+//!   and term, and every replica applies the same entry at each index of a range.
 //! * [`revisions`]: revisions increase with real time and each key's versions tell one story.
-//! * [`convergence`] and [`durability`]: the replicas' final stores.
+//! * [`convergence`] and [`durability`]: the replicas' final stores, range by range.
 
 pub mod linearizability;
 
 use std::collections::BTreeMap;
 
+use strata_core::RangeId;
 use strata_core::mvcc::view::View;
 use strata_core::raftstore::AppliedEntry;
+use strata_core::range::RangeDescriptor;
 use strata_core::rng::fnv1a;
 use strata_storage::{Engine, Keyspace, KvPair};
 
@@ -21,33 +23,38 @@ use crate::history::{Key, Op, Operation, Outcome, Value};
 /// Watches leaders and applied entries as the run goes.
 #[derive(Default)]
 pub struct RaftObserver {
-    /// The leader seen for each term.
-    leaders: BTreeMap<u64, u64>,
+    /// The leader seen for each (range, term).
+    leaders: BTreeMap<(RangeId, u64), u64>,
     /// What was applied at each (range, index): term and a hash of the entry.
     applied: BTreeMap<(u64, u64), (u64, u64, u64)>,
-    /// Per node, the last index it applied since it last started.
-    last_applied: BTreeMap<u64, u64>,
+    /// Per node and range, the last index it applied since the node last started.
+    last_applied: BTreeMap<(u64, RangeId), u64>,
     pub violations: Vec<String>,
 }
 
 impl RaftObserver {
-    pub fn leader(&mut self, node: u64, term: u64) {
-        let first = *self.leaders.entry(term).or_insert(node);
+    /// Node `node` leads `range` in `term`. Ranges elect independently, so two ranges may
+    /// have leaders in the same term; one range may not have two.
+    pub fn leader(&mut self, node: u64, range: RangeId, term: u64) {
+        let first = *self.leaders.entry((range, term)).or_insert(node);
         if first != node && self.violations.len() < 10 {
-            self.violations.push(format!("two leaders in term {term}: n{first} and n{node}"));
+            self.violations
+                .push(format!("two leaders of range {range} in term {term}: n{first} and n{node}"));
         }
     }
 
     pub fn restarted(&mut self, node: u64) {
-        self.last_applied.remove(&node);
+        self.last_applied.retain(|(n, _), _| *n != node);
     }
 
     pub fn applied(&mut self, node: u64, entries: &[AppliedEntry]) {
         for entry in entries {
-            let last = self.last_applied.insert(node, entry.index).unwrap_or(0);
+            let last = self.last_applied.insert((node, entry.range_id), entry.index).unwrap_or(0);
             if entry.index <= last {
-                self.violations
-                    .push(format!("n{node} applied index {} after index {last}", entry.index));
+                self.violations.push(format!(
+                    "n{node} applied index {} of range {} after index {last}",
+                    entry.index, entry.range_id
+                ));
             }
             let seen = (entry.term, fnv1a(&entry.data), node);
             let first = *self.applied.entry((entry.range_id, entry.index)).or_insert(seen);
@@ -148,41 +155,53 @@ pub fn revisions(history: &[Operation]) -> Vec<String> {
     violations
 }
 
-/// A replica at the end of a run.
+/// A node's replicas at the end of a run.
 pub struct FinalReplica<'a> {
     pub id: u64,
     pub engine: &'a dyn Engine,
-    /// `None` when its process is not running.
-    pub applied_index: Option<u64>,
+    /// Each range it holds: its descriptor and applied index. `None` when its process is not
+    /// running.
+    pub ranges: Option<BTreeMap<RangeId, (RangeDescriptor, u64)>>,
 }
 
-/// Every replica runs at the end, all applied the same index and hold the same MVCC data.
+/// Every node runs at the end, and the replicas of each range all applied the same index and
+/// hold the same records of the range (the records its descriptor owns).
 pub fn convergence(replicas: &[FinalReplica]) -> Vec<String> {
     let mut violations = Vec::new();
-    let mut reference: Option<(u64, u64, Vec<KvPair>)> = None;
+    // Per range: the first replica seen, its applied index and its records.
+    let mut reference: BTreeMap<RangeId, (u64, u64, Vec<KvPair>)> = BTreeMap::new();
     for replica in replicas {
-        let Some(applied) = replica.applied_index else {
+        let Some(ranges) = &replica.ranges else {
             violations.push(format!("n{} is not running at the end", replica.id));
             continue;
         };
-        let data: Vec<KvPair> = match replica.engine.scan(Keyspace::Mvcc, b"", b"") {
+        let all: Vec<KvPair> = match replica.engine.scan(Keyspace::Mvcc, b"", b"") {
             Ok(iter) => iter.filter_map(|item| item.ok()).collect(),
             Err(e) => {
                 violations.push(format!("n{}: cannot scan its data: {e}", replica.id));
                 continue;
             }
         };
-        match &reference {
-            None => reference = Some((replica.id, applied, data)),
-            Some((first, index, _)) if *index != applied => violations.push(format!(
-                "liveness: at the end n{} applied up to {applied}, n{first} up to {index}",
-                replica.id
-            )),
-            Some((first, _, expected)) if *expected != data => violations.push(format!(
-                "n{} holds different data than n{first} at applied index {applied}",
-                replica.id
-            )),
-            Some(_) => {}
+        for (range_id, (descriptor, applied)) in ranges {
+            let owned = || -> Vec<KvPair> {
+                all.iter().filter(|(k, v)| descriptor.owns(k, v)).cloned().collect()
+            };
+            match reference.get(range_id) {
+                None => {
+                    reference.insert(*range_id, (replica.id, *applied, owned()));
+                }
+                Some((first, index, _)) if index != applied => violations.push(format!(
+                    "liveness: at the end n{} applied range {range_id} up to {applied}, n{first} \
+                     up to {index}",
+                    replica.id
+                )),
+                Some((first, _, expected)) if *expected != owned() => violations.push(format!(
+                    "n{} holds different data of range {range_id} than n{first} at applied \
+                     index {applied}",
+                    replica.id
+                )),
+                Some(_) => {}
+            }
         }
     }
     violations
@@ -191,7 +210,7 @@ pub fn convergence(replicas: &[FinalReplica]) -> Vec<String> {
 /// Every acknowledged write is in every running replica's history, at its revision.
 pub fn durability(replicas: &[FinalReplica], history: &[Operation]) -> Vec<String> {
     let mut violations = Vec::new();
-    for replica in replicas.iter().filter(|r| r.applied_index.is_some()) {
+    for replica in replicas.iter().filter(|r| r.ranges.is_some()) {
         let view = View::new(replica.engine);
         for op in history.iter().filter(|op| op.outcome.changed_store()) {
             let revision = op.outcome.revision().expect("answered");
@@ -218,4 +237,20 @@ pub fn durability(replicas: &[FinalReplica], history: &[Operation]) -> Vec<Strin
         }
     }
     violations
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RaftObserver;
+
+    #[test]
+    fn ranges_elect_independently_but_one_range_has_one_leader_per_term() {
+        let mut observer = RaftObserver::default();
+        observer.leader(1, 1, 6);
+        observer.leader(2, 2, 6);
+        observer.leader(1, 1, 6);
+        assert!(observer.violations.is_empty(), "{:?}", observer.violations);
+        observer.leader(3, 1, 6);
+        assert_eq!(observer.violations, ["two leaders of range 1 in term 6: n1 and n3"]);
+    }
 }

@@ -1,8 +1,8 @@
 //! The lease clients' side of the world: their requests reach nodes as the server's lease
 //! service hands them to the raftstore, and their answers go back to `crate::leases`.
 
-use strata_core::FIRST_RANGE_ID;
 use strata_core::raftstore::Answers;
+use strata_core::range::META_RANGE_ID;
 
 use super::{CLIENT_TIMEOUT, Event, MS, Reply, World};
 use crate::leases;
@@ -47,7 +47,7 @@ impl World {
                     Request::LeaseRevoke(LeaseRevokeRequest { id: lease })
                 }
             };
-            driver.propose(FIRST_RANGE_ID, proposal, deadline, reply);
+            driver.propose(META_RANGE_ID, proposal, deadline, reply);
             Answers::default()
         });
         match handled {

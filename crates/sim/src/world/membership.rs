@@ -1,8 +1,8 @@
 //! The membership operator's side of the world: what it sees of the cluster, the changes it
 //! proposes (chosen by `crate::members::Operator`), and the processes it starts and stops.
 
-use strata_core::FIRST_RANGE_ID;
 use strata_core::raftstore::StateRole;
+use strata_core::range::META_RANGE_ID;
 
 use super::{CLIENT_TIMEOUT, Event, MS, Reply, Role, World};
 use crate::members;
@@ -26,9 +26,9 @@ impl World {
             .filter(|sim| sim.role == Role::Member && !sim.damaged)
             .filter_map(|sim| sim.node.as_ref())
             .map(|driver| driver.node())
-            .filter(|node| node.role(FIRST_RANGE_ID) == Some(StateRole::Leader))
-            .max_by_key(|node| node.term(FIRST_RANGE_ID))?;
-        let shared = leader.shared(FIRST_RANGE_ID)?;
+            .filter(|node| node.role(META_RANGE_ID) == Some(StateRole::Leader))
+            .max_by_key(|node| node.term(META_RANGE_ID))?;
+        let shared = leader.shared(META_RANGE_ID)?;
         if shared.applied_index.load(Acquire) < shared.commit_index.load(Acquire) {
             return None;
         }
@@ -43,7 +43,7 @@ impl World {
             .filter_map(|sim| Some((sim.id, sim.node.as_ref()?.node())))
             .map(|(id, node)| {
                 let applied =
-                    node.shared(FIRST_RANGE_ID).map_or(0, |s| s.read_state().applied_index);
+                    node.shared(META_RANGE_ID).map_or(0, |s| s.read_state().applied_index);
                 let ids = node.members().unwrap_or_default().into_iter().map(|(id, _)| id);
                 (id, applied, ids.collect())
             })
@@ -118,10 +118,10 @@ impl World {
         let leader = (self.nodes.iter())
             .filter_map(|sim| sim.node.as_ref())
             .map(|driver| driver.node())
-            .filter(|node| node.role(FIRST_RANGE_ID) == Some(StateRole::Leader))
-            .max_by_key(|node| node.term(FIRST_RANGE_ID));
+            .filter(|node| node.role(META_RANGE_ID) == Some(StateRole::Leader))
+            .max_by_key(|node| node.term(META_RANGE_ID));
         let caught_up: Vec<u64> = (recorded.iter())
-            .filter(|m| leader.is_some_and(|l| l.learner_ready(FIRST_RANGE_ID, m.0) == Ok(true)))
+            .filter(|m| leader.is_some_and(|l| l.learner_ready(META_RANGE_ID, m.0) == Ok(true)))
             .map(|m| m.0)
             .collect();
         let leader = leader.map(|node| node.node_id());
@@ -132,7 +132,7 @@ impl World {
             Some(members::Action::MoveLeader { from, to }) => {
                 self.log(|| format!("n{from} hands leadership to n{to}"));
                 self.with_node(from, |_, driver| {
-                    driver.node_mut().transfer_leader(FIRST_RANGE_ID, to)
+                    driver.node_mut().transfer_leader(META_RANGE_ID, to)
                 });
                 return self.round(from);
             }
@@ -142,7 +142,7 @@ impl World {
         let node = self.any_member();
         let request = strata_core::command::Request::MemberChange(change);
         let handled = self.with_node(node, |_, driver| {
-            driver.propose(FIRST_RANGE_ID, request, deadline, Reply::Member)
+            driver.propose(META_RANGE_ID, request, deadline, Reply::Member)
         });
         if handled.is_none() {
             self.operator.answered(false);

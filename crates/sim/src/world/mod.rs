@@ -12,12 +12,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use strata_core::FIRST_RANGE_ID;
 use strata_core::raftstore::{
     Answers, Config, Configuration, Driver, MessageType, Mutation, Node, OutMessage, RangeShared,
-    local_read,
+    StateRole, local_read,
 };
+use strata_core::range::META_RANGE_ID;
 use strata_core::rng::fnv1a;
+use strata_core::{FIRST_RANGE_ID, RangeId};
 use strata_storage::Engine;
 
 use crate::check::{self, FinalReplica, RaftObserver};
@@ -60,6 +61,11 @@ pub struct Options {
     pub spare_nodes: u64,
     /// Simulated time under load and faults.
     pub duration_ms: u64,
+    /// Ranges every node holds from the start: the meta range, which holds every key the
+    /// clients use, and idle ranges from `m` on, whose groups elect, heartbeat, crash and
+    /// restart beside it. (Clients write to more than one range once revisions come from the
+    /// revision oracle; see `docs/sharding.md`.)
+    pub ranges: u64,
     /// The fault kinds a run may use; empty for a run without faults (and a calm network).
     pub faults: Vec<FaultKind>,
     pub mutation: Mutation,
@@ -73,6 +79,7 @@ impl Default for Options {
             clients: 4,
             spare_nodes: 2,
             duration_ms: 3_000,
+            ranges: 2,
             faults: FaultKind::ALL.to_vec(),
             mutation: Mutation::None,
         }
@@ -90,6 +97,9 @@ impl Options {
             let names: Vec<&str> = self.faults.iter().map(|k| k.name()).collect();
             command.push_str(&format!(" --faults '{}'", names.join(",")));
         }
+        if self.ranges != Options::default().ranges {
+            command.push_str(&format!(" --ranges {}", self.ranges));
+        }
         if self.spare_nodes != Options::default().spare_nodes {
             command.push_str(&format!(" --spare-nodes {}", self.spare_nodes));
         }
@@ -99,6 +109,12 @@ impl Options {
         command.push_str(" --verbose");
         command
     }
+}
+
+/// Where the initial ranges begin, past the meta range: `m`, `n`, ... (every client key sorts
+/// before them).
+fn split_keys(ranges: u64) -> Vec<Vec<u8>> {
+    (0..ranges.saturating_sub(1)).map(|i| vec![b'm' + i as u8]).collect()
 }
 
 /// What a run did and found.
@@ -144,6 +160,7 @@ enum Event {
     SnapshotStatus {
         leader: u64,
         epoch: u64,
+        range_id: RangeId,
         peer: u64,
         delivered: bool,
     },
@@ -386,6 +403,7 @@ impl World {
         // A member added later joins with an empty disk and gets the state from the leader.
         config.join = id > self.options.nodes;
         config.initial_members = (1..=self.options.nodes).map(members::initial).collect();
+        config.initial_split_keys = split_keys(self.options.ranges);
         config.election_seed = Some(self.options.seed);
         config.record_applied = true;
         // Small enough that snapshots happen in short runs.
@@ -447,10 +465,10 @@ impl World {
                 self.schedule(interval, Event::Tick(id));
             }
             Event::Deliver { to, message } => self.deliver(to, *message),
-            Event::SnapshotStatus { leader, epoch, peer, delivered } => {
+            Event::SnapshotStatus { leader, epoch, range_id, peer, delivered } => {
                 if self.nodes[leader as usize - 1].epoch == epoch {
                     self.with_node(leader, |_, driver| {
-                        driver.node_mut().report_snapshot(FIRST_RANGE_ID, peer, delivered)
+                        driver.node_mut().report_snapshot(range_id, peer, delivered)
                     });
                     self.round(leader);
                 }
@@ -514,13 +532,13 @@ impl World {
                 let mut early = Vec::new();
                 let result = driver.round(&mut |messages| early.extend(messages));
                 let node = driver.node();
-                let term = node.term(FIRST_RANGE_ID);
-                let is_leader = node
-                    .shared(FIRST_RANGE_ID)
-                    .is_some_and(|s| s.leader_id.load(std::sync::atomic::Ordering::Acquire) == id);
-                (early, result, term, is_leader)
+                let led: Vec<(RangeId, u64)> = (node.range_ids().into_iter())
+                    .filter(|&range| node.role(range) == Some(StateRole::Leader))
+                    .map(|range| (range, node.term(range)))
+                    .collect();
+                (early, result, led)
             });
-            let Some((early, result, term, is_leader)) = ran else { return };
+            let Some((early, result, led)) = ran else { return };
             self.send(early);
             let (output, answers) = match result {
                 Ok(Some(ran)) => ran,
@@ -539,8 +557,8 @@ impl World {
                     return;
                 }
             };
-            if is_leader {
-                self.observer.leader(id, term);
+            for (range, term) in led {
+                self.observer.leader(id, range, term);
             }
             let sim = &self.nodes[id as usize - 1];
             if let Some(driver) = &sim.node {
@@ -648,8 +666,8 @@ impl World {
         }
         let leader = message.message.from;
         let epoch = self.nodes[leader as usize - 1].epoch;
-        let peer = message.message.to;
-        self.schedule(MS, Event::SnapshotStatus { leader, epoch, peer, delivered });
+        let (range_id, peer) = (message.range_id, message.message.to);
+        self.schedule(MS, Event::SnapshotStatus { leader, epoch, range_id, peer, delivered });
     }
 
     fn deliver(&mut self, to: u64, message: OutMessage) {
@@ -908,8 +926,14 @@ impl World {
             .map(|sim| FinalReplica {
                 id: sim.id,
                 engine: &sim.disk,
-                applied_index: sim.node.as_ref().map(|driver| {
-                    driver.node().shared(FIRST_RANGE_ID).expect("range").read_state().applied_index
+                ranges: sim.node.as_ref().map(|driver| {
+                    let node = driver.node();
+                    (node.range_ids().into_iter())
+                        .filter_map(|range| {
+                            let applied = node.shared(range)?.read_state().applied_index;
+                            Some((range, (node.descriptor(range)?.clone(), applied)))
+                        })
+                        .collect()
                 }),
             })
             .collect();
@@ -940,7 +964,7 @@ impl World {
                 let node = sim.node.as_ref()?.node();
                 let recorded = node.members().ok()?;
                 let recorded = recorded.into_iter().map(|(id, r)| (id, r.is_learner)).collect();
-                Some((sim.id, node.configuration(FIRST_RANGE_ID)?, recorded))
+                Some((sim.id, node.configuration(META_RANGE_ID)?, recorded))
             })
             .collect();
         violations.extend(members::check(&configurations));
@@ -948,8 +972,8 @@ impl World {
             self.nodes.iter().filter(|sim| !sim.damaged && sim.role == Role::Member).find_map(
                 |sim| {
                     let node = sim.node.as_ref()?.node();
-                    let state = node.shared(FIRST_RANGE_ID)?.read_state();
-                    Some((&sim.disk as &dyn Engine, state, node.leases(FIRST_RANGE_ID)))
+                    let state = node.shared(META_RANGE_ID)?.read_state();
+                    Some((&sim.disk as &dyn Engine, state, node.leases(META_RANGE_ID)))
                 },
             );
         if let Some((engine, state, leases_left)) = reference {
