@@ -35,6 +35,8 @@ enum Command {
     Del(DelArgs),
     /// Show each endpoint's status.
     Status(ClientArgs),
+    /// List the cluster's ranges: span, epoch, replicas, leader, progress, keys.
+    Ranges(RangesArgs),
     /// Measure any etcd v3 server (Strata or etcd) under load: throughput and latency.
     Bench(crate::bench::BenchArgs),
     /// Backups: `etcdctl snapshot save` takes one from a running member.
@@ -210,6 +212,15 @@ pub struct ClientArgs {
 }
 
 #[derive(Args, Debug)]
+struct RangesArgs {
+    /// Output format: `table` or `json`.
+    #[arg(short = 'w', long = "write-out", default_value = "table")]
+    write_out: String,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Args, Debug)]
 struct GetArgs {
     key: String,
     #[arg(long)]
@@ -266,6 +277,14 @@ pub fn main() -> ExitCode {
                 crate::cli_client::del(&args.client.endpoints, &args.key, args.prefix).await
             }
             Command::Status(args) => crate::cli_client::status(&args.endpoints).await,
+            Command::Ranges(args) => {
+                let json = match args.write_out.as_str() {
+                    "table" => false,
+                    "json" => true,
+                    other => bail!("--write-out must be `table` or `json`, not {other:?}"),
+                };
+                crate::cli_client::ranges(&args.client.endpoints, json).await
+            }
             Command::Snapshot(SnapshotCommand::Restore { file, data_dir, wal_dir }) => {
                 crate::backup::restore(&file, &data_dir, wal_dir.as_deref())
             }

@@ -1,4 +1,5 @@
-//! Generated gRPC code: etcd's services over `strata_core::pb` messages, and Strata's transport.
+//! Generated gRPC code: etcd's services over `strata_core::pb` messages, and Strata's own
+//! services (the node-to-node transport, the administration API).
 #![allow(clippy::all, missing_docs)]
 
 pub use strata_core::pb::*;
@@ -12,6 +13,6 @@ pub mod lock {
 pub mod election {
     include!(concat!(env!("OUT_DIR"), "/v3electionpb.rs"));
 }
-pub mod transport {
+pub mod strata {
     include!(concat!(env!("OUT_DIR"), "/stratapb.rs"));
 }

@@ -11,6 +11,7 @@ use strata_storage::{Engine, FjallEngine};
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt as _;
 
+use crate::api::admin::AdminService;
 use crate::api::cluster::ClusterService;
 use crate::api::http::Metrics;
 use crate::api::kv::KvService;
@@ -29,7 +30,8 @@ use crate::pb::etcd::lease_server::LeaseServer;
 use crate::pb::etcd::maintenance_server::MaintenanceServer;
 use crate::pb::etcd::watch_server::WatchServer;
 use crate::pb::lock::lock_server::LockServer;
-use crate::pb::transport::raft_transport_server::RaftTransportServer;
+use crate::pb::strata::admin_server::AdminServer;
+use crate::pb::strata::raft_transport_server::RaftTransportServer;
 use crate::shell;
 use crate::timed_engine::{TimedEngine, Timings};
 use crate::transport::{
@@ -294,6 +296,10 @@ impl Member {
             .route_service(
                 "/etcdserverpb.Cluster/{*method}",
                 ClusterServer::new(ClusterService { api: api.clone() }),
+            )
+            .route_service(
+                "/stratapb.Admin/{*method}",
+                AdminServer::new(AdminService { api: api.clone() }),
             )
     }
 

@@ -115,6 +115,11 @@ impl ShellHandle {
         self.shared.get(range_id)
     }
 
+    /// Every range the node holds, as handlers follow them.
+    pub fn shared_ranges(&self) -> &SharedRanges {
+        &self.shared
+    }
+
     /// Notified whenever the meta range's revision moves (what the watch feeder waits for).
     pub fn applied(&self) -> Arc<Notify> {
         self.applied.clone()

@@ -71,6 +71,23 @@ fn dev_cluster_serves_the_cli_and_stops_on_sigterm() {
     assert_eq!(strata(&["del", "cli/", "--prefix"]).trim(), "2");
     let status = strata(&["status"]);
     assert_eq!(status.lines().count(), 4, "{status}");
+    // One range, the meta range, over the whole key space, replicated on all three members.
+    let table = strata(&["ranges"]);
+    assert_eq!(table.lines().count(), 2, "{table}");
+    let ranges: serde_json::Value =
+        serde_json::from_str(&strata(&["ranges", "-w", "json"])).unwrap();
+    let range = &ranges[0];
+    assert_eq!(ranges.as_array().map(Vec::len), Some(1), "{ranges}");
+    assert_eq!((range["range_id"].as_u64(), range["start_key"].as_str()), (Some(1), Some("")));
+    assert_eq!(range["replicas"].as_array().map(Vec::len), Some(3), "{range}");
+    assert_ne!(range["leader_id"], "0", "{range}");
+    assert_eq!(range["epoch"]["version"], 1, "{range}");
+    let leaders = (endpoints.iter())
+        .filter(|e| {
+            http_get(e, "/metrics").unwrap().contains("strata_range_is_leader{range=\"1\"} 1")
+        })
+        .count();
+    assert_eq!(leaders, 1, "one member reports it leads range 1");
     // Every member persisted, applied and ran rounds, and `/metrics` times each.
     let mut peers_sent_to = Vec::new();
     for endpoint in &endpoints {

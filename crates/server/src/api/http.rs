@@ -16,6 +16,7 @@ use axum::routing::get;
 use strata_core::raftstore::stats::{Histogram, NodeStats, SECONDS_BOUNDS};
 
 use super::Api;
+use crate::pb::strata::RangeStatus;
 use crate::timed_engine::Timings;
 use crate::transport::{PeerCounters, PeerStats};
 
@@ -110,6 +111,7 @@ impl Metrics {
         render_histogram(&mut out, "strata_buffered_write_seconds", "", &timings.buffered_write);
         render_histogram(&mut out, "strata_raftstore_round_seconds", "", &timings.round);
         render_peers(&mut out, &self.peers);
+        render_ranges(&mut out, api);
         let requests: Vec<_> = self
             .requests
             .lock()
@@ -135,6 +137,30 @@ impl Metrics {
             }
         }
         out
+    }
+}
+
+/// Writes each range's state on this node, labelled with the range id: the unlabelled
+/// `strata_raft_*` and `strata_mvcc_*` gauges above are the meta range's.
+fn render_ranges(out: &mut String, api: &Api) {
+    let ranges = api.range_statuses();
+    let me = api.config.member_id();
+    type Gauge = fn(&RangeStatus, u64) -> f64;
+    let gauges: [(&str, Gauge); 8] = [
+        ("strata_range_term", |r, _| r.term as f64),
+        ("strata_range_commit_index", |r, _| r.commit_index as f64),
+        ("strata_range_applied_index", |r, _| r.applied_index as f64),
+        ("strata_range_revision", |r, _| r.revision as f64),
+        ("strata_range_keys", |r, _| r.keys as f64),
+        ("strata_range_epoch_version", |r, _| r.epoch_version as f64),
+        ("strata_range_epoch_conf_ver", |r, _| r.epoch_conf_ver as f64),
+        ("strata_range_is_leader", |r, me| f64::from(u8::from(r.leader_id == me))),
+    ];
+    for (name, value) in gauges {
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for range in &ranges {
+            let _ = writeln!(out, "{name}{{range=\"{}\"}} {}", range.range_id, value(range, me));
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 //! or read the local state machine (reads; after a ReadIndex round unless `serializable`).
 //! Errors from the core are mapped to gRPC statuses here, and only here.
 
+pub mod admin;
 pub mod cluster;
 pub mod gateway;
 pub mod http;
