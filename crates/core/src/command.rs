@@ -34,7 +34,12 @@ pub struct Command {
     /// before ranges had epochs, which are applied as they always were.
     #[prost(message, optional, tag = "5")]
     pub range_epoch: Option<crate::range::RangeEpoch>,
-    #[prost(oneof = "Request", tags = "10, 11, 12, 13, 14, 15, 16, 17, 18")]
+    /// The revisions the range's leader stamped the command with, from the revision oracle
+    /// (`raftstore::oracle`): its writes take `max(range's last revision + 1, lo)`, never more
+    /// than `hi`. `None` while the range counts revisions itself (a cluster of one range).
+    #[prost(message, optional, tag = "6")]
+    pub block: Option<crate::raftstore::oracle::Block>,
+    #[prost(oneof = "Request", tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19")]
     pub request: Option<Request>,
 }
 
@@ -66,6 +71,16 @@ pub enum Request {
     /// Proposed by the leader while a compaction has versions left to delete.
     #[prost(message, tag = "18")]
     CompactionStep(CompactionStep),
+    /// Raises the revision oracle's ceiling (the meta range only; see `raftstore::oracle`).
+    #[prost(message, tag = "19")]
+    TsoCeiling(TsoCeiling),
+}
+
+/// The highest revision the oracle may hand out once this is applied.
+#[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
+pub struct TsoCeiling {
+    #[prost(int64, tag = "1")]
+    pub ceiling: i64,
 }
 
 /// One step of a compaction's deletions. The leader chooses its size, so every replica deletes

@@ -17,7 +17,7 @@ use super::memo::{Memo, Newest};
 use super::record::{LeaseRecord, VersionRecord};
 use super::view::{Overlay, View};
 use super::{AppliedState, alarm, lease, read};
-use crate::command::{CompactionStep, Request};
+use crate::command::{CompactionStep, Request, TsoCeiling};
 use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::pb::etcdserverpb::request_op::Request as OpRequest;
 use crate::pb::etcdserverpb::response_op::Response as OpResponse;
@@ -28,6 +28,7 @@ use crate::pb::etcdserverpb::{
     ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
 use crate::pb::mvccpb::KeyValue;
+use crate::raftstore::oracle::Block;
 use crate::{Error, RangeId, Result, keys};
 
 /// The result of applying one request.
@@ -44,6 +45,8 @@ pub enum Response {
     MemberChanged,
     /// A step of a compaction's deletions was applied; nobody waits for it.
     CompactionStepped,
+    /// The revision oracle's ceiling was raised (or was already higher).
+    TsoCeilingRaised,
 }
 
 /// A lease granted or revoked by the requests applied: the leader's lessor follows these.
@@ -76,6 +79,8 @@ pub struct Applier<'a> {
     forgotten: Vec<(Vec<u8>, i64)>,
     /// An alarm was raised or cleared in this run: the memo's alarm state is not the store's.
     alarms_written: bool,
+    /// The revisions the request being applied was stamped with by the oracle, if any.
+    stamp: Option<Block>,
 }
 
 /// An overlay key and what it held before (`None`: absent), to restore on rollback.
@@ -130,6 +135,7 @@ impl<'a> Applier<'a> {
             written_undo: Vec::new(),
             forgotten: Vec::new(),
             alarms_written: false,
+            stamp: None,
         }
     }
 
@@ -153,6 +159,17 @@ impl<'a> Applier<'a> {
         );
         self.state.applied_index = index;
         self.state.applied_term = term;
+    }
+
+    /// Applies one request stamped by the revision oracle with `block` (see
+    /// [`Applier::apply`]): its writes take revision `max(last + 1, block.lo)`, which must be
+    /// in the block, and a request that writes nothing reports `block.lo − 1` (every revision
+    /// handed out before the block: `docs/design/revisions.md`, rule 5).
+    pub fn apply_stamped(&mut self, request: &Request, block: Option<Block>) -> Result<Response> {
+        self.stamp = block;
+        let result = self.apply(request);
+        self.stamp = None;
+        result
     }
 
     /// Applies one request. An error leaves the store exactly as it was before the request.
@@ -201,6 +218,10 @@ impl<'a> Applier<'a> {
                 self.single(|this, w| this.lease_revoke(w, req).map(Response::LeaseRevoke))
             }
             Request::Alarm(req) => self.alarm(req).map(Response::Alarm),
+            Request::TsoCeiling(TsoCeiling { ceiling }) => {
+                self.state.tso_ceiling = self.state.tso_ceiling.max(*ceiling);
+                Ok(Response::TsoCeilingRaised)
+            }
             // Membership changes are Raft configuration changes, applied by the replica.
             Request::MemberChange(_) => {
                 Err(Error::Internal("a membership change in a normal entry".into()))
@@ -319,8 +340,24 @@ impl<'a> Applier<'a> {
         self.write_raw(key, value);
     }
 
+    /// The revision the request being applied writes at, if it writes: the next one, or with
+    /// an oracle's stamp, the next one the stamp allows (checked when it writes).
+    fn next_revision(&self) -> i64 {
+        let next = self.state.revision + 1;
+        self.stamp.map_or(next, |block| next.max(block.lo))
+    }
+
+    /// What a request that wrote nothing reports: the range's revision, or with a stamp, every
+    /// revision handed out before it.
+    fn unchanged_revision(&self) -> i64 {
+        match self.stamp {
+            Some(block) => self.state.revision.max(block.lo - 1),
+            None => self.state.revision,
+        }
+    }
+
     fn single<T>(&mut self, f: impl FnOnce(&mut Self, &mut Writes) -> Result<T>) -> Result<T> {
-        let mut writes = Writes { revision: self.state.revision + 1, sub: 0 };
+        let mut writes = Writes { revision: self.next_revision(), sub: 0 };
         let result = f(self, &mut writes)?;
         if writes.changed() {
             self.state.revision = writes.revision;
@@ -339,6 +376,16 @@ impl<'a> Applier<'a> {
 
     fn write_version(&mut self, writes: &mut Writes, key: &[u8], record: &VersionRecord) {
         use prost::Message as _;
+        if let Some(block) = self.stamp {
+            // A leader stamps only with a block above what the range used, so a write always
+            // lands inside its own: anything else would reuse or reorder revisions.
+            assert!(
+                writes.revision <= block.hi,
+                "range {}: revision {} is past its stamp {block:?}",
+                self.range_id,
+                writes.revision
+            );
+        }
         let version_key = keys::version(key, writes.revision);
         let bytes = record.encode_to_vec();
         self.batch.put(Keyspace::Mvcc, version_key.clone(), bytes.clone());
@@ -428,7 +475,7 @@ impl<'a> Applier<'a> {
             self.write_version(writes, &kv.key, &tombstone);
             self.reattach(&kv.key, kv.lease, 0);
         }
-        let revision = if writes.changed() { writes.revision } else { self.state.revision };
+        let revision = if writes.changed() { writes.revision } else { self.unchanged_revision() };
         Ok(DeleteRangeResponse {
             header: Self::header(revision),
             deleted: doomed.len() as i64,
@@ -447,15 +494,18 @@ impl<'a> Applier<'a> {
     }
 
     fn txn(&mut self, req: &TxnRequest) -> Result<TxnResponse> {
-        let mut writes = Writes { revision: self.state.revision + 1, sub: 0 };
+        let mut writes = Writes { revision: self.next_revision(), sub: 0 };
         // Check the whole path first, as etcd does, so a failing operation deep inside leaves
         // nothing half-applied.
         self.check_txn(req)?;
         let response = self.execute_txn(&mut writes, req)?;
-        if writes.changed() {
+        let revision = if writes.changed() {
             self.state.revision = writes.revision;
-        }
-        Ok(TxnResponse { header: Self::header(self.state.revision), ..response })
+            writes.revision
+        } else {
+            self.unchanged_revision()
+        };
+        Ok(TxnResponse { header: Self::header(revision), ..response })
     }
 
     fn compares_hold(&mut self, revision: i64, compares: &[Compare]) -> Result<bool> {
@@ -589,7 +639,8 @@ impl<'a> Applier<'a> {
         }
         self.write_raw(keys::lease(req.id), None);
         self.lease_changes.push(LeaseChange::Revoked { id: req.id });
-        Ok(LeaseRevokeResponse { header: Self::header(self.read_revision(writes)) })
+        let revision = if writes.changed() { writes.revision } else { self.unchanged_revision() };
+        Ok(LeaseRevokeResponse { header: Self::header(revision) })
     }
 
     /// Compaction: reads below `revision` become impossible at once. The versions no read at or

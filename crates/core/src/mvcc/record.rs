@@ -85,6 +85,10 @@ pub struct AppliedState {
     /// (see `Applier::compaction_step`); where the next step starts is a record of its own.
     #[prost(bool, tag = "5")]
     pub compaction_pending: bool,
+    /// The meta range's revision oracle may hand out no revision above this (0: it never
+    /// handed out any). Raised by `TsoCeiling` entries; see `raftstore::oracle`.
+    #[prost(int64, tag = "6")]
+    pub tso_ceiling: i64,
 }
 
 impl AppliedState {
@@ -96,6 +100,7 @@ impl AppliedState {
             revision: 1,
             compact_revision: 0,
             compaction_pending: false,
+            tso_ceiling: 0,
         }
     }
 

@@ -25,6 +25,7 @@ pub mod local_read;
 mod log;
 mod node;
 mod open;
+pub mod oracle;
 mod propose;
 mod read_index;
 mod replica;

@@ -80,6 +80,7 @@ fn encode_command(
         proposer_epoch: config.epoch,
         sequence,
         range_epoch: replica.descriptor.epoch,
+        block: None,
         request: None,
     };
     command.encode_with(request)

@@ -87,7 +87,7 @@ impl Replica {
                         }
                         continue;
                     }
-                    let result = applier.apply(request);
+                    let result = applier.apply_stamped(request, command.block);
                     // A storage failure is not the request's outcome: answering it and moving on
                     // would let this replica skip a write the others applied. Stop instead.
                     if let Err(e @ (crate::Error::Storage(_) | crate::Error::Internal(_))) = &result

@@ -37,6 +37,7 @@ impl RangeShared {
             revision: self.revision.load(Ordering::Acquire),
             compact_revision: self.compact_revision.load(Ordering::Acquire),
             compaction_pending: self.compaction_pending.load(Ordering::Acquire),
+            tso_ceiling: 0,
         }
     }
 }

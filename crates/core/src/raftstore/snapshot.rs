@@ -101,6 +101,8 @@ pub fn restore_as_new(engine: &dyn Engine, range_id: RangeId, data: &[u8]) -> Re
         revision: old.revision,
         compact_revision: old.compact_revision,
         compaction_pending: old.compaction_pending,
+        // The new cluster's oracle starts above the restored revision.
+        tso_ceiling: 0,
     };
     let mut batch = WriteBatch::new();
     // Alarms, members and the cluster id were the old cluster's: the new cluster starts

@@ -10,6 +10,7 @@ use strata_core::command::Request;
 use strata_core::mvcc::memo::Memo;
 use strata_core::mvcc::view::View;
 use strata_core::mvcc::{AppliedState, Applier, Response};
+use strata_core::raftstore::oracle::Block;
 use strata_storage::{Durability, Engine, MemEngine};
 
 pub struct Store {
@@ -28,10 +29,19 @@ impl Store {
 
     /// Applies `request` as one log entry, in an apply run of its own.
     pub fn write(&mut self, request: Request) -> Result<Response, strata_core::Error> {
+        self.write_stamped(request, None)
+    }
+
+    /// [`Self::write`], for a request the revision oracle stamped with `block`.
+    pub fn write_stamped(
+        &mut self,
+        request: Request,
+        block: Option<Block>,
+    ) -> Result<Response, strata_core::Error> {
         self.index += 1;
         let mut applier = Applier::with_memo(&self.engine, 1, self.state, &self.memo);
         applier.mark_applied(self.index, 1);
-        let result = applier.apply(&request);
+        let result = applier.apply_stamped(&request, block);
         let (batch, state) = applier.finish();
         self.engine.write(&batch, Durability::Buffered).unwrap();
         self.state = state;

@@ -58,6 +58,7 @@ impl Api {
             Request::Alarm(r) => r.encoded_len(),
             Request::MemberChange(r) => r.encoded_len(),
             Request::CompactionStep(r) => r.encoded_len(),
+            Request::TsoCeiling(r) => r.encoded_len(),
         };
         if size > self.limits.request_bytes_max {
             return Err(Error::RequestTooLarge);
