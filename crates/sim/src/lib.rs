@@ -23,6 +23,7 @@ pub mod faults;
 pub mod history;
 pub mod leases;
 pub mod members;
+pub mod oracle;
 pub mod scenario;
 pub mod watchers;
 pub mod workload;
@@ -37,7 +38,7 @@ pub fn run(options: Options) -> Report {
 }
 
 /// The deliberate bugs, by the names the command line uses.
-pub const MUTATIONS: [(&str, Mutation); 7] = [
+pub const MUTATIONS: [(&str, Mutation); 9] = [
     ("ack-before-fsync", Mutation::AckBeforeFsync),
     ("skip-apply", Mutation::SkipApply),
     ("compact-without-sync", Mutation::CompactWithoutSync),
@@ -45,6 +46,8 @@ pub const MUTATIONS: [(&str, Mutation); 7] = [
     ("reads-without-read-index", Mutation::ReadsWithoutReadIndex),
     ("keep-alive-without-read-index", Mutation::KeepAliveWithoutReadIndex),
     ("remote-reads-join-round-under-way", Mutation::RemoteReadsJoinRoundUnderWay),
+    ("oracle-without-quorum-check", Mutation::OracleWithoutQuorumCheck),
+    ("oracle-starts-below-ceiling", Mutation::OracleStartsBelowCeiling),
 ];
 
 pub fn mutation_name(mutation: Mutation) -> Option<&'static str> {

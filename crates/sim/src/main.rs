@@ -92,13 +92,15 @@ fn main() -> ExitCode {
         let report = World::new(options).verbose(args.verbose).run();
         println!(
             "seed {seed}: {} operations, {} acknowledged writes, {} watch events ({} connects), \
-             leases {:?}, membership {:?}, {} ms simulated, {} events, trace {:016x}, faults {:?}",
+             leases {:?}, membership {:?}, oracle {:?}, {} ms simulated, {} events, trace \
+             {:016x}, faults {:?}",
             report.history.len(),
             report.acknowledged_writes(),
             report.watch_events,
             report.watch_connects,
             report.leases,
             report.membership,
+            report.oracle,
             report.simulated_ms,
             report.events,
             report.trace_hash,
@@ -124,6 +126,7 @@ fn main() -> ExitCode {
     let mut watch_events = 0;
     let mut leases = strata_sim::leases::Counts::default();
     let mut membership = strata_sim::members::Counts::default();
+    let mut oracle = strata_sim::oracle::Counts::default();
     let mut faults = FaultCounts::default();
     println!("seeds {first}.. ({} at most)", args.seeds);
     for seed in first..first.saturating_add(args.seeds) {
@@ -138,6 +141,7 @@ fn main() -> ExitCode {
         watch_events += report.watch_events;
         leases.add(&report.leases);
         membership.add(&report.membership);
+        oracle.add(&report.oracle);
         faults.add(&report.faults);
         if !report.passed() {
             failed += 1;
@@ -154,7 +158,7 @@ fn main() -> ExitCode {
     println!(
         "{run} seeds run, {failed} failed; {:.1} s simulated in {:.1} s; faults {faults:?}; \
          {inconclusive} keys inconclusive; {watch_events} watch events checked; leases {leases:?}; \
-         membership {membership:?}",
+         membership {membership:?}; oracle {oracle:?}",
         simulated_ms as f64 / 1000.0,
         started.elapsed().as_secs_f64()
     );

@@ -86,6 +86,13 @@ pub enum Mutation {
     /// Caught by `crates/core/tests/cluster.rs` (the simulator's ranges past the meta range
     /// hold no data yet).
     RestoreOutsideSpan,
+    /// Hand out revisions and read timestamps without first confirming meta leadership with a
+    /// quorum check issued after the ask arrived: a deposed meta leader answers from its old,
+    /// lower numbers.
+    OracleWithoutQuorumCheck,
+    /// Start a new meta leader's oracle above the meta range's own revision only, ignoring the
+    /// ceiling its predecessors applied: numbers they handed out are handed out again.
+    OracleStartsBelowCeiling,
 }
 
 impl Config {

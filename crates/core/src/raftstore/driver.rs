@@ -6,11 +6,13 @@
 //! reads (until released by ReadIndex). The shell supplies the time — any ordered value, an
 //! `Instant` in the server and simulated microseconds in the simulator — and delivers the
 //! [`Answers`] a call returns; the reply handles `P` (proposals) and `R` (reads) are whatever
-//! the shell needs to find the waiting client, and `K` (lease keep-alives).
+//! the shell needs to find the waiting client, `K` (lease keep-alives) and `O` (asks of the
+//! revision oracle, which runs on the meta range's leader: `desk`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::config::Mutation;
+use super::desk::{Ask, Desk, Grant, Meta};
 use super::lessor::Lessor;
 use super::node::{Node, OutMessage, Output};
 use crate::command::{CompactionStep, Request};
@@ -20,27 +22,32 @@ use crate::range::META_RANGE_ID;
 use crate::{Error, RangeId, Result};
 
 /// Answers to deliver to waiting clients.
-pub struct Answers<P, R, K> {
+pub struct Answers<P, R, K, O = K> {
     pub writes: Vec<(P, Result<Response>)>,
     pub reads: Vec<(R, Result<()>)>,
     /// Lease keep-alives: the lease's TTL, or 0 if it does not exist.
     pub keep_alives: Vec<(K, Result<i64>)>,
+    /// Asks of the revision oracle.
+    pub grants: Vec<(O, Result<Grant>)>,
 }
 
-impl<P, R, K> Default for Answers<P, R, K> {
+impl<P, R, K, O> Default for Answers<P, R, K, O> {
     fn default() -> Self {
-        Self { writes: Vec::new(), reads: Vec::new(), keep_alives: Vec::new() }
+        Self { writes: Vec::new(), reads: Vec::new(), keep_alives: Vec::new(), grants: Vec::new() }
     }
 }
 
-impl<P, R, K> Answers<P, R, K> {
+impl<P, R, K, O> Answers<P, R, K, O> {
     pub fn is_empty(&self) -> bool {
-        self.writes.is_empty() && self.reads.is_empty() && self.keep_alives.is_empty()
+        self.writes.is_empty()
+            && self.reads.is_empty()
+            && self.keep_alives.is_empty()
+            && self.grants.is_empty()
     }
 }
 
 /// What a round produced, and the answers it released.
-pub type Round<P, R, K> = (Output, Answers<P, R, K>);
+pub type Round<P, R, K, O = K> = (Output, Answers<P, R, K, O>);
 
 struct Waiting<T, H> {
     deadline: T,
@@ -58,7 +65,7 @@ struct Unproposed {
     request: Request,
 }
 
-pub struct Driver<T, P, R, K> {
+pub struct Driver<T, P, R, K, O = K> {
     node: Node,
     next_id: u64,
     proposals: BTreeMap<u64, Waiting<T, P>>,
@@ -77,16 +84,19 @@ pub struct Driver<T, P, R, K> {
     /// The time of the last tick: the shell's clock must not go back.
     last_tick: Option<T>,
     lessor: Lessor,
+    /// The revision oracle, while this node leads the meta range.
+    desk: Desk<T, O>,
 }
 
 /// A lease whose revocation was proposed and has not happened yet is proposed again after this
 /// many seconds (the proposal may have been lost to a leader change).
 const LEASE_REVOKE_RETRY_SECONDS: u64 = 3;
 
-impl<T: Ord + Copy, P, R, K> Driver<T, P, R, K> {
+impl<T: Ord + Copy, P, R, K, O> Driver<T, P, R, K, O> {
     pub fn new(node: Node) -> Self {
         let lessor = Lessor::new(node.config().tick_ms);
         Self {
+            desk: Desk::new(node.config().mutation),
             lessor,
             ticks: 0,
             last_tick: None,
@@ -130,7 +140,7 @@ impl<T: Ord + Copy, P, R, K> Driver<T, P, R, K> {
 
     /// Advances logical time: ticks the node, retries proposals that found no leader, and
     /// answers requests past their deadline.
-    pub fn tick(&mut self, now: T) -> Answers<P, R, K> {
+    pub fn tick(&mut self, now: T) -> Answers<P, R, K, O> {
         assert!(self.last_tick.is_none_or(|last| last <= now), "the shell's clock went back");
         self.last_tick = Some(now);
         self.node.tick();
@@ -153,6 +163,7 @@ impl<T: Ord + Copy, P, R, K> Driver<T, P, R, K> {
         let mut keep_alives = Vec::new();
         expire(&mut self.keep_alives, now, &mut keep_alives);
         answers.keep_alives.extend(keep_alives.into_iter().map(|((_, reply), r)| (reply, r)));
+        self.desk.expire(now, &mut answers.grants);
         answers
     }
 
@@ -161,9 +172,15 @@ impl<T: Ord + Copy, P, R, K> Driver<T, P, R, K> {
     pub fn round(
         &mut self,
         send_now: &mut dyn FnMut(Vec<OutMessage>),
-    ) -> Result<Option<Round<P, R, K>>> {
+    ) -> Result<Option<Round<P, R, K, O>>> {
         let mut answers = Answers::default();
         self.propose_queued(&mut answers);
+        if let Some(asks) = self.desk.take_arrived() {
+            // One quorum check, issued now, for every ask that arrived since the last.
+            let read = self.take_id();
+            self.desk.confirming(read, asks);
+            self.node.read_index(META_RANGE_ID, read);
+        }
         if !self.node.has_work() {
             return Ok((!answers.is_empty()).then(|| (Output::default(), answers)));
         }
@@ -180,8 +197,11 @@ impl<T: Ord + Copy, P, R, K> Driver<T, P, R, K> {
             } else if let Some(Waiting { reply: (lease, reply), .. }) = self.keep_alives.remove(&id)
             {
                 answers.keep_alives.push((reply, self.renew(lease)));
+            } else {
+                self.desk.confirmed(id);
             }
         }
+        self.follow_oracle(&mut answers);
         self.fail_proposals_of_old_terms(&mut answers);
         Ok(Some((output, answers)))
     }
@@ -191,7 +211,7 @@ impl<T: Ord + Copy, P, R, K> Driver<T, P, R, K> {
     /// once a ReadIndex round issued now confirms this node still leads: a leader cut off from
     /// the others still believes it does, and a renewal it granted could outlast the expiry its
     /// successor's clock sets.
-    pub fn lease_keep_alive(&mut self, id: i64, deadline: T, reply: K) -> Answers<P, R, K> {
+    pub fn lease_keep_alive(&mut self, id: i64, deadline: T, reply: K) -> Answers<P, R, K, O> {
         let mut answers = Answers::default();
         if !self.lessor.is_active() {
             answers.keep_alives.push((reply, Err(Error::NotLeader)));
@@ -205,6 +225,38 @@ impl<T: Ord + Copy, P, R, K> Driver<T, P, R, K> {
             self.node.read_index(range_id, read);
         }
         answers
+    }
+
+    /// Asks the revision oracle for a block of revisions or a read timestamp; the answer comes
+    /// from a later call ("not leader" at once where the oracle does not run: on any node but
+    /// the meta range's leader).
+    pub fn ask_oracle(&mut self, ask: Ask, deadline: T, reply: O) -> Answers<P, R, K, O> {
+        let mut answers = Answers::default();
+        self.desk.ask(ask, deadline, reply, &mut answers.grants);
+        answers
+    }
+
+    /// The next revision the oracle hands out, while this node runs it.
+    pub fn oracle_next(&self) -> Option<i64> {
+        self.desk.next()
+    }
+
+    /// Keeps the oracle with the meta range's leadership, and its ceiling ahead (proposed
+    /// through the meta range's log).
+    fn follow_oracle(&mut self, answers: &mut Answers<P, R, K, O>) {
+        let Some(applied) = self.node.applied_state(META_RANGE_ID) else { return };
+        // A cluster of one range counts its revisions itself; the oracle runs only beside
+        // other ranges (see `docs/sharding.md`).
+        let several = self.node.range_ids().len() > 1;
+        let leading_term = self.node.leading_term(META_RANGE_ID).filter(|_| several);
+        let meta =
+            Meta { leading_term, tso_ceiling: applied.tso_ceiling, revision: applied.revision };
+        if let Some(ceiling) = self.desk.follow(meta, self.ticks, &mut answers.grants) {
+            let proposal = self.take_id();
+            let request = Request::TsoCeiling(crate::command::TsoCeiling { ceiling });
+            // Nobody waits for it; one lost is proposed again (see `desk`).
+            let _ = self.node.propose(META_RANGE_ID, proposal, request);
+        }
     }
 
     fn renew(&mut self, id: i64) -> Result<i64> {
@@ -287,7 +339,7 @@ impl<T: Ord + Copy, P, R, K> Driver<T, P, R, K> {
 
     /// Hands the queued proposals to Raft, each range's in one call. Those that find no leader
     /// wait for the next tick; one Raft refuses otherwise is answered with the refusal.
-    fn propose_queued(&mut self, answers: &mut Answers<P, R, K>) {
+    fn propose_queued(&mut self, answers: &mut Answers<P, R, K, O>) {
         let mut by_range: BTreeMap<RangeId, Vec<(u64, Request)>> = BTreeMap::new();
         for p in std::mem::take(&mut self.queued) {
             // One whose waiter is gone (past its deadline) need not be made at all.
@@ -329,7 +381,7 @@ impl<T: Ord + Copy, P, R, K> Driver<T, P, R, K> {
     /// follower forwards proposals, and a lost forward is never retried by Raft). Answer such
     /// proposals now with "leader changed" — their outcome is unknown, as etcd reports it —
     /// rather than letting them wait for their deadline.
-    fn fail_proposals_of_old_terms(&mut self, answers: &mut Answers<P, R, K>) {
+    fn fail_proposals_of_old_terms(&mut self, answers: &mut Answers<P, R, K, O>) {
         let mut newer: BTreeMap<RangeId, u64> = BTreeMap::new();
         for range_id in self.node.range_ids() {
             let term = self.node.term(range_id);

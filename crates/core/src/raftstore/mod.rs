@@ -19,6 +19,7 @@
 //! share one ReadIndex request.
 
 mod config;
+mod desk;
 mod driver;
 pub mod lessor;
 pub mod local_read;
@@ -36,6 +37,7 @@ pub mod snapshot;
 pub mod stats;
 
 pub use config::{Config, Mutation};
+pub use desk::{Ask, Grant};
 pub use driver::{Answers, Driver};
 pub use log::{decode as decode_raft, encode as encode_raft};
 pub use node::{AppliedEntry, Configuration, Node, OutMessage, Output};

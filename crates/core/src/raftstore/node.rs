@@ -150,6 +150,20 @@ impl Node {
         Ok(mvcc::lease::get(&view, id)?.map(|record| record.ttl))
     }
 
+    /// A replica's applied state as of the last round.
+    pub fn applied_state(&self, range_id: RangeId) -> Option<crate::mvcc::AppliedState> {
+        self.replicas.get(&range_id).map(|r| r.applied)
+    }
+
+    /// The term this replica leads its range in, once it has applied an entry of that term
+    /// (so everything committed before it is applied too).
+    pub fn leading_term(&self, range_id: RangeId) -> Option<u64> {
+        let replica = self.replicas.get(&range_id)?;
+        let raft = &replica.raw.raft;
+        (raft.state == StateRole::Leader && replica.applied.applied_term == raft.term)
+            .then_some(raft.term)
+    }
+
     /// The replica's Raft role right now.
     pub fn role(&self, range_id: RangeId) -> Option<StateRole> {
         self.replicas.get(&range_id).map(|r| r.raw.raft.state)

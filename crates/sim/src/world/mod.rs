@@ -31,6 +31,7 @@ use crate::watchers::Watchers;
 
 mod lease_clients;
 mod membership;
+mod oracle_clients;
 use crate::workload::{self, Client};
 use strata_core::rng::Rng;
 
@@ -49,6 +50,8 @@ const FINAL: Time = 6_000 * MS;
 const SEARCH_BUDGET: u64 = 2_000_000;
 /// Clients that hold leases, besides the key-value clients.
 const LEASE_CLIENTS: usize = 4;
+/// Clients that ask the revision oracle, when there is one (beside other ranges).
+const ORACLE_CLIENTS: usize = 2;
 
 /// What to simulate.
 #[derive(Clone, Debug)]
@@ -138,6 +141,8 @@ pub struct Report {
     pub leases: leases::Counts,
     /// What the membership operator did.
     pub membership: members::Counts,
+    /// What the revision oracle handed out (all checked).
+    pub oracle: crate::oracle::Counts,
 }
 
 impl Report {
@@ -199,6 +204,15 @@ enum Event {
     Operate,
     /// The node's process stops for good: it is no longer a member.
     Leave(u64),
+    OracleNext(usize),
+    OracleAsk {
+        node: u64,
+        asked: usize,
+    },
+    OracleAnswer {
+        asked: usize,
+        outcome: crate::oracle::Outcome,
+    },
 }
 
 /// Whose request a driver's answer belongs to: a key-value operation or a lease client's
@@ -208,6 +222,7 @@ enum Reply {
     Kv(usize),
     Lease(usize),
     Member,
+    Oracle(usize),
 }
 
 /// The driver of a simulated node: times in simulated microseconds.
@@ -258,6 +273,7 @@ pub struct World {
     watchers: Watchers,
     leases: Leases,
     operator: Operator,
+    oracle: crate::oracle::OracleClients,
     /// Per member, the highest applied index at which a node recorded it.
     recorded_at: BTreeMap<u64, u64>,
     /// The shortest tick interval any node ran with: how fast the fastest clock was.
@@ -283,6 +299,8 @@ impl World {
         let changes_membership = options.spare_nodes > 0 && operator_rng.chance(0.5);
         let spare = if changes_membership { (options.nodes + 1..=pool).collect() } else { vec![] };
         let operator = Operator::new(operator_rng, spare);
+        let oracle_clients = if options.ranges > 1 { ORACLE_CLIENTS } else { 0 };
+        let oracle = crate::oracle::OracleClients::new(rng.fork(), oracle_clients);
         let mut world = Self {
             now: 0,
             seq: 0,
@@ -300,6 +318,7 @@ impl World {
             watchers,
             leases,
             operator,
+            oracle,
             recorded_at: BTreeMap::new(),
             fastest_tick: TICK,
             trace: 0,
@@ -334,6 +353,10 @@ impl World {
         for client in 0..world.leases.clients() {
             let delay = world.client_rng.range(0, 20 * MS);
             world.schedule(delay, Event::LeaseNext(client));
+        }
+        for client in 0..world.oracle.clients() {
+            let delay = world.client_rng.range(0, 20 * MS);
+            world.schedule(delay, Event::OracleNext(client));
         }
         let first_fault = world.plan.next_gap();
         world.schedule(first_fault, Event::Fault);
@@ -441,7 +464,8 @@ impl World {
             Event::Tick(id)
             | Event::Deliver { to: id, .. }
             | Event::Request { node: id, .. }
-            | Event::LeaseRequest { node: id, .. } => Some(*id),
+            | Event::LeaseRequest { node: id, .. }
+            | Event::OracleAsk { node: id, .. } => Some(*id),
             Event::SnapshotStatus { leader, .. } => Some(*leader),
             _ => None,
         };
@@ -515,6 +539,14 @@ impl World {
             Event::Operate => self.operate(),
             Event::Leave(id) => self.leave(id),
             Event::LeaseRequest { node, request } => self.lease_request(node, request),
+            Event::OracleNext(client) => self.oracle_next(client),
+            Event::OracleAsk { node, asked } => self.oracle_ask(node, asked),
+            Event::OracleAnswer { asked, outcome } => {
+                if let Some(wait) = self.oracle.complete(asked, outcome, self.now) {
+                    let client = self.oracle.asks[asked].client;
+                    self.schedule(wait, Event::OracleNext(client));
+                }
+            }
             Event::LeaseResponse { request, outcome } => {
                 if let Some(wait) = self.leases.complete(request, outcome, self.now) {
                     let client = self.leases.requests[request].client;
@@ -595,6 +627,7 @@ impl World {
                         self.join(added);
                     }
                 }
+                Reply::Oracle(_) => {} // asks are answered as grants
             }
         }
         for (reply, result) in answers.reads {
@@ -607,6 +640,11 @@ impl World {
         for (reply, result) in answers.keep_alives {
             if let Reply::Lease(request) = reply {
                 self.lease_reply(request, result);
+            }
+        }
+        for (reply, result) in answers.grants {
+            if let Reply::Oracle(asked) = reply {
+                self.oracle_reply(asked, result);
             }
         }
     }
@@ -940,6 +978,7 @@ impl World {
         violations.extend(check::convergence(&replicas));
         violations.extend(check::durability(&replicas, &self.history));
         violations.extend(check::revisions(&self.history));
+        violations.extend(self.oracle.check());
         let up: Vec<(u64, &dyn Engine, Arc<RangeShared>)> = self
             .nodes
             .iter()
@@ -999,6 +1038,7 @@ impl World {
             watch_connects: self.watchers.reconnects,
             leases: self.leases.counts.clone(),
             membership: self.operator.counts.clone(),
+            oracle: self.oracle.counts.clone(),
             options: self.options,
         }
     }
