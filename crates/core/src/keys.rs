@@ -19,6 +19,8 @@
 //!   'W' <member id:8> <alarm type:4>        an active alarm (e.g. NOSPACE) raised by a member
 //!   'M' <member id:8>                       a cluster member: name, peer URLs, learner or voter
 //!   'C'                                     the cluster's id, chosen when it was bootstrapped
+//!   'P' [<range_id:8>]                      where a range's pending compaction resumes (no
+//!                                           range id: the meta range's)
 //! ```
 //!
 //! All integers are big endian so that byte order is numeric order. User keys are escaped
@@ -197,10 +199,23 @@ pub fn decode_version(key: &[u8]) -> Option<(Vec<u8>, i64)> {
     Some((unescape(escaped)?, revision))
 }
 
-/// Where the pending compaction's next step starts: a raw Mvcc key (replicated, so every
-/// replica deletes the same records at the same entry).
-pub fn compaction_cursor() -> Vec<u8> {
-    vec![TAG_COMPACTION]
+/// Where a range's pending compaction's next step starts: a raw Mvcc key (replicated, so every
+/// replica deletes the same records at the same entry). The meta range's is the one cursor of
+/// stores from before ranges; every other range's names it.
+pub fn compaction_cursor(range_id: RangeId) -> Vec<u8> {
+    let mut out = vec![TAG_COMPACTION];
+    if range_id != crate::range::META_RANGE_ID {
+        out.extend_from_slice(&range_id.to_be_bytes());
+    }
+    out
+}
+
+/// The range a compaction cursor belongs to.
+pub fn decode_compaction_cursor(key: &[u8]) -> Option<RangeId> {
+    match key.strip_prefix(&[TAG_COMPACTION])? {
+        [] => Some(crate::range::META_RANGE_ID),
+        id => Some(u64::from_be_bytes(id.try_into().ok()?)),
+    }
 }
 
 /// The cluster's id (replicated, so a member added later answers with the same id).

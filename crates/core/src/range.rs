@@ -106,8 +106,11 @@ impl RangeDescriptor {
 
     /// Whether the range owns the stored MVCC record `raw_key` (whose value is `value`): a
     /// version or a lease attachment of a key in its span, a change record naming such a key,
-    /// or, for the meta range, one of the cluster's own records.
+    /// its compaction cursor, or, for the meta range, one of the cluster's own records.
     pub fn owns(&self, raw_key: &[u8], value: &[u8]) -> bool {
+        if let Some(range_id) = keys::decode_compaction_cursor(raw_key) {
+            return range_id == self.range_id;
+        }
         match keys::user_key_of(raw_key, value) {
             Some(key) => self.contains(&key),
             None => self.range_id == META_RANGE_ID,
@@ -241,12 +244,13 @@ mod tests {
             (keys::cluster_id(), Vec::new()),
             (keys::lease(7), Vec::new()),
             (keys::alarm(1, 1), Vec::new()),
-            (keys::compaction_cursor(), Vec::new()),
+            (keys::compaction_cursor(1), Vec::new()),
+            (keys::compaction_cursor(2), Vec::new()),
         ];
         let owned = |range: &RangeDescriptor| -> Vec<usize> {
             (0..records.len()).filter(|&i| range.owns(&records[i].0, &records[i].1)).collect()
         };
-        assert_eq!(owned(&data), vec![1, 3, 4]);
+        assert_eq!(owned(&data), vec![1, 3, 4, 10]);
         assert_eq!(owned(&meta), vec![0, 2, 5, 6, 7, 8, 9]);
     }
 

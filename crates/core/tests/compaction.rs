@@ -98,7 +98,7 @@ fn reads_answer_the_same_at_every_step() {
         assert!(budget > 100 || steps > 5, "seed {seed}: {steps} steps of {budget} records");
         assert!(versions(&store) < versions_before);
         assert_eq!(changes_below(&store, revision), 0);
-        assert!(store.engine.get(Keyspace::Mvcc, &keys::compaction_cursor()).unwrap().is_none());
+        assert!(store.engine.get(Keyspace::Mvcc, &keys::compaction_cursor(1)).unwrap().is_none());
 
         // Exactly what reads at or above the revision can see is left: each key's versions
         // above it, and its version at it unless that is a deletion.
@@ -148,4 +148,55 @@ fn a_later_compaction_takes_over_a_pending_one() {
     }
     assert_eq!(answers(&store), expected);
     assert_eq!(changes_below(&store, second), 0);
+}
+
+/// A range compacts only what it owns: the versions of its keys and the change records naming
+/// them, with a cursor of its own. Another range's records on the same node stay as they were.
+#[test]
+fn a_range_compacts_only_its_own_keys() {
+    use strata_core::mvcc::Applier;
+    use strata_core::range::RangeDescriptor;
+    let mut store = Store::new();
+    for round in 0..5 {
+        for key in ["a", "l", "m", "x"] {
+            let value = format!("{key}{round}").into_bytes();
+            store.apply(Request::Put(PutRequest { key: key.into(), value, ..Default::default() }));
+        }
+    }
+    let meta = RangeDescriptor::bootstrap(1, b"", b"m", &[1]);
+    let data = RangeDescriptor::bootstrap(2, b"m", b"", &[1]);
+    let owned = |store: &Store, range: &RangeDescriptor| -> Vec<(Vec<u8>, Vec<u8>)> {
+        let records = store.engine.scan(Keyspace::Mvcc, b"", b"").unwrap();
+        records.map(|r| r.unwrap()).filter(|(k, v)| range.owns(k, v)).collect()
+    };
+    let meta_before = owned(&store, &meta);
+    let compact_at = store.state.revision - 2;
+    // Range 2 applies the compaction and its steps, a few records at a time.
+    let mut requests =
+        vec![Request::Compaction(CompactionRequest { revision: compact_at, ..Default::default() })];
+    requests.extend((0..30).map(|_| Request::CompactionStep(CompactionStep { records: 3 })));
+    for request in requests {
+        store.index += 1;
+        let mut applier =
+            Applier::with_memo(&store.engine, 2, store.state, &store.memo).with_span(data.span());
+        applier.mark_applied(store.index, 1);
+        applier.apply(&request).unwrap();
+        let (batch, state) = applier.finish();
+        store.engine.write(&batch, strata_storage::Durability::Buffered).unwrap();
+        store.state = state;
+    }
+    assert!(!store.state.compaction_pending, "the steps finished");
+    assert_eq!(owned(&store, &meta), meta_before, "range 1's records are untouched");
+    let left: Vec<(Vec<u8>, i64)> =
+        owned(&store, &data).iter().filter_map(|(k, _)| keys::decode_version(k)).collect();
+    // Of m and x, only the version a read at the compaction revision sees, and the newer ones.
+    assert_eq!(left.len(), 4, "{left:?}");
+    assert!(left.iter().all(|(_, revision)| *revision >= compact_at - 3), "{left:?}");
+    let change_names: Vec<Vec<u8>> = {
+        let (lo, hi) = keys::change_bounds(0, compact_at);
+        let changes = store.engine.scan(Keyspace::Mvcc, &lo, &hi).unwrap();
+        changes.map(|r| r.unwrap().1).collect()
+    };
+    assert!(change_names.iter().all(|key| key.as_slice() < b"m".as_slice()), "{change_names:?}");
+    assert!(store.engine.get(Keyspace::Mvcc, &keys::compaction_cursor(2)).unwrap().is_none());
 }

@@ -81,6 +81,9 @@ pub struct Applier<'a> {
     alarms_written: bool,
     /// The revisions the request being applied was stamped with by the oracle, if any.
     stamp: Option<Block>,
+    /// The user keys the range holds, `[start, end)` (an empty end: to the end of the key
+    /// space): what its compaction steps may delete.
+    span: (Vec<u8>, Vec<u8>),
 }
 
 /// An overlay key and what it held before (`None`: absent), to restore on rollback.
@@ -136,7 +139,14 @@ impl<'a> Applier<'a> {
             forgotten: Vec::new(),
             alarms_written: false,
             stamp: None,
+            span: (Vec::new(), Vec::new()),
         }
+    }
+
+    /// This applier's range holds only the user keys in `[start, end)` (by default, all).
+    pub fn with_span(mut self, (start, end): (&[u8], &[u8])) -> Self {
+        self.span = (start.to_vec(), end.to_vec());
+        self
     }
 
     pub fn state(&self) -> &AppliedState {
@@ -657,28 +667,29 @@ impl<'a> Applier<'a> {
         // A step of an earlier compaction still pending starts over: what it left behind lies
         // below the new revision too.
         self.state.compaction_pending = true;
-        let (start, _) = keys::version_bounds(b"", b"");
-        self.write_raw(keys::compaction_cursor(), Some(start));
+        let (start, _) = keys::version_bounds(&self.span.0, &self.span.1);
+        self.write_raw(keys::compaction_cursor(self.range_id), Some(start));
         Ok(CompactionResponse { header: Self::header(self.state.revision) })
     }
 
-    /// Deletes the next part of what the pending compaction made unreadable: versions that no
-    /// read at or above the compaction revision sees, then change-index records below it. A
-    /// step examines about `records` records and stops only between user keys, so a key's
-    /// versions go in one batch: deleting a newer tombstone before the older versions under it
-    /// would bring those back to life. Replicas applying the same step delete the same records.
+    /// Deletes the next part of what the pending compaction made unreadable: versions of the
+    /// range's keys that no read at or above the compaction revision sees, then the change-index
+    /// records below it that name the range's keys (the range owns no others). A step examines
+    /// about `records` records and stops only between user keys, so a key's versions go in one
+    /// batch: deleting a newer tombstone before the older versions under it would bring those
+    /// back to life. Replicas applying the same step delete the same records.
     fn compaction_step(&mut self, step: &CompactionStep) -> Result<()> {
         if !self.state.compaction_pending {
             return Ok(()); // a step proposed twice, or after the work was done
         }
-        let cursor = keys::compaction_cursor();
+        let cursor = keys::compaction_cursor(self.range_id);
         let from = self
             .view()
             .get_raw(&cursor)?
             .ok_or_else(|| Error::Storage("a pending compaction without its cursor".into()))?;
         let budget = usize::try_from(step.records).unwrap_or(usize::MAX).max(1);
         let revision = self.state.compact_revision;
-        let (_, versions_end) = keys::version_bounds(b"", b"");
+        let (_, versions_end) = keys::version_bounds(&self.span.0, &self.span.1);
         let (changes_start, changes_end) = keys::change_bounds(0, revision);
         let mut doomed = Vec::new();
         let next = if from < versions_end {
@@ -690,13 +701,17 @@ impl<'a> Applier<'a> {
             Some(next.unwrap_or(changes_start))
         } else {
             let mut next = None;
-            for item in self.view().scan(&from, &changes_end)? {
-                let (key, _) = item?;
-                if doomed.len() == budget {
+            let (start, end) = (self.span.0.as_slice(), self.span.1.as_slice());
+            let in_span = |key: &[u8]| key >= start && (end.is_empty() || key < end);
+            for (examined, item) in self.view().scan(&from, &changes_end)?.enumerate() {
+                let (key, named) = item?;
+                if examined == budget {
                     next = Some(key);
                     break;
                 }
-                doomed.push(key);
+                if in_span(&named) {
+                    doomed.push(key);
+                }
             }
             next
         };

@@ -61,7 +61,8 @@ impl Replica {
             return Ok((completions, Vec::new()));
         }
         let shared = Arc::clone(&self.shared);
-        let mut applier = Applier::with_memo(engine, self.range_id, self.applied, &shared.memo);
+        let mut applier = Applier::with_memo(engine, self.range_id, self.applied, &shared.memo)
+            .with_span(self.descriptor.span());
         let mut member_writes = MemberWrites::new();
         for entry in entries {
             if entry.index <= self.applied.applied_index {
