@@ -127,6 +127,17 @@ pub struct MemberRecord {
     pub is_learner: bool,
 }
 
+impl Request {
+    /// Whether applying the request may write versions, and so take a revision: what the
+    /// revision oracle's blocks are counted in.
+    pub fn takes_revision(&self) -> bool {
+        matches!(
+            self,
+            Request::Put(_) | Request::DeleteRange(_) | Request::Txn(_) | Request::LeaseRevoke(_)
+        )
+    }
+}
+
 impl Command {
     pub fn encode(&self) -> Vec<u8> {
         self.encode_to_vec()

@@ -41,6 +41,11 @@ pub struct RangeDescriptor {
     /// Replica ids are never reused within a range: the next one to hand out.
     #[prost(uint64, tag = "6")]
     pub next_replica_id: u64,
+    /// The range's writes take their revisions from the revision oracle: set for every range
+    /// of a cluster of more than one range (a cluster of one range counts them itself). Its
+    /// leader stamps each write with a block, and apply refuses a write without one.
+    #[prost(bool, tag = "7")]
+    pub oracle_revisions: bool,
 }
 
 /// Which generation of a range's span and replicas a descriptor (or a command) belongs to.
@@ -86,6 +91,7 @@ impl RangeDescriptor {
             epoch: Some(RangeEpoch { version: 1, conf_ver: 1 }),
             next_replica_id: replicas.last().map_or(1, |r| r.replica_id + 1),
             replicas,
+            oracle_revisions: false,
         }
     }
 

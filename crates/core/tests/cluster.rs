@@ -14,6 +14,7 @@ use strata_core::command::{MemberChange, MemberChangeKind, MemberRecord, Request
 use strata_core::mvcc::view::View;
 use strata_core::mvcc::{Response, read};
 use strata_core::pb::etcdserverpb::{PutRequest, RangeRequest};
+use strata_core::raftstore::oracle::Block;
 use strata_core::raftstore::{Config, Message, MessageType, Mutation, Node, OutMessage};
 use strata_storage::{Engine, MemEngine};
 
@@ -27,6 +28,9 @@ struct TestCluster {
     config: fn(u64) -> Config,
     /// Reads released by the last step, as (node, read id).
     reads_ready: Vec<(u64, u64)>,
+    /// The next revision to hand a range leader that holds writes: the test stands in for
+    /// the revision oracle (which the simulator and the server run on the meta leader).
+    next_revision: i64,
 }
 
 fn default_config(id: u64) -> Config {
@@ -56,6 +60,7 @@ impl TestCluster {
             next_proposal: 1,
             config,
             reads_ready: Vec::new(),
+            next_revision: 1_000,
         }
     }
 
@@ -85,6 +90,12 @@ impl TestCluster {
                 completions.push((i as u64 + 1, id, result));
             }
             self.reads_ready.extend(output.reads_ready.iter().map(|r| (i as u64 + 1, *r)));
+            for range in 1..=2 {
+                let Some((count @ 1.., term)) = node.revisions_held(range) else { continue };
+                let lo = self.next_revision;
+                self.next_revision += count as i64;
+                node.stamp(range, term, Block { lo, hi: lo + count as i64 - 1 });
+            }
         }
         completions
     }
@@ -506,9 +517,8 @@ fn a_removed_member_refuses_a_pre_vote_in_the_candidates_term() {
     assert!(answer.commit >= committed && answer.commit_term > 0, "{answer:?}");
 }
 
-/// Two ranges on every node: the meta range `["", "m")` and range 2 `["m", ∞)`. Writes go to
-/// range 2 only: until the revision oracle lands, two ranges that both write would hand out
-/// the same revisions.
+/// Two ranges on every node: the meta range `["", "m")` and range 2 `["m", ∞)`, whose writes
+/// wait for blocks of revisions (`TestCluster::step` hands them out).
 fn two_ranges_config(id: u64) -> Config {
     let member = |id| {
         let peer_urls = vec![format!("http://n{id}")];

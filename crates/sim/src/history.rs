@@ -32,6 +32,17 @@ pub enum Op {
 }
 
 impl Op {
+    /// The key the operation concerns (a scan: where it starts).
+    pub fn key(&self) -> &str {
+        match self {
+            Op::Put { key, .. }
+            | Op::Delete { key }
+            | Op::Get { key, .. }
+            | Op::Cas { key, .. } => key,
+            Op::Scan => "k",
+        }
+    }
+
     pub fn is_write(&self) -> bool {
         matches!(self, Op::Put { .. } | Op::Delete { .. } | Op::Cas { .. })
     }

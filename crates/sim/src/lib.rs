@@ -38,7 +38,7 @@ pub fn run(options: Options) -> Report {
 }
 
 /// The deliberate bugs, by the names the command line uses.
-pub const MUTATIONS: [(&str, Mutation); 9] = [
+pub const MUTATIONS: [(&str, Mutation); 11] = [
     ("ack-before-fsync", Mutation::AckBeforeFsync),
     ("skip-apply", Mutation::SkipApply),
     ("compact-without-sync", Mutation::CompactWithoutSync),
@@ -48,6 +48,8 @@ pub const MUTATIONS: [(&str, Mutation); 9] = [
     ("remote-reads-join-round-under-way", Mutation::RemoteReadsJoinRoundUnderWay),
     ("oracle-without-quorum-check", Mutation::OracleWithoutQuorumCheck),
     ("oracle-starts-below-ceiling", Mutation::OracleStartsBelowCeiling),
+    ("stamp-passed-read", Mutation::StampPassedRead),
+    ("read-at-commit-index", Mutation::ReadAtCommitIndex),
 ];
 
 pub fn mutation_name(mutation: Mutation) -> Option<&'static str> {

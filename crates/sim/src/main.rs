@@ -14,6 +14,7 @@ use strata_sim::{Options, World, parse_mutation};
 
 const USAGE: &str = "usage: strata-sim [--seed N | --seeds COUNT [--first-seed N] [--time SECONDS]]
                   [--nodes N] [--spare-nodes N] [--clients N] [--duration-ms MS] [--ranges N]
+                  [--spread-keys]
                   [--faults partition,crash,pause,drift,fail-sync (default: all; '' for none)]
                   [--mutation ack-before-fsync|skip-apply|compact-without-sync|lease-reads|
                               reads-without-read-index|keep-alive-without-read-index|
@@ -52,6 +53,7 @@ fn parse() -> Result<Args, String> {
             "--spare-nodes" => args.options.spare_nodes = number(value()?)?,
             "--duration-ms" => args.options.duration_ms = number(value()?)?,
             "--ranges" => args.options.ranges = number(value()?)?,
+            "--spread-keys" => args.options.spread_keys = true,
             "--faults" => {
                 let list = value()?;
                 args.options.faults = list

@@ -298,7 +298,7 @@ impl Scenario {
         }
         for (request, result) in answers.reads {
             match result {
-                Ok(()) => self.serve(id, request),
+                Ok(read_ts) => self.serve(id, request, read_ts),
                 Err(e) => {
                     if let Some(w) = self.waiting.remove(&request) {
                         let _ = writeln!(self.out, "n{id}: {} -> error: {e}", w.what);
@@ -308,13 +308,17 @@ impl Scenario {
         }
     }
 
-    fn serve(&mut self, id: u64, request: u64) {
+    fn serve(&mut self, id: u64, request: u64, read_ts: Option<i64>) {
         let Some(Waiting { what, read: Some(range), .. }) = self.waiting.remove(&request) else {
             return;
         };
         let driver = self.drivers[id as usize - 1].as_ref().expect("running");
         let shared = driver.node().shared(FIRST_RANGE_ID).expect("range");
-        let result = local_read::range(&self.engines[id as usize - 1], &shared, &range);
+        let engine = &self.engines[id as usize - 1];
+        let result = match read_ts {
+            Some(ts) => local_read::range_at(engine, &shared, &range, ts),
+            None => local_read::range(engine, &shared, &range),
+        };
         let _ = writeln!(self.out, "n{id}: {what} -> {}", show(&workload::read_outcome(result)));
     }
 
@@ -450,7 +454,7 @@ impl Scenario {
         self.driver(id)?;
         self.waiting.insert(request_id, Waiting { node: id, what, read: Some(range) });
         if serializable {
-            self.serve(id, request_id);
+            self.serve(id, request_id, None);
         } else {
             self.driver(id)?.read(FIRST_RANGE_ID, u64::MAX, request_id);
             self.round(id);

@@ -12,9 +12,12 @@ use strata_core::pb::etcdserverpb::{
 use crate::history::{Key, Kv, Op, Outcome, Value};
 use strata_core::rng::Rng;
 
-/// The keys clients fight over: few, so operations contend.
-pub fn keys() -> Vec<Key> {
-    (0..5).map(|i| format!("k{i}")).collect()
+/// The keys clients fight over: few, so operations contend. With `spread`, as many again in
+/// the ranges past the meta range (from `x` on), so that writes and reads go to several ranges.
+pub fn keys(spread: bool) -> Vec<Key> {
+    let meta = (0..5).map(|i| format!("k{i}"));
+    let others = (0..5).filter(|_| spread).map(|i| format!("x{i}"));
+    meta.chain(others).collect()
 }
 
 /// A put or delete whose fate is unknown or that failed is sent again, as applications do, up

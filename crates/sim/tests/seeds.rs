@@ -92,6 +92,24 @@ fn five_voters_uphold_every_check() {
     }
 }
 
+#[test]
+fn keys_in_two_ranges_uphold_every_check() {
+    // Half the keys in the range past the meta range: its writes are stamped with the
+    // oracle's blocks and its reads taken at the oracle's read timestamps, through every fault.
+    let (mut acknowledged_elsewhere, mut oracle) = (0, strata_sim::oracle::Counts::default());
+    for seed in 0..100 {
+        let report = run(Options { spread_keys: true, ..options(seed) });
+        assert!(report.passed(), "{}", describe(&report));
+        acknowledged_elsewhere += (report.history.iter())
+            .filter(|op| op.outcome.changed_store() && op.op.key().starts_with('x'))
+            .count();
+        oracle.add(&report.oracle);
+    }
+    println!("{acknowledged_elsewhere} acknowledged writes past the meta range, oracle {oracle:?}");
+    assert!(acknowledged_elsewhere > 1_000, "{acknowledged_elsewhere}");
+    assert!(oracle.blocks > 2_000 && oracle.read_timestamps > 2_000, "{oracle:?}");
+}
+
 /// Seeds beyond the suite's 500 that long runs found failing, each with what it found.
 const FOUND_BY_LONG_RUNS: &[u64] = &[
     // The removed leader committed the end of the joint configuration with a member whose
@@ -150,7 +168,11 @@ fn checkers_catch_every_deliberate_bug() {
         // range, where it concerns the clients' reads alone and shows sooner).
         let shape = Options::default();
         let (faults, seeds, shape): (&[Kind], u64, Options) = match mutation {
-            Mutation::LeaseReads => (&[Kind::Partition, Kind::Drift], 400, shape),
+            // With one range: where ranges take revisions from the oracle, a read first waits
+            // for a read timestamp, whose quorum check hides a leader's stale lease.
+            Mutation::LeaseReads => {
+                (&[Kind::Partition, Kind::Drift], 400, Options { ranges: 1, ..shape })
+            }
             Mutation::KeepAliveWithoutReadIndex | Mutation::OracleWithoutQuorumCheck => {
                 (&[Kind::Pause], 400, shape)
             }
@@ -158,6 +180,11 @@ fn checkers_catch_every_deliberate_bug() {
             Mutation::CompactWithoutSync => (&[Kind::Crash], 100, shape),
             Mutation::RemoteReadsJoinRoundUnderWay => {
                 (&Kind::ALL, 50, Options { clients: 16, nodes: 5, ranges: 1, ..shape })
+            }
+            // A block used below a read, or a read not waiting for what was stamped below
+            // it, needs keys outside the meta range, where writes wait for blocks.
+            Mutation::StampPassedRead | Mutation::ReadAtCommitIndex => {
+                (&Kind::ALL, 100, Options { spread_keys: true, ..shape })
             }
             _ => (&Kind::ALL, 50, shape),
         };

@@ -93,6 +93,13 @@ pub enum Mutation {
     /// Start a new meta leader's oracle above the meta range's own revision only, ignoring the
     /// ceiling its predecessors applied: numbers they handed out are handed out again.
     OracleStartsBelowCeiling,
+    /// Stamp a range's writes with a block even when a read of the range was answered for a
+    /// timestamp at or above it: the read missed writes it should have seen.
+    StampPassedRead,
+    /// Answer a read of a range taking revisions from the oracle with the leader's commit index
+    /// instead of its last index: the read may be served before entries stamped at or below its
+    /// timestamp are applied.
+    ReadAtCommitIndex,
 }
 
 impl Config {

@@ -35,7 +35,8 @@ const CEILING_RETRY_TICKS: u64 = 20;
 
 pub(super) struct Asked<T, O> {
     ask: Ask,
-    deadline: T,
+    /// `None` for the driver's own asks, which it retries itself.
+    deadline: Option<T>,
     reply: O,
 }
 
@@ -81,7 +82,13 @@ impl<T: Ord + Copy, O> Desk<T, O> {
     }
 
     /// Takes an ask; answers at once only if this node does not run the oracle.
-    pub fn ask(&mut self, ask: Ask, deadline: T, reply: O, out: &mut Vec<(O, Result<Grant>)>) {
+    pub fn ask(
+        &mut self,
+        ask: Ask,
+        deadline: Option<T>,
+        reply: O,
+        out: &mut Vec<(O, Result<Grant>)>,
+    ) {
         if self.active.is_none() {
             out.push((reply, Err(Error::NotLeader)));
             return;
@@ -165,7 +172,7 @@ impl<T: Ord + Copy, O> Desk<T, O> {
 
     /// Answers asks past their deadline.
     pub fn expire(&mut self, now: T, out: &mut Vec<(O, Result<Grant>)>) {
-        let expired = |asked: &Asked<T, O>| asked.deadline <= now;
+        let expired = |asked: &Asked<T, O>| asked.deadline.is_some_and(|d| d <= now);
         let mut waiting: Vec<&mut Vec<Asked<T, O>>> = self.confirming.values_mut().collect();
         waiting.push(&mut self.arrived);
         for asks in waiting {
@@ -195,6 +202,11 @@ impl<T: Ord + Copy, O> Desk<T, O> {
     pub fn next(&self) -> Option<i64> {
         self.active.as_ref().map(|a| a.oracle.next())
     }
+
+    /// Whether this node runs the oracle.
+    pub fn is_active(&self) -> bool {
+        self.active.is_some()
+    }
 }
 
 #[cfg(test)]
@@ -211,17 +223,17 @@ mod tests {
     fn asks_wait_for_a_quorum_check_issued_after_they_arrived() {
         let mut desk = TestDesk::new(Mutation::None);
         let mut out = Vec::new();
-        desk.ask(Ask::ReadTs, 100, "early", &mut out);
+        desk.ask(Ask::ReadTs, Some(100), "early", &mut out);
         assert_eq!(out, [("early", Err(Error::NotLeader))], "no oracle runs here yet");
         out.clear();
         let ceiling = desk.follow(leading(6, 0), 0, &mut out).expect("a first ceiling");
         desk.follow(leading(6, ceiling), 1, &mut out);
-        desk.ask(Ask::Block(2), 100, "block", &mut out);
-        desk.ask(Ask::ReadTs, 100, "read", &mut out);
+        desk.ask(Ask::Block(2), Some(100), "block", &mut out);
+        desk.ask(Ask::ReadTs, Some(100), "read", &mut out);
         assert!(out.is_empty(), "nothing is answered before the check");
         let asks = desk.take_arrived().expect("two asks");
         desk.confirming(7, asks);
-        desk.ask(Ask::ReadTs, 100, "later", &mut out);
+        desk.ask(Ask::ReadTs, Some(100), "later", &mut out);
         assert!(!desk.confirmed(8), "not one of the desk's checks");
         assert!(desk.confirmed(7));
         desk.serve(&mut out);
@@ -236,7 +248,7 @@ mod tests {
         let mut out = Vec::new();
         let ceiling = desk.follow(leading(6, 0), 0, &mut out).unwrap();
         desk.follow(leading(6, ceiling), 1, &mut out);
-        desk.ask(Ask::ReadTs, 100, "held", &mut out);
+        desk.ask(Ask::ReadTs, Some(100), "held", &mut out);
         let asks = desk.take_arrived().unwrap();
         desk.confirming(1, asks);
         desk.follow(Meta { leading_term: None, tso_ceiling: ceiling, revision: 1 }, 2, &mut out);
@@ -252,7 +264,7 @@ mod tests {
         let mut desk = TestDesk::new(Mutation::None);
         let mut out = Vec::new();
         desk.follow(leading(6, 0), 0, &mut out); // proposes a ceiling, applied below
-        desk.ask(Ask::Block(1), 10, "block", &mut out);
+        desk.ask(Ask::Block(1), Some(10), "block", &mut out);
         let asks = desk.take_arrived().unwrap();
         desk.confirming(1, asks);
         desk.confirmed(1);
@@ -261,8 +273,77 @@ mod tests {
         desk.follow(leading(6, 5), 1, &mut out);
         assert_eq!(out, [("block", Ok(Grant::Block(Block { lo: 2, hi: 2 })))]);
         out.clear();
-        desk.ask(Ask::ReadTs, 10, "late", &mut out);
+        desk.ask(Ask::ReadTs, Some(10), "late", &mut out);
         desk.expire(10, &mut out);
         assert_eq!(out, [("late", Err(Error::Timeout))]);
+    }
+}
+
+/// A message between two nodes' drivers, beside Raft's: asks of the revision oracle, which
+/// runs on the meta range's leader, and its answers. The server's peer transport carries them
+/// with Raft's messages; the simulator's network delivers them as it delivers those.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct NodeMessage {
+    #[prost(uint64, tag = "1")]
+    pub from: crate::NodeId,
+    #[prost(uint64, tag = "2")]
+    pub to: crate::NodeId,
+    #[prost(oneof = "NodeBody", tags = "3, 4")]
+    pub body: Option<NodeBody>,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum NodeBody {
+    #[prost(message, tag = "3")]
+    Ask(RemoteAsk),
+    #[prost(message, tag = "4")]
+    Answer(RemoteAnswer),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
+pub struct RemoteAsk {
+    /// The asker's id for the ask, which the answer carries back.
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    /// Revisions in the block asked for; 0 for a read timestamp.
+    #[prost(uint64, tag = "2")]
+    pub count: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
+pub struct RemoteAnswer {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    /// False: the node does not run the oracle (or no longer does); ask the meta leader.
+    #[prost(bool, tag = "2")]
+    pub granted: bool,
+    /// The block `[lo, hi]`, or the read timestamp in both.
+    #[prost(int64, tag = "3")]
+    pub lo: i64,
+    #[prost(int64, tag = "4")]
+    pub hi: i64,
+}
+
+impl RemoteAsk {
+    pub fn of(id: u64, ask: Ask) -> Self {
+        let count = match ask {
+            Ask::Block(count) => count,
+            Ask::ReadTs => 0,
+        };
+        Self { id, count }
+    }
+
+    pub fn ask(&self) -> Ask {
+        if self.count == 0 { Ask::ReadTs } else { Ask::Block(self.count) }
+    }
+}
+
+impl RemoteAnswer {
+    pub fn of(id: u64, result: &Result<Grant>) -> Self {
+        match result {
+            Ok(Grant::Block(block)) => Self { id, granted: true, lo: block.lo, hi: block.hi },
+            Ok(Grant::ReadTs(ts)) => Self { id, granted: true, lo: *ts, hi: *ts },
+            Err(_) => Self { id, granted: false, lo: 0, hi: 0 },
+        }
     }
 }

@@ -15,6 +15,7 @@ use super::config::Mutation;
 use super::desk::{Ask, Desk, Grant, Meta};
 use super::lessor::Lessor;
 use super::node::{Node, OutMessage, Output};
+use super::revisions::{Asker, Asking};
 use crate::command::{CompactionStep, Request};
 use crate::mvcc::Response;
 use crate::pb::etcdserverpb::LeaseRevokeRequest;
@@ -24,7 +25,9 @@ use crate::{Error, RangeId, Result};
 /// Answers to deliver to waiting clients.
 pub struct Answers<P, R, K, O = K> {
     pub writes: Vec<(P, Result<Response>)>,
-    pub reads: Vec<(R, Result<()>)>,
+    /// Reads that may now be served from the local state: at the read timestamp given, in a
+    /// range taking its revisions from the oracle; at the replica's own revision otherwise.
+    pub reads: Vec<(R, Result<Option<i64>>)>,
     /// Lease keep-alives: the lease's TTL, or 0 if it does not exist.
     pub keep_alives: Vec<(K, Result<i64>)>,
     /// Asks of the revision oracle.
@@ -49,7 +52,7 @@ impl<P, R, K, O> Answers<P, R, K, O> {
 /// What a round produced, and the answers it released.
 pub type Round<P, R, K, O = K> = (Output, Answers<P, R, K, O>);
 
-struct Waiting<T, H> {
+pub(super) struct Waiting<T, H> {
     deadline: T,
     /// The range a proposal was made to, and the Raft term when it was handed to Raft.
     range_id: RangeId,
@@ -66,7 +69,7 @@ struct Unproposed {
 }
 
 pub struct Driver<T, P, R, K, O = K> {
-    node: Node,
+    pub(super) node: Node,
     next_id: u64,
     proposals: BTreeMap<u64, Waiting<T, P>>,
     /// Proposals made since the last round, handed to Raft together at its start (see
@@ -74,18 +77,20 @@ pub struct Driver<T, P, R, K, O = K> {
     queued: Vec<Unproposed>,
     /// Proposals that found no leader.
     unproposed: Vec<Unproposed>,
-    reads: BTreeMap<u64, Waiting<T, R>>,
+    pub(super) reads: BTreeMap<u64, Waiting<T, R>>,
     /// Keep-alives waiting for their leadership check (a ReadIndex round), with their lease.
     keep_alives: BTreeMap<u64, Waiting<T, (i64, K)>>,
     /// Each range's term at the last check for proposals of earlier terms.
     last_terms: BTreeMap<RangeId, u64>,
     /// Ticks so far: the lease clock's time.
-    ticks: u64,
+    pub(super) ticks: u64,
     /// The time of the last tick: the shell's clock must not go back.
     last_tick: Option<T>,
     lessor: Lessor,
     /// The revision oracle, while this node leads the meta range.
-    desk: Desk<T, O>,
+    pub(super) desk: Desk<T, Asker<O>>,
+    /// This driver's own asks of the oracle (see `revisions`).
+    pub(super) asking: Asking,
 }
 
 /// A lease whose revocation was proposed and has not happened yet is proposed again after this
@@ -97,6 +102,7 @@ impl<T: Ord + Copy, P, R, K, O> Driver<T, P, R, K, O> {
         let lessor = Lessor::new(node.config().tick_ms);
         Self {
             desk: Desk::new(node.config().mutation),
+            asking: Asking::default(),
             lessor,
             ticks: 0,
             last_tick: None,
@@ -130,12 +136,17 @@ impl<T: Ord + Copy, P, R, K, O> Driver<T, P, R, K, O> {
         self.queued.push(Unproposed { id, range_id, request });
     }
 
-    /// Asks for a linearizable read; the answer (`Ok`: serve it from the local state now)
-    /// comes from a later call.
+    /// Asks for a linearizable read; the answer (`Ok`: serve it from the local state now, at
+    /// the read timestamp it carries if any) comes from a later call. In a range taking its
+    /// revisions from the oracle the read first asks the oracle for a read timestamp.
     pub fn read(&mut self, range_id: RangeId, deadline: T, reply: R) {
         let id = self.take_id();
         self.reads.insert(id, Waiting { deadline, range_id, term: 0, reply });
-        self.node.read_index(range_id, id);
+        if self.node.descriptor(range_id).is_some_and(|d| d.oracle_revisions) {
+            self.asking.wait_for_read_ts(id, range_id);
+        } else {
+            self.node.read_index(range_id, id);
+        }
     }
 
     /// Advances logical time: ticks the node, retries proposals that found no leader, and
@@ -147,6 +158,7 @@ impl<T: Ord + Copy, P, R, K, O> Driver<T, P, R, K, O> {
         self.ticks += 1;
         self.revoke_expired_leases();
         self.step_compaction();
+        self.retry_asks();
         let mut answers = Answers::default();
         for proposal in std::mem::take(&mut self.unproposed) {
             match self.proposals.get(&proposal.id) {
@@ -160,10 +172,14 @@ impl<T: Ord + Copy, P, R, K, O> Driver<T, P, R, K, O> {
         }
         expire(&mut self.proposals, now, &mut answers.writes);
         expire(&mut self.reads, now, &mut answers.reads);
+        let reads = &self.reads;
+        self.asking.read_ts.retain(|id, _| reads.contains_key(id));
         let mut keep_alives = Vec::new();
         expire(&mut self.keep_alives, now, &mut keep_alives);
         answers.keep_alives.extend(keep_alives.into_iter().map(|((_, reply), r)| (reply, r)));
-        self.desk.expire(now, &mut answers.grants);
+        let mut expired = Vec::new();
+        self.desk.expire(now, &mut expired);
+        self.route_grants(expired, &mut answers.grants);
         answers
     }
 
@@ -175,6 +191,7 @@ impl<T: Ord + Copy, P, R, K, O> Driver<T, P, R, K, O> {
     ) -> Result<Option<Round<P, R, K, O>>> {
         let mut answers = Answers::default();
         self.propose_queued(&mut answers);
+        self.ask_for_revisions();
         if let Some(asks) = self.desk.take_arrived() {
             // One quorum check, issued now, for every ask that arrived since the last.
             let read = self.take_id();
@@ -182,7 +199,10 @@ impl<T: Ord + Copy, P, R, K, O> Driver<T, P, R, K, O> {
             self.node.read_index(META_RANGE_ID, read);
         }
         if !self.node.has_work() {
-            return Ok((!answers.is_empty()).then(|| (Output::default(), answers)));
+            let node_messages = std::mem::take(&mut self.asking.outbox);
+            let output = Output { node_messages, ..Output::default() };
+            let idle = answers.is_empty() && output.node_messages.is_empty();
+            return Ok((!idle).then_some((output, answers)));
         }
         let mut output = self.node.process_ready_sending(send_now)?;
         self.follow_leases(&output)?;
@@ -192,8 +212,18 @@ impl<T: Ord + Copy, P, R, K, O> Driver<T, P, R, K, O> {
             }
         }
         for id in std::mem::take(&mut output.reads_ready) {
-            if let Some(w) = self.reads.remove(&id) {
-                answers.reads.push((w.reply, Ok(())));
+            let read_ts = self.asking.read_ts.remove(&id);
+            let untimed = self.reads.get(&id).is_some_and(|w| {
+                read_ts.is_none()
+                    && self.node.descriptor(w.range_id).is_some_and(|d| d.oracle_revisions)
+            });
+            if untimed {
+                // Asked before the replica knew its range takes revisions from the oracle (a
+                // joining member's first snapshot had not arrived): it needs a read timestamp.
+                let range_id = self.reads[&id].range_id;
+                self.asking.wait_for_read_ts(id, range_id);
+            } else if let Some(w) = self.reads.remove(&id) {
+                answers.reads.push((w.reply, Ok(read_ts)));
             } else if let Some(Waiting { reply: (lease, reply), .. }) = self.keep_alives.remove(&id)
             {
                 answers.keep_alives.push((reply, self.renew(lease)));
@@ -203,6 +233,7 @@ impl<T: Ord + Copy, P, R, K, O> Driver<T, P, R, K, O> {
         }
         self.follow_oracle(&mut answers);
         self.fail_proposals_of_old_terms(&mut answers);
+        output.node_messages = std::mem::take(&mut self.asking.outbox);
         Ok(Some((output, answers)))
     }
 
@@ -232,7 +263,9 @@ impl<T: Ord + Copy, P, R, K, O> Driver<T, P, R, K, O> {
     /// the meta range's leader).
     pub fn ask_oracle(&mut self, ask: Ask, deadline: T, reply: O) -> Answers<P, R, K, O> {
         let mut answers = Answers::default();
-        self.desk.ask(ask, deadline, reply, &mut answers.grants);
+        let mut grants = Vec::new();
+        self.desk.ask(ask, Some(deadline), Asker::Client(reply), &mut grants);
+        self.route_grants(grants, &mut answers.grants);
         answers
     }
 
@@ -245,17 +278,21 @@ impl<T: Ord + Copy, P, R, K, O> Driver<T, P, R, K, O> {
     /// through the meta range's log).
     fn follow_oracle(&mut self, answers: &mut Answers<P, R, K, O>) {
         let Some(applied) = self.node.applied_state(META_RANGE_ID) else { return };
-        // A cluster of one range counts its revisions itself; the oracle runs only beside
-        // other ranges (see `docs/sharding.md`).
-        let several = self.node.range_ids().len() > 1;
-        let leading_term = self.node.leading_term(META_RANGE_ID).filter(|_| several);
+        // A cluster of one range counts its revisions itself; the oracle runs only where ranges
+        // take their revisions from it (see `docs/sharding.md`).
+        let in_use = self.node.descriptor(META_RANGE_ID).is_some_and(|d| d.oracle_revisions);
+        let leading_term = self.node.leading_term(META_RANGE_ID).filter(|_| in_use);
         let meta =
             Meta { leading_term, tso_ceiling: applied.tso_ceiling, revision: applied.revision };
-        if let Some(ceiling) = self.desk.follow(meta, self.ticks, &mut answers.grants) {
+        let mut grants = Vec::new();
+        let ceiling = self.desk.follow(meta, self.ticks, &mut grants);
+        self.route_grants(grants, &mut answers.grants);
+        if let Some(ceiling) = ceiling {
             let proposal = self.take_id();
             let request = Request::TsoCeiling(crate::command::TsoCeiling { ceiling });
-            // Nobody waits for it; one lost is proposed again (see `desk`).
-            let _ = self.node.propose(META_RANGE_ID, proposal, request);
+            // Nobody waits for it; one lost is proposed again (see `desk`). Not held behind
+            // writes waiting for blocks, which may be waiting for this very ceiling.
+            let _ = self.node.propose_unheld(META_RANGE_ID, proposal, request);
         }
     }
 

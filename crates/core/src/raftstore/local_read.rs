@@ -53,6 +53,24 @@ pub fn range(
     Ok(response)
 }
 
+/// Serves a `Range` at a read timestamp from the revision oracle, in a range taking its
+/// revisions from it: the replica has applied every write stamped at or below `read_ts` (its
+/// ReadIndex said so), and sees none above it. The header carries `read_ts`.
+pub fn range_at(
+    engine: &dyn Engine,
+    shared: &RangeShared,
+    request: &RangeRequest,
+    read_ts: i64,
+) -> Result<RangeResponse> {
+    let view = View::with_memo(engine, &shared.memo);
+    let (response, _) = read_stable(shared, |state| {
+        // The range's own last revision may be below the cluster's: the read is at `read_ts`.
+        let state = AppliedState { revision: read_ts.max(state.revision), ..state };
+        read::range(&view, &state, request)
+    })?;
+    Ok(response)
+}
+
 /// Serves a transaction that writes nothing (every branch only reads), as etcd serves it: like
 /// a read, without a log entry. It runs on a scratch applier whose writes are discarded.
 pub fn read_only_txn(

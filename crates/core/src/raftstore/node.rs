@@ -5,15 +5,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use raft::StateRole;
-use raft::prelude::Message;
+use raft::prelude::{Message, MessageType};
 use strata_storage::{Engine, Keyspace};
 
 use super::config::Config;
-use super::propose::{propose_entries, propose_member_change};
+use super::oracle::Block;
+use super::propose::{propose_entries, propose_member_change, propose_unheld};
 use super::read_index::{self, Contexts};
 use super::replica::Replica;
 use super::shared::{RangeShared, SharedRanges};
 use super::snapshot;
+use super::stamping::{self, Stamped};
 use super::stats::{NodeStats, bump};
 use crate::command::Request;
 use crate::mvcc::{self, LeaseChange, Response};
@@ -51,6 +53,9 @@ pub struct Output {
     pub lease_changes: Vec<(RangeId, LeaseChange)>,
     /// A membership change was applied or a snapshot installed: the members may differ.
     pub members_changed: bool,
+    /// Messages for other nodes' drivers (asks of the revision oracle and its answers), filled
+    /// in by the driver.
+    pub node_messages: Vec<super::desk::NodeMessage>,
 }
 
 /// An applied log entry, as the simulator's checkers see it.
@@ -188,6 +193,12 @@ impl Node {
         self.shared_ranges.clone()
     }
 
+    /// The range of this node's replicas that holds user key `key`.
+    pub fn range_of(&self, key: &[u8]) -> Option<RangeId> {
+        let mut replicas = self.replicas.values();
+        replicas.find(|r| r.descriptor.contains(key)).map(|r| r.range_id)
+    }
+
     /// A range's descriptor as this replica applied it.
     pub fn descriptor(&self, range_id: RangeId) -> Option<&RangeDescriptor> {
         self.replicas.get(&range_id).map(|r| &r.descriptor)
@@ -216,6 +227,16 @@ impl Node {
             let mutation = self.config.mutation;
             let Some(message) = read_index::step_remote_request(replica, message, mutation) else {
                 return;
+            };
+            // Proposals its followers forwarded wait for a block on a leader that stamps.
+            let message = match message.get_msg_type() {
+                MessageType::MsgPropose if stamping::stamps(replica) => {
+                    match stamping::take(replica, message) {
+                        Some(message) => message,
+                        None => return,
+                    }
+                }
+                _ => message,
             };
             replica.answer_pre_vote_in_its_term(&message);
             // Errors here are protocol-level rejections (stale term, unknown peer): Raft
@@ -274,10 +295,50 @@ impl Node {
         result
     }
 
+    /// How many revisions the proposals held by this replica take, when it leads its range in a
+    /// term whose entries it has applied and stamps its writes: what to ask the oracle for.
+    pub fn revisions_held(&self, range_id: RangeId) -> Option<(u64, u64)> {
+        let replica = self.replicas.get(&range_id)?;
+        let term = self.leading_term(range_id).filter(|_| stamping::stamps(replica))?;
+        Some((stamping::revisions_held(replica), term))
+    }
+
+    /// Stamps the proposals a replica holds with a block the oracle handed out for `term`.
+    pub fn stamp(&mut self, range_id: RangeId, term: u64, block: Block) -> Stamped {
+        let mutation = self.config.mutation;
+        let Some(replica) = self.replicas.get_mut(&range_id) else { return Stamped::NotLeading };
+        let stamped = stamping::stamp(replica, term, block, mutation);
+        self.pin_election_timeouts();
+        stamped
+    }
+
+    /// Proposes a request that waits for nothing held before it and is applied however often
+    /// it arrives (it carries no sequence number): for the driver's own idempotent proposals,
+    /// such as raising the revision oracle's ceiling, which held writes may be waiting for.
+    pub fn propose_unheld(
+        &mut self,
+        range_id: RangeId,
+        proposal_id: u64,
+        request: Request,
+    ) -> Result<()> {
+        let replica = self
+            .replicas
+            .get_mut(&range_id)
+            .ok_or(Error::Internal(format!("unknown range {range_id}")))?;
+        propose_unheld(replica, &self.config, proposal_id, &request)
+    }
+
     /// Asks for a linearizable read; `read_id` appears in a later round's `reads_ready`.
     pub fn read_index(&mut self, range_id: RangeId, read_id: u64) {
+        self.read_index_at(range_id, read_id, None);
+    }
+
+    /// Asks for a linearizable read at a read timestamp from the revision oracle, in a range
+    /// taking its revisions from it: released once every write stamped at or below the
+    /// timestamp is applied here (`read_index`).
+    pub fn read_index_at(&mut self, range_id: RangeId, read_id: u64, read_ts: Option<i64>) {
         if let Some(replica) = self.replicas.get_mut(&range_id) {
-            replica.reads.push(read_id);
+            replica.reads.push(read_id, read_ts);
         }
     }
 

@@ -99,6 +99,7 @@ fn open_replica(config: &Config, engine: &dyn Engine, range_id: RangeId) -> Resu
         sessions: Sessions::load(engine, range_id)?,
         shared,
         reads: Reads::default(),
+        stamping: Default::default(),
         skip_apply: config.mutation == Mutation::SkipApply,
         awaiting_leave: None,
     };
@@ -146,7 +147,10 @@ fn bootstrap(config: &Config, engine: &dyn Engine) -> Result<()> {
     let ends = split_keys.iter().cloned().chain(std::iter::once(Vec::new()));
     for (range_id, (start, end)) in (META_RANGE_ID..).zip(starts.zip(ends)) {
         let voters = &config.initial_voters;
-        let descriptor = RangeDescriptor::bootstrap(range_id, &start, &end, voters);
+        let descriptor = RangeDescriptor {
+            oracle_revisions: !split_keys.is_empty(),
+            ..RangeDescriptor::bootstrap(range_id, &start, &end, voters)
+        };
         batch.put(Keyspace::Meta, keys::range_descriptor(range_id), descriptor.encode_to_vec());
         batch.put(Keyspace::Meta, keys::range_applied(range_id), applied.encode());
         RaftLog::bootstrap(range_id, voters.clone(), &mut batch);

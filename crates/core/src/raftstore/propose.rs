@@ -10,6 +10,7 @@ use raft::prelude::{
 
 use super::config::Config;
 use super::replica::Replica;
+use super::stamping;
 use crate::command::{Command, Request};
 use crate::{Error, Result};
 
@@ -39,8 +40,36 @@ pub(super) fn propose_entries(
         entries,
         ..Default::default()
     };
-    replica.raw.step(message).map_err(proposal_error)?;
+    // A leader that stamps its writes holds them for a block from the revision oracle.
+    let message =
+        if stamping::stamps(replica) { stamping::take(replica, message) } else { Some(message) };
+    if let Some(message) = message {
+        replica.raw.step(message).map_err(proposal_error)?;
+    }
     Ok(count)
+}
+
+/// Hands one request to Raft at once, without a sequence number (so the at-most-once marks
+/// neither skip it nor let it overtake held proposals of this node): only for requests whose
+/// second application changes nothing.
+pub(super) fn propose_unheld(
+    replica: &mut Replica,
+    config: &Config,
+    proposal_id: u64,
+    request: &Request,
+) -> Result<()> {
+    let mut unsequenced = 0;
+    let mut data = encode_command(config, &mut unsequenced, proposal_id, request, replica);
+    // `encode_command` numbered it 0: a command without a sequence is always applied.
+    debug_assert_eq!(Command::decode(&data).map(|c| c.sequence).ok(), Some(0));
+    let entry = Entry { data: std::mem::take(&mut data), ..Default::default() };
+    let message = Message {
+        msg_type: MessageType::MsgPropose as i32,
+        from: config.node_id,
+        entries: vec![entry],
+        ..Default::default()
+    };
+    replica.raw.step(message).map_err(proposal_error)
 }
 
 /// Proposes a membership change: a Raft configuration change, carrying the command. Raft takes

@@ -18,6 +18,13 @@
 //! * **A follower's request costs the leader no heartbeat round of its own**
 //!   ([`step_remote_request`]): it is answered at once when the two are a quorum, or joins the
 //!   leader's next round of reads.
+//!
+//! In a range whose revisions come from the revision oracle a read carries a **read
+//! timestamp**, and ReadIndex is its `ReadAt` (`docs/design/revisions.md`, rule 4): the
+//! leader raises the highest read timestamp it answered for (so it stamps no write at or below
+//! it from then on; see `stamping`) and answers with its **last** log index rather than its
+//! commit index, since entries stamped at or below the timestamp may be appended and not yet
+//! committed. The timestamp rides in the request's context.
 
 use raft::StateRole;
 use raft::prelude::{Entry, Message, MessageType, ReadState};
@@ -36,6 +43,8 @@ const READ_EXPIRY_TICKS: u64 = 300;
 pub(crate) struct Reads {
     /// Reads asked for since the last round; they share the next ReadIndex request.
     unissued: Vec<u64>,
+    /// The highest read timestamp among them (0: none).
+    unissued_ts: i64,
     /// Followers' ReadIndex requests since the last round, for the same request.
     unissued_remote: Vec<RemoteRead>,
     /// Answers to followers' requests this leader confirmed on arrival, sent with the next round.
@@ -53,6 +62,10 @@ struct PendingRead {
     created_tick: u64,
     /// The commit index the leader confirmed; the reads run once it is applied.
     index: Option<u64>,
+    /// The read timestamp the reads carry (0: none), and on a leader the last log index when it
+    /// raised its highest read timestamp to it: the reads run once that is applied too.
+    read_ts: i64,
+    min_index: u64,
     read_ids: Vec<u64>,
     /// Followers' requests confirmed by the same round; answered as soon as it is.
     remote: Vec<RemoteRead>,
@@ -63,6 +76,8 @@ struct RemoteRead {
     from: NodeId,
     /// The follower's context, which its answer must carry back.
     ctx: Vec<u8>,
+    /// The least index to answer with: the last log index when a read timestamp came with it.
+    min_index: u64,
 }
 
 /// ReadIndex contexts: this node's id, its process epoch and a counter.
@@ -77,15 +92,20 @@ impl Contexts {
         Self { node_id: config.node_id, epoch: config.epoch, next: 1 }
     }
 
-    /// A fresh context: its counter, and the bytes raft-rs carries.
-    fn issue(&mut self) -> (u64, Vec<u8>) {
+    /// A fresh context: its counter, and the bytes raft-rs carries (with the read timestamp,
+    /// if the reads have one).
+    fn issue(&mut self, read_ts: i64) -> (u64, Vec<u8>) {
         let counter = self.next;
         self.next += 1;
-        (counter, self.encode(counter))
+        let mut ctx = self.encode(counter);
+        if read_ts > 0 {
+            ctx.extend_from_slice(&read_ts.to_be_bytes());
+        }
+        (counter, ctx)
     }
 
     fn encode(&self, counter: u64) -> Vec<u8> {
-        let mut ctx = Vec::with_capacity(24);
+        let mut ctx = Vec::with_capacity(32);
         ctx.extend_from_slice(&self.node_id.to_be_bytes());
         ctx.extend_from_slice(&self.epoch.to_be_bytes());
         ctx.extend_from_slice(&counter.to_be_bytes());
@@ -95,16 +115,45 @@ impl Contexts {
     /// The counter of a context this node and process issued, if it is one.
     fn own(&self, ctx: &[u8]) -> Option<u64> {
         let mine = self.encode(0);
-        if ctx.len() != mine.len() || ctx[..16] != mine[..16] {
+        if ![24, 32, 40].contains(&ctx.len()) || ctx[..16] != mine[..16] {
             return None;
         }
-        Some(u64::from_be_bytes(ctx[16..].try_into().ok()?))
+        Some(u64::from_be_bytes(ctx[16..24].try_into().ok()?))
     }
 }
 
+/// The read timestamp a context carries (0: none).
+fn read_ts_of(ctx: &[u8]) -> i64 {
+    ctx.get(24..32).and_then(|ts| ts.try_into().ok()).map_or(0, i64::from_be_bytes)
+}
+
+/// The last log index a leader appended to a timestamped context in its answer (0: none). It
+/// travels in the context, not as the answer's index: raft-rs commits a follower up to that
+/// index, which must stay the confirmed commit index.
+fn min_index_of(ctx: &[u8]) -> u64 {
+    ctx.get(32..40).and_then(|i| i.try_into().ok()).map_or(0, u64::from_be_bytes)
+}
+
+/// Raises a leader's highest answered read timestamp to `read_ts`; returns the least index the
+/// read must wait for: the last log index, below which every entry stamped at or below
+/// `read_ts` lies (rule 4; stamping refuses lower blocks from now on).
+fn raise(replica: &mut Replica, read_ts: i64, mutation: Mutation) -> u64 {
+    if read_ts <= 0 {
+        return 0;
+    }
+    let stamping = &mut replica.stamping;
+    stamping.max_read_ts = stamping.max_read_ts.max(read_ts);
+    if mutation == Mutation::ReadAtCommitIndex {
+        return 0;
+    }
+    replica.raw.raft.raft_log.last_index()
+}
+
 impl Reads {
-    pub fn push(&mut self, read_id: u64) {
+    /// A read to confirm; with a read timestamp, in a range taking revisions from the oracle.
+    pub fn push(&mut self, read_id: u64, read_ts: Option<i64>) {
         self.unissued.push(read_id);
+        self.unissued_ts = self.unissued_ts.max(read_ts.unwrap_or(0));
     }
 
     /// Whether the next round has something to issue or send.
@@ -122,18 +171,32 @@ impl Reads {
 
 /// At the start of a round: one ReadIndex request for every read that arrived since the last,
 /// this node's and the followers' it leads.
-pub(super) fn issue(replica: &mut Replica, contexts: &mut Contexts, ticks: u64) {
-    let reads = &mut replica.reads;
-    if reads.unissued.is_empty() && reads.unissued_remote.is_empty() {
+pub(super) fn issue(
+    replica: &mut Replica,
+    contexts: &mut Contexts,
+    ticks: u64,
+    mutation: Mutation,
+) {
+    if replica.reads.unissued.is_empty() && replica.reads.unissued_remote.is_empty() {
         return;
     }
-    let (counter, ctx) = contexts.issue();
+    let read_ts = std::mem::take(&mut replica.reads.unissued_ts);
+    // A leader raises its read timestamp now; a follower's leader does on the request.
+    let min_index = if replica.raw.raft.state == StateRole::Leader {
+        raise(replica, read_ts, mutation)
+    } else {
+        0
+    };
+    let (counter, ctx) = contexts.issue(read_ts);
     replica.raw.read_index(ctx);
+    let reads = &mut replica.reads;
     reads.pending.push(PendingRead {
         ctxs: vec![counter],
         issued_tick: ticks,
         created_tick: ticks,
         index: None,
+        read_ts,
+        min_index,
         read_ids: std::mem::take(&mut reads.unissued),
         remote: std::mem::take(&mut reads.unissued_remote),
     });
@@ -145,7 +208,7 @@ pub(super) fn issue(replica: &mut Replica, contexts: &mut Contexts, ticks: u64) 
 pub(super) fn retry(replica: &mut Replica, contexts: &mut Contexts, ticks: u64, retry_after: u64) {
     for pending in &mut replica.reads.pending {
         if pending.index.is_none() && ticks - pending.issued_tick >= retry_after {
-            let (counter, ctx) = contexts.issue();
+            let (counter, ctx) = contexts.issue(pending.read_ts);
             pending.issued_tick = ticks;
             pending.ctxs.push(counter);
             replica.raw.read_index(ctx);
@@ -168,6 +231,8 @@ pub(super) fn confirm(
         if let Some(pending) = replica.reads.pending.iter_mut().find(|p| p.ctxs.contains(&counter))
         {
             pending.index = Some(read_state.index);
+            // A follower's read learns its leader's last index from the answer's context.
+            pending.min_index = pending.min_index.max(min_index_of(&read_state.request_ctx));
             let remote = std::mem::take(&mut pending.remote).into_iter();
             answers.extend(remote.map(|read| answer(id, term, read, read_state.index)));
         }
@@ -179,7 +244,7 @@ pub(super) fn confirm(
 pub(super) fn release(replica: &mut Replica, ready: &mut Vec<u64>) {
     let applied = replica.applied.applied_index;
     replica.reads.pending.retain(|pending| match pending.index {
-        Some(index) if index <= applied => {
+        Some(index) if index.max(pending.min_index) <= applied => {
             ready.extend(&pending.read_ids);
             false
         }
@@ -212,7 +277,9 @@ pub(super) fn step_remote_request(
         return Some(message);
     }
     let Some(entry) = message.entries.first_mut() else { return Some(message) };
-    let read = RemoteRead { from: message.from, ctx: std::mem::take(&mut entry.data) };
+    let ctx = std::mem::take(&mut entry.data);
+    let min_index = raise(replica, read_ts_of(&ctx), mutation);
+    let read = RemoteRead { from: message.from, ctx, min_index };
     let raft = &replica.raw.raft;
     // raft-rs's own hasher, named by inference.
     let quorum: std::collections::HashSet<u64, _> = [raft.id, read.from].into_iter().collect();
@@ -234,10 +301,14 @@ pub(super) fn step_remote_request(
 
 /// What raft-rs's leader answers a follower's ReadIndex request with: the confirmed commit
 /// index, in the leader's term (the entry there is of that term, so the follower may commit up
-/// to it as well).
+/// to it as well); and, for a timestamped read, the last index to wait for, in the context.
 fn answer(from: NodeId, term: u64, read: RemoteRead, index: u64) -> Message {
     let mut answer = Message { to: read.from, from, term, index, ..Default::default() };
     answer.set_msg_type(MessageType::MsgReadIndexResp);
-    answer.entries = vec![Entry { data: read.ctx, ..Default::default() }];
+    let mut ctx = read.ctx;
+    if ctx.len() == 32 {
+        ctx.extend_from_slice(&read.min_index.to_be_bytes());
+    }
+    answer.entries = vec![Entry { data: ctx, ..Default::default() }];
     answer
 }

@@ -12,6 +12,7 @@ use super::log::{RaftLog, decode, encode};
 use super::read_index::Reads;
 use super::session::Sessions;
 use super::shared::RangeShared;
+use super::stamping::Stamping;
 use crate::command::Command;
 use crate::mvcc::{AppliedState, Applier, LeaseChange, Response};
 use crate::range::{META_RANGE_ID, RangeDescriptor};
@@ -29,6 +30,8 @@ pub(crate) struct Replica {
     pub shared: Arc<RangeShared>,
     /// Linearizable reads waiting for ReadIndex, this node's and (on a leader) its followers'.
     pub reads: Reads,
+    /// On a leader whose range takes revisions from the oracle: proposals waiting for a block.
+    pub stamping: Stamping,
     /// `Mutation::SkipApply` not yet acted on.
     pub skip_apply: bool,
     /// This process's membership change whose joint configuration was entered and not left
@@ -80,6 +83,18 @@ impl Replica {
                     }
                     if self.skip_apply && entry.index >= 10 {
                         self.skip_apply = false;
+                        continue;
+                    }
+                    // A range whose revisions come from the oracle applies no write its leader
+                    // did not stamp: one would take a revision another range may hold.
+                    let unstamped = self.descriptor.oracle_revisions
+                        && command.block.is_none()
+                        && request.takes_revision();
+                    if unstamped {
+                        if own {
+                            completions
+                                .push((command.proposal_id, Err(crate::Error::LeaderChanged)));
+                        }
                         continue;
                     }
                     if let Err(refused) = self.descriptor.admits(command.range_epoch) {

@@ -23,6 +23,7 @@ use super::propose::leave_joint_if_stuck;
 use super::read_index;
 use super::replica::Replica;
 use super::snapshot;
+use super::stamping;
 use super::stats::bump;
 use crate::{RangeId, Result};
 
@@ -72,7 +73,7 @@ impl Node {
     /// requests confirmed on arrival.
     fn issue_reads(&mut self, send_now: &mut dyn FnMut(Vec<OutMessage>)) {
         for replica in self.replicas.values_mut() {
-            read_index::issue(replica, &mut self.read_contexts, self.ticks);
+            read_index::issue(replica, &mut self.read_contexts, self.ticks, self.config.mutation);
             let answers = replica.reads.take_remote_answers();
             if !answers.is_empty() {
                 send_now(wrap(replica.range_id, answers).collect());
@@ -245,6 +246,7 @@ impl Node {
         for replica in self.replicas.values_mut() {
             replica.raw.advance_apply_to(replica.applied.applied_index);
             leave_joint_if_stuck(replica);
+            stamping::follow(replica);
             let leader_before = replica.shared.leader_id.load(Ordering::Acquire);
             publish(replica);
             if replica.shared.leader_id.load(Ordering::Acquire) != leader_before {

@@ -27,11 +27,15 @@ impl Api {
     pub async fn range_request(&self, req: RangeRequest) -> Result<RangeResponse, Error> {
         validate::check_range(&req)?;
         let single_key = req.range_end.is_empty();
-        if !req.serializable {
-            self.shell.read_index(FIRST_RANGE_ID, self.timeout()).await?;
-        }
+        let read_ts = match req.serializable {
+            false => self.shell.read_index(FIRST_RANGE_ID, self.timeout()).await?,
+            true => None,
+        };
         let (engine, shared) = (self.engine.clone(), self.range().clone());
-        let read = move || local_read::range(engine.as_ref(), &shared, &req);
+        let read = move || match read_ts {
+            Some(ts) => local_read::range_at(engine.as_ref(), &shared, &req, ts),
+            None => local_read::range(engine.as_ref(), &shared, &req),
+        };
         let mut response = if single_key {
             read()?
         } else {

@@ -74,7 +74,10 @@ impl RaftObserver {
 /// * an operation invoked after another completed never reports a lower revision (a write,
 ///   never the same one) — serializable reads excepted, which may be stale by design;
 /// * all observations of a key at one `mod_revision` agree on value, version and
-///   `create_revision`, and `version` is 1 exactly when the key was created at that revision.
+///   `create_revision`, and `version` is 1 exactly when the key was created at that revision;
+/// * a read answered at revision `r` that found a key last changed at `m` misses no
+///   acknowledged change of that key in `(m, r]`: a read at a revision is a snapshot at it,
+///   whichever range served it (rules 3 and 4 of `docs/design/revisions.md`).
 pub fn revisions(history: &[Operation]) -> Vec<String> {
     let mut violations = Vec::new();
     let mut owners: BTreeMap<i64, usize> = BTreeMap::new();
@@ -112,6 +115,39 @@ pub fn revisions(history: &[Operation]) -> Vec<String> {
         if backwards && violations.len() < 10 {
             violations
                 .push(format!("revision went backwards in real time:\n    {before}\n    {op}"));
+        }
+    }
+
+    // Reads are snapshots: nothing acknowledged below a read's revision is missing from it.
+    let mut changes: BTreeMap<&Key, BTreeMap<i64, usize>> = BTreeMap::new();
+    for op in history.iter().filter(|op| op.outcome.changed_store()) {
+        let (Op::Put { key, .. } | Op::Delete { key } | Op::Cas { key, .. }) = &op.op else {
+            continue;
+        };
+        changes.entry(key).or_default().insert(op.outcome.revision().expect("answered"), op.id);
+    }
+    for op in history {
+        let Outcome::Read { revision, kvs } = &op.outcome else { continue };
+        for kv in kvs {
+            if kv.mod_revision > *revision && violations.len() < 10 {
+                violations.push(format!(
+                    "a read at revision {revision} found {:?} changed at {}, after it:\n    {op}",
+                    kv.key, kv.mod_revision
+                ));
+            }
+            if kv.mod_revision >= *revision {
+                continue;
+            }
+            let Some(of_key) = changes.get(&kv.key) else { continue };
+            if let Some((_, missed)) = of_key.range(kv.mod_revision + 1..=*revision).next()
+                && violations.len() < 10
+            {
+                violations.push(format!(
+                    "a read at revision {revision} found {:?} as changed at {}, missing a \
+                     change below its revision:\n    {op}\n    {}",
+                    kv.key, kv.mod_revision, history[*missed]
+                ));
+            }
         }
     }
 

@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use strata_core::raftstore::{
-    Answers, Config, Configuration, Driver, MessageType, Mutation, Node, OutMessage, RangeShared,
-    StateRole, local_read,
+    Answers, Config, Configuration, Driver, MessageType, Mutation, Node, NodeMessage, OutMessage,
+    RangeShared, StateRole, local_read,
 };
 use strata_core::range::META_RANGE_ID;
 use strata_core::rng::fnv1a;
@@ -69,6 +69,11 @@ pub struct Options {
     /// restart beside it. (Clients write to more than one range once revisions come from the
     /// revision oracle; see `docs/sharding.md`.)
     pub ranges: u64,
+    /// Clients use keys in every range, not only the meta range's: writes and reads take their
+    /// revisions and read timestamps from the oracle, in several ranges at once. (Membership
+    /// changes are left out of such runs: they change the meta range's replicas only, and would
+    /// leave the others without a quorum.)
+    pub spread_keys: bool,
     /// The fault kinds a run may use; empty for a run without faults (and a calm network).
     pub faults: Vec<FaultKind>,
     pub mutation: Mutation,
@@ -83,6 +88,7 @@ impl Default for Options {
             spare_nodes: 2,
             duration_ms: 3_000,
             ranges: 2,
+            spread_keys: false,
             faults: FaultKind::ALL.to_vec(),
             mutation: Mutation::None,
         }
@@ -102,6 +108,9 @@ impl Options {
         }
         if self.ranges != Options::default().ranges {
             command.push_str(&format!(" --ranges {}", self.ranges));
+        }
+        if self.spread_keys {
+            command.push_str(" --spread-keys");
         }
         if self.spare_nodes != Options::default().spare_nodes {
             command.push_str(&format!(" --spare-nodes {}", self.spare_nodes));
@@ -161,6 +170,10 @@ enum Event {
     Deliver {
         to: u64,
         message: Box<OutMessage>,
+    },
+    /// A message between two nodes' drivers (asks of the revision oracle, and answers).
+    DeliverNode {
+        message: Box<NodeMessage>,
     },
     SnapshotStatus {
         leader: u64,
@@ -291,12 +304,13 @@ impl World {
         let plan = FaultPlan::new(rng.fork(), &options.faults, options.nodes + options.spare_nodes);
         let net_rng = rng.fork();
         let client_rng = rng.fork();
-        let keys = workload::keys();
+        let keys = workload::keys(options.spread_keys);
         let watchers = Watchers::new(rng.fork(), options.nodes + options.spare_nodes, &keys);
         let leases = Leases::new(rng.fork(), LEASE_CLIENTS);
         let pool = options.nodes + options.spare_nodes;
         let mut operator_rng = rng.fork();
-        let changes_membership = options.spare_nodes > 0 && operator_rng.chance(0.5);
+        let changes_membership =
+            options.spare_nodes > 0 && !options.spread_keys && operator_rng.chance(0.5);
         let spare = if changes_membership { (options.nodes + 1..=pool).collect() } else { vec![] };
         let operator = Operator::new(operator_rng, spare);
         let oracle_clients = if options.ranges > 1 { ORACLE_CLIENTS } else { 0 };
@@ -466,6 +480,7 @@ impl World {
             | Event::Request { node: id, .. }
             | Event::LeaseRequest { node: id, .. }
             | Event::OracleAsk { node: id, .. } => Some(*id),
+            Event::DeliverNode { message } => Some(message.to),
             Event::SnapshotStatus { leader, .. } => Some(*leader),
             _ => None,
         };
@@ -489,6 +504,7 @@ impl World {
                 self.schedule(interval, Event::Tick(id));
             }
             Event::Deliver { to, message } => self.deliver(to, *message),
+            Event::DeliverNode { message } => self.deliver_node(*message),
             Event::SnapshotStatus { leader, epoch, range_id, peer, delivered } => {
                 if self.nodes[leader as usize - 1].epoch == epoch {
                     self.with_node(leader, |_, driver| {
@@ -609,6 +625,7 @@ impl World {
                 }
             }
             self.send(output.messages);
+            self.send_node(output.node_messages);
             self.answer(id, answers);
         }
     }
@@ -632,7 +649,7 @@ impl World {
         }
         for (reply, result) in answers.reads {
             match (reply, result) {
-                (Reply::Kv(op), Ok(())) => self.serve_read(id, op),
+                (Reply::Kv(op), Ok(read_ts)) => self.serve_read(id, op, read_ts),
                 (Reply::Kv(op), Err(e)) => self.reply(op, workload::error_outcome(e)),
                 _ => {} // only key-value clients read
             }
@@ -708,6 +725,31 @@ impl World {
         self.schedule(MS, Event::SnapshotStatus { leader, epoch, range_id, peer, delivered });
     }
 
+    /// Sends messages between drivers over the same faulty network as Raft's.
+    fn send_node(&mut self, messages: Vec<NodeMessage>) {
+        for message in messages {
+            let copies = self.plan.network.copies(&mut self.net_rng);
+            if copies == 0 {
+                self.plan.counts.messages_dropped += 1;
+            }
+            for _ in 0..copies {
+                let delay = self.plan.network.delay(&mut self.net_rng);
+                self.schedule(delay, Event::DeliverNode { message: Box::new(message.clone()) });
+            }
+        }
+    }
+
+    fn deliver_node(&mut self, message: NodeMessage) {
+        let (from, to) = (message.from, message.to);
+        if self.cut.contains_key(&(from, to)) {
+            return;
+        }
+        if let Some(answers) = self.with_node(to, |_, driver| driver.receive(message)) {
+            self.answer(to, answers);
+            self.round(to);
+        }
+    }
+
     fn deliver(&mut self, to: u64, message: OutMessage) {
         let from = message.message.from;
         let cut = self.cut.contains_key(&(from, to));
@@ -754,17 +796,20 @@ impl World {
             || self.options.mutation == Mutation::ReadsWithoutReadIndex;
         let deadline = self.now + CLIENT_TIMEOUT;
         let handled = self.with_node(id, |_, driver| {
+            // Routed as the server will: to the range holding the key.
+            let range = driver.node().range_of(operation.key().as_bytes());
+            let range = range.unwrap_or(META_RANGE_ID);
             if let Some(request) = workload::write_request(&operation) {
-                driver.propose(FIRST_RANGE_ID, request, deadline, Reply::Kv(op));
+                driver.propose(range, request, deadline, Reply::Kv(op));
             } else if !local_read {
-                driver.read(FIRST_RANGE_ID, deadline, Reply::Kv(op));
+                driver.read(range, deadline, Reply::Kv(op));
             }
         });
         match handled {
             // Nothing listens on a node that is down: the connection is refused, and the
             // request certainly had no effect.
             None => self.reply(op, Outcome::Failed("connection refused".into())),
-            Some(()) if local_read && !operation.is_write() => self.serve_read(id, op),
+            Some(()) if local_read && !operation.is_write() => self.serve_read(id, op, None),
             Some(()) => {}
         }
         // Half the time the round waits up to a millisecond, so that requests arriving
@@ -777,12 +822,20 @@ impl World {
         }
     }
 
-    fn serve_read(&mut self, id: u64, op: usize) {
+    /// Serves a read from node `id`'s replica of the range holding its key: at the read
+    /// timestamp its ReadIndex brought, if its range takes revisions from the oracle.
+    fn serve_read(&mut self, id: u64, op: usize, read_ts: Option<i64>) {
         let sim = &self.nodes[id as usize - 1];
         let Some(driver) = sim.node.as_ref() else { return };
-        let shared = driver.node().shared(FIRST_RANGE_ID).expect("first range");
-        let request = workload::read_request(&self.history[op].op);
-        let result = local_read::range(&sim.disk, &shared, &request);
+        let operation = &self.history[op].op;
+        let node = driver.node();
+        let range = node.range_of(operation.key().as_bytes()).unwrap_or(META_RANGE_ID);
+        let shared = node.shared(range).expect("a range the node holds");
+        let request = workload::read_request(operation);
+        let result = match read_ts {
+            Some(ts) => local_read::range_at(&sim.disk, &shared, &request, ts),
+            None => local_read::range(&sim.disk, &shared, &request),
+        };
         self.reply(op, workload::read_outcome(result));
     }
 
@@ -888,6 +941,8 @@ impl World {
         for (i, event) in std::mem::take(&mut sim.deferred).into_iter().enumerate() {
             let connection = match &event {
                 Event::Deliver { message, .. } => message.message.from,
+                // Driver messages share the peer's connection, as they will in the transport.
+                Event::DeliverNode { message } => message.from,
                 _ => 1_000 + i as u64, // a client's request, or a report of the node's own
             };
             connections.entry(connection).or_default().push_back(event);
