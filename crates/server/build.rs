@@ -1,5 +1,6 @@
 //! Generates the gRPC services: etcd's v3 API (on the message types of `strata-core`), and
-//! Strata's own node-to-node transport and administration API.
+//! Strata's own node-to-node transport and administration API, and gRPC's standard health
+//! service.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
@@ -27,7 +28,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .compile_with_config(config(), &etcd_files, &[proto_root.clone(), include.clone()])?;
     tonic_prost_build::configure().build_client(true).build_server(true).compile_with_config(
         config(),
-        &[proto_root.join("strata/raft.proto"), proto_root.join("strata/admin.proto")],
+        &[
+            proto_root.join("strata/raft.proto"),
+            proto_root.join("strata/admin.proto"),
+            proto_root.join("grpc/health/v1/health.proto"),
+        ],
         &[proto_root.clone(), include],
     )?;
     println!("cargo:rerun-if-changed={}", proto_root.display());

@@ -1,5 +1,5 @@
 //! Generated gRPC code: etcd's services over `strata_core::pb` messages, and Strata's own
-//! services (the node-to-node transport, the administration API).
+//! services (the node-to-node transport, the administration API), and gRPC's health service.
 #![allow(clippy::all, missing_docs)]
 
 pub use strata_core::pb::*;
@@ -15,4 +15,7 @@ pub mod election {
 }
 pub mod strata {
     include!(concat!(env!("OUT_DIR"), "/stratapb.rs"));
+}
+pub mod health {
+    include!(concat!(env!("OUT_DIR"), "/grpc.health.v1.rs"));
 }

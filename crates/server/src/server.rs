@@ -13,6 +13,7 @@ use tokio_stream::StreamExt as _;
 
 use crate::api::admin::AdminService;
 use crate::api::cluster::ClusterService;
+use crate::api::health::HealthService;
 use crate::api::http::Metrics;
 use crate::api::kv::KvService;
 use crate::api::lease::{LeaseIds, LeaseService};
@@ -29,6 +30,7 @@ use crate::pb::etcd::kv_server::KvServer;
 use crate::pb::etcd::lease_server::LeaseServer;
 use crate::pb::etcd::maintenance_server::MaintenanceServer;
 use crate::pb::etcd::watch_server::WatchServer;
+use crate::pb::health::health_server::HealthServer;
 use crate::pb::lock::lock_server::LockServer;
 use crate::pb::strata::admin_server::AdminServer;
 use crate::pb::strata::raft_transport_server::RaftTransportServer;
@@ -301,6 +303,7 @@ impl Member {
                 "/stratapb.Admin/{*method}",
                 AdminServer::new(AdminService { api: api.clone() }),
             )
+            .route_service("/grpc.health.v1.Health/{*method}", HealthServer::new(HealthService))
     }
 
     pub fn kv_service(&self) -> KvServer<KvService> {

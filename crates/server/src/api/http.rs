@@ -195,24 +195,18 @@ fn render_histogram(out: &mut String, name: &str, labels: &str, histogram: &Hist
 }
 
 pub fn router(api: Arc<Api>) -> Router {
+    use super::health;
     Router::new()
-        .route("/health", get(health))
+        .route("/health", get(health::health))
+        .route("/livez", get(health::livez))
+        .route("/livez/{check}", get(health::livez_check))
+        .route("/readyz", get(health::readyz))
+        .route("/readyz/{check}", get(health::readyz_check))
+        .route("/version", get(health::version))
         .route("/metrics", get(metrics))
         .merge(super::gateway::routes())
         .fallback(fallback)
         .with_state(api)
-}
-
-/// Healthy when this member knows a leader, as etcd's `/health` reports.
-async fn health(State(api): State<Arc<Api>>) -> Response {
-    let has_leader = api.range().leader_id.load(Ordering::Acquire) != 0;
-    let body = if has_leader {
-        r#"{"health":"true"}"#
-    } else {
-        r#"{"health":"false","reason":"no leader"}"#
-    };
-    let code = if has_leader { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (code, [("content-type", "application/json")], body).into_response()
 }
 
 async fn metrics(State(api): State<Arc<Api>>) -> Response {

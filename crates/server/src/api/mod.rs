@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod cluster;
 pub mod gateway;
+pub mod health;
 pub mod http;
 pub mod kv;
 pub mod lease;
