@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
+use strata_core::mvcc::Limits;
+
 use crate::config::{self, NodeConfig};
 
 #[derive(Parser)]
@@ -23,7 +25,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run one member (flags as etcd's).
+    /// Run one member, configured as etcd is: etcd's flags (`--flag` or `-flag`) and `ETCD_*`
+    /// variables, the command line first; etcd flags Strata cannot honour stop it, named.
     Start(StartArgs),
     /// Run a local three-member cluster as child processes, until Ctrl-C.
     Dev(crate::dev::DevArgs),
@@ -117,15 +120,31 @@ pub struct StartArgs {
     /// leader proposes a step every heartbeat until a compaction's deletions are done.
     #[arg(long, default_value_t = 10_000)]
     pub experimental_compaction_batch_limit: u64,
+    /// Largest client request in bytes (etcd's flag and default).
+    #[arg(long, default_value_t = 1536 * 1024)]
+    pub max_request_bytes: usize,
+    /// Most operations in one branch of a transaction (etcd's flag and default).
+    #[arg(long, default_value_t = 128)]
+    pub max_txn_ops: usize,
+    /// debug, info, warn or error (etcd's panic and fatal log as error). `STRATA_LOG`, a
+    /// filter per module, takes precedence.
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
 }
 
 impl StartArgs {
     pub fn to_config(&self) -> anyhow::Result<NodeConfig> {
         let first = |urls: &str| urls.split(',').next().unwrap_or("").trim().to_string();
-        let listen_client =
-            config::parse_url(&first(&self.listen_client_urls)).context("--listen-client-urls")?;
+        let listen_clients = (self.listen_client_urls.split(','))
+            .map(|url| config::parse_url(url.trim()).context("--listen-client-urls"))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if self.listen_peer_urls.contains(',') {
+            bail!(
+                "--listen-peer-urls: one URL only; listening for peers on several is not supported yet"
+            );
+        }
         let listen_peer =
-            config::parse_url(&first(&self.listen_peer_urls)).context("--listen-peer-urls")?;
+            config::parse_url(self.listen_peer_urls.trim()).context("--listen-peer-urls")?;
         let advertise_peer = self
             .initial_advertise_peer_urls
             .clone()
@@ -169,6 +188,9 @@ impl StartArgs {
         if self.experimental_compaction_batch_limit == 0 {
             bail!("--experimental-compaction-batch-limit must be positive");
         }
+        if self.max_request_bytes == 0 || self.max_txn_ops == 0 {
+            bail!("--max-request-bytes and --max-txn-ops must be positive");
+        }
         if self.snapshot_count < 10 {
             bail!("--snapshot-count must be at least 10");
         }
@@ -179,7 +201,7 @@ impl StartArgs {
             name: self.name.clone(),
             data_dir,
             wal_dir: self.wal_dir.clone(),
-            listen_client,
+            listen_clients,
             advertise_client_urls: advertise_client
                 .split(',')
                 .map(|s| s.trim().to_string())
@@ -200,6 +222,10 @@ impl StartArgs {
                 q => q as u64,
             },
             compaction_step_records: self.experimental_compaction_batch_limit,
+            limits: Limits {
+                request_bytes_max: self.max_request_bytes,
+                txn_ops_max: self.max_txn_ops,
+            },
         })
     }
 }
@@ -250,8 +276,25 @@ struct DelArgs {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_logging();
+    let (args, notes) = match command_line(std::env::args().collect(), std::env::vars().collect()) {
+        Ok(taken) => taken,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cli = Cli::parse_from(args);
+    let log_level = match &cli.command {
+        Command::Start(args) => args.log_level.as_str(),
+        _ => "info",
+    };
+    if let Err(e) = init_logging(log_level) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
+    for note in notes {
+        tracing::info!("{note}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -306,12 +349,43 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+/// The command line clap is to parse, and lines for the log: invoked as `etcd`, the binary is
+/// `strata start`; `start`'s etcd flags that Strata does not implement are taken out (and
+/// read from the environment) by `etcd_flags`, which refuses those it cannot honour.
+fn command_line(
+    mut args: Vec<String>,
+    env: Vec<(String, String)>,
+) -> Result<(Vec<String>, Vec<String>), String> {
+    let invoked_as = args.first().map(|a| std::path::Path::new(a).file_name());
+    let as_etcd = invoked_as.flatten().is_some_and(|name| name == "etcd");
+    let wants_version = args.get(1).is_some_and(|a| a == "--version");
+    if as_etcd && !wants_version {
+        args.insert(1, "start".to_string());
+    }
+    if args.get(1).map(String::as_str) != Some("start") {
+        return Ok((args, Vec::new()));
+    }
+    let start = StartArgs::augment_args(clap::Command::new("start"));
+    let own: Vec<&str> = start.get_arguments().filter_map(|a| a.get_long()).collect();
+    let taken = crate::etcd_flags::take(&args[2..], &env, &own)?;
+    let args = args[..2].iter().cloned().chain(taken.args).collect();
+    Ok((args, taken.notes))
+}
+
+fn init_logging(level: &str) -> anyhow::Result<()> {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     use tracing_subscriber::{Layer as _, filter};
+    let level = match level {
+        "debug" | "info" | "warn" | "error" => level,
+        "panic" | "fatal" => "error",
+        other => {
+            bail!("--log-level must be debug, info, warn, error, panic or fatal, not {other:?}")
+        }
+    };
+    let default = format!("{level},fjall=warn,lsm_tree=warn");
     let env_filter = tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     // Colours only on a terminal: log files and CI output stay plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let output = tracing_subscriber::fmt::layer()
@@ -325,6 +399,7 @@ fn init_logging() {
             .with_target("lsm_tree", tracing::Level::DEBUG),
     );
     let _ = tracing_subscriber::registry().with(output).with(trail).try_init();
+    Ok(())
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -340,5 +415,193 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::etcd_flags::{FLAGS, Rule};
+
+    /// Every flag `etcd --help` lists in 3.5, with its default (a value for those without).
+    const ETCD_35_FLAGS: &[(&str, &str)] = &[
+        ("name", "default"),
+        ("data-dir", "default.etcd"),
+        ("wal-dir", "wal"),
+        ("snapshot-count", "100000"),
+        ("heartbeat-interval", "100"),
+        ("election-timeout", "1000"),
+        ("initial-election-tick-advance", "true"),
+        ("listen-peer-urls", "http://localhost:2380"),
+        ("listen-client-urls", "http://localhost:2379"),
+        ("listen-client-http-urls", ""),
+        ("max-snapshots", "5"),
+        ("max-wals", "5"),
+        ("quota-backend-bytes", "0"),
+        ("backend-bbolt-freelist-type", "map"),
+        ("backend-batch-interval", ""),
+        ("backend-batch-limit", "0"),
+        ("max-txn-ops", "128"),
+        ("max-request-bytes", "1572864"),
+        ("max-concurrent-streams", "4294967295"),
+        ("enable-grpc-gateway", "true"),
+        ("grpc-keepalive-min-time", "5s"),
+        ("grpc-keepalive-interval", "2h"),
+        ("grpc-keepalive-timeout", "20s"),
+        ("socket-reuse-port", "false"),
+        ("socket-reuse-address", "false"),
+        ("raft-read-timeout", "5s"),
+        ("raft-write-timeout", "5s"),
+        ("initial-advertise-peer-urls", "http://localhost:2380"),
+        ("initial-cluster", "default=http://localhost:2380"),
+        ("initial-cluster-state", "new"),
+        ("initial-cluster-token", "etcd-cluster"),
+        ("advertise-client-urls", "http://localhost:2379"),
+        ("discovery", ""),
+        ("discovery-fallback", "proxy"),
+        ("discovery-proxy", ""),
+        ("discovery-srv", ""),
+        ("discovery-srv-name", ""),
+        ("strict-reconfig-check", "false"),
+        ("pre-vote", "true"),
+        ("auto-compaction-retention", "0"),
+        ("auto-compaction-mode", "periodic"),
+        ("enable-v2", "false"),
+        ("v2-deprecation", "not-yet"),
+        ("cert-file", ""),
+        ("key-file", ""),
+        ("client-cert-auth", "false"),
+        ("client-cert-file", ""),
+        ("client-key-file", ""),
+        ("client-crl-file", ""),
+        ("client-cert-allowed-hostname", ""),
+        ("trusted-ca-file", ""),
+        ("auto-tls", "false"),
+        ("peer-cert-file", ""),
+        ("peer-key-file", ""),
+        ("peer-client-cert-auth", "false"),
+        ("peer-trusted-ca-file", ""),
+        ("peer-cert-allowed-cn", ""),
+        ("peer-cert-allowed-hostname", ""),
+        ("peer-auto-tls", "false"),
+        ("peer-client-cert-file", ""),
+        ("peer-client-key-file", ""),
+        ("self-signed-cert-validity", "1"),
+        ("peer-crl-file", ""),
+        ("cipher-suites", ""),
+        ("cors", "*"),
+        ("host-whitelist", "*"),
+        ("tls-min-version", "TLS1.2"),
+        ("tls-max-version", ""),
+        ("auth-token", "simple"),
+        ("bcrypt-cost", "10"),
+        ("auth-token-ttl", "300"),
+        ("enable-pprof", "false"),
+        ("metrics", "basic"),
+        ("listen-metrics-urls", ""),
+        ("logger", "zap"),
+        ("log-outputs", "default"),
+        ("log-level", "info"),
+        ("enable-log-rotation", "false"),
+        ("log-rotation-config-json", "{\"maxsize\": 100}"),
+        ("experimental-enable-distributed-tracing", "false"),
+        ("experimental-distributed-tracing-address", "localhost:4317"),
+        ("experimental-distributed-tracing-service-name", "etcd"),
+        ("experimental-distributed-tracing-instance-id", ""),
+        ("experimental-distributed-tracing-sampling-rate", "0"),
+        ("proxy", "off"),
+        ("proxy-failure-wait", "5000"),
+        ("proxy-refresh-interval", "30000"),
+        ("proxy-dial-timeout", "1000"),
+        ("proxy-write-timeout", "5000"),
+        ("proxy-read-timeout", "0"),
+        ("experimental-initial-corrupt-check", "false"),
+        ("experimental-corrupt-check-time", "0s"),
+        ("experimental-compact-hash-check-enabled", "false"),
+        ("experimental-compact-hash-check-time", "1m"),
+        ("experimental-enable-v2v3", ""),
+        ("experimental-enable-lease-checkpoint", "false"),
+        ("experimental-enable-lease-checkpoint-persist", "false"),
+        ("experimental-compaction-batch-limit", "1000"),
+        ("experimental-compaction-sleep-interval", "10ms"),
+        ("experimental-peer-skip-client-san-verification", "false"),
+        ("experimental-watch-progress-notify-interval", "10m"),
+        ("experimental-downgrade-check-time", "5s"),
+        ("experimental-memory-mlock", "false"),
+        ("experimental-warning-apply-duration", "100ms"),
+        ("experimental-txn-mode-write-with-shared-buffer", "true"),
+        ("experimental-bootstrap-defrag-threshold-megabytes", "0"),
+        ("experimental-stop-grpc-service-on-defrag", "false"),
+        ("force-new-cluster", "false"),
+        ("unsafe-no-fsync", "false"),
+    ];
+
+    fn start(args: &[String], env: &[(&str, &str)]) -> Result<StartArgs, String> {
+        let line = ["strata", "start"].iter().map(|s| s.to_string()).chain(args.iter().cloned());
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let (args, _) = command_line(line.collect(), env)?;
+        match Cli::try_parse_from(args).map_err(|e| e.to_string())?.command {
+            Command::Start(args) => Ok(args),
+            _ => unreachable!("parsed as start"),
+        }
+    }
+
+    #[test]
+    fn every_etcd_flag_with_its_default_is_honoured_or_accepted() {
+        for (name, value) in ETCD_35_FLAGS {
+            if let Err(e) = start(&[format!("--{name}={value}")], &[]) {
+                panic!("--{name}={value}: {e}");
+            }
+            let variable = crate::etcd_flags::env_name(name);
+            if let Err(e) = start(&[], &[(variable.as_str(), value)]) {
+                panic!("{variable}={value}: {e}");
+            }
+        }
+        // Nothing in the table that etcd does not have (but its configuration file).
+        for flag in FLAGS.iter().filter(|f| f.name != "config-file") {
+            assert!(ETCD_35_FLAGS.iter().any(|(n, _)| *n == flag.name), "{}", flag.name);
+        }
+    }
+
+    #[test]
+    fn every_etcd_flag_strata_cannot_honour_is_refused_by_name() {
+        for flag in FLAGS {
+            let value = match flag.rule {
+                Rule::Accepted(_) => continue,
+                Rule::Only(accepted, _) if accepted == ["true"] => "false",
+                Rule::Only(_, _) if flag.boolean => "true",
+                Rule::Only(_, _) | Rule::Refused(_) => "something-else",
+            };
+            let error = start(&[format!("--{}={value}", flag.name)], &[]).unwrap_err();
+            let named = format!("etcd flag --{}={value} is not supported by Strata: ", flag.name);
+            assert!(error.starts_with(&named), "{error}");
+        }
+    }
+
+    #[test]
+    fn the_environment_configures_a_member_and_the_command_line_wins() {
+        let env = [
+            ("ETCD_NAME", "infra1"),
+            ("ETCD_INITIAL_CLUSTER", "infra1=http://10.0.0.1:2380"),
+            ("ETCD_INITIAL_ADVERTISE_PEER_URLS", "http://10.0.0.1:2380"),
+            ("ETCD_LISTEN_CLIENT_URLS", "http://10.0.0.1:2379,http://127.0.0.1:2379"),
+            ("ETCD_MAX_TXN_OPS", "512"),
+        ];
+        let args = start(&[], &env).unwrap();
+        let config = args.to_config().unwrap();
+        assert_eq!(config.name, "infra1");
+        assert_eq!(config.listen_clients.len(), 2);
+        assert_eq!(config.limits.txn_ops_max, 512);
+        let args = start(&["-max-txn-ops".to_string(), "64".to_string()], &env).unwrap();
+        assert_eq!(args.max_txn_ops, 64);
+    }
+
+    #[test]
+    fn invoked_as_etcd_the_binary_starts_a_member() {
+        let line = |args: &[&str]| args.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (args, _) = command_line(line(&["/usr/bin/etcd", "--name", "a"]), Vec::new()).unwrap();
+        assert_eq!(args, line(&["/usr/bin/etcd", "start", "--name", "a"]));
+        let (args, _) = command_line(line(&["etcd", "--version"]), Vec::new()).unwrap();
+        assert_eq!(args, line(&["etcd", "--version"]));
     }
 }

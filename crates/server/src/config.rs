@@ -26,7 +26,8 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Where the Raft log lives, if not in `data_dir` (etcd's `--wal-dir`).
     pub wal_dir: Option<PathBuf>,
-    pub listen_client: SocketAddr,
+    /// Every address the client port listens on (etcd's `--listen-client-urls`, one or more).
+    pub listen_clients: Vec<SocketAddr>,
     pub advertise_client_urls: Vec<String>,
     pub listen_peer: SocketAddr,
     pub members: Vec<Member>,
@@ -43,6 +44,9 @@ pub struct NodeConfig {
     pub quota_bytes: u64,
     /// Records a compaction step examines; the leader proposes one step per tick.
     pub compaction_step_records: u64,
+    /// Request size and transaction length limits (etcd's `--max-request-bytes`,
+    /// `--max-txn-ops`).
+    pub limits: strata_core::mvcc::Limits,
     /// Join a running cluster that has added this member (`--initial-cluster-state existing`
     /// with an empty data directory).
     pub join: bool,

@@ -17,6 +17,7 @@ pub mod cli_client;
 pub mod coalesce;
 pub mod config;
 pub mod dev;
+pub mod etcd_flags;
 pub mod open_trail;
 pub mod pb;
 pub mod raft_log;

@@ -5,7 +5,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use strata_core::mvcc::Limits;
 use strata_core::raftstore::{Config as RaftConfig, Node};
 use strata_storage::{Engine, FjallEngine};
 use tokio::net::TcpListener;
@@ -88,9 +87,13 @@ pub async fn run(
     })?;
     let member_id = config.member_id();
 
-    let client_listener = TcpListener::bind(config.listen_client)
-        .await
-        .with_context(|| format!("cannot listen for clients on {}", config.listen_client))?;
+    let mut client_listeners = Vec::new();
+    for address in &config.listen_clients {
+        let listener = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen for clients on {address}"))?;
+        client_listeners.push(listener);
+    }
     let peer_listener = TcpListener::bind(config.listen_peer)
         .await
         .with_context(|| format!("cannot listen for peers on {}", config.listen_peer))?;
@@ -109,14 +112,21 @@ pub async fn run(
         name = %config.name,
         member_id = format!("{member_id:x}"),
         cluster_id = format!("{:x}", config.cluster_id()),
-        client = %config.listen_client,
+        client = ?config.listen_clients,
         peer = %config.listen_peer,
         data_dir = %config.data_dir.display(),
         "strata member started"
     );
-    let client_server = axum::serve(client_connections(client_listener), client_app);
+    // One server per client address, all with the same routes.
+    let mut client_servers = tokio::task::JoinSet::new();
+    for listener in client_listeners {
+        let app = client_app.clone();
+        client_servers.spawn(async move { axum::serve(client_connections(listener), app).await });
+    }
     tokio::select! {
-        result = client_server => result.context("client server failed")?,
+        Some(result) = client_servers.join_next() => {
+            result.context("client server stopped")?.context("client server failed")?
+        }
         result = peer_server => result.context("peer server failed")?,
         () = shutdown => tracing::info!("shutting down"),
     }
@@ -378,7 +388,7 @@ pub fn assemble(
         config: config.clone(),
         shell: handle.clone(),
         engine,
-        limits: Limits::default(),
+        limits: config.limits.clone(),
         peer_client_urls: peer_client_urls.clone(),
         metrics: Arc::new(Metrics::new(node_stats, parts.timings, peer_stats.clone())),
         store: parts.store,

@@ -43,7 +43,7 @@ fn config(name: &str) -> NodeConfig {
         name: name.to_string(),
         data_dir: "in-memory".into(),
         wal_dir: None,
-        listen_client: (Ipv4Addr::UNSPECIFIED, CLIENT_PORT).into(),
+        listen_clients: vec![(Ipv4Addr::UNSPECIFIED, CLIENT_PORT).into()],
         advertise_client_urls: vec![format!("http://{name}:{CLIENT_PORT}")],
         listen_peer: (Ipv4Addr::UNSPECIFIED, PEER_PORT).into(),
         members,
@@ -55,6 +55,7 @@ fn config(name: &str) -> NodeConfig {
         watch_progress_interval: Duration::from_secs(600),
         quota_bytes: 0,
         compaction_step_records: 10_000,
+        limits: Default::default(),
         join: false,
         recorded_member_id: None,
     }
