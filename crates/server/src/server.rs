@@ -33,10 +33,10 @@ use crate::pb::health::health_server::HealthServer;
 use crate::pb::lock::lock_server::LockServer;
 use crate::pb::strata::admin_server::AdminServer;
 use crate::pb::strata::raft_transport_server::RaftTransportServer;
-use crate::shell;
+use crate::shell::{self, Outbox as _};
 use crate::timed_engine::{TimedEngine, Timings};
 use crate::transport::{
-    Announced, Connector, PEER_MESSAGE_BYTES_MAX, PeerStats, Transport, TransportService,
+    Admission, Announced, Connector, PEER_MESSAGE_BYTES_MAX, PeerStats, Transport, TransportService,
 };
 
 /// gRPC messages from clients may exceed the request limit by this much, so that a request just
@@ -361,15 +361,18 @@ pub fn assemble(
     let peers: Vec<(u64, String)> = peers.into_iter().filter(|(id, _)| *id != member_id).collect();
     let reports = Arc::new(Mutex::new(None));
     let peer_stats = Arc::new(PeerStats::default());
-    let transport = Transport::start(
+    let admission = Arc::new(Admission::default());
+    let mut transport = Transport::new(
         &tokio::runtime::Handle::current(),
         member_id,
         Announced { name: config.name.clone(), client_urls: config.advertise_client_urls.clone() },
-        &peers,
         reports.clone(),
         peer_stats.clone(),
+        admission.clone(),
         parts.connector,
     );
+    let cluster_id = node.cluster_id().with_context(|| "cannot read the cluster's id")?;
+    transport.set_peers(&peers, cluster_id);
     let node_stats = node.stats();
     let revision = node.shared(strata_core::FIRST_RANGE_ID).map_or(0, |s| s.read_state().revision);
     let handle = match parts.runner {
@@ -405,6 +408,7 @@ pub fn assemble(
         shell: handle,
         peer_client_urls,
         stats: peer_stats,
+        admission,
     })
     .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX);
     Ok(Member { api, peer_service })

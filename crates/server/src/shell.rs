@@ -90,8 +90,9 @@ pub enum Input {
 pub trait Outbox: Send + 'static {
     fn send(&mut self, messages: Vec<OutMessage>);
 
-    /// The peers to send to from now on, after a membership change: `(member id, peer URL)`.
-    fn set_peers(&mut self, _peers: &[(u64, String)]) {}
+    /// The peers to send to (and accept streams from) from now on, after a membership change:
+    /// `(member id, peer URL)`; and the cluster's id, once this member's store records it.
+    fn set_peers(&mut self, _peers: &[(u64, String)], _cluster_id: Option<u64>) {}
 }
 
 /// A cloneable handle to a running shell.
@@ -423,7 +424,8 @@ impl<O: Outbox> Shell<O> {
             .filter_map(|(id, m)| Some((*id, m.peer_urls.first()?.clone())))
             .collect();
         tracing::info!(members = members.len(), "cluster membership changed");
-        self.outbox.set_peers(&peers);
+        let cluster_id = node.cluster_id().ok().flatten();
+        self.outbox.set_peers(&peers, cluster_id);
     }
 
     fn notify_applied(&mut self) {

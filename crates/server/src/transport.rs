@@ -13,7 +13,7 @@
 //! Every peer's traffic is counted for `/metrics` ([`PeerStats`]): batches, messages and bytes
 //! each way, and the messages dropped on the way out.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -80,6 +80,43 @@ pub type PeerClientUrls = Arc<Mutex<HashMap<u64, Announced>>>;
 pub struct Announced {
     pub name: String,
     pub client_urls: Vec<String>,
+}
+
+/// Who may open a peer stream to this member: a member of its cluster. The sending side keeps
+/// it current with the membership; the receiving side checks each stream's introduction, so a
+/// stray process — a member of another cluster, a removed member, anything that found the
+/// port — cannot hand this member's Raft a single message.
+#[derive(Default)]
+pub struct Admission {
+    /// The cluster's members but this one.
+    peers: Mutex<BTreeSet<u64>>,
+    /// The cluster's id as this member's store records it; 0 until it holds the cluster's
+    /// state (a member joining a running cluster learns it with its first snapshot).
+    cluster_id: AtomicU64,
+}
+
+impl Admission {
+    fn update(&self, peers: &[(u64, String)], cluster_id: Option<u64>) {
+        *self.peers.lock().expect("admission lock") = peers.iter().map(|(id, _)| *id).collect();
+        if let Some(id) = cluster_id {
+            self.cluster_id.store(id, Ordering::Relaxed);
+        }
+    }
+
+    /// Why a stream introduced as coming from `from` of cluster `cluster_id` (0: its sender
+    /// does not know its cluster's id yet, or predates the field) must be refused, if it must.
+    fn refuses(&self, from: u64, cluster_id: u64) -> Option<String> {
+        let mine = self.cluster_id.load(Ordering::Relaxed);
+        if cluster_id != 0 && mine != 0 && cluster_id != mine {
+            return Some(format!(
+                "node {from:x} belongs to cluster {cluster_id:x}, this member to cluster {mine:x}"
+            ));
+        }
+        if !self.peers.lock().expect("admission lock").contains(&from) {
+            return Some(format!("node {from:x} is not a member of this cluster"));
+        }
+        None
+    }
 }
 
 /// The traffic with every peer this member has sent to or heard from, for `/metrics`.
@@ -170,32 +207,32 @@ pub struct Transport {
     runtime: tokio::runtime::Handle,
     me: Announced,
     self_id: u64,
+    admission: Arc<Admission>,
     connector: Connector,
 }
 
 impl Transport {
-    /// Starts a sender task per peer. Undeliverable messages are reported to `reports`, and the
-    /// traffic is counted in `stats`.
-    pub fn start(
+    /// A transport with no peers yet (see `set_peers`). Undeliverable messages are reported to
+    /// `reports`, the traffic is counted in `stats`, and `admission` follows the peers.
+    pub fn new(
         runtime: &tokio::runtime::Handle,
         self_id: u64,
         me: Announced,
-        peers: &[(u64, String)],
         reports: Reports,
         stats: Arc<PeerStats>,
+        admission: Arc<Admission>,
         connector: Connector,
     ) -> Self {
-        let mut transport = Self {
+        Self {
             peers: HashMap::new(),
             reports,
             stats,
             runtime: runtime.clone(),
             me,
             self_id,
+            admission,
             connector,
-        };
-        transport.connect(peers);
-        transport
+        }
     }
 
     /// Sends to exactly `peers` from now on: starts senders for new peers (or new URLs) and
@@ -212,8 +249,7 @@ impl Transport {
             self.peers.insert(*peer_id, (url.clone(), tx, counters.clone()));
             let url = if url.starts_with("http") { url.clone() } else { format!("http://{url}") };
             self.runtime.spawn(peer_sender(
-                self.self_id,
-                self.me.clone(),
+                (self.self_id, self.me.clone(), self.admission.clone()),
                 (*peer_id, url),
                 rx,
                 self.reports.clone(),
@@ -225,7 +261,8 @@ impl Transport {
 }
 
 impl Outbox for Transport {
-    fn set_peers(&mut self, peers: &[(u64, String)]) {
+    fn set_peers(&mut self, peers: &[(u64, String)], cluster_id: Option<u64>) {
+        self.admission.update(peers, cluster_id);
         self.connect(peers);
     }
 
@@ -243,8 +280,7 @@ impl Outbox for Transport {
 }
 
 async fn peer_sender(
-    self_id: u64,
-    me: Announced,
+    (self_id, me, admission): (u64, Announced, Arc<Admission>),
     (peer_id, url): (u64, String),
     queue: mpsc::Receiver<OutMessage>,
     reports: Reports,
@@ -264,6 +300,8 @@ async fn peer_sender(
         }
     };
     let queue = Arc::new(Mutex::new(queue));
+    // The last reason the peer gave for refusing this member's stream, logged once.
+    let mut refused: Option<String> = None;
     loop {
         let channel: Channel = match &connector {
             Connector::Tcp => {
@@ -279,8 +317,10 @@ async fn peer_sender(
         };
         let mut client =
             RaftTransportClient::new(channel).max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
+        let cluster_id = admission.cluster_id.load(Ordering::Relaxed);
+        let introduction = (self_id, cluster_id, &me);
         let outgoing =
-            Outgoing::new(self_id, &me, peer_id, queue.clone(), reports.clone(), counters.clone());
+            Outgoing::new(introduction, peer_id, queue.clone(), reports.clone(), counters.clone());
         let started = tokio::time::Instant::now();
         // The call lasts as long as the stream: until the peer is dropped from the members
         // (the queue closes), or the connection breaks or stays silent past its keep-alive.
@@ -292,7 +332,17 @@ async fn peer_sender(
             &reports,
             Input::Unreachable { range_id: strata_core::FIRST_RANGE_ID, peer: peer_id },
         );
-        tracing::debug!(peer = peer_id, %url, ended = ?ended.err(), "stream to peer broken; reconnecting");
+        match ended {
+            Err(status) if status.code() == tonic::Code::PermissionDenied => {
+                if refused.as_deref() != Some(status.message()) {
+                    tracing::warn!(peer = format!("{peer_id:x}"), %url, "the peer refused this member's stream: {}", status.message());
+                    refused = Some(status.message().to_string());
+                }
+            }
+            ended => {
+                tracing::debug!(peer = peer_id, %url, ended = ?ended.err(), "stream to peer broken; reconnecting");
+            }
+        }
         if started.elapsed() > RECONNECT_BACKOFF_MAX {
             backoff = Duration::from_millis(50);
         }
@@ -315,9 +365,9 @@ struct Outgoing {
 }
 
 impl Outgoing {
+    /// A stream introduced as coming from `from_node` of cluster `cluster_id`, with `me`.
     fn new(
-        from_node: u64,
-        me: &Announced,
+        (from_node, cluster_id, me): (u64, u64, &Announced),
         peer: u64,
         queue: Arc<Mutex<mpsc::Receiver<OutMessage>>>,
         reports: Reports,
@@ -330,6 +380,7 @@ impl Outgoing {
             messages: Vec::new(),
             client_urls: me.client_urls.clone(),
             name: me.name.clone(),
+            cluster_id,
         };
         let ready = VecDeque::from([Outbound { batch: hello, snapshots: Vec::new() }]);
         Self { from_node, peer, queue, ready, reports, counters }
@@ -485,6 +536,7 @@ pub struct TransportService {
     pub shell: ShellHandle,
     pub peer_client_urls: PeerClientUrls,
     pub stats: Arc<PeerStats>,
+    pub admission: Arc<Admission>,
 }
 
 #[tonic::async_trait]
@@ -496,7 +548,22 @@ impl RaftTransport for TransportService {
         let mut stream = request.into_inner();
         let mut joiner = Joiner::default();
         let mut counters: Option<Arc<PeerCounters>> = None;
+        let mut sender: Option<u64> = None;
         while let Some(batch) = stream.message().await? {
+            // The first batch introduces the stream: it comes from a member of this cluster,
+            // and every batch after it from the same one.
+            let from = *sender.get_or_insert(batch.from_node);
+            let refusal = match from == batch.from_node {
+                true => self.admission.refuses(from, batch.cluster_id),
+                false => Some(format!(
+                    "a stream of node {from:x} carried node {:x}'s batch",
+                    batch.from_node
+                )),
+            };
+            if let Some(reason) = refusal {
+                tracing::warn!("refusing a peer stream: {reason}");
+                return Err(Status::permission_denied(reason));
+            }
             let counters = counters.get_or_insert_with(|| self.stats.of(batch.from_node));
             if !batch.messages.is_empty() {
                 add(&counters.received_batches, 1);
@@ -615,12 +682,12 @@ mod tests {
         let queue = Arc::new(Mutex::new(rx));
         let counters = Arc::new(PeerCounters::default());
         let mut outgoing =
-            Outgoing::new(9, &me, 2, queue.clone(), Reports::default(), counters.clone());
+            Outgoing::new((9, 5, &me), 2, queue.clone(), Reports::default(), counters.clone());
         let closed = || queue.lock().unwrap().is_closed();
         let count = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
 
         let hello = outgoing.next().await.expect("the introduction");
-        assert_eq!((hello.name.as_str(), hello.messages.len()), ("a", 0));
+        assert_eq!((hello.name.as_str(), hello.cluster_id, hello.messages.len()), ("a", 5, 0));
         assert_eq!(count(&counters.sent_batches), 0, "the introduction carries no messages");
         for _ in 0..3 {
             tx.try_send(message(MessageType::MsgAppend, 2, 0)).unwrap();
@@ -648,6 +715,7 @@ mod tests {
             runtime: tokio::runtime::Handle::current(),
             me: Announced::default(),
             self_id: 9,
+            admission: Default::default(),
             connector: Connector::default(),
         };
         // A peer whose queue holds two messages and is never drained.
@@ -660,8 +728,7 @@ mod tests {
         // A stream that breaks with a batch drawn from its queue but not yet sent (the pieces
         // of a large message wait like this), and its introduction, which carries no messages.
         let mut outgoing = Outgoing::new(
-            9,
-            &Announced::default(),
+            (9, 5, &Announced::default()),
             2,
             Arc::new(Mutex::new(rx)),
             Reports::default(),
@@ -673,7 +740,7 @@ mod tests {
         drop(outgoing);
         assert_eq!(dropped(2), 4, "the unsent batch is dropped with its stream");
         assert_eq!(stats.all().iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![2]);
-        transport.set_peers(&[]);
+        transport.set_peers(&[], None);
         assert!(stats.all().is_empty(), "a removed member's counters go with it");
     }
 }
