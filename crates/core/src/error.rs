@@ -14,6 +14,7 @@ pub enum Code {
     ResourceExhausted,
     Unavailable,
     Internal,
+    Unimplemented,
     /// What Go's gRPC answers for an error without a code (etcd's election errors).
     Unknown,
 }
@@ -93,6 +94,12 @@ pub enum Error {
         "etcdserver: range {range_id} changed while the request was in flight (epoch {proposed} against {current}); retry"
     )]
     EpochNotMatch { range_id: u64, proposed: u64, current: u64 },
+    /// A write or transaction whose keys lie in more than one range, before transactions
+    /// across ranges.
+    #[error(
+        "etcdserver: a write or transaction across ranges is not supported yet (its keys lie in ranges {0})"
+    )]
+    AcrossRanges(String),
     /// The request did not complete before its deadline; it may still be applied.
     #[error("etcdserver: request timed out")]
     Timeout,
@@ -135,6 +142,7 @@ impl Error {
             Error::Timeout | Error::EpochNotMatch { .. } => Code::Unavailable,
             Error::TooManyRequests | Error::NoSpace => Code::ResourceExhausted,
             Error::Storage(_) | Error::Internal(_) => Code::Internal,
+            Error::AcrossRanges(_) => Code::Unimplemented,
             Error::ElectionNotLeader | Error::ElectionNoLeader | Error::MissingLeaderKey => {
                 Code::Unknown
             }

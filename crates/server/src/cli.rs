@@ -27,7 +27,7 @@ struct Cli {
 enum Command {
     /// Run one member, configured as etcd is: etcd's flags (`--flag` or `-flag`) and `ETCD_*`
     /// variables, the command line first; etcd flags Strata cannot honour stop it, named.
-    Start(StartArgs),
+    Start(Box<StartArgs>),
     /// Run a local three-member cluster as child processes, until Ctrl-C.
     Dev(crate::dev::DevArgs),
     /// Read a key (or keys with --prefix).
@@ -126,6 +126,12 @@ pub struct StartArgs {
     /// Most operations in one branch of a transaction (etcd's flag and default).
     #[arg(long, default_value_t = 128)]
     pub max_txn_ops: usize,
+    /// Experimental: comma-separated keys at which a new cluster's key space is cut into
+    /// ranges, each its own Raft group. Single-key requests and reads across ranges are
+    /// served; writes and transactions across ranges, and watches past the first range, are
+    /// not yet (`docs/sharding.md`). Read when the cluster is created only.
+    #[arg(long, default_value = "", hide = true)]
+    pub experimental_initial_split_keys: String,
     /// debug, info, warn or error (etcd's panic and fatal log as error). `STRATA_LOG`, a
     /// filter per module, takes precedence.
     #[arg(long, default_value = "info")]
@@ -226,6 +232,7 @@ impl StartArgs {
                 request_bytes_max: self.max_request_bytes,
                 txn_ops_max: self.max_txn_ops,
             },
+            initial_split_keys: split_keys(&self.experimental_initial_split_keys)?,
         })
     }
 }
@@ -347,6 +354,19 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--experimental-initial-split-keys`: distinct, non-empty keys, in any order.
+fn split_keys(list: &str) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut keys: Vec<Vec<u8>> =
+        list.split(',').filter(|k| !k.is_empty()).map(|k| k.as_bytes().to_vec()).collect();
+    keys.sort();
+    let count = keys.len();
+    keys.dedup();
+    if keys.len() != count {
+        bail!("--experimental-initial-split-keys lists a key twice: {list:?}");
+    }
+    Ok(keys)
 }
 
 /// The command line clap is to parse, and lines for the log: invoked as `etcd`, the binary is
@@ -541,7 +561,7 @@ mod tests {
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let (args, _) = command_line(line.collect(), env)?;
         match Cli::try_parse_from(args).map_err(|e| e.to_string())?.command {
-            Command::Start(args) => Ok(args),
+            Command::Start(args) => Ok(*args),
             _ => unreachable!("parsed as start"),
         }
     }

@@ -47,6 +47,9 @@ pub struct NodeConfig {
     /// Request size and transaction length limits (etcd's `--max-request-bytes`,
     /// `--max-txn-ops`).
     pub limits: strata_core::mvcc::Limits,
+    /// Keys at which a new cluster's key space is cut into ranges (experimental: see
+    /// `docs/sharding.md` for what serves across ranges so far).
+    pub initial_split_keys: Vec<Vec<u8>>,
     /// Join a running cluster that has added this member (`--initial-cluster-state existing`
     /// with an empty data directory).
     pub join: bool,

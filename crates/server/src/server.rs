@@ -341,6 +341,7 @@ pub fn assemble(
     raft_config.raft_logger = Some(crate::raft_log::logger());
     raft_config.log_entries_max = config.log_entries_max;
     raft_config.compaction_step_records = config.compaction_step_records;
+    raft_config.initial_split_keys = config.initial_split_keys.clone();
     // Keep a fifth of the log after compaction so briefly lagging followers use the log.
     raft_config.log_entries_keep = config.log_entries_max / 5;
     let node = Node::open(raft_config, engine.clone()).with_context(|| {

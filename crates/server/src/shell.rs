@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use strata_core::command::Request;
 use strata_core::mvcc::Response;
 use strata_core::raftstore::{
-    Answers, Driver, Message, Node, OutMessage, RangeShared, SharedRanges,
+    Answers, Driver, Message, Node, NodeMessage, OutMessage, RangeShared, SharedRanges,
 };
 use strata_core::range::META_RANGE_ID;
 use strata_core::{Error, RangeId};
@@ -42,6 +42,8 @@ pub enum Input {
     },
     Read {
         range_id: RangeId,
+        /// A read timestamp already taken, for a read over several ranges.
+        read_ts: Option<i64>,
         deadline: Instant,
         reply: ReadReply,
     },
@@ -49,6 +51,8 @@ pub enum Input {
         range_id: RangeId,
         message: Message,
     },
+    /// A message from another node's driver (an ask of the revision oracle, or its answer).
+    Node(NodeMessage),
     Unreachable {
         range_id: RangeId,
         peer: u64,
@@ -89,6 +93,9 @@ pub enum Input {
 /// Where the shell sends messages for peers (the transport).
 pub trait Outbox: Send + 'static {
     fn send(&mut self, messages: Vec<OutMessage>);
+
+    /// Sends messages to other nodes' drivers.
+    fn send_node(&mut self, _messages: Vec<NodeMessage>) {}
 
     /// The peers to send to (and accept streams from) from now on, after a membership change:
     /// `(member id, peer URL)`; and the cluster's id, once this member's store records it.
@@ -184,8 +191,22 @@ impl ShellHandle {
     ) -> Result<Option<i64>, Error> {
         let (reply, rx) = oneshot::channel();
         let deadline = now() + timeout;
-        self.try_send(Input::Read { range_id, deadline, reply })?;
+        self.try_send(Input::Read { range_id, read_ts: None, deadline, reply })?;
         answer(rx, timeout).await
+    }
+
+    /// [`Self::read_index`] at a read timestamp already taken (in a range taking its revisions
+    /// from the oracle).
+    pub async fn read_index_at(
+        &self,
+        range_id: RangeId,
+        read_ts: i64,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        let (reply, rx) = oneshot::channel();
+        let deadline = now() + timeout;
+        self.try_send(Input::Read { range_id, read_ts: Some(read_ts), deadline, reply })?;
+        answer(rx, timeout).await.map(|_| ())
     }
 }
 
@@ -334,14 +355,8 @@ impl<O: Outbox> Shell<O> {
                 if !output.messages.is_empty() {
                     self.outbox.send(output.messages);
                 }
-                // Messages between drivers come only from ranges taking their revisions from
-                // the oracle, which a server does not create yet (`docs/sharding.md`); the peer
-                // transport carries them once it does.
                 if !output.node_messages.is_empty() {
-                    tracing::error!(
-                        count = output.node_messages.len(),
-                        "dropping messages for other nodes' drivers: not carried yet"
-                    );
+                    self.outbox.send_node(output.node_messages);
                 }
                 self.log_leadership();
                 self.notify_applied();
@@ -364,10 +379,14 @@ impl<O: Outbox> Shell<O> {
             Input::Propose { range_id, request, deadline, reply } => {
                 self.driver.propose(range_id, request, deadline, reply);
             }
-            Input::Read { range_id, deadline, reply } => {
+            Input::Read { range_id, read_ts: None, deadline, reply } => {
                 self.driver.read(range_id, deadline, reply)
             }
+            Input::Read { range_id, read_ts: Some(ts), deadline, reply } => {
+                self.driver.read_at(range_id, ts, deadline, reply)
+            }
             Input::Raft { range_id, message } => self.driver.node_mut().step(range_id, message),
+            Input::Node(message) => deliver(self.driver.receive(message)),
             Input::Unreachable { range_id, peer } => {
                 self.driver.node_mut().report_unreachable(range_id, peer)
             }

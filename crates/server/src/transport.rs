@@ -23,7 +23,8 @@ use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 
-use strata_core::raftstore::{Message, OutMessage, decode_raft, encode_raft};
+use prost::Message as _;
+use strata_core::raftstore::{Message, NodeMessage, OutMessage, decode_raft, encode_raft};
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tonic::transport::{Channel, Endpoint};
@@ -201,7 +202,7 @@ fn report(reports: &Reports, input: Input) {
 /// The sending side, owned by the shell.
 pub struct Transport {
     /// A queue per peer, the URL its sender task dials, and its counters.
-    peers: HashMap<u64, (String, mpsc::Sender<OutMessage>, Arc<PeerCounters>)>,
+    peers: HashMap<u64, (String, mpsc::Sender<Queued>, Arc<PeerCounters>)>,
     reports: Reports,
     stats: Arc<PeerStats>,
     runtime: tokio::runtime::Handle,
@@ -271,9 +272,19 @@ impl Outbox for Transport {
             let to = out.message.to;
             let range_id = out.range_id;
             let Some((_, queue, counters)) = self.peers.get(&to) else { continue };
-            if queue.try_send(out).is_err() {
+            if queue.try_send(Queued::Raft(out)).is_err() {
                 add(&counters.dropped_messages, 1);
                 report(&self.reports, Input::Unreachable { range_id, peer: to });
+            }
+        }
+    }
+
+    fn send_node(&mut self, messages: Vec<NodeMessage>) {
+        for message in messages {
+            let Some((_, queue, counters)) = self.peers.get(&message.to) else { continue };
+            // A lost ask is asked again, a lost answer given up by its asker: drop it.
+            if queue.try_send(Queued::Node(message)).is_err() {
+                add(&counters.dropped_messages, 1);
             }
         }
     }
@@ -282,7 +293,7 @@ impl Outbox for Transport {
 async fn peer_sender(
     (self_id, me, admission): (u64, Announced, Arc<Admission>),
     (peer_id, url): (u64, String),
-    queue: mpsc::Receiver<OutMessage>,
+    queue: mpsc::Receiver<Queued>,
     reports: Reports,
     counters: Arc<PeerCounters>,
     connector: Connector,
@@ -357,7 +368,7 @@ async fn peer_sender(
 struct Outgoing {
     from_node: u64,
     peer: u64,
-    queue: Arc<Mutex<mpsc::Receiver<OutMessage>>>,
+    queue: Arc<Mutex<mpsc::Receiver<Queued>>>,
     /// Batches drawn from the queue and not yet sent, first the introduction.
     ready: VecDeque<Outbound>,
     reports: Reports,
@@ -369,7 +380,7 @@ impl Outgoing {
     fn new(
         (from_node, cluster_id, me): (u64, u64, &Announced),
         peer: u64,
-        queue: Arc<Mutex<mpsc::Receiver<OutMessage>>>,
+        queue: Arc<Mutex<mpsc::Receiver<Queued>>>,
         reports: Reports,
         counters: Arc<PeerCounters>,
     ) -> Self {
@@ -442,6 +453,15 @@ fn whole_messages(batch: &RaftBatch) -> usize {
     batch.messages.iter().filter(|envelope| !envelope.more).count()
 }
 
+/// What waits in a peer's queue: a Raft message, or a message for the peer's driver (an ask
+/// of the revision oracle, or its answer). Raft messages are nearly all the traffic: they stay
+/// unboxed, whatever the size difference costs the rare node message.
+#[allow(clippy::large_enum_variant)]
+pub enum Queued {
+    Raft(OutMessage),
+    Node(NodeMessage),
+}
+
 /// A batch for the wire, and the ranges whose snapshot it completes.
 struct Outbound {
     batch: RaftBatch,
@@ -468,7 +488,18 @@ impl Batches {
         Self { from_node, ready: vec![first], messages: 0, last_bytes: 0 }
     }
 
-    fn push(&mut self, out: OutMessage) {
+    fn push(&mut self, queued: Queued) {
+        let out = match queued {
+            Queued::Raft(out) => out,
+            Queued::Node(message) => {
+                // Small, and never in pieces.
+                self.messages += 1;
+                let message = message.encode_to_vec();
+                let envelope = RaftEnvelope { message, node: true, ..Default::default() };
+                self.last().batch.messages.push(envelope);
+                return;
+            }
+        };
         self.messages += 1;
         let snapshot = out.message.get_msg_type() == raft::prelude::MessageType::MsgSnapshot;
         let message = encode_raft(&out.message);
@@ -479,14 +510,16 @@ impl Batches {
                 self.close();
             }
             self.last_bytes += message.len();
-            self.last().batch.messages.push(RaftEnvelope { range_id, message, more: false });
+            let envelope = RaftEnvelope { range_id, message, ..Default::default() };
+            self.last().batch.messages.push(envelope);
         } else {
             // In pieces, each in a batch of its own, before whatever follows it.
             let count = message.len().div_ceil(PIECE_BYTES);
             for (i, piece) in message.chunks(PIECE_BYTES).enumerate() {
                 let more = i + 1 < count;
                 self.close();
-                let envelope = RaftEnvelope { range_id, message: piece.to_vec(), more };
+                let message = piece.to_vec();
+                let envelope = RaftEnvelope { range_id, message, more, ..Default::default() };
                 self.last().batch.messages.push(envelope);
             }
         }
@@ -575,6 +608,10 @@ impl RaftTransport for TransportService {
                 self.peer_client_urls.lock().expect("urls lock").insert(batch.from_node, announced);
             }
             for envelope in batch.messages {
+                if envelope.node {
+                    self.receive_node(batch.from_node, &envelope.message);
+                    continue;
+                }
                 let range_id = envelope.range_id;
                 let Some(encoded) = joiner.accept(envelope) else { continue };
                 let message: Message = match decode_raft("raft message", &encoded) {
@@ -597,6 +634,24 @@ impl RaftTransport for TransportService {
             }
         }
         Ok(Response::new(SendResponse {}))
+    }
+}
+
+impl TransportService {
+    /// A message for this node's driver, from peer `from`.
+    fn receive_node(&self, from: u64, encoded: &[u8]) {
+        match NodeMessage::decode(encoded) {
+            Ok(message) if message.to == self.node_id => {
+                let _ = self.shell.try_send(Input::Node(message));
+            }
+            Ok(message) => tracing::warn!(
+                from,
+                "dropping a node message addressed to node {:x}, this is node {:x}",
+                message.to,
+                self.node_id
+            ),
+            Err(e) => tracing::warn!(from, error = %e, "dropping an undecodable node message"),
+        }
     }
 }
 
@@ -646,7 +701,7 @@ mod tests {
         ];
         let mut batches = Batches::new(9);
         for out in sent.iter().cloned() {
-            batches.push(out);
+            batches.push(Queued::Raft(out));
         }
         assert!(batches.ready.len() >= 6, "the large snapshot is cut: {}", batches.ready.len());
         let mut joiner = Joiner::default();
@@ -690,7 +745,7 @@ mod tests {
         assert_eq!((hello.name.as_str(), hello.cluster_id, hello.messages.len()), ("a", 5, 0));
         assert_eq!(count(&counters.sent_batches), 0, "the introduction carries no messages");
         for _ in 0..3 {
-            tx.try_send(message(MessageType::MsgAppend, 2, 0)).unwrap();
+            tx.try_send(Queued::Raft(message(MessageType::MsgAppend, 2, 0))).unwrap();
         }
         let batch = outgoing.next().await.expect("a batch");
         assert_eq!(batch.messages.len(), 3, "everything queued goes out together");
@@ -734,7 +789,7 @@ mod tests {
             Reports::default(),
             stats.of(2),
         );
-        let envelope = RaftEnvelope { range_id: 7, message: vec![1], more: false };
+        let envelope = RaftEnvelope { range_id: 7, message: vec![1], ..Default::default() };
         let batch = RaftBatch { messages: vec![envelope], ..Default::default() };
         outgoing.ready.push_back(Outbound { batch, snapshots: Vec::new() });
         drop(outgoing);

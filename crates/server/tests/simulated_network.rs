@@ -56,6 +56,7 @@ fn config(name: &str) -> NodeConfig {
         quota_bytes: 0,
         compaction_step_records: 10_000,
         limits: Default::default(),
+        initial_split_keys: Vec::new(),
         join: false,
         recorded_member_id: None,
     }

@@ -107,6 +107,55 @@ pub fn range(view: &View<'_>, state: &AppliedState, req: &RangeRequest) -> Resul
     })
 }
 
+/// The part of `req` for the keys `[first, past)` of one range (an empty `past`: to the end
+/// of the key space), to be served by that range and joined with the others by [`merge`].
+/// Without sorting or filtering each part stops at the request's limit; otherwise a part must
+/// return every key, since any of them may make the cut once the parts are joined.
+pub fn part_of(req: &RangeRequest, first: &[u8], past: &[u8]) -> RangeRequest {
+    let key = req.key.as_slice().max(first).to_vec();
+    let end_of = |end: &[u8]| (!end.is_empty()).then(|| end.to_vec());
+    let wanted = if req.range_end == [0] { None } else { Some(req.range_end.clone()) };
+    let range_end = match (wanted, end_of(past)) {
+        (Some(a), Some(b)) => a.min(b),
+        (Some(a), None) | (None, Some(a)) => a,
+        (None, None) => vec![0],
+    };
+    let filtered = req.min_mod_revision != 0
+        || req.max_mod_revision != 0
+        || req.min_create_revision != 0
+        || req.max_create_revision != 0;
+    let limit =
+        if effective_sort_order(req) == SortOrder::None && !filtered { req.limit } else { 0 };
+    RangeRequest { key, range_end, limit, ..req.clone() }
+}
+
+/// Joins the answers of a request's parts (see [`part_of`]), in key order of their ranges,
+/// into the answer one store holding every key would give, at `revision`.
+pub fn merge(req: &RangeRequest, parts: Vec<RangeResponse>, revision: i64) -> RangeResponse {
+    let count = parts.iter().map(|p| p.count).sum();
+    let mut more = parts.iter().any(|p| p.more);
+    let mut kvs: Vec<KeyValue> = parts.into_iter().flat_map(|p| p.kvs).collect();
+    let sort_order = effective_sort_order(req);
+    if sort_order != SortOrder::None {
+        // Stable: keys equal in the target keep their key order, as in one store.
+        let target = SortTarget::try_from(req.sort_target).unwrap_or(SortTarget::Key);
+        kvs.sort_by(|a, b| {
+            let ordering = compare_by(target, a, b);
+            if sort_order == SortOrder::Descend { ordering.reverse() } else { ordering }
+        });
+    }
+    if req.limit > 0 && kvs.len() > req.limit as usize {
+        kvs.truncate(req.limit as usize);
+        more = true;
+    }
+    RangeResponse {
+        header: Some(ResponseHeader { revision, ..Default::default() }),
+        kvs,
+        more,
+        count,
+    }
+}
+
 /// etcd returns keys in ascending key order already; it sorts only when asked for another
 /// order, and sorts ascending by default when asked for another target.
 fn effective_sort_order(req: &RangeRequest) -> SortOrder {

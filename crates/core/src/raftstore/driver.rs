@@ -149,6 +149,16 @@ impl<T: Ord + Copy, P, R, K, O> Driver<T, P, R, K, O> {
         }
     }
 
+    /// Asks for a linearizable read of a range taking its revisions from the oracle at a read
+    /// timestamp already taken (by a read of another range: one read over several ranges is
+    /// one snapshot at one timestamp).
+    pub fn read_at(&mut self, range_id: RangeId, read_ts: i64, deadline: T, reply: R) {
+        let id = self.take_id();
+        self.reads.insert(id, Waiting { deadline, range_id, term: 0, reply });
+        self.asking.read_ts.insert(id, read_ts);
+        self.node.read_index_at(range_id, id, Some(read_ts));
+    }
+
     /// Advances logical time: ticks the node, retries proposals that found no leader, and
     /// answers requests past their deadline.
     pub fn tick(&mut self, now: T) -> Answers<P, R, K, O> {

@@ -73,11 +73,15 @@ pub fn range_at(
 
 /// Serves a transaction that writes nothing (every branch only reads), as etcd serves it: like
 /// a read, without a log entry. It runs on a scratch applier whose writes are discarded.
+///
+/// With a read timestamp (a range taking its revisions from the oracle) the answer reports it,
+/// as [`range_at`] does: the range has applied every write of its own at or below it.
 pub fn read_only_txn(
     engine: &dyn Engine,
     shared: &RangeShared,
     range_id: RangeId,
     request: TxnRequest,
+    read_ts: Option<i64>,
 ) -> Result<TxnResponse> {
     let request = Request::Txn(request);
     let (response, state) =
@@ -85,7 +89,7 @@ pub fn read_only_txn(
     match response {
         Response::Txn(mut response) => {
             let header = response.header.get_or_insert_default();
-            header.revision = state.revision;
+            header.revision = state.revision.max(read_ts.unwrap_or(0));
             Ok(response)
         }
         other => Err(Error::Internal(format!("a transaction answered {other:?}"))),

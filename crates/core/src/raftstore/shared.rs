@@ -59,6 +59,27 @@ impl SharedRanges {
         ranges.iter().map(|(id, shared)| (*id, shared.clone())).collect()
     }
 
+    /// The ranges this node holds that overlap the keys `[start, end)` (an empty `end`: `start`
+    /// alone; `[0]`: every key from `start` on, as etcd's `range_end` says), in key order.
+    pub fn overlapping(&self, start: &[u8], end: &[u8]) -> Vec<(RangeId, Arc<RangeShared>)> {
+        let ranges = self.0.read().expect("ranges lock");
+        let mut found: Vec<(Vec<u8>, RangeId, Arc<RangeShared>)> = (ranges.iter())
+            .filter_map(|(id, shared)| {
+                let descriptor = shared.descriptor.read().expect("descriptor lock");
+                let (first, past) = descriptor.span();
+                let overlaps = match end {
+                    [] => descriptor.contains(start),
+                    // From `start` to the end of the key space.
+                    [0] => past.is_empty() || start < past,
+                    end => (past.is_empty() || start < past) && first < end,
+                };
+                overlaps.then(|| (first.to_vec(), *id, shared.clone()))
+            })
+            .collect();
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found.into_iter().map(|(_, id, shared)| (id, shared)).collect()
+    }
+
     pub(super) fn insert(&self, range_id: RangeId, shared: Arc<RangeShared>) {
         self.0.write().expect("ranges lock").insert(range_id, shared);
     }

@@ -5,14 +5,14 @@ use std::sync::atomic::Ordering;
 
 use prost::Message as _;
 use strata_core::command::Request;
-use strata_core::mvcc::{Response, alarm, validate};
+use strata_core::mvcc::{Response, alarm, read, validate};
 use strata_core::pb::etcdserverpb::request_op::Request as OpRequest;
 use strata_core::pb::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
     PutResponse, RangeRequest, RangeResponse, RangeStreamResponse, TxnRequest, TxnResponse,
 };
-use strata_core::raftstore::local_read;
-use strata_core::{Error, FIRST_RANGE_ID};
+use strata_core::raftstore::{RangeShared, local_read};
+use strata_core::{Error, FIRST_RANGE_ID, RangeId};
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 
 use super::{Api, observed, status};
@@ -26,12 +26,17 @@ impl Api {
     /// Serves a `Range`: linearizable unless `serializable`.
     pub async fn range_request(&self, req: RangeRequest) -> Result<RangeResponse, Error> {
         validate::check_range(&req)?;
+        let mut ranges = self.shell.shared_ranges().overlapping(&req.key, &req.range_end);
+        if ranges.len() > 1 {
+            return self.range_across(req, ranges).await;
+        }
+        let (range_id, shared) = ranges.pop().unwrap_or((FIRST_RANGE_ID, self.range()));
         let single_key = req.range_end.is_empty();
         let read_ts = match req.serializable {
-            false => self.shell.read_index(FIRST_RANGE_ID, self.timeout()).await?,
+            false => self.shell.read_index(range_id, self.timeout()).await?,
             true => None,
         };
-        let (engine, shared) = (self.engine.clone(), self.range().clone());
+        let engine = self.engine.clone();
         let read = move || match read_ts {
             Some(ts) => local_read::range_at(engine.as_ref(), &shared, &req, ts),
             None => local_read::range(engine.as_ref(), &shared, &req),
@@ -48,6 +53,92 @@ impl Api {
         };
         response.header = self.header(response.header.map_or(0, |h| h.revision));
         Ok(response)
+    }
+
+    /// Serves a `Range` over keys of several ranges as one snapshot: at one read timestamp
+    /// from the revision oracle, each range read once it has applied every write at or below
+    /// it (serializable: at the least revision every range has reached, from the local
+    /// replicas alone), and the parts joined as one store would answer.
+    async fn range_across(
+        &self,
+        req: RangeRequest,
+        ranges: Vec<(RangeId, Arc<RangeShared>)>,
+    ) -> Result<RangeResponse, Error> {
+        let at = if req.serializable {
+            ranges.iter().map(|(_, shared)| shared.revision.load(Ordering::Acquire)).min()
+        } else {
+            let (first, _) = &ranges[0];
+            let ts = self.shell.read_index(*first, self.timeout()).await?;
+            let ts =
+                ts.ok_or_else(|| Error::Internal("a range without a read timestamp".into()))?;
+            // The other ranges confirm together.
+            let mut confirming = tokio::task::JoinSet::new();
+            for (range_id, _) in &ranges[1..] {
+                let (shell, range_id, timeout) = (self.shell.clone(), *range_id, self.timeout());
+                confirming.spawn(async move { shell.read_index_at(range_id, ts, timeout).await });
+            }
+            while let Some(confirmed) = confirming.join_next().await {
+                confirmed.map_err(|e| Error::Internal(format!("read failed: {e}")))??;
+            }
+            Some(ts)
+        };
+        let at = at.unwrap_or(0);
+        if req.revision > at {
+            return Err(Error::FutureRevision);
+        }
+        let engine = self.engine.clone();
+        let mut response = tokio::task::spawn_blocking(move || {
+            let mut parts = Vec::with_capacity(ranges.len());
+            for (_, shared) in &ranges {
+                let descriptor = shared.descriptor.read().expect("descriptor lock").clone();
+                let (first, past) = descriptor.span();
+                let mut part = read::part_of(&req, first, past);
+                if part.revision == 0 {
+                    part.revision = at;
+                }
+                parts.push(local_read::range_at(engine.as_ref(), shared, &part, at)?);
+            }
+            Ok::<_, Error>(read::merge(&req, parts, at))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("range read failed: {e}")))??;
+        response.header = self.header(at);
+        Ok(response)
+    }
+
+    /// The one range holding every key a write touches (the cluster's own requests: the meta
+    /// range). A write over several ranges waits for transactions across ranges.
+    fn range_of_write(&self, request: &Request) -> Result<RangeId, Error> {
+        match request {
+            Request::Put(put) => self.range_of_spans(&[(put.key.as_slice(), &[][..])]),
+            Request::DeleteRange(delete) => {
+                self.range_of_spans(&[(&delete.key, &delete.range_end)])
+            }
+            Request::Txn(txn) => self.range_of_txn(txn),
+            _ => Ok(FIRST_RANGE_ID),
+        }
+    }
+
+    /// The one range holding every key a transaction touches.
+    fn range_of_txn(&self, txn: &TxnRequest) -> Result<RangeId, Error> {
+        let mut spans = Vec::new();
+        txn_spans(txn, &mut spans);
+        self.range_of_spans(&spans)
+    }
+
+    fn range_of_spans(&self, spans: &[(&[u8], &[u8])]) -> Result<RangeId, Error> {
+        let ranges = self.shell.shared_ranges();
+        let mut ids: Vec<RangeId> = (spans.iter())
+            .flat_map(|(start, end)| ranges.overlapping(start, end))
+            .map(|(id, _)| id)
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        match ids[..] {
+            [] => Ok(FIRST_RANGE_ID),
+            [id] => Ok(id),
+            _ => Err(Error::AcrossRanges(format!("{ids:?}"))),
+        }
     }
 
     /// Proposes a write and waits for it to be applied.
@@ -71,7 +162,8 @@ impl Api {
             self.raise_no_space().await;
             return Err(Error::NoSpace);
         }
-        self.shell.propose(FIRST_RANGE_ID, request, self.timeout()).await
+        let range_id = self.range_of_write(&request)?;
+        self.shell.propose(range_id, request, self.timeout()).await
     }
 
     pub async fn put_request(&self, req: PutRequest) -> Result<PutResponse, Error> {
@@ -106,15 +198,14 @@ impl Api {
         if read_only {
             // A read-only transaction needs no log entry: etcd serves it like a read. Run it
             // against a scratch applier whose writes are discarded.
-            if !serializable {
-                self.shell.read_index(FIRST_RANGE_ID, self.timeout()).await?;
-            }
-            let mut response = local_read::read_only_txn(
-                self.engine.as_ref(),
-                &self.range(),
-                FIRST_RANGE_ID,
-                req,
-            )?;
+            let range_id = self.range_of_txn(&req)?;
+            let read_ts = match serializable {
+                false => self.shell.read_index(range_id, self.timeout()).await?,
+                true => None,
+            };
+            let shared = self.shell.shared(range_id).unwrap_or_else(|| self.range());
+            let mut response =
+                local_read::read_only_txn(self.engine.as_ref(), &shared, range_id, req, read_ts)?;
             response.header = self.header(response.header.map_or(0, |h| h.revision));
             return Ok(response);
         }
@@ -146,6 +237,20 @@ impl Api {
         }
         response.header = self.header(response.header.map_or(0, |h| h.revision));
         Ok(response)
+    }
+}
+
+/// Every key span a transaction's comparisons and operations touch, nested ones included.
+fn txn_spans<'a>(txn: &'a TxnRequest, spans: &mut Vec<(&'a [u8], &'a [u8])>) {
+    spans.extend(txn.compare.iter().map(|c| (c.key.as_slice(), c.range_end.as_slice())));
+    for op in txn.success.iter().chain(&txn.failure) {
+        match &op.request {
+            Some(OpRequest::RequestRange(r)) => spans.push((&r.key, &r.range_end)),
+            Some(OpRequest::RequestPut(p)) => spans.push((&p.key, &[])),
+            Some(OpRequest::RequestDeleteRange(d)) => spans.push((&d.key, &d.range_end)),
+            Some(OpRequest::RequestTxn(t)) => txn_spans(t, spans),
+            None => {}
+        }
     }
 }
 

@@ -139,6 +139,7 @@ pub fn status(error: Error) -> tonic::Status {
         Code::ResourceExhausted => tonic::Code::ResourceExhausted,
         Code::Unavailable => tonic::Code::Unavailable,
         Code::Internal => tonic::Code::Internal,
+        Code::Unimplemented => tonic::Code::Unimplemented,
         Code::Unknown => tonic::Code::Unknown,
     };
     tonic::Status::new(code, error.to_string())
