@@ -84,6 +84,10 @@ pub struct StartArgs {
     pub advertise_client_urls: Option<String>,
     #[arg(long, default_value = "http://127.0.0.1:2380")]
     pub listen_peer_urls: String,
+    /// Further URLs that serve only `/metrics` and the health probes (etcd's flag), for
+    /// Prometheus and probes kept off the client port.
+    #[arg(long, default_value = "")]
+    pub listen_metrics_urls: String,
     /// Peer URLs announced to the cluster (default: the listen URLs).
     #[arg(long)]
     pub initial_advertise_peer_urls: Option<String>,
@@ -143,6 +147,10 @@ impl StartArgs {
         let first = |urls: &str| urls.split(',').next().unwrap_or("").trim().to_string();
         let listen_clients = (self.listen_client_urls.split(','))
             .map(|url| config::parse_url(url.trim()).context("--listen-client-urls"))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let listen_metrics = (self.listen_metrics_urls.split(','))
+            .filter(|url| !url.trim().is_empty())
+            .map(|url| config::parse_url(url.trim()).context("--listen-metrics-urls"))
             .collect::<anyhow::Result<Vec<_>>>()?;
         if self.listen_peer_urls.contains(',') {
             bail!(
@@ -208,6 +216,7 @@ impl StartArgs {
             data_dir,
             wal_dir: self.wal_dir.clone(),
             listen_clients,
+            listen_metrics,
             advertise_client_urls: advertise_client
                 .split(',')
                 .map(|s| s.trim().to_string())

@@ -28,6 +28,8 @@ pub struct NodeConfig {
     pub wal_dir: Option<PathBuf>,
     /// Every address the client port listens on (etcd's `--listen-client-urls`, one or more).
     pub listen_clients: Vec<SocketAddr>,
+    /// Addresses serving only `/metrics` and the probes (etcd's `--listen-metrics-urls`).
+    pub listen_metrics: Vec<SocketAddr>,
     pub advertise_client_urls: Vec<String>,
     pub listen_peer: SocketAddr,
     pub members: Vec<Member>,

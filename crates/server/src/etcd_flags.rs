@@ -186,13 +186,6 @@ pub const FLAGS: &[Flag] = &[
         Rule::Only(FALSE, "there is no Go runtime to profile; use `perf` on the process"),
     ),
     flag("metrics", Rule::Accepted("Strata's /metrics always include its histograms")),
-    flag(
-        "listen-metrics-urls",
-        Rule::Only(
-            EMPTY,
-            "a separate metrics port is not supported yet; /metrics is on the client port",
-        ),
-    ),
     // Logging.
     flag("logger", Rule::Only(&["zap"], "Strata writes structured log lines to stderr")),
     flag("log-outputs", Rule::Only(&["default", "stderr"], "Strata logs to stderr only")),

@@ -98,6 +98,13 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot listen for peers on {}", config.listen_peer))?;
 
+    let mut metrics_listeners = Vec::new();
+    for address in &config.listen_metrics {
+        let listener = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {address}"))?;
+        metrics_listeners.push(listener);
+    }
     let client_app = member.client_router();
     let peer_server =
         tonic::transport::Server::builder().add_service(member.peer_service).serve_with_incoming(
@@ -113,6 +120,7 @@ pub async fn run(
         member_id = format!("{member_id:x}"),
         cluster_id = format!("{:x}", config.cluster_id()),
         client = ?config.listen_clients,
+        metrics = ?config.listen_metrics,
         peer = %config.listen_peer,
         data_dir = %config.data_dir.display(),
         "strata member started"
@@ -122,6 +130,11 @@ pub async fn run(
     for listener in client_listeners {
         let app = client_app.clone();
         client_servers.spawn(async move { axum::serve(client_connections(listener), app).await });
+    }
+    // The metrics ports: plain HTTP/1.1, as Prometheus and probes speak it.
+    for listener in metrics_listeners {
+        let app = http::metrics_router(member.api.clone());
+        client_servers.spawn(async move { axum::serve(listener, app).await });
     }
     tokio::select! {
         Some(result) = client_servers.join_next() => {

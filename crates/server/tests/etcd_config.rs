@@ -1,5 +1,5 @@
 //! Members configured the way etcd deployments configure etcd, over real processes: one by a
-//! production start script's flags (several client URLs among them), one by `ETCD_*`
+//! production start script's flags (several client URLs and a metrics URL among them), one by `ETCD_*`
 //! variables alone, as a container is, and one through a link named `etcd` with Go-style
 //! one-dash flags. Together they form one cluster. And a flag Strata cannot honour, given
 //! either way, stops startup with a message naming it.
@@ -28,7 +28,7 @@ impl Drop for Members {
 async fn members_configured_by_etcd_flags_environment_and_name_form_a_cluster() {
     let dir = tempfile::tempdir().unwrap();
     let [a, b, c] = ["a", "b", "c"].map(|_| (free_port(), free_port()));
-    let second_client_port = free_port();
+    let (second_client_port, metrics_port) = (free_port(), free_port());
     let peer = |port: u16| format!("http://127.0.0.1:{port}");
     let initial_cluster = format!("a={},b={},c={}", peer(a.1), peer(b.1), peer(c.1));
     let log = |name: &str| std::fs::File::create(dir.path().join(format!("{name}.log"))).unwrap();
@@ -54,6 +54,7 @@ async fn members_configured_by_etcd_flags_environment_and_name_form_a_cluster() 
         "--enable-v2=false".to_string(),
         "--auto-compaction-retention=0".to_string(),
         "--max-wals=5".to_string(),
+        format!("--listen-metrics-urls={}", peer(metrics_port)),
         "--pre-vote".to_string(),
     ];
     let a_child = Command::new(STRATA)
@@ -141,6 +142,14 @@ async fn members_configured_by_etcd_flags_environment_and_name_form_a_cluster() 
     let mut through_b = client(&endpoints[1..2]).await;
     let refused = through_b.put("large", large.as_str(), None).await.unwrap_err();
     assert!(refused.to_string().contains("too large"), "b keeps etcd's default: {refused}");
+
+    // a's metrics port serves the metrics and probes, and nothing else.
+    let metrics = peer(metrics_port);
+    assert!(http_get(&metrics, "/metrics").unwrap().contains("strata_raft_term "));
+    assert!(http_get(&metrics, "/health").unwrap().contains(r#""health":"true""#));
+    assert_eq!(http_get(&metrics, "/readyz").unwrap(), "ok\n");
+    let mut on_metrics_port = client(std::slice::from_ref(&metrics)).await;
+    assert!(on_metrics_port.put("k", "v", None).await.is_err(), "no KV on the metrics port");
 
     // What was accepted in place of an etcd setting is logged, naming it.
     let log_a = std::fs::read_to_string(dir.path().join("a.log")).unwrap();

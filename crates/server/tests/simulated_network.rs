@@ -44,6 +44,7 @@ fn config(name: &str) -> NodeConfig {
         data_dir: "in-memory".into(),
         wal_dir: None,
         listen_clients: vec![(Ipv4Addr::UNSPECIFIED, CLIENT_PORT).into()],
+        listen_metrics: Vec::new(),
         advertise_client_urls: vec![format!("http://{name}:{CLIENT_PORT}")],
         listen_peer: (Ipv4Addr::UNSPECIFIED, PEER_PORT).into(),
         members,

@@ -194,7 +194,17 @@ fn render_histogram(out: &mut String, name: &str, labels: &str, histogram: &Hist
     let _ = writeln!(out, "{name}_sum{braces} {sum}\n{name}_count{braces} {count}");
 }
 
+/// The client port's plain HTTP routes: probes, metrics and etcd's JSON gateway.
 pub fn router(api: Arc<Api>) -> Router {
+    probes_and_metrics().merge(super::gateway::routes()).fallback(fallback).with_state(api)
+}
+
+/// What a metrics port (`--listen-metrics-urls`) serves: the probes and `/metrics` alone.
+pub fn metrics_router(api: Arc<Api>) -> Router {
+    probes_and_metrics().with_state(api)
+}
+
+fn probes_and_metrics() -> Router<Arc<Api>> {
     use super::health;
     Router::new()
         .route("/health", get(health::health))
@@ -204,9 +214,6 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/readyz/{check}", get(health::readyz_check))
         .route("/version", get(health::version))
         .route("/metrics", get(metrics))
-        .merge(super::gateway::routes())
-        .fallback(fallback)
-        .with_state(api)
 }
 
 async fn metrics(State(api): State<Arc<Api>>) -> Response {
