@@ -130,6 +130,13 @@ pub struct StartArgs {
     /// Most operations in one branch of a transaction (etcd's flag and default).
     #[arg(long, default_value_t = 128)]
     pub max_txn_ops: usize,
+    /// `periodic` (keep --auto-compaction-retention worth of history) or `revision` (keep that
+    /// many revisions); etcd's flags and semantics.
+    #[arg(long, default_value = "periodic")]
+    pub auto_compaction_mode: String,
+    /// A duration (a bare number: hours) or a count of revisions, as the mode says; 0 is off.
+    #[arg(long, default_value = "0")]
+    pub auto_compaction_retention: String,
     /// Experimental: comma-separated keys at which a new cluster's key space is cut into
     /// ranges, each its own Raft group. Single-key requests and reads across ranges are
     /// served; writes and transactions across ranges, and watches past the first range, are
@@ -242,6 +249,10 @@ impl StartArgs {
                 txn_ops_max: self.max_txn_ops,
             },
             initial_split_keys: split_keys(&self.experimental_initial_split_keys)?,
+            auto_compaction: crate::auto_compaction::Mode::parse(
+                &self.auto_compaction_mode,
+                &self.auto_compaction_retention,
+            )?,
         })
     }
 }

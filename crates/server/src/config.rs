@@ -52,6 +52,8 @@ pub struct NodeConfig {
     /// Keys at which a new cluster's key space is cut into ranges (experimental: see
     /// `docs/sharding.md` for what serves across ranges so far).
     pub initial_split_keys: Vec<Vec<u8>>,
+    /// Automatic compaction (etcd's `--auto-compaction-mode` and `-retention`), if on.
+    pub auto_compaction: Option<crate::auto_compaction::Mode>,
     /// Join a running cluster that has added this member (`--initial-cluster-state existing`
     /// with an empty data directory).
     pub join: bool,

@@ -121,17 +121,6 @@ pub const FLAGS: &[Flag] = &[
         Rule::Only(FALSE, "refusing reconfigurations that would lose quorum is not supported yet"),
     ),
     switch("pre-vote", Rule::Only(TRUE, "Strata always runs Raft's pre-vote phase")),
-    flag(
-        "auto-compaction-retention",
-        Rule::Only(
-            &["0"],
-            "automatic compaction is not supported yet; compact with `etcdctl compaction`",
-        ),
-    ),
-    flag(
-        "auto-compaction-mode",
-        Rule::Accepted("without a retention there is no automatic compaction"),
-    ),
     switch("enable-v2", Rule::Only(FALSE, NO_V2)),
     flag("v2-deprecation", Rule::Accepted(NO_V2)),
     // Security.
@@ -394,9 +383,9 @@ mod tests {
         );
         let error = take(&strings(&["--enable-v2"]), &[], &[]).unwrap_err();
         assert!(error.starts_with("etcd flag --enable-v2=true is not supported"), "{error}");
-        let env = [("ETCD_AUTO_COMPACTION_RETENTION".to_string(), "1h".to_string())];
+        let env = [("ETCD_CLIENT_CERT_AUTH".to_string(), "true".to_string())];
         let error = take(&[], &env, &[]).unwrap_err();
-        assert!(error.starts_with("etcd flag ETCD_AUTO_COMPACTION_RETENTION=1h is not"), "{error}");
+        assert!(error.starts_with("etcd flag ETCD_CLIENT_CERT_AUTH=true is not"), "{error}");
         let error = take(&strings(&["--discovery"]), &[], &[]).unwrap_err();
         assert_eq!(error, "flag --discovery needs a value");
     }

@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod authority;
+pub mod auto_compaction;
 pub mod backup;
 pub mod bench;
 pub mod cli;

@@ -105,6 +105,9 @@ pub async fn run(
             .with_context(|| format!("cannot listen for metrics on {address}"))?;
         metrics_listeners.push(listener);
     }
+    if let Some(mode) = config.auto_compaction {
+        tokio::spawn(crate::auto_compaction::run(member.api.clone(), mode));
+    }
     let client_app = member.client_router();
     let peer_server =
         tonic::transport::Server::builder().add_service(member.peer_service).serve_with_incoming(

@@ -58,6 +58,7 @@ fn config(name: &str) -> NodeConfig {
         compaction_step_records: 10_000,
         limits: Default::default(),
         initial_split_keys: Vec::new(),
+        auto_compaction: None,
         join: false,
         recorded_member_id: None,
     }

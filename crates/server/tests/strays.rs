@@ -97,7 +97,7 @@ async fn strays_cannot_reach_a_members_raft() {
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!((term(0), leader(0)), (term_before, leader_before));
     let mut c = client(&endpoints).await;
-    c.put("after-the-strays", "fine", None).await.unwrap();
+    support::put_retrying(&mut c, "after-the-strays", "fine").await;
     let got = c.get("after-the-strays", None).await.unwrap();
     assert_eq!(got.kvs()[0].value(), b"fine");
 }

@@ -115,6 +115,10 @@ const FOUND_BY_LONG_RUNS: &[u64] = &[
     // The removed leader committed the end of the joint configuration with a member whose
     // disk was then damaged; the two others, never told, still needed its vote.
     604_353,
+    // A node restarted, its driver numbering its asks of the revision oracle from 1 again; an
+    // answer to an ask of its previous life, delayed in the network, passed for the answer to
+    // a new ask: a read served at a read timestamp from before the restart went back in time.
+    13_002_613,
 ];
 
 #[test]

@@ -308,6 +308,11 @@ pub struct RemoteAsk {
     /// Revisions in the block asked for; 0 for a read timestamp.
     #[prost(uint64, tag = "2")]
     pub count: u64,
+    /// The asking process's epoch, which the answer carries back too: ids start afresh when a
+    /// node restarts, and an answer to an ask of its previous life must not pass for one to
+    /// an ask of this one.
+    #[prost(uint64, tag = "3")]
+    pub epoch: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
@@ -322,15 +327,18 @@ pub struct RemoteAnswer {
     pub lo: i64,
     #[prost(int64, tag = "4")]
     pub hi: i64,
+    /// The asking process's epoch, from the ask.
+    #[prost(uint64, tag = "5")]
+    pub epoch: u64,
 }
 
 impl RemoteAsk {
-    pub fn of(id: u64, ask: Ask) -> Self {
+    pub fn of(id: u64, epoch: u64, ask: Ask) -> Self {
         let count = match ask {
             Ask::Block(count) => count,
             Ask::ReadTs => 0,
         };
-        Self { id, count }
+        Self { id, count, epoch }
     }
 
     pub fn ask(&self) -> Ask {
@@ -339,11 +347,12 @@ impl RemoteAsk {
 }
 
 impl RemoteAnswer {
-    pub fn of(id: u64, result: &Result<Grant>) -> Self {
-        match result {
-            Ok(Grant::Block(block)) => Self { id, granted: true, lo: block.lo, hi: block.hi },
-            Ok(Grant::ReadTs(ts)) => Self { id, granted: true, lo: *ts, hi: *ts },
-            Err(_) => Self { id, granted: false, lo: 0, hi: 0 },
-        }
+    pub fn of(id: u64, epoch: u64, result: &Result<Grant>) -> Self {
+        let (granted, lo, hi) = match result {
+            Ok(Grant::Block(block)) => (true, block.lo, block.hi),
+            Ok(Grant::ReadTs(ts)) => (true, *ts, *ts),
+            Err(_) => (false, 0, 0),
+        };
+        Self { id, granted, lo, hi, epoch }
     }
 }

@@ -27,8 +27,8 @@ pub(super) enum Asker<O> {
     Client(O),
     /// This driver, for the ask of this id.
     Local(u64),
-    /// Another node's driver, for its ask of this id.
-    Remote { node: NodeId, id: u64 },
+    /// Another node's driver, for its ask of this id, in its process of this epoch.
+    Remote { node: NodeId, id: u64, epoch: u64 },
 }
 
 /// The asks this driver has out, and what each is for.
@@ -99,7 +99,7 @@ impl<T: Ord + Copy, P, R, K, O> Driver<T, P, R, K, O> {
         let meta = self.node.shared(META_RANGE_ID);
         let leader = meta.map_or(0, |m| m.leader_id.load(std::sync::atomic::Ordering::Acquire));
         if leader != 0 && leader != self.node.node_id() {
-            let body = NodeBody::Ask(RemoteAsk::of(id, ask));
+            let body = NodeBody::Ask(RemoteAsk::of(id, self.node.config().epoch, ask));
             let (from, to) = (self.node.node_id(), leader);
             self.asking.outbox.push(NodeMessage { from, to, body: Some(body) });
         }
@@ -134,11 +134,14 @@ impl<T: Ord + Copy, P, R, K, O> Driver<T, P, R, K, O> {
         assert_eq!(message.to, self.node.node_id(), "a node message for another node");
         match message.body {
             Some(NodeBody::Ask(remote)) => {
-                let asker = Asker::Remote { node: message.from, id: remote.id };
+                let asker =
+                    Asker::Remote { node: message.from, id: remote.id, epoch: remote.epoch };
                 let mut grants = Vec::new();
                 self.desk.ask(remote.ask(), None, asker, &mut grants);
                 self.route_grants(grants, &mut answers.grants);
             }
+            // An answer to an ask of this node's previous life is no answer to this one's.
+            Some(NodeBody::Answer(answer)) if answer.epoch != self.node.config().epoch => {}
             Some(NodeBody::Answer(answer)) => {
                 let result = match self.asking.out.get(&answer.id).map(|o| &o.purpose) {
                     _ if !answer.granted => Err(Error::NotLeader),
@@ -166,8 +169,8 @@ impl<T: Ord + Copy, P, R, K, O> Driver<T, P, R, K, O> {
             match asker {
                 Asker::Client(reply) => clients.push((reply, result)),
                 Asker::Local(id) => self.granted(id, result),
-                Asker::Remote { node, id } => {
-                    let body = NodeBody::Answer(RemoteAnswer::of(id, &result));
+                Asker::Remote { node, id, epoch } => {
+                    let body = NodeBody::Answer(RemoteAnswer::of(id, epoch, &result));
                     let from = self.node.node_id();
                     self.asking.outbox.push(NodeMessage { from, to: node, body: Some(body) });
                 }
