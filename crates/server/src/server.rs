@@ -144,11 +144,42 @@ pub async fn run(
             result.context("client server stopped")?.context("client server failed")?
         }
         result = peer_server => result.context("peer server failed")?,
-        () = shutdown => tracing::info!("shutting down"),
+        () = shutdown => {
+            tracing::info!("shutting down");
+            hand_over(&member.api).await;
+        }
     }
     // Dropping the last shell handles stops the raftstore thread; every acknowledged write is
     // already durable, so nothing needs flushing.
     Ok(())
+}
+
+/// Before stopping, hands the leadership of every range this member leads to another voter and
+/// waits (a few election timeouts at most) until each has a new leader: clients then wait for
+/// a transfer, not for an election timeout, as with etcd's graceful stop.
+async fn hand_over(api: &Api) {
+    let me = api.config.member_id();
+    let handed = match api.shell.hand_over().await {
+        Ok(handed) => handed,
+        Err(e) => return tracing::warn!(error = %e, "cannot hand over leadership"),
+    };
+    for (range_id, target) in &handed {
+        tracing::info!(range_id, target = format!("{target:x}"), "handing over leadership");
+    }
+    let deadline = tokio::time::Instant::now()
+        + api.config.tick_interval * api.config.election_ticks as u32 * 3;
+    for (range_id, target) in handed {
+        let Some(shared) = api.shell.shared(range_id) else { continue };
+        let moved = || shared.leader_id.load(std::sync::atomic::Ordering::Acquire) != me;
+        match api.wait_for(deadline, moved).await {
+            Ok(()) => {
+                tracing::info!(range_id, leader = format!("{target:x}"), "leadership handed over")
+            }
+            Err(_) => {
+                tracing::warn!(range_id, "leadership not handed over in time; stopping anyway")
+            }
+        }
+    }
 }
 
 /// The client port's connections, as every member (and the floor server of `bench/compare`)

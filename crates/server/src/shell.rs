@@ -83,6 +83,11 @@ pub enum Input {
         target: u64,
         reply: oneshot::Sender<Result<(), Error>>,
     },
+    /// Hand the leadership of every range this member leads to another voter, before
+    /// stopping: the ranges handed over, with their targets.
+    HandOver {
+        reply: oneshot::Sender<Vec<(RangeId, u64)>>,
+    },
     /// A lease's remaining and granted TTL (leader only).
     LeaseTimeToLive {
         id: i64,
@@ -180,6 +185,14 @@ impl ShellHandle {
         let (reply, rx) = oneshot::channel();
         self.try_send(Input::TransferLeader { target, reply })?;
         rx.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// Hands the leadership of every range this member leads to another voter (see
+    /// `Node::hand_over`); answers with the ranges handed over and their targets.
+    pub async fn hand_over(&self) -> Result<Vec<(RangeId, u64)>, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.try_send(Input::HandOver { reply })?;
+        rx.await.map_err(|_| Error::Stopped)
     }
 
     /// Waits until a linearizable read may be served from the local state machine; with a read
@@ -406,6 +419,9 @@ impl<O: Outbox> Shell<O> {
             Input::TransferLeader { target, reply } => {
                 let node = self.driver.node_mut();
                 let _ = reply.send(node.transfer_leader(META_RANGE_ID, target));
+            }
+            Input::HandOver { reply } => {
+                let _ = reply.send(self.driver.node_mut().hand_over());
             }
             Input::LeaseTimeToLive { id, reply } => {
                 let _ = reply.send(self.driver.lease_time_to_live(id));

@@ -255,3 +255,47 @@ async fn restarted_member_catches_up_by_snapshot() {
         .unwrap();
     assert_eq!(at_200.count(), 199);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_leader_hands_its_leadership_over_first() {
+    let mut cluster = Cluster::start(3);
+    cluster.wait_for_leader(Duration::from_secs(30));
+    let endpoints = cluster.endpoints();
+    let leader = support::leader_index(&endpoints).await.expect("a leader");
+    let survivors: Vec<String> =
+        (0..3).filter(|i| *i != leader).map(|i| endpoints[i].clone()).collect();
+
+    // A client of the survivors writes through the stop, counting what fails.
+    let writer = {
+        let survivors = survivors.clone();
+        tokio::spawn(async move {
+            let mut c = client(&survivors).await;
+            let (mut written, mut failed, mut slowest) = (0, 0, Duration::ZERO);
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(3) {
+                let put = Instant::now();
+                match c.put("through-the-stop", "v", None).await {
+                    Ok(_) => written += 1,
+                    Err(_) => failed += 1,
+                }
+                slowest = slowest.max(put.elapsed());
+            }
+            (written, failed, slowest)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.stop(leader);
+    // Reported, not asserted (timing): how long clients waited for a new leader.
+    let (written, failed, slowest) = writer.await.unwrap();
+    eprintln!("through the leader's stop: {written} writes, {failed} failed, slowest {slowest:?}");
+
+    // The stopping leader handed over before it went, and the member it chose leads now.
+    let log = cluster.log(leader);
+    assert!(log.contains("leadership handed over"), "{log}");
+    let handed_line = log.lines().find(|l| l.contains("handing over leadership")).unwrap();
+    let target = handed_line.split("target=").nth(1).unwrap().split_whitespace().next().unwrap();
+    let new_leader = support::leader_index(&survivors).await.expect("a new leader");
+    let status = client(&survivors[new_leader..=new_leader]).await.status().await.unwrap();
+    assert_eq!(format!("{:x}", status.leader()), target.trim_matches('"'));
+    assert!(written > 0);
+}

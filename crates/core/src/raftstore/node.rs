@@ -381,6 +381,30 @@ impl Node {
         Ok(())
     }
 
+    /// Before this node stops: hands the leadership of every range it leads to the voter that
+    /// has the most of the range's log, so that clients wait for a transfer rather than an
+    /// election timeout. Returns the ranges handed over, with their new leaders to be.
+    pub fn hand_over(&mut self) -> Vec<(RangeId, NodeId)> {
+        let me = self.config.node_id;
+        let mut handed = Vec::new();
+        for (range_id, replica) in &mut self.replicas {
+            if replica.raw.raft.state != StateRole::Leader {
+                continue;
+            }
+            let prs = replica.raw.raft.prs();
+            let voters = prs.conf().voters().ids();
+            let best = (voters.iter())
+                .filter(|id| *id != me)
+                .filter_map(|id| Some((prs.get(id)?.matched, id)))
+                .max();
+            if let Some((_, target)) = best {
+                replica.raw.transfer_leader(target);
+                handed.push((*range_id, target));
+            }
+        }
+        handed
+    }
+
     /// Tells raft-rs a peer could not be reached, so it stops pipelining to it.
     pub fn report_unreachable(&mut self, range_id: RangeId, peer: NodeId) {
         if let Some(replica) = self.replicas.get_mut(&range_id) {
