@@ -19,8 +19,6 @@ pub enum Rule {
     /// Accepted with one of these values (etcd's default among them), which mean what Strata
     /// does anyway; any other value is refused, with the reason.
     Only(&'static [&'static str], &'static str),
-    /// Refused with any value, with the reason.
-    Refused(&'static str),
 }
 
 /// An etcd flag: its name, whether it is a boolean (`--flag` alone means `true`, and a value
@@ -252,12 +250,6 @@ pub const FLAGS: &[Flag] = &[
         "unsafe-no-fsync",
         Rule::Only(FALSE, "Strata does not run without fsync: it would lose acknowledged writes"),
     ),
-    flag(
-        "config-file",
-        Rule::Refused(
-            "configuration files are not supported yet; give the flags or ETCD_* variables",
-        ),
-    ),
 ];
 
 /// What [`take`] left for the command-line parser, and what it has to say at start.
@@ -346,7 +338,7 @@ fn check(flag: &Flag, value: &str, source: &str) -> Result<Option<String>, Strin
     match flag.rule {
         Rule::Accepted(instead) => Ok(Some(format!("{source}={value} accepted: {instead}"))),
         Rule::Only(values, _) if values.iter().any(|v| equal(v)) => Ok(None),
-        Rule::Only(_, why) | Rule::Refused(why) => {
+        Rule::Only(_, why) => {
             Err(format!("etcd flag {source}={value} is not supported by Strata: {why}"))
         }
     }

@@ -17,6 +17,7 @@ pub mod cli;
 pub mod cli_client;
 pub mod coalesce;
 pub mod config;
+pub mod config_file;
 pub mod dev;
 pub mod etcd_flags;
 pub mod open_trail;

@@ -1,7 +1,7 @@
 //! Members configured the way etcd deployments configure etcd, over real processes: one by a
 //! production start script's flags (several client URLs and a metrics URL among them), one by `ETCD_*`
-//! variables alone, as a container is, and one through a link named `etcd` with Go-style
-//! one-dash flags. Together they form one cluster. And a flag Strata cannot honour, given
+//! variables alone, as a container is, and one through a link named `etcd` with etcd's YAML
+//! configuration file. Together they form one cluster. And a flag Strata cannot honour, given
 //! either way, stops startup with a message naming it.
 
 mod support;
@@ -88,16 +88,27 @@ async fn members_configured_by_etcd_flags_environment_and_name_form_a_cluster() 
         .spawn()
         .unwrap();
 
-    // c: the binary under etcd's name, with one-dash flags.
+    // c: the binary under etcd's name, with etcd's configuration file (and a flag it ignores).
     let etcd = dir.path().join("etcd");
     std::os::unix::fs::symlink(STRATA, &etcd).unwrap();
+    let config_file = dir.path().join("c.yaml");
+    let yaml = format!(
+        "# etcd configuration\nname: 'c'\ndata-dir: {}\nlisten-client-urls: http://127.0.0.1:{}\n\
+         listen-peer-urls: {}\ninitial-advertise-peer-urls: {}\ninitial-cluster: \"{}\"\n\
+         initial-cluster-token: prod-1\nheartbeat-interval: 20\nelection-timeout: 200\n\
+         enable-v2: false\nlog-outputs: [stderr]\nclient-transport-security:\n  \
+         client-cert-auth: false\n",
+        dir.path().join("c").display(),
+        c.0,
+        peer(c.1),
+        peer(c.1),
+        initial_cluster
+    );
+    std::fs::write(&config_file, yaml).unwrap();
     let c_child = Command::new(&etcd)
-        .args(["-name", "c", "-data-dir"])
-        .arg(dir.path().join("c"))
-        .args(["-listen-client-urls", &format!("http://127.0.0.1:{}", c.0)])
-        .args(["-listen-peer-urls", &peer(c.1), "-initial-advertise-peer-urls", &peer(c.1)])
-        .args(["-initial-cluster", &initial_cluster, "-initial-cluster-token", "prod-1"])
-        .args(["-heartbeat-interval", "20", "-election-timeout", "200"])
+        .arg("-config-file")
+        .arg(&config_file)
+        .arg("--name=ignored-as-etcd-ignores-it")
         .stderr(log("c"))
         .stdout(Stdio::null())
         .spawn()
@@ -157,6 +168,8 @@ async fn members_configured_by_etcd_flags_environment_and_name_form_a_cluster() 
     assert!(log_a.contains("--max-wals=5 accepted: "), "{log_a}");
     let log_b = std::fs::read_to_string(dir.path().join("b.log")).unwrap();
     assert!(log_b.contains("ETCD_MAX_SNAPSHOTS=5 accepted: "), "{log_b}");
+    let log_c = std::fs::read_to_string(dir.path().join("c.log")).unwrap();
+    assert!(log_c.contains("1 other flags and the ETCD_* variables are ignored"), "{log_c}");
 }
 
 #[test]
