@@ -8,6 +8,7 @@
 //! * [`cli`]: the `strata` command line (`start`, `dev`, `get`, `put`, `del`, `status`, `bench`);
 //! * [`bench`]: the load generator behind `strata bench`, for any etcd v3 server.
 
+pub mod admission;
 pub mod api;
 pub mod authority;
 pub mod auto_compaction;

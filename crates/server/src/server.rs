@@ -1,6 +1,7 @@
 //! Starting a node: open the store, start the raftstore shell and the transport, and serve the
 //! client and peer ports until asked to stop.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -87,24 +88,11 @@ pub async fn run(
     })?;
     let member_id = config.member_id();
 
-    let mut client_listeners = Vec::new();
-    for address in &config.listen_clients {
-        let listener = TcpListener::bind(address)
-            .await
-            .with_context(|| format!("cannot listen for clients on {address}"))?;
-        client_listeners.push(listener);
-    }
+    let client_listeners = bind_each(&config.listen_clients, "clients").await?;
     let peer_listener = TcpListener::bind(config.listen_peer)
         .await
         .with_context(|| format!("cannot listen for peers on {}", config.listen_peer))?;
-
-    let mut metrics_listeners = Vec::new();
-    for address in &config.listen_metrics {
-        let listener = TcpListener::bind(address)
-            .await
-            .with_context(|| format!("cannot listen for metrics on {address}"))?;
-        metrics_listeners.push(listener);
-    }
+    let metrics_listeners = bind_each(&config.listen_metrics, "metrics").await?;
     if let Some(mode) = config.auto_compaction {
         tokio::spawn(crate::auto_compaction::run(member.api.clone(), mode));
     }
@@ -152,6 +140,18 @@ pub async fn run(
     // Dropping the last shell handles stops the raftstore thread; every acknowledged write is
     // already durable, so nothing needs flushing.
     Ok(())
+}
+
+/// Listens on each address, for `what` (to name in an error).
+async fn bind_each(addresses: &[SocketAddr], what: &str) -> anyhow::Result<Vec<TcpListener>> {
+    let mut listeners = Vec::with_capacity(addresses.len());
+    for address in addresses {
+        let listener = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen for {what} on {address}"))?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
 }
 
 /// Before stopping, hands the leadership of every range this member leads to another voter and

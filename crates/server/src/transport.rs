@@ -13,7 +13,7 @@
 //! Every peer's traffic is counted for `/metrics` ([`PeerStats`]): batches, messages and bytes
 //! each way, and the messages dropped on the way out.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,6 +30,7 @@ use tokio_stream::Stream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 
+pub use crate::admission::Admission;
 use crate::pb::strata::raft_transport_client::RaftTransportClient;
 use crate::pb::strata::raft_transport_server::RaftTransport;
 use crate::pb::strata::{RaftBatch, RaftEnvelope, SendResponse};
@@ -81,43 +82,6 @@ pub type PeerClientUrls = Arc<Mutex<HashMap<u64, Announced>>>;
 pub struct Announced {
     pub name: String,
     pub client_urls: Vec<String>,
-}
-
-/// Who may open a peer stream to this member: a member of its cluster. The sending side keeps
-/// it current with the membership; the receiving side checks each stream's introduction, so a
-/// stray process — a member of another cluster, a removed member, anything that found the
-/// port — cannot hand this member's Raft a single message.
-#[derive(Default)]
-pub struct Admission {
-    /// The cluster's members but this one.
-    peers: Mutex<BTreeSet<u64>>,
-    /// The cluster's id as this member's store records it; 0 until it holds the cluster's
-    /// state (a member joining a running cluster learns it with its first snapshot).
-    cluster_id: AtomicU64,
-}
-
-impl Admission {
-    fn update(&self, peers: &[(u64, String)], cluster_id: Option<u64>) {
-        *self.peers.lock().expect("admission lock") = peers.iter().map(|(id, _)| *id).collect();
-        if let Some(id) = cluster_id {
-            self.cluster_id.store(id, Ordering::Relaxed);
-        }
-    }
-
-    /// Why a stream introduced as coming from `from` of cluster `cluster_id` (0: its sender
-    /// does not know its cluster's id yet, or predates the field) must be refused, if it must.
-    fn refuses(&self, from: u64, cluster_id: u64) -> Option<String> {
-        let mine = self.cluster_id.load(Ordering::Relaxed);
-        if cluster_id != 0 && mine != 0 && cluster_id != mine {
-            return Some(format!(
-                "node {from:x} belongs to cluster {cluster_id:x}, this member to cluster {mine:x}"
-            ));
-        }
-        if !self.peers.lock().expect("admission lock").contains(&from) {
-            return Some(format!("node {from:x} is not a member of this cluster"));
-        }
-        None
-    }
 }
 
 /// The traffic with every peer this member has sent to or heard from, for `/metrics`.

@@ -7,25 +7,10 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use etcd_client::{Compare, CompareOp, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
-use support::{Cluster, client, leader_index};
-
-/// Puts `key`, retrying while the cluster elects (the put of a fixed value is idempotent),
-/// and returns the revision it was written at.
-async fn put(c: &mut etcd_client::Client, key: &str, value: &str) -> i64 {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match c.put(key, value, None).await {
-            Ok(r) => return r.header().unwrap().revision(),
-            Err(e) => {
-                assert!(Instant::now() < deadline, "put {key} kept failing: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
+use support::{Cluster, client, leader_index, put_retrying};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_ranges_share_one_revision_and_one_snapshot() {
@@ -39,7 +24,7 @@ async fn two_ranges_share_one_revision_and_one_snapshot() {
     for i in 0..12 {
         let mut c = client(std::slice::from_ref(&endpoints[i % 3])).await;
         let key = if i % 2 == 0 { format!("a{i:02}") } else { format!("x{i:02}") };
-        let revision = put(&mut c, &key, &format!("v{i}")).await;
+        let revision = put_retrying(&mut c, &key, &format!("v{i}")).await;
         assert!(
             revisions.last().is_none_or(|last| revision > *last),
             "{revisions:?} then {revision}"
@@ -99,9 +84,9 @@ async fn two_ranges_share_one_revision_and_one_snapshot() {
         .map(|(_, e)| e.clone())
         .collect();
     let mut c = client(&survivors).await;
-    let after = put(&mut c, "x99", "after the failover").await;
+    let after = put_retrying(&mut c, "x99", "after the failover").await;
     assert!(after > last, "{after} after {last}");
-    let again = put(&mut c, "a99", "meta range too").await;
+    let again = put_retrying(&mut c, "a99", "meta range too").await;
     assert!(again > after, "{again} after {after}");
     let all = c.get("", Some(GetOptions::new().with_all_keys())).await.unwrap();
     assert_eq!(all.count(), 14);

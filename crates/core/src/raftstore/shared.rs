@@ -63,21 +63,26 @@ impl SharedRanges {
     /// alone; `[0]`: every key from `start` on, as etcd's `range_end` says), in key order.
     pub fn overlapping(&self, start: &[u8], end: &[u8]) -> Vec<(RangeId, Arc<RangeShared>)> {
         let ranges = self.0.read().expect("ranges lock");
-        let mut found: Vec<(Vec<u8>, RangeId, Arc<RangeShared>)> = (ranges.iter())
-            .filter_map(|(id, shared)| {
+        let mut found: Vec<(RangeId, Arc<RangeShared>)> = (ranges.iter())
+            .filter(|(_, shared)| {
                 let descriptor = shared.descriptor.read().expect("descriptor lock");
                 let (first, past) = descriptor.span();
-                let overlaps = match end {
+                match end {
                     [] => descriptor.contains(start),
                     // From `start` to the end of the key space.
                     [0] => past.is_empty() || start < past,
                     end => (past.is_empty() || start < past) && first < end,
-                };
-                overlaps.then(|| (first.to_vec(), *id, shared.clone()))
+                }
             })
+            .map(|(id, shared)| (*id, shared.clone()))
             .collect();
-        found.sort_by(|a, b| a.0.cmp(&b.0));
-        found.into_iter().map(|(_, id, shared)| (id, shared)).collect()
+        // Most requests touch one range: only several are put in key order.
+        if found.len() > 1 {
+            found.sort_by_cached_key(|(_, shared)| {
+                shared.descriptor.read().expect("descriptor lock").span().0.to_vec()
+            });
+        }
+        found
     }
 
     pub(super) fn insert(&self, range_id: RangeId, shared: Arc<RangeShared>) {

@@ -325,14 +325,16 @@ pub async fn leader_index(endpoints: &[String]) -> Option<usize> {
 }
 
 /// Puts a key, retrying while the cluster answers with a retryable error (no leader, leader
-/// changed, timed out) — what a client does while a new leader is being elected. Only for
-/// idempotent writes.
-pub async fn put_retrying(client: &mut etcd_client::Client, key: &str, value: &str) {
+/// changed, timed out) — what a client does while a new leader is being elected — and returns
+/// the revision it was written at. Only for idempotent writes.
+pub async fn put_retrying(client: &mut etcd_client::Client, key: &str, value: &str) -> i64 {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         match client.put(key, value, None).await {
-            Ok(_) => return,
-            Err(etcd_client::Error::GRpcStatus(s)) if s.code() == tonic::Code::Unavailable => {
+            Ok(put) => return put.header().expect("a header").revision(),
+            Err(etcd_client::Error::GRpcStatus(s))
+                if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded) =>
+            {
                 assert!(Instant::now() < deadline, "put {key} kept failing: {}", s.message());
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
