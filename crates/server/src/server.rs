@@ -422,7 +422,6 @@ pub fn assemble(
     let cluster_id = node.cluster_id().with_context(|| "cannot read the cluster's id")?;
     transport.set_peers(&peers, cluster_id);
     let node_stats = node.stats();
-    let revision = node.shared(strata_core::FIRST_RANGE_ID).map_or(0, |s| s.read_state().revision);
     let handle = match parts.runner {
         Runner::Thread => {
             shell::spawn(node, transport, config.tick_interval, parts.timings.clone())?.0
@@ -443,7 +442,7 @@ pub fn assemble(
         peer_client_urls: peer_client_urls.clone(),
         metrics: Arc::new(Metrics::new(node_stats, parts.timings, peer_stats.clone())),
         store: parts.store,
-        watches: Watches::new(revision, config.watch_progress_interval),
+        watches: Watches::new(config.watch_progress_interval),
         lease_ids: LeaseIds::new(member_id),
         forwarder: Default::default(),
         db_size_cache: Default::default(),

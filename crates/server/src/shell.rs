@@ -133,7 +133,7 @@ impl ShellHandle {
         &self.shared
     }
 
-    /// Notified whenever the meta range's revision moves (what the watch feeder waits for).
+    /// Notified whenever the node's frontier moves (what the watch feeder waits for).
     pub fn applied(&self) -> Arc<Notify> {
         self.applied.clone()
     }
@@ -251,8 +251,8 @@ pub struct Shell<O: Outbox> {
     /// The leader known after the last round, to log changes.
     last_leader: u64,
     applied: Arc<Notify>,
-    /// The meta range's revision the last time `applied` was notified.
-    last_revision: i64,
+    /// The node's frontier the last time `applied` was notified.
+    last_frontier: i64,
     timings: Arc<Timings>,
 }
 
@@ -302,7 +302,7 @@ impl<O: Outbox> Shell<O> {
             tick_interval,
             last_leader: 0,
             applied: applied.clone(),
-            last_revision: 0,
+            last_frontier: 0,
             timings,
         };
         (ShellHandle { tx, shared, applied }, shell)
@@ -464,12 +464,9 @@ impl<O: Outbox> Shell<O> {
     }
 
     fn notify_applied(&mut self) {
-        // The watch feeder follows the meta range: the one range that serves user keys until
-        // requests are routed by key.
-        let Some(shared) = self.driver.node().shared(META_RANGE_ID) else { return };
-        let revision = shared.revision.load(Ordering::Acquire);
-        if revision != self.last_revision {
-            self.last_revision = revision;
+        let frontier = self.driver.node().shared_ranges().watermarks().frontier;
+        if frontier != self.last_frontier {
+            self.last_frontier = frontier;
             self.applied.notify_one();
         }
     }

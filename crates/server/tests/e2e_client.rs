@@ -7,7 +7,7 @@ use etcd_client::{
     CompactionOptions, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp,
     TxnOpResponse,
 };
-use support::{Cluster, client};
+use support::{Cluster, client, put_retrying};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kv_through_every_member() {
@@ -46,7 +46,8 @@ async fn large_answers_and_many_in_flight_arrive_whole() {
         .map(|&n| (0..n).map(|i| (i % 251) as u8).collect())
         .collect();
     for (i, value) in values.iter().enumerate() {
-        c.put(format!("big/{i}"), value.clone(), None).await.unwrap();
+        // The first write may meet the first election's leader change.
+        put_retrying(&mut c, &format!("big/{i}"), value).await;
     }
     for endpoint in &endpoints {
         let mut c = client(std::slice::from_ref(endpoint)).await;

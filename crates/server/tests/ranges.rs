@@ -2,14 +2,17 @@
 //! writes in either range take revisions from the meta leader's oracle over the peer transport
 //! — unique, increasing in real time, through a failover of the meta leader — reads see them
 //! through every member, a read over both ranges is one snapshot with etcd's limit, sort and
-//! count, and a write across ranges is refused with a clear error until transactions across
-//! ranges exist.
+//! count, a watch over both ranges is given every event once in revision order (live, and from
+//! an old revision), and a write across ranges is refused with a clear error until transactions
+//! across ranges exist.
 
 mod support;
 
 use std::time::Duration;
 
-use etcd_client::{Compare, CompareOp, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
+use etcd_client::{
+    Compare, CompareOp, GetOptions, SortOrder, SortTarget, Txn, TxnOp, WatchOptions, WatchStream,
+};
 use support::{Cluster, client, leader_index, put_retrying};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -17,6 +20,13 @@ async fn two_ranges_share_one_revision_and_one_snapshot() {
     let mut cluster = Cluster::start_with(3, &["--experimental-initial-split-keys", "m"]);
     cluster.wait_for_leader(Duration::from_secs(30));
     let endpoints = cluster.endpoints();
+
+    // Watches opened before the writes: of every key (both ranges) on one member, of range 2's
+    // keys on another.
+    let mut c = client(&endpoints[0..1]).await;
+    let mut every = c.watch("", Some(WatchOptions::new().with_all_keys())).await.unwrap();
+    let mut c = client(&endpoints[1..2]).await;
+    let mut range_2 = c.watch("x", Some(WatchOptions::new().with_prefix())).await.unwrap();
 
     // Writes in both ranges, through every member, one after another: each revision is new and
     // above every one before it (it follows real time), whichever range took it.
@@ -32,6 +42,21 @@ async fn two_ranges_share_one_revision_and_one_snapshot() {
         revisions.push(revision);
     }
     let last = *revisions.last().unwrap();
+
+    // Each watcher is given every event it watches once, in revision order, including the last
+    // one (in range 2), given once range 1 is known to hold nothing below it.
+    let written: Vec<(String, i64)> = (0..12)
+        .map(|i| if i % 2 == 0 { format!("a{i:02}") } else { format!("x{i:02}") })
+        .zip(revisions.iter().copied())
+        .collect();
+    assert_eq!(events(&mut every, 12).await, written);
+    let in_range_2 = written.iter().filter(|(k, _)| k.starts_with('x')).cloned();
+    assert_eq!(events(&mut range_2, 6).await, in_range_2.collect::<Vec<_>>());
+    // From an old revision, on the third member: read from its history.
+    let mut c = client(&endpoints[2..3]).await;
+    let options = WatchOptions::new().with_all_keys().with_start_revision(revisions[0]);
+    let mut from_history = c.watch("", Some(options)).await.unwrap();
+    assert_eq!(events(&mut from_history, 12).await, written);
 
     // Every member reads both ranges; a read over both is one snapshot at one revision.
     for endpoint in &endpoints {
@@ -90,4 +115,31 @@ async fn two_ranges_share_one_revision_and_one_snapshot() {
     assert!(again > after, "{again} after {after}");
     let all = c.get("", Some(GetOptions::new().with_all_keys())).await.unwrap();
     assert_eq!(all.count(), 14);
+}
+
+/// Takes events from a watch until `count` have arrived (each as key and revision), then makes
+/// sure no more come for a moment.
+async fn events(stream: &mut WatchStream, count: usize) -> Vec<(String, i64)> {
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let quiet = Duration::from_millis(300);
+    loop {
+        let wait = if seen.len() < count {
+            deadline.saturating_duration_since(tokio::time::Instant::now())
+        } else {
+            quiet
+        };
+        match tokio::time::timeout(wait, stream.message()).await {
+            Ok(Ok(Some(response))) => {
+                assert!(!response.canceled(), "watch cancelled: {response:?}");
+                for event in response.events() {
+                    let kv = event.kv().expect("an event's key");
+                    seen.push((kv.key_str().unwrap().to_string(), kv.mod_revision()));
+                }
+            }
+            Ok(other) => panic!("the watch ended: {other:?} after {seen:?}"),
+            Err(_) if seen.len() < count => panic!("{count} events expected, {seen:?} came"),
+            Err(_) => return seen,
+        }
+    }
 }

@@ -38,7 +38,7 @@ pub fn run(options: Options) -> Report {
 }
 
 /// The deliberate bugs, by the names the command line uses.
-pub const MUTATIONS: [(&str, Mutation); 11] = [
+pub const MUTATIONS: [(&str, Mutation); 12] = [
     ("ack-before-fsync", Mutation::AckBeforeFsync),
     ("skip-apply", Mutation::SkipApply),
     ("compact-without-sync", Mutation::CompactWithoutSync),
@@ -50,6 +50,7 @@ pub const MUTATIONS: [(&str, Mutation); 11] = [
     ("oracle-starts-below-ceiling", Mutation::OracleStartsBelowCeiling),
     ("stamp-passed-read", Mutation::StampPassedRead),
     ("read-at-commit-index", Mutation::ReadAtCommitIndex),
+    ("close-without-read-index", Mutation::CloseWithoutReadIndex),
 ];
 
 pub fn mutation_name(mutation: Mutation) -> Option<&'static str> {

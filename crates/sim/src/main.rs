@@ -18,7 +18,9 @@ const USAGE: &str = "usage: strata-sim [--seed N | --seeds COUNT [--first-seed N
                   [--faults partition,crash,pause,drift,fail-sync (default: all; '' for none)]
                   [--mutation ack-before-fsync|skip-apply|compact-without-sync|lease-reads|
                               reads-without-read-index|keep-alive-without-read-index|
-                              remote-reads-join-round-under-way]
+                              remote-reads-join-round-under-way|oracle-without-quorum-check|
+                              oracle-starts-below-ceiling|stamp-passed-read|
+                              read-at-commit-index|close-without-read-index]
                   [--verbose]";
 
 struct Args {

@@ -11,11 +11,10 @@
 use std::sync::Mutex;
 
 use strata_core::Result;
-use strata_core::mvcc::AppliedState;
 use strata_core::pb::mvccpb::Event;
-use strata_core::raftstore::RangeShared;
+use strata_core::raftstore::{SharedRanges, Watermarks};
 use strata_core::rng::Rng;
-use strata_core::watch::{Hub, Spec, Take, WatcherId, feed, history};
+use strata_core::watch::{Hubs, Spec, Take, WatcherId, feed, history};
 use strata_storage::Engine;
 
 /// Small limits, so that buffers overflow and catch-ups run in short simulations.
@@ -49,9 +48,9 @@ impl Client {
 
 pub struct Watchers {
     rng: Rng,
-    /// Each node's hub, while its process runs (index: node id - 1); in a mutex, as the
+    /// Each node's hubs, while its process runs (index: node id - 1); in a mutex, as the
     /// server's watch tasks share it.
-    hubs: Vec<Option<Mutex<Hub>>>,
+    hubs: Vec<Option<Mutex<Hubs>>>,
     clients: Vec<Client>,
     pub reconnects: usize,
 }
@@ -62,7 +61,15 @@ impl Watchers {
             Spec { key: b"k".to_vec(), range_end: Some(b"l".to_vec()), ..Default::default() };
         let single = Spec { key: keys[0].as_bytes().to_vec(), ..Default::default() };
         let no_puts = Spec { no_put: true, ..prefix.clone() };
-        let clients = [(prefix, 1), (single, 1), (no_puts, 5)]
+        let mut specs = vec![(prefix, 1), (single, 1), (no_puts, 5)];
+        if keys.iter().any(|k| !k.starts_with('k')) {
+            // Keys in a second range: watchers of it alone, and of every key (across ranges).
+            let others =
+                Spec { key: b"x".to_vec(), range_end: Some(b"y".to_vec()), ..Default::default() };
+            let every = Spec { key: vec![0], range_end: Some(Vec::new()), ..Default::default() };
+            specs.extend([(others, 1), (every, 3)]);
+        }
+        let clients = specs
             .into_iter()
             .enumerate()
             .map(|(i, (spec, start))| Client {
@@ -76,10 +83,10 @@ impl Watchers {
         Self { rng, hubs: (0..nodes).map(|_| None).collect(), clients, reconnects: 0 }
     }
 
-    /// Node `id`'s process started, with `revision` applied: a fresh hub.
-    pub fn node_started(&mut self, id: u64, revision: i64) {
-        let hub = Hub::with_buffer_limits(revision, WATCHER_BUFFER_BYTES, HUB_BUFFER_BYTES);
-        self.hubs[id as usize - 1] = Some(Mutex::new(hub));
+    /// Node `id`'s process started: fresh hubs.
+    pub fn node_started(&mut self, id: u64) {
+        let hubs = Hubs::with_buffer_limits(WATCHER_BUFFER_BYTES, HUB_BUFFER_BYTES);
+        self.hubs[id as usize - 1] = Some(Mutex::new(hubs));
     }
 
     /// Node `id`'s process is gone, and with it its hub: its watchers must reconnect.
@@ -94,18 +101,18 @@ impl Watchers {
 
     /// After a round on node `id`: publishes what it applied, connects watchers that lost their
     /// node (sometimes), and lets its watchers take what is ready (sometimes: a slow consumer).
-    pub fn after_round(&mut self, id: u64, engine: &dyn Engine, shared: &RangeShared) {
-        if self.feed(id, engine, shared).is_err() {
+    pub fn after_round(&mut self, id: u64, engine: &dyn Engine, ranges: &SharedRanges) {
+        if self.feed(id, engine, ranges).is_err() {
             // A damaged store: the process would stop serving its watchers.
             return self.node_stopped(id);
         }
         for i in 0..self.clients.len() {
             if self.clients[i].node.is_none() && self.rng.chance(0.3) {
-                self.connect(i, id);
+                self.connect(i, id, ranges);
             }
             if self.clients[i].node == Some(id)
                 && self.rng.chance(0.5)
-                && self.drain(i, engine, shared, 4).is_err()
+                && self.drain(i, engine, ranges, 4).is_err()
             {
                 self.node_stopped(id);
             }
@@ -113,16 +120,16 @@ impl Watchers {
     }
 
     /// Publishes to node `id`'s hub what it applied, as the server's feeder does.
-    fn feed(&mut self, id: u64, engine: &dyn Engine, shared: &RangeShared) -> Result<()> {
+    fn feed(&mut self, id: u64, engine: &dyn Engine, ranges: &SharedRanges) -> Result<()> {
         let Some(hub) = &self.hubs[id as usize - 1] else { return Ok(()) };
-        feed::publish_applied(engine, shared, hub, READ_BYTES).map(drop)
+        feed::publish_applied(engine, ranges, hub, READ_BYTES).map(drop)
     }
 
-    fn connect(&mut self, client: usize, node: u64) {
-        let Some(hub) = self.hubs[node as usize - 1].as_mut() else { return };
-        let hub = hub.get_mut().expect("hub lock");
+    fn connect(&mut self, client: usize, node: u64, ranges: &SharedRanges) {
+        let Some(hubs) = self.hubs[node as usize - 1].as_mut() else { return };
+        let hubs = hubs.get_mut().expect("hubs lock");
         let c = &mut self.clients[client];
-        hub.add(c.id, c.spec.clone(), c.next());
+        hubs.add(c.id, c.spec.clone(), Some(c.next()), ranges);
         c.node = Some(node);
         self.reconnects += 1;
     }
@@ -133,7 +140,7 @@ impl Watchers {
         &mut self,
         client: usize,
         engine: &dyn Engine,
-        shared: &RangeShared,
+        ranges: &SharedRanges,
         steps: usize,
     ) -> Result<()> {
         let c = &mut self.clients[client];
@@ -151,7 +158,7 @@ impl Watchers {
                 Some(Take::CatchUp { from, to }) => {
                     let (spec, prev_kv) = (Some(&c.spec), c.spec.prev_kv);
                     let chunk =
-                        feed::read_events(engine, shared, (from, to), spec, READ_BYTES, prev_kv)?;
+                        feed::read_events(engine, ranges, (from, to), spec, READ_BYTES, prev_kv)?;
                     c.seen.extend(chunk.events.iter().map(seen));
                     hub.caught_up(c.id, chunk.through);
                 }
@@ -161,17 +168,18 @@ impl Watchers {
     }
 
     /// The end: every watcher catches up on a running node, then what it saw is compared with
-    /// what `reference` (a converged replica) holds. `up` lists the running, undamaged nodes.
+    /// what `reference` (a converged node, whose ranges have applied through `marks`) holds.
+    /// `up` lists the running, undamaged nodes.
     pub fn check(
         &mut self,
-        up: &[(u64, &dyn Engine, &RangeShared)],
+        up: &[(u64, &dyn Engine, SharedRanges)],
         reference: &dyn Engine,
-        state: AppliedState,
+        marks: Watermarks,
     ) -> (Vec<String>, usize) {
         let mut violations = Vec::new();
-        let Some(&(first, _, _)) = up.first() else { return (violations, 0) };
-        for &(id, engine, shared) in up {
-            if self.feed(id, engine, shared).is_err() {
+        let Some((first, _, first_ranges)) = up.first() else { return (violations, 0) };
+        for (id, engine, ranges) in up {
+            if self.feed(*id, *engine, ranges).is_err() {
                 violations.push(format!("n{id}'s store failed while feeding its watchers"));
             }
         }
@@ -179,18 +187,18 @@ impl Watchers {
         for i in 0..self.clients.len() {
             if self.clients[i].node.is_none_or(|n| !up.iter().any(|u| u.0 == n)) {
                 self.clients[i].node = None;
-                self.connect(i, first);
+                self.connect(i, *first, first_ranges);
             }
             let node = self.clients[i].node.expect("connected");
-            let &(_, engine, shared) = up.iter().find(|u| u.0 == node).expect("up");
-            if self.drain(i, engine, shared, 100_000).is_err() {
+            let (_, engine, ranges) = up.iter().find(|u| u.0 == node).expect("up");
+            if self.drain(i, *engine, ranges, 100_000).is_err() {
                 violations.push(format!("n{node} failed to serve watcher {i}"));
             }
             let c = &self.clients[i];
             let expected = match history::read(
                 reference,
-                (c.start, state.revision),
-                state.compact_revision,
+                (c.start, marks.frontier),
+                marks.floor,
                 Some(&c.spec),
                 usize::MAX,
                 false,

@@ -185,9 +185,12 @@ fn checkers_catch_every_deliberate_bug() {
             Mutation::RemoteReadsJoinRoundUnderWay => {
                 (&Kind::ALL, 50, Options { clients: 16, nodes: 5, ranges: 1, ..shape })
             }
-            // A block used below a read, or a read not waiting for what was stamped below
-            // it, needs keys outside the meta range, where writes wait for blocks.
-            Mutation::StampPassedRead | Mutation::ReadAtCommitIndex => {
+            // A block used below a read, a read not waiting for what was stamped below it, or
+            // watchers given events past unapplied ones, need keys outside the meta range,
+            // where writes wait for blocks.
+            Mutation::StampPassedRead
+            | Mutation::ReadAtCommitIndex
+            | Mutation::CloseWithoutReadIndex => {
                 (&Kind::ALL, 100, Options { spread_keys: true, ..shape })
             }
             _ => (&Kind::ALL, 50, shape),

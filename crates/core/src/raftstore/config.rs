@@ -100,6 +100,10 @@ pub enum Mutation {
     /// instead of its last index: the read may be served before entries stamped at or below its
     /// timestamp are applied.
     ReadAtCommitIndex,
+    /// Close a node's ranges at the oracle's read timestamp as soon as it is given, without the
+    /// ReadIndex that makes every range stamp above it and the wait for what was stamped below:
+    /// watchers are given events past ones not yet applied, which they then never see.
+    CloseWithoutReadIndex,
 }
 
 impl Config {

@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::closing::Closing;
 use super::config::Mutation;
 use super::desk::{Ask, Desk, Grant, Meta};
 use super::lessor::Lessor;
@@ -91,6 +92,8 @@ pub struct Driver<T, P, R, K, O = K> {
     pub(super) desk: Desk<T, Asker<O>>,
     /// This driver's own asks of the oracle (see `revisions`).
     pub(super) asking: Asking,
+    /// The close round under way (see `closing`).
+    pub(super) closing: Closing,
 }
 
 /// A lease whose revocation was proposed and has not happened yet is proposed again after this
@@ -103,6 +106,7 @@ impl<T: Ord + Copy, P, R, K, O> Driver<T, P, R, K, O> {
         Self {
             desk: Desk::new(node.config().mutation),
             asking: Asking::default(),
+            closing: Closing::default(),
             lessor,
             ticks: 0,
             last_tick: None,
@@ -202,6 +206,7 @@ impl<T: Ord + Copy, P, R, K, O> Driver<T, P, R, K, O> {
         let mut answers = Answers::default();
         self.propose_queued(&mut answers);
         self.ask_for_revisions();
+        self.start_closing();
         if let Some(asks) = self.desk.take_arrived() {
             // One quorum check, issued now, for every ask that arrived since the last.
             let read = self.take_id();
@@ -227,6 +232,9 @@ impl<T: Ord + Copy, P, R, K, O> Driver<T, P, R, K, O> {
                 read_ts.is_none()
                     && self.node.descriptor(w.range_id).is_some_and(|d| d.oracle_revisions)
             });
+            if self.closed(id) {
+                continue;
+            }
             if untimed {
                 // Asked before the replica knew its range takes revisions from the oracle (a
                 // joining member's first snapshot had not arrived): it needs a read timestamp.
@@ -379,7 +387,7 @@ impl<T: Ord + Copy, P, R, K, O> Driver<T, P, R, K, O> {
         }
     }
 
-    fn take_id(&mut self) -> u64 {
+    pub(super) fn take_id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
     }

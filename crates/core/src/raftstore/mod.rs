@@ -18,6 +18,7 @@
 //! which is why Strata uses it rather than leader leases. Reads arriving in the same round
 //! share one ReadIndex request.
 
+mod closing;
 mod config;
 mod desk;
 mod driver;
@@ -45,5 +46,5 @@ pub use log::{decode as decode_raft, encode as encode_raft};
 pub use node::{AppliedEntry, Configuration, Node, OutMessage, Output};
 pub use raft::StateRole;
 pub use raft::prelude::{Message, MessageType};
-pub use shared::{RangeShared, SharedRanges};
+pub use shared::{RangeShared, SharedRanges, Watermarks};
 pub use stamping::Stamped;

@@ -51,9 +51,16 @@ struct Outstanding {
     asked_tick: u64,
 }
 
-enum Purpose {
-    Stamp { range_id: RangeId, term: u64 },
-    ReadTs { reads: Vec<(u64, RangeId)> },
+pub(super) enum Purpose {
+    Stamp {
+        range_id: RangeId,
+        term: u64,
+    },
+    ReadTs {
+        reads: Vec<(u64, RangeId)>,
+    },
+    /// A read timestamp for a close round (see `closing`).
+    Close,
 }
 
 impl Asking {
@@ -85,7 +92,7 @@ impl<T: Ord + Copy, P, R, K, O> Driver<T, P, R, K, O> {
         }
     }
 
-    fn ask(&mut self, ask: Ask, purpose: Purpose) {
+    pub(super) fn ask(&mut self, ask: Ask, purpose: Purpose) {
         self.asking.next_id += 1;
         let id = self.asking.next_id;
         let asked_tick = self.ticks;
@@ -124,6 +131,7 @@ impl<T: Ord + Copy, P, R, K, O> Driver<T, P, R, K, O> {
                 self.asking.stamping.remove(&range_id);
             }
             Some(Purpose::ReadTs { reads }) => self.asking.reads_waiting.extend(reads),
+            Some(Purpose::Close) => self.close_given_up(),
             None => {}
         }
     }
@@ -148,7 +156,7 @@ impl<T: Ord + Copy, P, R, K, O> Driver<T, P, R, K, O> {
                     Some(Purpose::Stamp { .. }) => {
                         Ok(Grant::Block(Block { lo: answer.lo, hi: answer.hi }))
                     }
-                    Some(Purpose::ReadTs { .. }) => Ok(Grant::ReadTs(answer.lo)),
+                    Some(Purpose::ReadTs { .. } | Purpose::Close) => Ok(Grant::ReadTs(answer.lo)),
                     None => return answers, // given up already
                 };
                 self.granted(answer.id, result);
@@ -195,6 +203,7 @@ impl<T: Ord + Copy, P, R, K, O> Driver<T, P, R, K, O> {
                     }
                 }
             }
+            (Purpose::Close, Ok(Grant::ReadTs(ts))) => self.close_at(ts),
             (purpose, _) => {
                 // Refused (not the meta leader) or mismatched: ask again, after a tick.
                 let asked_tick = self.ticks.saturating_sub(ASK_RETRY_TICKS - 1);

@@ -14,6 +14,10 @@ use crate::range::RangeDescriptor;
 #[derive(Debug, Default)]
 pub struct RangeShared {
     pub revision: AtomicI64,
+    /// A revision at or below which the replica holds every event of its range, beyond
+    /// `revision` while the range is idle and others write (a range taking its revisions from
+    /// the oracle; see `closing`); 0 until a close round reaches it.
+    pub closed: AtomicI64,
     pub compact_revision: AtomicI64,
     /// Whether a compaction's deletions are still under way (`compaction --physical` waits).
     pub compaction_pending: AtomicBool,
@@ -40,6 +44,21 @@ impl RangeShared {
             tso_ceiling: 0,
         }
     }
+
+    /// The revision at or below which the replica holds every event of its range.
+    pub fn closed_revision(&self) -> i64 {
+        let revision = self.revision.load(Ordering::Acquire);
+        revision.max(self.closed.load(Ordering::Acquire))
+    }
+}
+
+/// How far a node's watchers may be given events (see `watch::feed`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Watermarks {
+    /// The frontier: every range the node holds has applied every event at or below it.
+    pub frontier: i64,
+    /// Events below it may be compacted away in some range.
+    pub floor: i64,
 }
 
 /// The shared state of every replica a node holds, by range: how request handlers find a
@@ -85,7 +104,21 @@ impl SharedRanges {
         found
     }
 
-    pub(super) fn insert(&self, range_id: RangeId, shared: Arc<RangeShared>) {
+    /// The node's watermarks. With one range: its revision and compaction floor.
+    pub fn watermarks(&self) -> Watermarks {
+        let ranges = self.0.read().expect("ranges lock");
+        let mut marks = Watermarks { frontier: i64::MAX, floor: 0 };
+        for shared in ranges.values() {
+            marks.frontier = marks.frontier.min(shared.closed_revision());
+            marks.floor = marks.floor.max(shared.compact_revision.load(Ordering::Acquire));
+        }
+        if ranges.is_empty() {
+            marks.frontier = 0;
+        }
+        marks
+    }
+
+    pub(crate) fn insert(&self, range_id: RangeId, shared: Arc<RangeShared>) {
         self.0.write().expect("ranges lock").insert(range_id, shared);
     }
 }

@@ -1,9 +1,12 @@
 //! Feeding a [`Hub`] from what a replica applied, and catching a lagging watcher up from
 //! storage: the reads the server's watch tasks and the simulator's watch clients share.
 //!
-//! The feeder reads each applied revision's events once from the change index and publishes
-//! them, in order, after the writes that made them are visible (it reads only what the replica
-//! has published). The hub's lock is held only to look and to publish, never while reading.
+//! The feeder reads each applied revision's events from the change index and publishes them,
+//! in order, after the writes that made them are visible: to each group of watchers (see
+//! `hubs`) up to the group's frontier, the revision through which every range the group's keys
+//! lie in has applied every event — the replica's revision when the node holds one range. The
+//! change index is the node's, so one read finds the events of every range. The hubs' lock is
+//! held only to look and to publish, never while reading.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -11,67 +14,146 @@ use std::sync::{Arc, Mutex};
 use strata_storage::Engine;
 
 use super::history::{self, Chunk};
-use super::{Hub, Spec};
-use crate::raftstore::RangeShared;
-use crate::raftstore::local_read::read_stable;
+use super::{Hubs, Spec};
+use crate::raftstore::SharedRanges;
 use crate::{Error, Result};
 
-/// Publishes to `hub` every event the replica applied since the hub last published, reading at
-/// most `read_bytes` of events at a time. Returns the client streams with events to take.
+/// Publishes to each group of watchers every event up to the group's frontier it has not
+/// published yet, reading at most `read_bytes` of events at a time. Returns the client streams
+/// with events to take.
 pub fn publish_applied(
     engine: &dyn Engine,
-    shared: &RangeShared,
-    hub: &Mutex<Hub>,
+    ranges: &SharedRanges,
+    hubs: &Mutex<Hubs>,
     read_bytes: usize,
 ) -> Result<BTreeSet<u64>> {
-    let lock = || hub.lock().expect("watch hub lock");
+    let lock = || hubs.lock().expect("watch hubs lock");
     let mut woken = BTreeSet::new();
-    loop {
-        let revision = shared.revision.load(std::sync::atomic::Ordering::Acquire);
-        let (published, prev_kv) = {
-            let mut hub = lock();
-            if hub.watcher_count() == 0 && revision > hub.published() {
-                // Nobody to tell: skip reading. A watcher added later that starts at or before
-                // `revision` reads what it needs from storage.
-                hub.publish(&[], revision, true);
+    let groups = lock().groups();
+    for group in groups {
+        loop {
+            let Some((published, prev_kv)) = lock().state(&group) else { break };
+            let frontier = Hubs::frontier_of(&group, ranges);
+            if frontier <= published {
+                break;
             }
-            (hub.published(), hub.wants_prev_kv())
-        };
-        if revision <= published {
-            return Ok(woken);
-        }
-        let span = (published + 1, revision);
-        match read_events(engine, shared, span, None, read_bytes, prev_kv) {
-            Ok(chunk) => {
-                let events: Vec<Arc<_>> = chunk.events.into_iter().map(Arc::new).collect();
-                woken.extend(lock().publish(&events, chunk.through, prev_kv));
+            let span = (published + 1, frontier);
+            match read_events(engine, ranges, span, None, read_bytes, prev_kv) {
+                Ok(chunk) => {
+                    let events: Vec<Arc<_>> = chunk.events.into_iter().map(Arc::new).collect();
+                    let mut hubs = lock();
+                    woken.extend(hubs.publish(&group, published, &events, chunk.through, prev_kv));
+                }
+                // A compaction overtook the feeder (after a snapshot was installed, say): the
+                // watchers that needed those events find out from storage.
+                Err(Error::Compacted) => woken.extend(lock().skip_to(&group, published, frontier)),
+                Err(e) => return Err(e),
             }
-            // A compaction overtook the feeder (after a snapshot was installed, say): the
-            // watchers that needed those events find out from storage.
-            Err(Error::Compacted) => woken.extend(lock().skip_to(revision)),
-            Err(e) => return Err(e),
         }
     }
+    Ok(woken)
 }
 
-/// Reads the events of revisions `from..=to` (capped at what the replica has applied) that
-/// `spec` wants (all if `None`), at most about `read_bytes` of them: one chunk of a lagging
-/// watcher's catch-up, or of the feeder's reading. "Compacted" if the span starts below the
-/// compaction floor.
+/// Reads the events of revisions `from..=to` (at or below the frontier of the ranges `spec`
+/// concerns) that `spec` wants (all if `None`), at most about `read_bytes` of them: one chunk
+/// of a lagging watcher's catch-up, or of the feeder's reading. "Compacted" if the span starts
+/// below the compaction floor of the node's ranges.
 pub fn read_events(
     engine: &dyn Engine,
-    shared: &RangeShared,
+    ranges: &SharedRanges,
     (from, to): (i64, i64),
     spec: Option<&Spec>,
     read_bytes: usize,
     prev_kv: bool,
 ) -> Result<Chunk> {
-    let (chunk, _) = read_stable(shared, |state| {
-        if from < state.compact_revision {
+    // As `local_read::read_stable`: a compaction that moved the floor while reading may have
+    // deleted what was read; read again on the new floor.
+    loop {
+        let floor = ranges.watermarks().floor;
+        if from < floor {
             return Err(Error::Compacted);
         }
-        let span = (from, to.min(state.revision));
-        history::read(engine, span, state.compact_revision, spec, read_bytes, prev_kv)
-    })?;
-    Ok(chunk)
+        let chunk = history::read(engine, (from, to), floor, spec, read_bytes, prev_kv);
+        if ranges.watermarks().floor == floor {
+            return chunk;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use prost::Message as _;
+    use strata_storage::{Durability, Keyspace, MemEngine, WriteBatch};
+
+    use super::*;
+    use crate::keys;
+    use crate::mvcc::record::VersionRecord;
+    use crate::raftstore::RangeShared;
+    use crate::range::RangeDescriptor;
+    use crate::watch::{Take, WatcherId};
+
+    /// A node holding range 1 (keys below "m") and range 2 (from "m" on).
+    fn two_ranges() -> SharedRanges {
+        let ranges = SharedRanges::default();
+        for (id, start, end) in [(1, &b""[..], &b"m"[..]), (2, b"m", b"")] {
+            let shared = RangeShared::default();
+            *shared.descriptor.write().unwrap() = RangeDescriptor::bootstrap(id, start, end, &[1]);
+            ranges.insert(id, Arc::new(shared));
+        }
+        ranges
+    }
+
+    fn put(engine: &MemEngine, key: &str, revision: i64) {
+        let record = VersionRecord { create_revision: revision, version: 1, ..Default::default() };
+        let mut batch = WriteBatch::new();
+        batch.put(Keyspace::Mvcc, keys::version(key.as_bytes(), revision), record.encode_to_vec());
+        batch.put(Keyspace::Mvcc, keys::change(revision, 0), key.as_bytes().to_vec());
+        engine.write(&batch, Durability::Buffered).unwrap();
+    }
+
+    fn taken(hubs: &Mutex<Hubs>, id: WatcherId) -> Vec<i64> {
+        match hubs.lock().unwrap().take(id) {
+            Some(Take::Events { events, .. }) => {
+                events.iter().map(|e| super::super::revision_of(e)).collect()
+            }
+            other => panic!("expected events, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_stalled_range_holds_back_only_the_watchers_of_its_keys() {
+        let (engine, ranges, hubs) = (MemEngine::new(), two_ranges(), Mutex::new(Hubs::default()));
+        let spec = |key: &str, end: Option<&str>| Spec {
+            key: key.as_bytes().to_vec(),
+            range_end: end.map(|e| e.as_bytes().to_vec()),
+            ..Default::default()
+        };
+        let (of_a, of_all) = (WatcherId { stream: 1, watch: 0 }, WatcherId { stream: 2, watch: 0 });
+        for (id, spec) in [(of_a, spec("a", None)), (of_all, spec("\0", Some("")))] {
+            let from_now = hubs.lock().unwrap().add(id, spec, None, &ranges);
+            assert_eq!(from_now, 0);
+        }
+        // Range 1 applies revisions 1 and 3; range 2 applied revision 2 and is closed at 2 (its
+        // leader is gone): the watcher of "a" gets both of its events, the watcher of every key
+        // only what is below range 2's closed revision.
+        put(&engine, "a", 1);
+        put(&engine, "x", 2);
+        put(&engine, "a", 3);
+        let (one, two) = (ranges.get(1).unwrap(), ranges.get(2).unwrap());
+        one.revision.store(3, Ordering::Release);
+        two.revision.store(2, Ordering::Release);
+        publish_applied(&engine, &ranges, &hubs, 1 << 20).unwrap();
+        assert_eq!(taken(&hubs, of_a), [1, 3]);
+        assert_eq!(taken(&hubs, of_all), [1, 2]);
+        // A close round reaches range 2: the rest comes, once.
+        two.closed.store(3, Ordering::Release);
+        publish_applied(&engine, &ranges, &hubs, 1 << 20).unwrap();
+        assert_eq!(taken(&hubs, of_a), Vec::<i64>::new());
+        assert_eq!(taken(&hubs, of_all), [3]);
+        // A new watcher of every key from now starts after the frontier of both ranges.
+        let later = WatcherId { stream: 3, watch: 0 };
+        assert_eq!(hubs.lock().unwrap().add(later, spec("\0", Some("")), None, &ranges), 3);
+    }
 }

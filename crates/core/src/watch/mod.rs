@@ -17,8 +17,10 @@
 pub mod feed;
 pub mod history;
 mod hub;
+mod hubs;
 
 pub use hub::{Hub, Take, WatcherId};
+pub use hubs::{Group, Hubs};
 
 use crate::pb::mvccpb::Event;
 use crate::pb::mvccpb::event::EventType;

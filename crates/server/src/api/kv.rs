@@ -57,7 +57,7 @@ impl Api {
 
     /// Serves a `Range` over keys of several ranges as one snapshot: at one read timestamp
     /// from the revision oracle, each range read once it has applied every write at or below
-    /// it (serializable: at the least revision every range has reached, from the local
+    /// it (serializable: at the least closed revision of those ranges, from the local
     /// replicas alone), and the parts joined as one store would answer.
     async fn range_across(
         &self,
@@ -65,7 +65,7 @@ impl Api {
         ranges: Vec<(RangeId, Arc<RangeShared>)>,
     ) -> Result<RangeResponse, Error> {
         let at = if req.serializable {
-            ranges.iter().map(|(_, shared)| shared.revision.load(Ordering::Acquire)).min()
+            ranges.iter().map(|(_, shared)| shared.closed_revision()).min()
         } else {
             let (first, _) = &ranges[0];
             let ts = self.shell.read_index(*first, self.timeout()).await?;

@@ -1,8 +1,9 @@
 //! `etcdserverpb.Watch`: bidirectional streams of events, on the core's watch [`Hub`].
 //!
 //! Three parts:
-//! * the **feeder** ([`feed`]), one task per member, wakes when the raftstore has applied new
-//!   revisions, reads their events once from the change index and publishes them to the hub;
+//! * the **feeder** ([`feed`]), one task per member, wakes when the node's frontier moves (the
+//!   revision through which every range it holds has applied every event), reads the events
+//!   once from the change index and publishes them to the hub;
 //! * a **session** per client stream handles create, cancel and progress requests, takes each
 //!   watcher's events from the hub (or reads them from storage while the watcher is behind)
 //!   and sends them, in order;
@@ -22,7 +23,7 @@ use strata_core::Error;
 use strata_core::pb::etcdserverpb::watch_request::RequestUnion;
 use strata_core::pb::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
 use strata_core::pb::mvccpb::Event;
-use strata_core::watch::{Hub, Spec, Take, WatcherId, feed};
+use strata_core::watch::{Hubs, Spec, Take, WatcherId, feed};
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
@@ -38,9 +39,9 @@ const READ_BYTES_TARGET: usize = 256 * 1024;
 const ERR_DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
 const ERR_EMPTY_RANGE: &str = "mvcc: watcher range is empty";
 
-/// The watch state of a member: its hub and a waker per client stream.
+/// The watch state of a member: its hubs and a waker per client stream.
 pub struct Watches {
-    hub: Mutex<Hub>,
+    hub: Mutex<Hubs>,
     wakers: Mutex<HashMap<u64, Arc<Notify>>>,
     next_stream: AtomicU64,
     /// How often idle watchers that asked for it get an empty progress response.
@@ -49,10 +50,9 @@ pub struct Watches {
 }
 
 impl Watches {
-    /// Watch state for a member whose events so far (up to `revision`) are history.
-    pub fn new(revision: i64, progress_interval: Duration) -> Self {
+    pub fn new(progress_interval: Duration) -> Self {
         Self {
-            hub: Mutex::new(Hub::new(revision)),
+            hub: Mutex::default(),
             wakers: Mutex::default(),
             next_stream: AtomicU64::new(1),
             progress_interval,
@@ -60,7 +60,7 @@ impl Watches {
         }
     }
 
-    fn hub(&self) -> std::sync::MutexGuard<'_, Hub> {
+    fn hub(&self) -> std::sync::MutexGuard<'_, Hubs> {
         self.hub.lock().expect("watch hub lock")
     }
 
@@ -97,8 +97,8 @@ pub async fn feed(api: Arc<Api>, applied: Arc<Notify>) {
 impl Api {
     /// Publishes every event applied since the last call.
     fn feed_once(&self) -> Result<(), Error> {
-        let (engine, range) = (self.engine.as_ref(), self.range());
-        let woken = feed::publish_applied(engine, &range, &self.watches.hub, READ_BYTES_TARGET)?;
+        let (engine, ranges) = (self.engine.as_ref(), self.shell.shared_ranges());
+        let woken = feed::publish_applied(engine, ranges, &self.watches.hub, READ_BYTES_TARGET)?;
         self.watches.wake(woken);
         Ok(())
     }
@@ -214,8 +214,10 @@ impl Session {
         WatcherId { stream: self.stream, watch }
     }
 
+    /// The revision through which this member can give every event: a watch from "now" starts
+    /// after it.
     fn store_revision(&self) -> i64 {
-        self.api.range().revision.load(Ordering::Acquire)
+        self.api.shell.shared_ranges().watermarks().frontier
     }
 
     async fn handle(&mut self, request: WatchRequest) -> Result<(), Closed> {
@@ -285,8 +287,11 @@ impl Session {
         let filter = |f: i32| req.filters.contains(&f);
         let spec =
             Spec { key, range_end, no_put: filter(0), no_delete: filter(1), prev_kv: req.prev_kv };
-        let start = if req.start_revision > 0 { req.start_revision } else { revision + 1 };
-        self.api.watches.hub().add(self.id(watch_id), spec.clone(), start);
+        // From "now": after the revision through which this member holds every event of the
+        // ranges the keys lie in.
+        let start = (req.start_revision > 0).then_some(req.start_revision);
+        let ranges = self.api.shell.shared_ranges();
+        let revision = self.api.watches.hub().add(self.id(watch_id), spec.clone(), start, ranges);
         self.watches.insert(
             watch_id,
             Watching {
@@ -329,7 +334,12 @@ impl Session {
             && self.watches.keys().all(|&w| self.api.watches.hub().is_idle(self.id(w)))
         {
             self.progress_requested = false;
-            let published = self.api.watches.hub().published();
+            // Every watcher of the stream has been sent everything up to its hub's revision.
+            let published = {
+                let hubs = self.api.watches.hub();
+                self.watches.keys().filter_map(|&w| hubs.published(self.id(w))).min()
+            };
+            let published = published.unwrap_or_else(|| self.store_revision());
             self.send(WatchResponse {
                 header: self.api.header(published),
                 watch_id: -1,
@@ -344,10 +354,10 @@ impl Session {
     async fn catch_up(&mut self, watch: i64, from: i64, to: i64) -> Result<bool, Closed> {
         let spec = &self.watches[&watch].spec;
         let api = &self.api;
-        let (engine, range) = (api.engine.as_ref(), api.range());
+        let (engine, ranges) = (api.engine.as_ref(), api.shell.shared_ranges());
         let read = feed::read_events(
             engine,
-            &range,
+            ranges,
             (from, to),
             Some(spec),
             READ_BYTES_TARGET,
@@ -367,7 +377,7 @@ impl Session {
                 // As etcd: the watch is cancelled, naming the revision it may resume from.
                 self.watches.remove(&watch);
                 self.api.watches.hub().remove(self.id(watch));
-                let compact_revision = self.api.range().compact_revision.load(Ordering::Acquire);
+                let compact_revision = self.api.shell.shared_ranges().watermarks().floor;
                 self.send(WatchResponse {
                     // etcd's header here carries no revision.
                     header: self.api.header(0),
@@ -421,7 +431,6 @@ impl Session {
     /// Sends an empty response to each idle watch that asked for progress notifications and
     /// was sent nothing since the last tick, so the client learns the revision it is at.
     async fn progress_tick(&mut self) -> Result<(), Closed> {
-        let published = self.api.watches.hub().published();
         let due: Vec<i64> = self
             .watches
             .iter_mut()
@@ -431,7 +440,11 @@ impl Session {
             })
             .collect();
         for watch in due {
-            if self.api.watches.hub().is_idle(self.id(watch)) {
+            let published = {
+                let hubs = self.api.watches.hub();
+                hubs.published(self.id(watch)).filter(|_| hubs.is_idle(self.id(watch)))
+            };
+            if let Some(published) = published {
                 self.send(WatchResponse {
                     header: self.api.header(published),
                     watch_id: watch,

@@ -327,10 +327,14 @@ pub async fn leader_index(endpoints: &[String]) -> Option<usize> {
 /// Puts a key, retrying while the cluster answers with a retryable error (no leader, leader
 /// changed, timed out) — what a client does while a new leader is being elected — and returns
 /// the revision it was written at. Only for idempotent writes.
-pub async fn put_retrying(client: &mut etcd_client::Client, key: &str, value: &str) -> i64 {
+pub async fn put_retrying(
+    client: &mut etcd_client::Client,
+    key: &str,
+    value: impl AsRef<[u8]>,
+) -> i64 {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        match client.put(key, value, None).await {
+        match client.put(key, value.as_ref(), None).await {
             Ok(put) => return put.header().expect("a header").revision(),
             Err(etcd_client::Error::GRpcStatus(s))
                 if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded) =>

@@ -12,13 +12,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use strata_core::RangeId;
 use strata_core::raftstore::{
     Answers, Config, Configuration, Driver, MessageType, Mutation, Node, NodeMessage, OutMessage,
-    RangeShared, StateRole, local_read,
+    SharedRanges, StateRole, Watermarks, local_read,
 };
 use strata_core::range::META_RANGE_ID;
 use strata_core::rng::fnv1a;
-use strata_core::{FIRST_RANGE_ID, RangeId};
 use strata_storage::Engine;
 
 use crate::check::{self, FinalReplica, RaftObserver};
@@ -455,9 +455,8 @@ impl World {
         let failed_syncs = sim.disk.failed_syncs();
         match Node::open(config, Arc::new(sim.disk.clone())) {
             Ok(node) => {
-                let revision = node.shared(FIRST_RANGE_ID).map_or(0, |s| s.read_state().revision);
                 sim.node = Some(Driver::new(node));
-                self.watchers.node_started(id, revision);
+                self.watchers.node_started(id);
             }
             // The disk failed while starting: the process exits and is started again.
             Err(_) if sim.disk.failed_syncs() > failed_syncs => {
@@ -610,8 +609,7 @@ impl World {
             }
             let sim = &self.nodes[id as usize - 1];
             if let Some(driver) = &sim.node {
-                let shared = driver.node().shared(FIRST_RANGE_ID).expect("range");
-                self.watchers.after_round(id, &sim.disk, &shared);
+                self.watchers.after_round(id, &sim.disk, &driver.node().shared_ranges());
             }
             self.observer.applied(id, &output.applied);
             if output.members_changed && self.removed_by_records(id) {
@@ -1034,20 +1032,21 @@ impl World {
         violations.extend(check::durability(&replicas, &self.history));
         violations.extend(check::revisions(&self.history));
         violations.extend(self.oracle.check());
-        let up: Vec<(u64, &dyn Engine, Arc<RangeShared>)> = self
+        let up: Vec<(u64, &dyn Engine, SharedRanges)> = self
             .nodes
             .iter()
             .filter(|sim| !sim.damaged && sim.role == Role::Member)
             .filter_map(|sim| {
-                let shared = sim.node.as_ref()?.node().shared(FIRST_RANGE_ID)?;
-                Some((sim.id, &sim.disk as &dyn Engine, shared))
+                let ranges = sim.node.as_ref()?.node().shared_ranges();
+                Some((sim.id, &sim.disk as &dyn Engine, ranges))
             })
             .collect();
-        let up: Vec<(u64, &dyn Engine, &RangeShared)> =
-            up.iter().map(|(id, engine, shared)| (*id, *engine, shared.as_ref())).collect();
         let (watch_violations, watch_events) = match up.first() {
-            Some(&(_, reference, shared)) => {
-                self.watchers.check(&up, reference, shared.read_state())
+            Some((_, reference, ranges)) => {
+                // Every event the converged store holds, in every range.
+                let all = ranges.all().iter().map(|(_, r)| r.read_state().revision).max();
+                let marks = Watermarks { frontier: all.unwrap_or(0), ..ranges.watermarks() };
+                self.watchers.check(&up, *reference, marks)
             }
             None => (Vec::new(), 0),
         };
