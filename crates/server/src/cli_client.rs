@@ -205,6 +205,7 @@ fn range_json(range: &RangeStatus) -> serde_json::Value {
         "commit_index": range.commit_index,
         "applied_index": range.applied_index,
         "revision": range.revision,
+        "closed_revision": range.closed_revision,
         "keys": range.keys,
     })
 }

@@ -57,6 +57,12 @@ async fn two_ranges_share_one_revision_and_one_snapshot() {
     let options = WatchOptions::new().with_all_keys().with_start_revision(revisions[0]);
     let mut from_history = c.watch("", Some(options)).await.unwrap();
     assert_eq!(events(&mut from_history, 12).await, written);
+    // The member that gave the last event has closed range 1 (idle since) past it.
+    let closed = |range: u64| {
+        let name = format!("strata_range_closed_revision{{range=\"{range}\"}}");
+        support::metric(&endpoints[0], &name).expect("a closed revision per range") as i64
+    };
+    assert!(closed(1) >= last && closed(2) >= last, "{} {} {last}", closed(1), closed(2));
 
     // Every member reads both ranges; a read over both is one snapshot at one revision.
     for endpoint in &endpoints {

@@ -18,7 +18,8 @@
 //! cluster has by then.
 
 use strata_core::command::{MemberChange, MemberChangeKind, MemberRecord};
-use strata_core::raftstore::Configuration;
+use strata_core::raftstore::{Configuration, Node};
+use strata_core::range::META_RANGE_ID;
 use strata_core::rng::Rng;
 
 use crate::world::Time;
@@ -171,6 +172,34 @@ pub fn check(replicas: &[(u64, Configuration, Vec<Recorded>)]) -> Vec<String> {
             violations.push(format!(
                 "n{id}'s Raft configuration {configuration:?} differs from its member records \
                  {recorded:?}"
+            ));
+        }
+    }
+    violations
+}
+
+/// The ranges past the meta range keep replicas on members only: the replicas of a removed
+/// member were removed too (`raftstore/repair.rs`), or they would go on counting in their
+/// ranges' quorums. Required of a range whose voters running at the end (`live`) are a quorum:
+/// one that lost its quorum to faults cannot change its replicas.
+pub fn check_ranges(id: u64, node: &Node, live: &[u64]) -> Vec<String> {
+    let Ok(members) = node.members() else {
+        return vec![format!("n{id}: cannot read its member records")];
+    };
+    let members: Vec<u64> = members.into_iter().map(|(id, _)| id).collect();
+    let mut violations = Vec::new();
+    for range_id in node.range_ids().into_iter().filter(|r| *r != META_RANGE_ID) {
+        let Some(descriptor) = node.descriptor(range_id) else { continue };
+        let voters: Vec<u64> =
+            (descriptor.replicas.iter()).filter(|r| !r.learner).map(|r| r.node_id).collect();
+        if voters.iter().filter(|v| live.contains(v)).count() * 2 <= voters.len() {
+            continue;
+        }
+        let replicas = descriptor.replicas.iter().map(|r| r.node_id);
+        let strays: Vec<u64> = replicas.filter(|n| !members.contains(n)).collect();
+        if !strays.is_empty() {
+            violations.push(format!(
+                "n{id}: range {range_id} keeps replicas on {strays:?}, no longer members"
             ));
         }
     }

@@ -15,10 +15,11 @@
 //! least closed revision over its ranges (`SharedRanges::watermarks`); its watch feeder
 //! publishes events up to the frontier only.
 //!
-//! A round starts when some range has applied beyond the frontier (events wait for it) and
-//! none is under way; so an idle cluster sends nothing, and under load one round follows the
-//! other, each costing one ask of the oracle and one ReadIndex per range. A cluster of one range
-//! needs none: its frontier is its revision.
+//! A round starts when some range has applied beyond the least closed revision and none is
+//! under way — at once while the node has watchers, at most once a tick otherwise (a watch
+//! from "now" then starts at most about a tick in the past) — so an idle cluster sends nothing,
+//! and under load one round follows the other, each costing one ask of the oracle and one
+//! ReadIndex per range. A cluster of one range needs none: its frontier is its revision.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -36,6 +37,8 @@ const GIVE_UP_TICKS: u64 = 2 * ASK_RETRY_TICKS;
 #[derive(Default)]
 pub(super) struct Closing {
     round: Option<CloseRound>,
+    /// The tick the last round started.
+    last_started: u64,
 }
 
 struct CloseRound {
@@ -56,6 +59,9 @@ impl<T: Ord + Copy, P, R, K, O> Driver<T, P, R, K, O> {
             }
             self.closing.round = None;
         }
+        if self.closing.last_started == self.ticks && !self.node.shared_ranges.watched() {
+            return;
+        }
         let ranges = self.oracle_ranges();
         if ranges.len() < 2 {
             return;
@@ -69,6 +75,7 @@ impl<T: Ord + Copy, P, R, K, O> Driver<T, P, R, K, O> {
             return;
         }
         let started_tick = self.ticks;
+        self.closing.last_started = started_tick;
         self.closing.round = Some(CloseRound { started_tick, ts: 0, waiting: BTreeMap::new() });
         self.ask(Ask::ReadTs, Purpose::Close);
     }

@@ -30,6 +30,7 @@ mod open;
 pub mod oracle;
 mod propose;
 mod read_index;
+mod repair;
 mod replica;
 mod revisions;
 mod round;

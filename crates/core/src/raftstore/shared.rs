@@ -65,7 +65,7 @@ pub struct Watermarks {
 /// range's replica. Cloning shares it; the node adds and removes replicas as it opens, creates
 /// and removes them, so a handler always sees the ranges the node holds now.
 #[derive(Clone, Debug, Default)]
-pub struct SharedRanges(Arc<RwLock<BTreeMap<RangeId, Arc<RangeShared>>>>);
+pub struct SharedRanges(Arc<RwLock<BTreeMap<RangeId, Arc<RangeShared>>>>, Arc<AtomicBool>);
 
 impl SharedRanges {
     pub fn get(&self, range_id: RangeId) -> Option<Arc<RangeShared>> {
@@ -116,6 +116,16 @@ impl SharedRanges {
             marks.frontier = 0;
         }
         marks
+    }
+
+    /// Whether the node has watchers (the watch feeder says so): close rounds then follow every
+    /// move of a range, and otherwise run at most once a tick (see `closing`).
+    pub fn watched(&self) -> bool {
+        self.1.load(Ordering::Relaxed)
+    }
+
+    pub fn set_watched(&self, watched: bool) {
+        self.1.store(watched, Ordering::Relaxed);
     }
 
     pub(crate) fn insert(&self, range_id: RangeId, shared: Arc<RangeShared>) {

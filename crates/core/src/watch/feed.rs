@@ -30,6 +30,7 @@ pub fn publish_applied(
     let lock = || hubs.lock().expect("watch hubs lock");
     let mut woken = BTreeSet::new();
     let groups = lock().groups();
+    ranges.set_watched(!groups.is_empty());
     for group in groups {
         loop {
             let Some((published, prev_kv)) = lock().state(&group) else { break };

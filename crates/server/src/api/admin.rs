@@ -42,6 +42,7 @@ impl Api {
                     applied_index: shared.applied_index.load(Ordering::Acquire),
                     revision: shared.revision.load(Ordering::Acquire),
                     keys: shared.memo.read().expect("memo lock").len() as u64,
+                    closed_revision: shared.closed_revision(),
                 }
             })
             .collect()

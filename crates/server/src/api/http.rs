@@ -145,16 +145,21 @@ impl Metrics {
 fn render_ranges(out: &mut String, api: &Api) {
     let ranges = api.range_statuses();
     let me = api.config.member_id();
-    type Gauge = fn(&RangeStatus, u64) -> f64;
-    let gauges: [(&str, Gauge); 8] = [
-        ("strata_range_term", |r, _| r.term as f64),
-        ("strata_range_commit_index", |r, _| r.commit_index as f64),
-        ("strata_range_applied_index", |r, _| r.applied_index as f64),
-        ("strata_range_revision", |r, _| r.revision as f64),
-        ("strata_range_keys", |r, _| r.keys as f64),
-        ("strata_range_epoch_version", |r, _| r.epoch_version as f64),
-        ("strata_range_epoch_conf_ver", |r, _| r.epoch_conf_ver as f64),
-        ("strata_range_is_leader", |r, me| f64::from(u8::from(r.leader_id == me))),
+    // How far each range holds back the watchers of its keys, behind the freshest range.
+    let freshest = ranges.iter().map(|r| r.closed_revision).max().unwrap_or(0);
+    let lag = |r: &RangeStatus| (freshest - r.closed_revision) as f64;
+    type Gauge<'a> = &'a dyn Fn(&RangeStatus, u64) -> f64;
+    let gauges: [(&str, Gauge); 10] = [
+        ("strata_range_term", &|r, _| r.term as f64),
+        ("strata_range_commit_index", &|r, _| r.commit_index as f64),
+        ("strata_range_applied_index", &|r, _| r.applied_index as f64),
+        ("strata_range_revision", &|r, _| r.revision as f64),
+        ("strata_range_keys", &|r, _| r.keys as f64),
+        ("strata_range_epoch_version", &|r, _| r.epoch_version as f64),
+        ("strata_range_epoch_conf_ver", &|r, _| r.epoch_conf_ver as f64),
+        ("strata_range_is_leader", &|r, me| f64::from(u8::from(r.leader_id == me))),
+        ("strata_range_closed_revision", &|r, _| r.closed_revision as f64),
+        ("strata_range_closed_lag_revisions", &|r, _| lag(r)),
     ];
     for (name, value) in gauges {
         let _ = writeln!(out, "# TYPE {name} gauge");

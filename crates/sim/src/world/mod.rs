@@ -1061,6 +1061,14 @@ impl World {
             })
             .collect();
         violations.extend(members::check(&configurations));
+        let running =
+            |sim: &&SimNode| !sim.damaged && sim.role == Role::Member && sim.node.is_some();
+        let live: Vec<u64> = self.nodes.iter().filter(running).map(|sim| sim.id).collect();
+        for sim in self.nodes.iter().filter(running) {
+            if let Some(driver) = &sim.node {
+                violations.extend(members::check_ranges(sim.id, driver.node(), &live));
+            }
+        }
         let reference =
             self.nodes.iter().filter(|sim| !sim.damaged && sim.role == Role::Member).find_map(
                 |sim| {
