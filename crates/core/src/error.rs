@@ -100,6 +100,10 @@ pub enum Error {
         "etcdserver: a write or transaction across ranges is not supported yet (its keys lie in ranges {0})"
     )]
     AcrossRanges(String),
+    /// A key given a lease outside the meta range, before leases are homed in the meta range
+    /// for keys of every range: its range cannot tell for itself whether the lease exists.
+    #[error("etcdserver: a lease on a key outside the first range is not supported yet")]
+    LeaseOutsideFirstRange,
     /// The request did not complete before its deadline; it may still be applied.
     #[error("etcdserver: request timed out")]
     Timeout,
@@ -142,7 +146,7 @@ impl Error {
             Error::Timeout | Error::EpochNotMatch { .. } => Code::Unavailable,
             Error::TooManyRequests | Error::NoSpace => Code::ResourceExhausted,
             Error::Storage(_) | Error::Internal(_) => Code::Internal,
-            Error::AcrossRanges(_) => Code::Unimplemented,
+            Error::AcrossRanges(_) | Error::LeaseOutsideFirstRange => Code::Unimplemented,
             Error::ElectionNotLeader | Error::ElectionNoLeader | Error::MissingLeaderKey => {
                 Code::Unknown
             }

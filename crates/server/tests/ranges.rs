@@ -3,8 +3,8 @@
 //! — unique, increasing in real time, through a failover of the meta leader — reads see them
 //! through every member, a read over both ranges is one snapshot with etcd's limit, sort and
 //! count, a watch over both ranges is given every event once in revision order (live, and from
-//! an old revision), and a write across ranges is refused with a clear error until transactions
-//! across ranges exist.
+//! an old revision), and a write across ranges, or a lease on a key outside the first range, is
+//! refused with a clear error until transactions and leases across ranges exist.
 
 mod support;
 
@@ -103,6 +103,16 @@ async fn two_ranges_share_one_revision_and_one_snapshot() {
     let across = c.delete("", Some(etcd_client::DeleteOptions::new().with_all_keys())).await;
     let error = across.unwrap_err().to_string();
     assert!(error.contains("across ranges is not supported yet"), "{error}");
+
+    // A lease attaches keys of the first range; outside it every replica refuses it alike,
+    // until leases are homed for every range.
+    let lease = c.lease_grant(60, None).await.unwrap().id();
+    let with_lease = Some(etcd_client::PutOptions::new().with_lease(lease));
+    c.put("a-leased", "v", with_lease.clone()).await.unwrap();
+    let refused = c.put("x-leased", "v", with_lease).await.unwrap_err().to_string();
+    assert!(refused.contains("lease on a key outside the first range"), "{refused}");
+    c.lease_revoke(lease).await.unwrap();
+    assert_eq!(c.get("a-leased", None).await.unwrap().count(), 0);
 
     // The meta leader, which runs the oracle, fails: range 2 goes on writing, with revisions
     // above every one handed out before.

@@ -14,23 +14,25 @@ use std::sync::Arc;
 
 use strata_core::RangeId;
 use strata_core::raftstore::{
-    Answers, Config, Configuration, Driver, MessageType, Mutation, Node, NodeMessage, OutMessage,
-    SharedRanges, StateRole, Watermarks, local_read,
+    Answers, Config, Driver, MessageType, Mutation, Node, NodeMessage, OutMessage, StateRole,
 };
-use strata_core::range::META_RANGE_ID;
 use strata_core::rng::fnv1a;
-use strata_storage::Engine;
 
-use crate::check::{self, FinalReplica, RaftObserver};
+use crate::check::RaftObserver;
 use crate::disk::Disk;
-use crate::faults::{FaultCounts, FaultPlan, Kind as FaultKind};
-use crate::history::{Op, Operation, Outcome};
+use crate::faults::FaultPlan;
+use crate::history::{Operation, Outcome};
 use crate::leases::{self, Leases};
 use crate::members::{self, Operator};
 use crate::watchers::Watchers;
+use options::split_keys;
+pub use options::{Options, Report};
 
+mod finish;
+mod kv_clients;
 mod lease_clients;
 mod membership;
+mod options;
 mod oracle_clients;
 use crate::workload::{self, Client};
 use strata_core::rng::Rng;
@@ -52,117 +54,6 @@ const SEARCH_BUDGET: u64 = 2_000_000;
 const LEASE_CLIENTS: usize = 4;
 /// Clients that ask the revision oracle, when there is one (beside other ranges).
 const ORACLE_CLIENTS: usize = 2;
-
-/// What to simulate.
-#[derive(Clone, Debug)]
-pub struct Options {
-    pub seed: u64,
-    pub nodes: u64,
-    pub clients: usize,
-    /// Ids beyond the first `nodes` the membership operator may add members under. Whether a
-    /// run changes its membership at all is drawn from its seed.
-    pub spare_nodes: u64,
-    /// Simulated time under load and faults.
-    pub duration_ms: u64,
-    /// Ranges every node holds from the start: the meta range, which holds every key the
-    /// clients use, and idle ranges from `m` on, whose groups elect, heartbeat, crash and
-    /// restart beside it. (Clients write to more than one range once revisions come from the
-    /// revision oracle; see `docs/sharding.md`.)
-    pub ranges: u64,
-    /// Clients use keys in every range, not only the meta range's: writes and reads take their
-    /// revisions and read timestamps from the oracle, in several ranges at once. (Membership
-    /// changes are left out of such runs: they change the meta range's replicas only, and would
-    /// leave the others without a quorum.)
-    pub spread_keys: bool,
-    /// The fault kinds a run may use; empty for a run without faults (and a calm network).
-    pub faults: Vec<FaultKind>,
-    pub mutation: Mutation,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            seed: 0,
-            nodes: 3,
-            clients: 4,
-            spare_nodes: 2,
-            duration_ms: 3_000,
-            ranges: 2,
-            spread_keys: false,
-            faults: FaultKind::ALL.to_vec(),
-            mutation: Mutation::None,
-        }
-    }
-}
-
-impl Options {
-    /// The one command that replays this run.
-    pub fn replay_command(&self) -> String {
-        let mut command = format!(
-            "cargo run --release -p strata-sim -- --seed {} --nodes {} --clients {} --duration-ms {}",
-            self.seed, self.nodes, self.clients, self.duration_ms
-        );
-        if self.faults != FaultKind::ALL {
-            let names: Vec<&str> = self.faults.iter().map(|k| k.name()).collect();
-            command.push_str(&format!(" --faults '{}'", names.join(",")));
-        }
-        if self.ranges != Options::default().ranges {
-            command.push_str(&format!(" --ranges {}", self.ranges));
-        }
-        if self.spread_keys {
-            command.push_str(" --spread-keys");
-        }
-        if self.spare_nodes != Options::default().spare_nodes {
-            command.push_str(&format!(" --spare-nodes {}", self.spare_nodes));
-        }
-        if let Some(name) = crate::mutation_name(self.mutation) {
-            command.push_str(&format!(" --mutation {name}"));
-        }
-        command.push_str(" --verbose");
-        command
-    }
-}
-
-/// Where the initial ranges begin, past the meta range: `m`, `n`, ... (every client key sorts
-/// before them).
-fn split_keys(ranges: u64) -> Vec<Vec<u8>> {
-    (0..ranges.saturating_sub(1)).map(|i| vec![b'm' + i as u8]).collect()
-}
-
-/// What a run did and found.
-#[derive(Debug)]
-pub struct Report {
-    pub options: Options,
-    /// A fingerprint of every event in order: equal for equal seeds.
-    pub trace_hash: u64,
-    pub simulated_ms: u64,
-    pub events: u64,
-    pub faults: FaultCounts,
-    pub history: Vec<Operation>,
-    pub violations: Vec<String>,
-    /// Keys whose linearizability search ran out of budget.
-    pub inconclusive_keys: usize,
-    /// Events the watch clients saw (all checked against the final store), and how often they
-    /// connected to a node.
-    pub watch_events: usize,
-    pub watch_connects: usize,
-    /// What the lease clients did (all checked).
-    pub leases: leases::Counts,
-    /// What the membership operator did.
-    pub membership: members::Counts,
-    /// What the revision oracle handed out (all checked).
-    pub oracle: crate::oracle::Counts,
-}
-
-impl Report {
-    pub fn passed(&self) -> bool {
-        self.violations.is_empty()
-    }
-
-    pub fn acknowledged_writes(&self) -> usize {
-        self.history.iter().filter(|op| op.outcome.changed_store()).count()
-    }
-}
 
 #[derive(Debug)]
 enum Event {
@@ -761,108 +652,6 @@ impl World {
         self.round(to);
     }
 
-    // ---- clients ----
-
-    fn client_next(&mut self, client: usize) {
-        if !self.faults_on && self.now >= self.options.duration_ms * MS {
-            return; // the load stops with the faults
-        }
-        let op = self.clients[client].next_op(&mut self.client_rng, &self.keys);
-        self.invoke(client, op);
-    }
-
-    fn invoke(&mut self, client: usize, op: Op) {
-        let node = self.any_member();
-        let id = self.history.len();
-        self.history.push(Operation {
-            id,
-            client,
-            node,
-            op,
-            invoked: self.now,
-            completed: None,
-            outcome: Outcome::Pending,
-        });
-        let latency = self.client_rng.range(100, 2 * MS);
-        self.schedule(latency, Event::Request { node, op: id });
-        self.schedule(CLIENT_TIMEOUT, Event::Timeout { op: id });
-    }
-
-    fn request(&mut self, id: u64, op: usize) {
-        let operation = self.history[op].op.clone();
-        let local_read = !operation.is_linearizable()
-            || self.options.mutation == Mutation::ReadsWithoutReadIndex;
-        let deadline = self.now + CLIENT_TIMEOUT;
-        let handled = self.with_node(id, |_, driver| {
-            // Routed as the server will: to the range holding the key.
-            let range = driver.node().range_of(operation.key().as_bytes());
-            let range = range.unwrap_or(META_RANGE_ID);
-            if let Some(request) = workload::write_request(&operation) {
-                driver.propose(range, request, deadline, Reply::Kv(op));
-            } else if !local_read {
-                driver.read(range, deadline, Reply::Kv(op));
-            }
-        });
-        match handled {
-            // Nothing listens on a node that is down: the connection is refused, and the
-            // request certainly had no effect.
-            None => self.reply(op, Outcome::Failed("connection refused".into())),
-            Some(()) if local_read && !operation.is_write() => self.serve_read(id, op, None),
-            Some(()) => {}
-        }
-        // Half the time the round waits up to a millisecond, so that requests arriving
-        // meanwhile share it (and their proposals one Raft message).
-        if self.client_rng.chance(0.5) {
-            let delay = self.client_rng.range(0, MS);
-            self.schedule(delay, Event::Round(id));
-        } else {
-            self.round(id);
-        }
-    }
-
-    /// Serves a read from node `id`'s replica of the range holding its key: at the read
-    /// timestamp its ReadIndex brought, if its range takes revisions from the oracle.
-    fn serve_read(&mut self, id: u64, op: usize, read_ts: Option<i64>) {
-        let sim = &self.nodes[id as usize - 1];
-        let Some(driver) = sim.node.as_ref() else { return };
-        let operation = &self.history[op].op;
-        let node = driver.node();
-        let range = node.range_of(operation.key().as_bytes()).unwrap_or(META_RANGE_ID);
-        let shared = node.shared(range).expect("a range the node holds");
-        let request = workload::read_request(operation);
-        let result = match read_ts {
-            Some(ts) => local_read::range_at(&sim.disk, &shared, &request, ts),
-            None => local_read::range(&sim.disk, &shared, &request),
-        };
-        self.reply(op, workload::read_outcome(result));
-    }
-
-    fn reply(&mut self, op: usize, outcome: Outcome) {
-        let latency = self.client_rng.range(100, 2 * MS);
-        self.schedule(latency, Event::Response { op, outcome });
-    }
-
-    fn respond(&mut self, op: usize, outcome: Outcome) {
-        if self.history[op].outcome != Outcome::Pending {
-            return; // timed out already, or a duplicate
-        }
-        let operation = &mut self.history[op];
-        operation.completed = Some(self.now);
-        operation.outcome = outcome;
-        self.client_done(op);
-    }
-
-    fn client_done(&mut self, op: usize) {
-        let client = self.history[op].client;
-        if client >= self.clients.len() {
-            return; // the final reader
-        }
-        let (operation, outcome) = (self.history[op].op.clone(), self.history[op].outcome.clone());
-        self.clients[client].observe(&operation, &outcome);
-        let think = self.client_rng.range(0, 10 * MS);
-        self.schedule(think, Event::ClientNext(client));
-    }
-
     // ---- faults ----
 
     fn inject_fault(&mut self) {
@@ -953,155 +742,6 @@ impl World {
                 connections.remove(&connection);
             }
             self.handle(event);
-        }
-    }
-
-    /// Faults stop: the network heals, every node is up, resumed and on time again.
-    fn quiesce(&mut self) {
-        self.log(|| "faults stop".into());
-        self.faults_on = false;
-        self.cut.clear();
-        self.plan.network = crate::faults::Network::calm();
-        for id in 1..=self.nodes.len() as u64 {
-            let sim = &mut self.nodes[id as usize - 1];
-            sim.tick_interval = TICK;
-            sim.disk.clear_faults();
-            self.resume(id);
-            if self.nodes[id as usize - 1].node.is_none() {
-                self.schedule(0, Event::Restart(id));
-            }
-        }
-        self.schedule(SETTLE, Event::FinalRead(0));
-    }
-
-    /// After recovery, one linearizable read of each key, retried until answered: these pin
-    /// down the final state for the linearizability check.
-    fn final_read(&mut self, key: usize) {
-        let client = self.options.clients; // a reader of its own
-        let last = self.history.iter().rev().find(|op| op.client == client);
-        let next_key = match last {
-            Some(op) if op.outcome == Outcome::Pending => {
-                return self.schedule(10 * MS, Event::FinalRead(key));
-            }
-            Some(op) if matches!(op.outcome, Outcome::Read { .. }) => key + 1,
-            _ => key,
-        };
-        if next_key >= self.keys.len() {
-            return;
-        }
-        let op = Op::Get { key: self.keys[next_key].clone(), serializable: false };
-        self.invoke(client, op);
-        self.schedule(10 * MS, Event::FinalRead(next_key));
-    }
-
-    // ---- the end ----
-
-    fn finish(mut self) -> Report {
-        self.stop_removed_members();
-        let mut violations = std::mem::take(&mut self.violations);
-        violations.append(&mut self.observer.violations);
-        let final_reads = self.history.iter().filter(|op| op.client == self.options.clients);
-        let answered = final_reads.filter(|op| matches!(op.outcome, Outcome::Read { .. })).count();
-        if answered < self.keys.len() {
-            violations.push(format!(
-                "liveness: only {answered} of {} final reads were answered after the faults stopped",
-                self.keys.len()
-            ));
-        }
-        // A node whose disk was damaged may rightly be down or missing data; the others must
-        // agree and hold every acknowledged write.
-        let replicas: Vec<FinalReplica> = self
-            .nodes
-            .iter()
-            .filter(|sim| !sim.damaged && sim.role == Role::Member)
-            .map(|sim| FinalReplica {
-                id: sim.id,
-                engine: &sim.disk,
-                ranges: sim.node.as_ref().map(|driver| {
-                    let node = driver.node();
-                    (node.range_ids().into_iter())
-                        .filter_map(|range| {
-                            let applied = node.shared(range)?.read_state().applied_index;
-                            Some((range, (node.descriptor(range)?.clone(), applied)))
-                        })
-                        .collect()
-                }),
-            })
-            .collect();
-        violations.extend(check::convergence(&replicas));
-        violations.extend(check::durability(&replicas, &self.history));
-        violations.extend(check::revisions(&self.history));
-        violations.extend(self.oracle.check());
-        let up: Vec<(u64, &dyn Engine, SharedRanges)> = self
-            .nodes
-            .iter()
-            .filter(|sim| !sim.damaged && sim.role == Role::Member)
-            .filter_map(|sim| {
-                let ranges = sim.node.as_ref()?.node().shared_ranges();
-                Some((sim.id, &sim.disk as &dyn Engine, ranges))
-            })
-            .collect();
-        let (watch_violations, watch_events) = match up.first() {
-            Some((_, reference, ranges)) => {
-                // Every event the converged store holds, in every range.
-                let all = ranges.all().iter().map(|(_, r)| r.read_state().revision).max();
-                let marks = Watermarks { frontier: all.unwrap_or(0), ..ranges.watermarks() };
-                self.watchers.check(&up, *reference, marks)
-            }
-            None => (Vec::new(), 0),
-        };
-        violations.extend(watch_violations);
-        let configurations: Vec<(u64, Configuration, Vec<members::Recorded>)> = (self.nodes.iter())
-            .filter(|sim| !sim.damaged && sim.role == Role::Member)
-            .filter_map(|sim| {
-                let node = sim.node.as_ref()?.node();
-                let recorded = node.members().ok()?;
-                let recorded = recorded.into_iter().map(|(id, r)| (id, r.is_learner)).collect();
-                Some((sim.id, node.configuration(META_RANGE_ID)?, recorded))
-            })
-            .collect();
-        violations.extend(members::check(&configurations));
-        let running =
-            |sim: &&SimNode| !sim.damaged && sim.role == Role::Member && sim.node.is_some();
-        let live: Vec<u64> = self.nodes.iter().filter(running).map(|sim| sim.id).collect();
-        for sim in self.nodes.iter().filter(running) {
-            if let Some(driver) = &sim.node {
-                violations.extend(members::check_ranges(sim.id, driver.node(), &live));
-            }
-        }
-        let reference =
-            self.nodes.iter().filter(|sim| !sim.damaged && sim.role == Role::Member).find_map(
-                |sim| {
-                    let node = sim.node.as_ref()?.node();
-                    let state = node.shared(META_RANGE_ID)?.read_state();
-                    Some((&sim.disk as &dyn Engine, state, node.leases(META_RANGE_ID)))
-                },
-            );
-        if let Some((engine, state, leases_left)) = reference {
-            let clock_rate = TICK as f64 / self.fastest_tick as f64;
-            match leases_left {
-                Ok(left) => violations.extend(self.leases.check(clock_rate, engine, state, &left)),
-                Err(e) => violations.push(format!("cannot read the final leases: {e}")),
-            }
-        }
-        let (lin, inconclusive_keys) =
-            check::linearizability::check(&self.history, &self.keys, SEARCH_BUDGET);
-        violations.extend(lin);
-        self.plan.counts.fsync_failures = self.nodes.iter().map(|n| n.disk.failed_syncs()).sum();
-        Report {
-            trace_hash: self.trace,
-            simulated_ms: self.now / MS,
-            events: self.events,
-            faults: self.plan.counts.clone(),
-            history: self.history,
-            violations,
-            inconclusive_keys,
-            watch_events,
-            watch_connects: self.watchers.reconnects,
-            leases: self.leases.counts.clone(),
-            membership: self.operator.counts.clone(),
-            oracle: self.oracle.counts.clone(),
-            options: self.options,
         }
     }
 }
