@@ -21,6 +21,8 @@
 //!   'C'                                     the cluster's id, chosen when it was bootstrapped
 //!   'P' [<range_id:8>]                      where a range's pending compaction resumes (no
 //!                                           range id: the meta range's)
+//!   'F'                                     the cluster's compaction revision, in a cluster of
+//!                                           ranges taking revisions from the oracle
 //! ```
 //!
 //! All integers are big endian so that byte order is numeric order. User keys are escaped
@@ -48,6 +50,7 @@ const TAG_ALARM: u8 = b'W';
 const TAG_MEMBER: u8 = b'M';
 const TAG_CLUSTER_ID: u8 = b'C';
 const TAG_COMPACTION: u8 = b'P';
+const TAG_CLUSTER_COMPACTION: u8 = b'F';
 
 fn range_prefixed(range_id: RangeId, tag: u8, suffix: &[u8]) -> Vec<u8> {
     let mut key = Vec::with_capacity(9 + suffix.len());
@@ -216,6 +219,13 @@ pub fn decode_compaction_cursor(key: &[u8]) -> Option<RangeId> {
         [] => Some(crate::range::META_RANGE_ID),
         id => Some(u64::from_be_bytes(id.try_into().ok()?)),
     }
+}
+
+/// The revision the cluster was last compacted at, in a cluster of ranges taking revisions
+/// from the oracle (each range compacts only up to its own last revision; see
+/// `Applier::compact`). The meta range's record.
+pub fn cluster_compaction() -> Vec<u8> {
+    vec![TAG_CLUSTER_COMPACTION]
 }
 
 /// The cluster's id (replicated, so a member added later answers with the same id).

@@ -200,3 +200,43 @@ fn a_range_compacts_only_its_own_keys() {
     assert!(change_names.iter().all(|key| key.as_slice() < b"m".as_slice()), "{change_names:?}");
     assert!(store.engine.get(Keyspace::Mvcc, &keys::compaction_cursor(2)).unwrap().is_none());
 }
+
+/// In a cluster of ranges taking revisions from the oracle, a range's own last revision may be
+/// far below the cluster's: a compaction past it compacts the range up to its own revision
+/// (never beyond: its readers rely on that), the meta range keeps the cluster's compaction
+/// revision and refuses one at or below it as etcd does, and a range with nothing new since its
+/// last compaction answers without compacting again.
+#[test]
+fn ranges_of_the_oracle_compact_up_to_their_own_revision() {
+    use strata_core::mvcc::Applier;
+    let mut store = Store::new();
+    for round in 0..3 {
+        let value = format!("v{round}").into_bytes();
+        store.apply(Request::Put(PutRequest { key: "a".into(), value, ..Default::default() }));
+    }
+    let own = store.state.revision;
+    let compact = |store: &mut Store, range_id: u64, revision: i64| {
+        store.index += 1;
+        let mut applier = Applier::with_memo(&store.engine, range_id, store.state, &store.memo)
+            .with_oracle_revisions(true);
+        applier.mark_applied(store.index, 1);
+        let request = CompactionRequest { revision, ..Default::default() };
+        let result = applier.apply(&Request::Compaction(request));
+        let (batch, state) = applier.finish();
+        store.engine.write(&batch, strata_storage::Durability::Buffered).unwrap();
+        store.state = state;
+        result.map(drop)
+    };
+    // The cluster is at revision 100; this range wrote nothing since `own`.
+    compact(&mut store, 1, 100).unwrap();
+    assert_eq!(store.state.compact_revision, own, "compacted up to its own revision");
+    let floor = store.engine.get(Keyspace::Mvcc, &keys::cluster_compaction()).unwrap();
+    assert_eq!(floor, Some(100i64.to_be_bytes().to_vec()), "the cluster's revision is kept");
+    let again = compact(&mut store, 1, 100).unwrap_err();
+    assert!(matches!(again, strata_core::Error::Compacted), "{again:?}");
+    compact(&mut store, 1, 120).unwrap();
+    assert_eq!(store.state.compact_revision, own, "nothing new to compact");
+    // Another range keeps no cluster revision, and a compaction with nothing new is no error.
+    compact(&mut store, 2, 120).unwrap();
+    assert_eq!(store.state.compact_revision, own);
+}

@@ -135,7 +135,9 @@ pub async fn run(api: Arc<Api>, mode: Mode) {
     loop {
         ticks.tick().await;
         let range = api.range();
-        let revision = range.revision.load(Ordering::Acquire);
+        // The revision through which this member holds every range's events: the meta range's
+        // own revision when it is the only range, never past the cluster's.
+        let revision = api.shell.shared_ranges().watermarks().frontier;
         let leads = range.leader_id.load(Ordering::Acquire) == api.config.member_id();
         let Some(target) = compactor.sample(Instant::now(), revision, leads) else { continue };
         tracing::info!(revision = target, ?mode, "starting automatic compaction");

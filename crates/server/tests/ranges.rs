@@ -3,8 +3,9 @@
 //! — unique, increasing in real time, through a failover of the meta leader — reads see them
 //! through every member, a read over both ranges is one snapshot with etcd's limit, sort and
 //! count, a watch over both ranges is given every event once in revision order (live, and from
-//! an old revision), and a write across ranges, or a lease on a key outside the first range, is
-//! refused with a clear error until transactions and leases across ranges exist.
+//! an old revision), compaction reaches both ranges, and a write across ranges, or a lease on a
+//! key outside the first range, is refused with a clear error until transactions and leases
+//! across ranges exist.
 
 mod support;
 
@@ -113,6 +114,22 @@ async fn two_ranges_share_one_revision_and_one_snapshot() {
     assert!(refused.contains("lease on a key outside the first range"), "{refused}");
     c.lease_revoke(lease).await.unwrap();
     assert_eq!(c.get("a-leased", None).await.unwrap().count(), 0);
+
+    // Compaction at the cluster's newest revision (range 2's, above anything range 1 wrote)
+    // reaches both ranges: reads below it are refused in either, once more is refused, and one
+    // past the cluster's revision too.
+    let physical = Some(etcd_client::CompactionOptions::new().with_physical());
+    c.compact(last, physical).await.unwrap();
+    for key in ["a00", "x01"] {
+        let old = c.get(key, Some(GetOptions::new().with_revision(revisions[1]))).await;
+        let error = old.unwrap_err().to_string();
+        assert!(error.contains("required revision has been compacted"), "{key}: {error}");
+    }
+    assert_eq!(c.get("x11", None).await.unwrap().kvs()[0].value(), b"v11");
+    let again = c.compact(last, None).await.unwrap_err().to_string();
+    assert!(again.contains("required revision has been compacted"), "{again}");
+    let future = c.compact(last + 1_000_000, None).await.unwrap_err().to_string();
+    assert!(future.contains("required revision is a future revision"), "{future}");
 
     // The meta leader, which runs the oracle, fails: range 2 goes on writing, with revisions
     // above every one handed out before.

@@ -84,6 +84,9 @@ pub struct Applier<'a> {
     /// The user keys the range holds, `[start, end)` (an empty end: to the end of the key
     /// space): what its compaction steps may delete.
     span: (Vec<u8>, Vec<u8>),
+    /// The range takes its revisions from the oracle (its own last revision may be far below
+    /// the cluster's).
+    oracle_revisions: bool,
 }
 
 /// An overlay key and what it held before (`None`: absent), to restore on rollback.
@@ -140,12 +143,18 @@ impl<'a> Applier<'a> {
             alarms_written: false,
             stamp: None,
             span: (Vec::new(), Vec::new()),
+            oracle_revisions: false,
         }
     }
 
     /// This applier's range holds only the user keys in `[start, end)` (by default, all).
     pub fn with_span(mut self, (start, end): (&[u8], &[u8])) -> Self {
         self.span = (start.to_vec(), end.to_vec());
+        self
+    }
+
+    pub fn with_oracle_revisions(mut self, oracle_revisions: bool) -> Self {
+        self.oracle_revisions = oracle_revisions;
         self
     }
 
@@ -664,19 +673,50 @@ impl<'a> Applier<'a> {
     /// above it can see are deleted afterwards, by steps the leader proposes
     /// ([`Self::compaction_step`]), so a large store is never compacted inside one entry.
     fn compact(&mut self, req: &CompactionRequest) -> Result<CompactionResponse> {
-        if req.revision > self.state.revision {
+        let revision = if self.oracle_revisions {
+            self.cluster_compact(req.revision)?
+        } else if req.revision > self.state.revision {
             return Err(Error::FutureRevision);
-        }
-        if req.revision <= self.state.compact_revision {
+        } else {
+            req.revision
+        };
+        if revision <= self.state.compact_revision {
+            if self.oracle_revisions {
+                // Nothing of this range changed since its last compaction.
+                return Ok(CompactionResponse { header: Self::header(self.state.revision) });
+            }
             return Err(Error::Compacted);
         }
-        self.state.compact_revision = req.revision;
+        self.state.compact_revision = revision;
         // A step of an earlier compaction still pending starts over: what it left behind lies
         // below the new revision too.
         self.state.compaction_pending = true;
         let (start, _) = keys::version_bounds(&self.span.0, &self.span.1);
         self.write_raw(keys::compaction_cursor(self.range_id), Some(start));
         Ok(CompactionResponse { header: Self::header(self.state.revision) })
+    }
+
+    /// A compaction at `revision` of a range taking its revisions from the oracle, where the
+    /// proposer checked the revision against the oracle's. The meta range keeps the cluster's
+    /// compaction revision and refuses one at or below it, as etcd refuses it; every range
+    /// compacts only up to its own last revision, since nothing of it changed between that and
+    /// `revision` (a range's compaction revision never runs ahead of its revision, which its
+    /// readers rely on). Returns the revision this range compacts at.
+    fn cluster_compact(&mut self, revision: i64) -> Result<i64> {
+        if self.range_id == crate::range::META_RANGE_ID {
+            let key = keys::cluster_compaction();
+            let floor = match self.view().get_raw(&key)? {
+                Some(bytes) => i64::from_be_bytes(bytes.as_slice().try_into().map_err(|_| {
+                    Error::Storage("a malformed cluster compaction revision".into())
+                })?),
+                None => self.state.compact_revision,
+            };
+            if revision <= floor {
+                return Err(Error::Compacted);
+            }
+            self.write_raw(key, Some(revision.to_be_bytes().to_vec()));
+        }
+        Ok(revision.min(self.state.revision))
     }
 
     /// Deletes the next part of what the pending compaction made unreadable: versions of the

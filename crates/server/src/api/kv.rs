@@ -221,22 +221,68 @@ impl Api {
     /// Compacts. The answer comes once reads below the revision are refused; the deletions
     /// follow in steps, and with `physical` set the answer waits until this member has done
     /// them, as etcd's does.
+    ///
+    /// In a cluster of several ranges (taking revisions from the oracle) the revision is checked
+    /// against a read timestamp — a range's own last revision may be far below the cluster's —
+    /// and the compaction goes to the meta range, which keeps the cluster's compaction revision
+    /// and refuses one at or below it, then to every other range, each compacting up to its own
+    /// last revision (see `Applier::compact`).
     pub async fn compact_request(
         &self,
         req: CompactionRequest,
     ) -> Result<CompactionResponse, Error> {
         let physical = req.physical;
         let deadline = tokio::time::Instant::now() + self.timeout();
-        let mut response = match self.write(Request::Compaction(req)).await? {
-            Response::Compaction(r) => r,
-            other => return Err(unexpected(other)),
+        let ranges = self.shell.shared_ranges().all();
+        let oracle =
+            |r: &RangeShared| r.descriptor.read().expect("descriptor lock").oracle_revisions;
+        let mut response = if ranges.len() > 1 && ranges.iter().all(|(_, r)| oracle(r)) {
+            let ts = self.shell.read_index(FIRST_RANGE_ID, self.timeout()).await?;
+            if req.revision > ts.unwrap_or(0) {
+                return Err(Error::FutureRevision);
+            }
+            let mut response = self.compact_range(FIRST_RANGE_ID, &req).await?;
+            let mut others = tokio::task::JoinSet::new();
+            for (range_id, _) in ranges.iter().filter(|(id, _)| *id != FIRST_RANGE_ID) {
+                let (shell, range_id, timeout) = (self.shell.clone(), *range_id, self.timeout());
+                let request = Request::Compaction(req);
+                others.spawn(async move { shell.propose(range_id, request, timeout).await });
+            }
+            while let Some(done) = others.join_next().await {
+                done.map_err(|e| Error::Internal(format!("compaction failed: {e}")))??;
+            }
+            response.header = ts.map(|revision| strata_core::pb::etcdserverpb::ResponseHeader {
+                revision,
+                ..Default::default()
+            });
+            response
+        } else {
+            let request = Request::Compaction(req);
+            match self.write(request).await? {
+                Response::Compaction(r) => r,
+                other => return Err(unexpected(other)),
+            }
         };
         if physical {
-            let pending = &self.range().compaction_pending;
-            self.wait_for(deadline, || !pending.load(Ordering::Acquire)).await?;
+            for (_, range) in &ranges {
+                let pending = &range.compaction_pending;
+                self.wait_for(deadline, || !pending.load(Ordering::Acquire)).await?;
+            }
         }
         response.header = self.header(response.header.map_or(0, |h| h.revision));
         Ok(response)
+    }
+
+    async fn compact_range(
+        &self,
+        range_id: RangeId,
+        req: &CompactionRequest,
+    ) -> Result<CompactionResponse, Error> {
+        let request = Request::Compaction(*req);
+        match self.shell.propose(range_id, request, self.timeout()).await? {
+            Response::Compaction(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
     }
 }
 
