@@ -1,5 +1,5 @@
-//! Feeding a [`Hub`] from what a replica applied, and catching a lagging watcher up from
-//! storage: the reads the server's watch tasks and the simulator's watch clients share.
+//! Feeding a node's [`Hubs`] from what its replicas applied, and catching a lagging watcher up
+//! from storage: the reads the server's watch tasks and the simulator's watch clients share.
 //!
 //! The feeder reads each applied revision's events from the change index and publishes them,
 //! in order, after the writes that made them are visible: to each group of watchers (see
