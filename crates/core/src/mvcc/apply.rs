@@ -12,7 +12,7 @@ use strata_storage::{Engine, Keyspace, WriteBatch};
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use super::compaction::{Sweep, Verdict};
+use super::compaction::doomed_versions;
 use super::memo::{Memo, Newest};
 use super::record::{LeaseRecord, VersionRecord};
 use super::view::{Overlay, View};
@@ -774,36 +774,6 @@ impl<'a> Applier<'a> {
         }
         Ok(())
     }
-}
-
-/// Collects the versions in `[from, end)` that reads at `revision` and later cannot see, and
-/// the keys whose newest version at `revision` is a deletion it dooms. Returns where the next
-/// step starts (a key boundary past `budget` records), `None` at `end`.
-fn doomed_versions(
-    view: View<'_>,
-    (from, end): (&[u8], &[u8]),
-    revision: i64,
-    budget: usize,
-    doomed: &mut Vec<Vec<u8>>,
-    forgotten: &mut Vec<(Vec<u8>, i64)>,
-) -> Result<Option<Vec<u8>>> {
-    let mut sweep = Sweep::new(revision);
-    for (examined, item) in view.scan(from, end)?.enumerate() {
-        let (raw_key, bytes) = item?;
-        let (user_key, mod_revision) = keys::decode_version(&raw_key)
-            .ok_or_else(|| Error::Storage("malformed MVCC key".into()))?;
-        if examined >= budget && sweep.is_new_key(&user_key) {
-            return Ok(Some(keys::version_prefix(&user_key)));
-        }
-        match sweep.judge(&user_key, mod_revision, || VersionRecord::is_tombstone(&bytes))? {
-            Verdict::Kept => continue,
-            Verdict::Doomed => {}
-            // If that deletion is the key's newest version of all, the key has none left.
-            Verdict::DoomedDeletion => forgotten.push((user_key, mod_revision)),
-        }
-        doomed.push(raw_key);
-    }
-    Ok(None)
 }
 
 /// Whether a put needs the value of the version it replaces.

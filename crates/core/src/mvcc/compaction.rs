@@ -6,7 +6,9 @@
 //! at a time (`Applier::compaction_step`), and `HashKV` leaves it out whether it is deleted yet
 //! or not, so members agree however far their deletions got.
 
-use crate::Result;
+use super::record::VersionRecord;
+use super::view::View;
+use crate::{Error, Result, keys};
 
 /// Walks versions in store order (keys ascending, each key's versions newest first) and tells
 /// which ones a compaction at `revision` dooms.
@@ -56,6 +58,36 @@ pub enum Verdict {
     Doomed,
     /// Doomed, and the key's newest version at the revision: a deletion.
     DoomedDeletion,
+}
+
+/// Collects the versions in `[from, end)` that reads at `revision` and later cannot see, and
+/// the keys whose newest version at `revision` is a deletion it dooms. Returns where the next
+/// step starts (a key boundary past `budget` records), `None` at `end`.
+pub(super) fn doomed_versions(
+    view: View<'_>,
+    (from, end): (&[u8], &[u8]),
+    revision: i64,
+    budget: usize,
+    doomed: &mut Vec<Vec<u8>>,
+    forgotten: &mut Vec<(Vec<u8>, i64)>,
+) -> Result<Option<Vec<u8>>> {
+    let mut sweep = Sweep::new(revision);
+    for (examined, item) in view.scan(from, end)?.enumerate() {
+        let (raw_key, bytes) = item?;
+        let (user_key, mod_revision) = keys::decode_version(&raw_key)
+            .ok_or_else(|| Error::Storage("malformed MVCC key".into()))?;
+        if examined >= budget && sweep.is_new_key(&user_key) {
+            return Ok(Some(keys::version_prefix(&user_key)));
+        }
+        match sweep.judge(&user_key, mod_revision, || VersionRecord::is_tombstone(&bytes))? {
+            Verdict::Kept => continue,
+            Verdict::Doomed => {}
+            // If that deletion is the key's newest version of all, the key has none left.
+            Verdict::DoomedDeletion => forgotten.push((user_key, mod_revision)),
+        }
+        doomed.push(raw_key);
+    }
+    Ok(None)
 }
 
 #[cfg(test)]

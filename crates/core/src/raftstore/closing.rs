@@ -53,6 +53,11 @@ impl<T: Ord + Copy, P, R, K, O> Driver<T, P, R, K, O> {
     /// At the start of a round: starts a close round if none is under way and some range of
     /// this node has applied events beyond the node's frontier.
     pub(super) fn start_closing(&mut self) {
+        // Called every round: a node of one range (every cluster before ranges) stops here,
+        // before anything is allocated.
+        if self.node.replicas.len() < 2 {
+            return;
+        }
         if let Some(round) = &self.closing.round {
             if self.ticks - round.started_tick < GIVE_UP_TICKS {
                 return;
