@@ -39,7 +39,7 @@ pub struct Command {
     /// than `hi`. `None` while the range counts revisions itself (a cluster of one range).
     #[prost(message, optional, tag = "6")]
     pub block: Option<crate::raftstore::oracle::Block>,
-    #[prost(oneof = "Request", tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19")]
+    #[prost(oneof = "Request", tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23")]
     pub request: Option<Request>,
 }
 
@@ -74,6 +74,64 @@ pub enum Request {
     /// Raises the revision oracle's ceiling (the meta range only; see `raftstore::oracle`).
     #[prost(message, tag = "19")]
     TsoCeiling(TsoCeiling),
+    /// Two-phase commit of a transaction across ranges (see `mvcc::locks`): locks its keys in
+    /// this range and judges its comparisons there.
+    #[prost(message, tag = "20")]
+    TxnPrepare(TxnPrepare),
+    /// Writes the transaction's part in this range at its commit revision and unlocks.
+    #[prost(message, tag = "21")]
+    TxnCommit(TxnCommit),
+    /// Unlocks without writing; in the range of the primary key, decides the transaction (if
+    /// it was not decided yet) as rolled back.
+    #[prost(message, tag = "22")]
+    TxnRollback(TxnRollback),
+    /// Drops the primary's record of a transaction once no range holds or will hold its lock.
+    #[prost(message, tag = "23")]
+    TxnForget(TxnRollback),
+}
+
+/// Phase one of a transaction across ranges, in one of its ranges.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TxnPrepare {
+    /// The transaction's id (`mvcc::locks::TxnId`, 24 bytes).
+    #[prost(bytes = "vec", tag = "1")]
+    pub id: Vec<u8>,
+    /// A read timestamp taken before any lock: the transaction commits above it.
+    #[prost(int64, tag = "2")]
+    pub start_ts: i64,
+    /// The key whose range decides the transaction.
+    #[prost(bytes = "vec", tag = "3")]
+    pub primary_key: Vec<u8>,
+    /// This range's place among the transaction's ranges, in key order: its writes are
+    /// numbered after those of the ranges before it.
+    #[prost(uint32, tag = "4")]
+    pub slot: u32,
+    /// The whole transaction; each range applies the part of it in its span.
+    #[prost(message, optional, tag = "5")]
+    pub txn: Option<TxnRequest>,
+}
+
+/// Phase two: the transaction's outcome, for one of its ranges.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TxnCommit {
+    #[prost(bytes = "vec", tag = "1")]
+    pub id: Vec<u8>,
+    #[prost(bytes = "vec", tag = "2")]
+    pub primary_key: Vec<u8>,
+    /// A revision from the oracle, taken once every lock was held.
+    #[prost(int64, tag = "3")]
+    pub commit_ts: i64,
+    /// Whether each comparison of the transaction held, across all its ranges.
+    #[prost(bool, repeated, tag = "4")]
+    pub compares: Vec<bool>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TxnRollback {
+    #[prost(bytes = "vec", tag = "1")]
+    pub id: Vec<u8>,
+    #[prost(bytes = "vec", tag = "2")]
+    pub primary_key: Vec<u8>,
 }
 
 /// The highest revision the oracle may hand out once this is applied.

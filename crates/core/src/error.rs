@@ -94,12 +94,18 @@ pub enum Error {
         "etcdserver: range {range_id} changed while the request was in flight (epoch {proposed} against {current}); retry"
     )]
     EpochNotMatch { range_id: u64, proposed: u64, current: u64 },
-    /// A write or transaction whose keys lie in more than one range, before transactions
-    /// across ranges.
-    #[error(
-        "etcdserver: a write or transaction across ranges is not supported yet (its keys lie in ranges {0})"
-    )]
+    /// What a transaction across ranges cannot do yet (named in the message).
+    #[error("etcdserver: {0} in a transaction across ranges is not supported yet")]
     AcrossRanges(String),
+    /// The request touches keys a transaction across ranges holds locked (see `mvcc::locks`).
+    /// Retried inside the server, resolving the lock if its transaction stalled; a client sees
+    /// it only if the deadline passes first.
+    #[error("etcdserver: keys are locked by a transaction in progress; retry")]
+    Locked(LockInfo),
+    /// A transaction across ranges was rolled back before it could commit (a conflict, or its
+    /// locks were taken for abandoned). Retried inside the server.
+    #[error("etcdserver: a transaction across ranges was rolled back; retry")]
+    TxnAborted,
     /// A key given a lease outside the meta range, before leases are homed in the meta range
     /// for keys of every range: its range cannot tell for itself whether the lease exists.
     #[error("etcdserver: a lease on a key outside the first range is not supported yet")]
@@ -117,6 +123,14 @@ pub enum Error {
     Storage(String),
     #[error("etcdserver: {0}")]
     Internal(String),
+}
+
+/// Which transaction holds a lock a request ran into.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockInfo {
+    pub id: Vec<u8>,
+    pub primary_key: Vec<u8>,
+    pub start_ts: i64,
 }
 
 impl Error {
@@ -144,6 +158,7 @@ impl Error {
             Error::NoLeader | Error::LeaderChanged | Error::Stopped => Code::Unavailable,
             Error::MembershipChangePending => Code::Unavailable,
             Error::Timeout | Error::EpochNotMatch { .. } => Code::Unavailable,
+            Error::Locked(_) | Error::TxnAborted => Code::Unavailable,
             Error::TooManyRequests | Error::NoSpace => Code::ResourceExhausted,
             Error::Storage(_) | Error::Internal(_) => Code::Internal,
             Error::AcrossRanges(_) | Error::LeaseOutsideFirstRange => Code::Unimplemented,
@@ -162,6 +177,8 @@ impl Error {
                 | Error::NotLeader
                 | Error::LeaderChanged
                 | Error::EpochNotMatch { .. }
+                | Error::Locked(_)
+                | Error::TxnAborted
                 | Error::Timeout
                 | Error::TooManyRequests
                 | Error::Stopped

@@ -51,6 +51,8 @@ const TAG_MEMBER: u8 = b'M';
 const TAG_CLUSTER_ID: u8 = b'C';
 const TAG_COMPACTION: u8 = b'P';
 const TAG_CLUSTER_COMPACTION: u8 = b'F';
+const TAG_LOCK: u8 = b'x';
+const TAG_TXN_STATUS: u8 = b'X';
 
 fn range_prefixed(range_id: RangeId, tag: u8, suffix: &[u8]) -> Vec<u8> {
     let mut key = Vec::with_capacity(9 + suffix.len());
@@ -151,6 +153,7 @@ pub fn user_key_of(raw_key: &[u8], value: &[u8]) -> Option<Vec<u8>> {
         TAG_VERSION => decode_version(raw_key).map(|(key, _)| key),
         TAG_CHANGE => Some(value.to_vec()),
         TAG_LEASE_KEY => decode_lease_key(raw_key),
+        TAG_LOCK | TAG_TXN_STATUS => decode_anchored(raw_key).map(|(key, _)| key),
         _ => None,
     }
 }
@@ -200,6 +203,40 @@ pub fn decode_version(key: &[u8]) -> Option<(Vec<u8>, i64)> {
     let (escaped, revision) = body.split_at_checked(body.len().checked_sub(8)?)?;
     let revision = !u64::from_be_bytes(revision.try_into().ok()?) as i64;
     Some((unescape(escaped)?, revision))
+}
+
+/// The lock a transaction across ranges holds in one range, under `anchor`: the first key of
+/// its spans in that range (so a range's locks lie in its span, and move with it).
+pub fn lock(anchor: &[u8], txn_id: &[u8; 24]) -> Vec<u8> {
+    anchored(TAG_LOCK, anchor, txn_id)
+}
+
+/// Where a scan over the locks anchored in user keys `[start, end)` starts and stops (an empty
+/// `end`: every key from `start` on).
+pub fn lock_bounds(start: &[u8], end: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let lower = anchored(TAG_LOCK, start, &[]);
+    let upper = if end.is_empty() { vec![TAG_LOCK + 1] } else { anchored(TAG_LOCK, end, &[]) };
+    (lower, upper)
+}
+
+/// The outcome of a transaction across ranges, kept by the range of its primary key.
+pub fn txn_status(primary_key: &[u8], txn_id: &[u8; 24]) -> Vec<u8> {
+    anchored(TAG_TXN_STATUS, primary_key, txn_id)
+}
+
+fn anchored(tag: u8, anchor: &[u8], suffix: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(anchor.len() + suffix.len() + 3);
+    out.push(tag);
+    escape_into(&mut out, anchor);
+    out.extend_from_slice(suffix);
+    out
+}
+
+/// Splits a lock or transaction-status key into its user key and transaction id.
+fn decode_anchored(key: &[u8]) -> Option<(Vec<u8>, [u8; 24])> {
+    let body = key.get(1..)?;
+    let (escaped, id) = body.split_at_checked(body.len().checked_sub(24)?)?;
+    Some((unescape(escaped)?, id.try_into().ok()?))
 }
 
 /// Where a range's pending compaction's next step starts: a raw Mvcc key (replicated, so every

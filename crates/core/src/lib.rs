@@ -16,6 +16,7 @@
 //!   their work into one storage write per round.
 
 pub mod command;
+pub mod coordinator;
 pub mod error;
 pub mod keys;
 pub mod mvcc;
@@ -25,7 +26,7 @@ pub mod range;
 pub mod rng;
 pub mod watch;
 
-pub use error::{Error, Result};
+pub use error::{Error, LockInfo, Result};
 
 /// Identifies a range: a contiguous span of the key space replicated by one Raft group.
 pub type RangeId = u64;

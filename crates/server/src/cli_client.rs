@@ -206,6 +206,7 @@ fn range_json(range: &RangeStatus) -> serde_json::Value {
         "applied_index": range.applied_index,
         "revision": range.revision,
         "closed_revision": range.closed_revision,
+        "locks": range.locks,
         "keys": range.keys,
     })
 }

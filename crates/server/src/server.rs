@@ -448,8 +448,10 @@ pub fn assemble(
         db_size_cache: Default::default(),
         snapshot_busy: Default::default(),
         cluster_id_cache: Default::default(),
+        txns: crate::api::across::Txns::new(member_id, parts.epoch),
     });
     tokio::spawn(watch::feed(api.clone(), handle.applied()));
+    tokio::spawn(api.clone().resolve_abandoned_locks());
     let peer_service = RaftTransportServer::new(TransportService {
         node_id: member_id,
         shell: handle,

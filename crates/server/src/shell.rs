@@ -47,6 +47,11 @@ pub enum Input {
         deadline: Instant,
         reply: ReadReply,
     },
+    /// A fresh revision from the oracle (`Driver::revision`).
+    Revision {
+        deadline: Instant,
+        reply: ReadReply,
+    },
     Raft {
         range_id: RangeId,
         message: Message,
@@ -220,6 +225,17 @@ impl ShellHandle {
         let deadline = now() + timeout;
         self.try_send(Input::Read { range_id, read_ts: Some(read_ts), deadline, reply })?;
         answer(rx, timeout).await.map(|_| ())
+    }
+}
+
+impl ShellHandle {
+    /// A revision from the oracle that nobody else is given (a commit revision).
+    pub async fn revision(&self, timeout: Duration) -> Result<i64, Error> {
+        let (reply, rx) = oneshot::channel();
+        let deadline = now() + timeout;
+        self.try_send(Input::Revision { deadline, reply })?;
+        let revision = answer(rx, timeout).await?;
+        revision.ok_or_else(|| Error::Internal("the oracle granted no revision".into()))
     }
 }
 
@@ -398,6 +414,7 @@ impl<O: Outbox> Shell<O> {
             Input::Read { range_id, read_ts: Some(ts), deadline, reply } => {
                 self.driver.read_at(range_id, ts, deadline, reply)
             }
+            Input::Revision { deadline, reply } => self.driver.revision(deadline, reply),
             Input::Raft { range_id, message } => self.driver.node_mut().step(range_id, message),
             Input::Node(message) => deliver(self.driver.receive(message)),
             Input::Unreachable { range_id, peer } => {

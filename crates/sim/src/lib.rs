@@ -15,8 +15,10 @@
 //! * [`watchers`]: watch clients on every node's watch hub, and their checker;
 //! * [`leases`]: lease clients keeping leases alive across leader changes, and their checker;
 //! * [`members`]: an operator changing the membership under faults, and its checker;
+//! * [`bank`]: bank clients moving money by transactions across ranges, and their checker;
 //! * [`scenario`]: scripted, hand-stepped clusters for golden tests.
 
+pub mod bank;
 pub mod check;
 pub mod disk;
 pub mod faults;
@@ -38,7 +40,7 @@ pub fn run(options: Options) -> Report {
 }
 
 /// The deliberate bugs, by the names the command line uses.
-pub const MUTATIONS: [(&str, Mutation); 12] = [
+pub const MUTATIONS: [(&str, Mutation); 13] = [
     ("ack-before-fsync", Mutation::AckBeforeFsync),
     ("skip-apply", Mutation::SkipApply),
     ("compact-without-sync", Mutation::CompactWithoutSync),
@@ -51,6 +53,7 @@ pub const MUTATIONS: [(&str, Mutation); 12] = [
     ("stamp-passed-read", Mutation::StampPassedRead),
     ("read-at-commit-index", Mutation::ReadAtCommitIndex),
     ("close-without-read-index", Mutation::CloseWithoutReadIndex),
+    ("locks-unpublished", Mutation::LocksUnpublished),
 ];
 
 pub fn mutation_name(mutation: Mutation) -> Option<&'static str> {

@@ -14,13 +14,14 @@ use strata_sim::{Options, World, parse_mutation};
 
 const USAGE: &str = "usage: strata-sim [--seed N | --seeds COUNT [--first-seed N] [--time SECONDS]]
                   [--nodes N] [--spare-nodes N] [--clients N] [--duration-ms MS] [--ranges N]
-                  [--spread-keys]
+                  [--spread-keys] [--bank]
                   [--faults partition,crash,pause,drift,fail-sync (default: all; '' for none)]
                   [--mutation ack-before-fsync|skip-apply|compact-without-sync|lease-reads|
                               reads-without-read-index|keep-alive-without-read-index|
                               remote-reads-join-round-under-way|oracle-without-quorum-check|
                               oracle-starts-below-ceiling|stamp-passed-read|
-                              read-at-commit-index|close-without-read-index]
+                              read-at-commit-index|close-without-read-index|
+                              locks-unpublished]
                   [--verbose]";
 
 struct Args {
@@ -56,6 +57,7 @@ fn parse() -> Result<Args, String> {
             "--duration-ms" => args.options.duration_ms = number(value()?)?,
             "--ranges" => args.options.ranges = number(value()?)?,
             "--spread-keys" => args.options.spread_keys = true,
+            "--bank" => args.options.bank = true,
             "--faults" => {
                 let list = value()?;
                 args.options.faults = list
@@ -96,8 +98,8 @@ fn main() -> ExitCode {
         let report = World::new(options).verbose(args.verbose).run();
         println!(
             "seed {seed}: {} operations, {} acknowledged writes, {} watch events ({} connects), \
-             leases {:?}, membership {:?}, oracle {:?}, {} ms simulated, {} events, trace \
-             {:016x}, faults {:?}",
+             leases {:?}, membership {:?}, oracle {:?}, bank {:?}, {} ms simulated, {} events, \
+             trace {:016x}, faults {:?}",
             report.history.len(),
             report.acknowledged_writes(),
             report.watch_events,
@@ -105,6 +107,7 @@ fn main() -> ExitCode {
             report.leases,
             report.membership,
             report.oracle,
+            report.bank,
             report.simulated_ms,
             report.events,
             report.trace_hash,
@@ -131,6 +134,7 @@ fn main() -> ExitCode {
     let mut leases = strata_sim::leases::Counts::default();
     let mut membership = strata_sim::members::Counts::default();
     let mut oracle = strata_sim::oracle::Counts::default();
+    let mut bank = strata_sim::bank::Counts::default();
     let mut faults = FaultCounts::default();
     println!("seeds {first}.. ({} at most)", args.seeds);
     for seed in first..first.saturating_add(args.seeds) {
@@ -146,6 +150,7 @@ fn main() -> ExitCode {
         leases.add(&report.leases);
         membership.add(&report.membership);
         oracle.add(&report.oracle);
+        bank.add(&report.bank);
         faults.add(&report.faults);
         if !report.passed() {
             failed += 1;
@@ -162,7 +167,7 @@ fn main() -> ExitCode {
     println!(
         "{run} seeds run, {failed} failed; {:.1} s simulated in {:.1} s; faults {faults:?}; \
          {inconclusive} keys inconclusive; {watch_events} watch events checked; leases {leases:?}; \
-         membership {membership:?}; oracle {oracle:?}",
+         membership {membership:?}; oracle {oracle:?}; bank {bank:?}",
         simulated_ms as f64 / 1000.0,
         started.elapsed().as_secs_f64()
     );

@@ -7,6 +7,9 @@
 //! Determinism: the result depends only on the store's contents and the request. The revision
 //! comes from the replicated counter in [`AppliedState`]; nothing reads a clock.
 
+mod cross;
+
+pub use cross::{COMPARE_FAILS, COMPARE_HOLDS, COMPARE_NO_KEYS, judge_compares};
 use strata_storage::{Engine, Keyspace, WriteBatch};
 
 use std::collections::HashMap;
@@ -47,6 +50,13 @@ pub enum Response {
     CompactionStepped,
     /// The revision oracle's ceiling was raised (or was already higher).
     TsoCeilingRaised,
+    /// A transaction across ranges was prepared in this range: what it found of each of the
+    /// transaction's comparisons (`COMPARE_*`).
+    TxnPrepared(Vec<i32>),
+    /// A transaction across ranges was rolled back here; in its primary's range, the decision
+    /// (which may be that it committed).
+    TxnDecided(super::locks::TxnStatus),
+    TxnForgotten,
 }
 
 /// A lease granted or revoked by the requests applied: the leader's lessor follows these.
@@ -222,6 +232,7 @@ impl<'a> Applier<'a> {
         if alarm::adds_data(request) && self.no_space()? {
             return Err(Error::NoSpace);
         }
+        self.check_locks(request)?;
         match request {
             Request::Put(req) => self.single(|this, w| this.put(w, req).map(Response::Put)),
             Request::DeleteRange(req) => {
@@ -241,6 +252,10 @@ impl<'a> Applier<'a> {
                 self.state.tso_ceiling = self.state.tso_ceiling.max(*ceiling);
                 Ok(Response::TsoCeilingRaised)
             }
+            Request::TxnPrepare(prepare) => self.txn_prepare(prepare),
+            Request::TxnCommit(commit) => self.txn_commit(commit),
+            Request::TxnRollback(rollback) => self.txn_rollback(rollback),
+            Request::TxnForget(forget) => self.txn_forget(forget),
             // Membership changes are Raft configuration changes, applied by the replica.
             Request::MemberChange(_) => {
                 Err(Error::Internal("a membership change in a normal entry".into()))
@@ -781,7 +796,7 @@ fn want_value(req: &PutRequest) -> bool {
     req.prev_kv || req.ignore_value
 }
 
-fn compare_one(compare: &Compare, target: CompareTarget, kv: &KeyValue) -> bool {
+pub(crate) fn compare_one(compare: &Compare, target: CompareTarget, kv: &KeyValue) -> bool {
     let ordering = match (target, &compare.target_union) {
         (CompareTarget::Version, Some(TargetUnion::Version(v))) => kv.version.cmp(v),
         (CompareTarget::Create, Some(TargetUnion::CreateRevision(v))) => kv.create_revision.cmp(v),

@@ -22,6 +22,7 @@ pub mod apply;
 pub mod compaction;
 pub mod hash;
 pub mod lease;
+pub mod locks;
 pub mod members;
 pub mod memo;
 pub mod read;
@@ -29,7 +30,9 @@ pub(crate) mod record;
 pub mod validate;
 pub mod view;
 
-pub use apply::{Applier, LeaseChange, Response};
+pub use apply::{
+    Applier, COMPARE_FAILS, COMPARE_HOLDS, COMPARE_NO_KEYS, LeaseChange, Response, judge_compares,
+};
 pub use record::{AppliedState, LeaseRecord};
 
 use strata_storage::{Engine, Keyspace};

@@ -89,6 +89,14 @@ pub struct AppliedState {
     /// handed out any). Raised by `TsoCeiling` entries; see `raftstore::oracle`.
     #[prost(int64, tag = "6")]
     pub tso_ceiling: i64,
+    /// How many locks of transactions across ranges the range holds (see `mvcc::locks`): with
+    /// none, writes and reads skip looking for them.
+    #[prost(uint64, tag = "7")]
+    pub lock_count: u64,
+    /// The least start timestamp of those locks (0 with none): the range's closed revision
+    /// stays below it, since their transactions may still commit above it.
+    #[prost(int64, tag = "8")]
+    pub lock_floor: i64,
 }
 
 impl AppliedState {
@@ -101,6 +109,8 @@ impl AppliedState {
             compact_revision: 0,
             compaction_pending: false,
             tso_ceiling: 0,
+            lock_count: 0,
+            lock_floor: 0,
         }
     }
 

@@ -104,6 +104,10 @@ pub enum Mutation {
     /// ReadIndex that makes every range stamp above it and the wait for what was stamped below:
     /// watchers are given events past ones not yet applied, which they then never see.
     CloseWithoutReadIndex,
+    /// Keep a range's locks of transactions across ranges from its readers: reads at or above
+    /// a lock's start are served while its transaction may commit below them, watchers are
+    /// given revisions past it, and nobody resolves an abandoned lock.
+    LocksUnpublished,
 }
 
 impl Config {

@@ -163,6 +163,15 @@ impl<T: Ord + Copy, P, R, K, O> Driver<T, P, R, K, O> {
         self.node.read_index_at(range_id, id, Some(read_ts));
     }
 
+    /// Asks the revision oracle for a revision nobody else is given: the commit revision of a
+    /// transaction across ranges. The answer comes as a read's (`Ok(Some(revision))`).
+    pub fn revision(&mut self, deadline: T, reply: R) {
+        let read_id = self.take_id();
+        let range_id = META_RANGE_ID;
+        self.reads.insert(read_id, Waiting { deadline, range_id, term: 0, reply });
+        self.ask(super::desk::Ask::Block(1), super::revisions::Purpose::Revision { read_id });
+    }
+
     /// Advances logical time: ticks the node, retries proposals that found no leader, and
     /// answers requests past their deadline.
     pub fn tick(&mut self, now: T) -> Answers<P, R, K, O> {
@@ -206,6 +215,11 @@ impl<T: Ord + Copy, P, R, K, O> Driver<T, P, R, K, O> {
     ) -> Result<Option<Round<P, R, K, O>>> {
         let mut answers = Answers::default();
         self.propose_queued(&mut answers);
+        for (read_id, revision) in std::mem::take(&mut self.asking.revisions) {
+            if let Some(w) = self.reads.remove(&read_id) {
+                answers.reads.push((w.reply, Ok(Some(revision))));
+            }
+        }
         self.ask_for_revisions();
         self.start_closing();
         if let Some(asks) = self.desk.take_arrived() {

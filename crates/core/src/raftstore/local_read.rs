@@ -17,7 +17,7 @@ use strata_storage::Engine;
 use super::shared::RangeShared;
 use crate::command::Request;
 use crate::mvcc::view::View;
-use crate::mvcc::{AppliedState, Applier, Response, read};
+use crate::mvcc::{AppliedState, Applier, Response, locks, read};
 use crate::pb::etcdserverpb::{RangeRequest, RangeResponse, TxnRequest, TxnResponse};
 use crate::{Error, RangeId, Result};
 
@@ -63,12 +63,34 @@ pub fn range_at(
     read_ts: i64,
 ) -> Result<RangeResponse> {
     let view = View::with_memo(engine, &shared.memo);
+    check_locks(&view, shared, &request.key, &request.range_end, read_ts)?;
     let (response, _) = read_stable(shared, |state| {
-        // The range's own last revision may be below the cluster's: the read is at `read_ts`.
-        let state = AppliedState { revision: read_ts.max(state.revision), ..state };
+        // The read is at `read_ts`, whether the range's own last revision is below it (the
+        // cluster's moved on elsewhere) or above it (the range applied later writes since): a
+        // read over several ranges is one snapshot only if each part is read at its timestamp.
+        let state = AppliedState { revision: read_ts, ..state };
         read::range(&view, &state, request)
     })?;
     Ok(response)
+}
+
+/// Refuses a read at `read_ts` of keys that a transaction across ranges, started at or below
+/// it, holds locked: it may yet commit at or below `read_ts` (see `mvcc::locks`). The caller
+/// retries, and the lock is resolved meanwhile.
+fn check_locks(
+    view: &View,
+    shared: &RangeShared,
+    key: &[u8],
+    range_end: &[u8],
+    read_ts: i64,
+) -> Result<()> {
+    if shared.lock_count.load(Ordering::Acquire) == 0 {
+        return Ok(());
+    }
+    let descriptor = shared.descriptor.read().expect("descriptor lock").clone();
+    let within = descriptor.span();
+    let spans: Vec<_> = locks::clip(key, range_end, within).into_iter().collect();
+    locks::check(&locks::in_span(view, within)?, &spans, read_ts)
 }
 
 /// Serves a transaction that writes nothing (every branch only reads), as etcd serves it: like
@@ -84,8 +106,11 @@ pub fn read_only_txn(
     read_ts: Option<i64>,
 ) -> Result<TxnResponse> {
     let request = Request::Txn(request);
-    let (response, state) =
-        read_stable(shared, |state| Applier::new(engine, range_id, state).apply(&request))?;
+    let descriptor = shared.descriptor.read().expect("descriptor lock").clone();
+    let (response, state) = read_stable(shared, |state| {
+        // Locked keys are refused whatever the read timestamp (see `mvcc::locks`).
+        Applier::new(engine, range_id, state).with_span(descriptor.span()).apply(&request)
+    })?;
     match response {
         Response::Txn(mut response) => {
             let header = response.header.get_or_insert_default();

@@ -101,6 +101,7 @@ fn open_replica(config: &Config, engine: &dyn Engine, range_id: RangeId) -> Resu
         reads: Reads::default(),
         stamping: Default::default(),
         skip_apply: config.mutation == Mutation::SkipApply,
+        hide_locks: config.mutation == Mutation::LocksUnpublished,
         awaiting_leave: None,
     };
     publish(&mut replica);

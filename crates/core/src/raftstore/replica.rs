@@ -34,6 +34,8 @@ pub(crate) struct Replica {
     pub stamping: Stamping,
     /// `Mutation::SkipApply` not yet acted on.
     pub skip_apply: bool,
+    /// `Mutation::LocksUnpublished`.
+    pub hide_locks: bool,
     /// This process's membership change whose joint configuration was entered and not left
     /// yet: its client is answered when the change is complete.
     pub awaiting_leave: Option<u64>,

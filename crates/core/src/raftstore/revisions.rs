@@ -42,6 +42,8 @@ pub(super) struct Asking {
     reads_waiting: Vec<(u64, RangeId)>,
     /// The read timestamp each read was given, until it is released.
     pub read_ts: BTreeMap<u64, i64>,
+    /// Fresh revisions granted to the clients' reads of these ids, to answer with the round.
+    pub revisions: Vec<(u64, i64)>,
     /// Messages for other nodes' drivers, sent with the next round's output.
     pub outbox: Vec<NodeMessage>,
 }
@@ -61,6 +63,10 @@ pub(super) enum Purpose {
     },
     /// A read timestamp for a close round (see `closing`).
     Close,
+    /// A fresh revision for a client, answered as the read of this id (`Driver::revision`).
+    Revision {
+        read_id: u64,
+    },
 }
 
 impl Asking {
@@ -132,7 +138,10 @@ impl<T: Ord + Copy, P, R, K, O> Driver<T, P, R, K, O> {
             }
             Some(Purpose::ReadTs { reads }) => self.asking.reads_waiting.extend(reads),
             Some(Purpose::Close) => self.close_given_up(),
-            None => {}
+            Some(Purpose::Revision { read_id }) if self.reads.contains_key(&read_id) => {
+                self.ask(Ask::Block(1), Purpose::Revision { read_id });
+            }
+            Some(Purpose::Revision { .. }) | None => {}
         }
     }
 
@@ -153,7 +162,7 @@ impl<T: Ord + Copy, P, R, K, O> Driver<T, P, R, K, O> {
             Some(NodeBody::Answer(answer)) => {
                 let result = match self.asking.out.get(&answer.id).map(|o| &o.purpose) {
                     _ if !answer.granted => Err(Error::NotLeader),
-                    Some(Purpose::Stamp { .. }) => {
+                    Some(Purpose::Stamp { .. } | Purpose::Revision { .. }) => {
                         Ok(Grant::Block(Block { lo: answer.lo, hi: answer.hi }))
                     }
                     Some(Purpose::ReadTs { .. } | Purpose::Close) => Ok(Grant::ReadTs(answer.lo)),
@@ -204,6 +213,9 @@ impl<T: Ord + Copy, P, R, K, O> Driver<T, P, R, K, O> {
                 }
             }
             (Purpose::Close, Ok(Grant::ReadTs(ts))) => self.close_at(ts),
+            (Purpose::Revision { read_id }, Ok(Grant::Block(block))) => {
+                self.asking.revisions.push((read_id, block.lo));
+            }
             (purpose, _) => {
                 // Refused (not the meta leader) or mismatched: ask again, after a tick.
                 let asked_tick = self.ticks.saturating_sub(ASK_RETRY_TICKS - 1);

@@ -300,6 +300,13 @@ fn restore_snapshot(
 pub(super) fn publish(replica: &mut Replica) {
     let shared = &replica.shared;
     let status = replica.raw.status();
+    // Locks first: a closed revision computed from a newer revision must see them.
+    let locks = match replica.hide_locks {
+        false => (replica.applied.lock_count, replica.applied.lock_floor),
+        true => (0, 0),
+    };
+    shared.lock_count.store(locks.0, Ordering::Release);
+    shared.lock_floor.store(locks.1, Ordering::Release);
     shared.revision.store(replica.applied.revision, Ordering::Release);
     shared.compact_revision.store(replica.applied.compact_revision, Ordering::Release);
     shared.compaction_pending.store(replica.applied.compaction_pending, Ordering::Release);

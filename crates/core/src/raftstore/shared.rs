@@ -25,6 +25,10 @@ pub struct RangeShared {
     pub term: AtomicU64,
     pub leader_id: AtomicU64,
     pub commit_index: AtomicU64,
+    /// How many locks of transactions across ranges the replica holds, and the least start
+    /// timestamp among them (0 with none): see `mvcc::locks`.
+    pub lock_count: AtomicU64,
+    pub lock_floor: AtomicI64,
     /// Every key's newest version (the key index): apply batches read and extend it, readers
     /// use it to read a key's current version and to walk ranges (see `mvcc::memo`).
     pub memo: RwLock<Memo>,
@@ -42,13 +46,23 @@ impl RangeShared {
             compact_revision: self.compact_revision.load(Ordering::Acquire),
             compaction_pending: self.compaction_pending.load(Ordering::Acquire),
             tso_ceiling: 0,
+            lock_count: self.lock_count.load(Ordering::Acquire),
+            lock_floor: 0,
         }
     }
 
     /// The revision at or below which the replica holds every event of its range.
+    ///
+    /// While the range holds locks of transactions across ranges, it is below the least of
+    /// their start timestamps: such a transaction commits at a revision above its start, and
+    /// may commit here after the range has applied later writes or been closed beyond it.
     pub fn closed_revision(&self) -> i64 {
         let revision = self.revision.load(Ordering::Acquire);
-        revision.max(self.closed.load(Ordering::Acquire))
+        let closed = revision.max(self.closed.load(Ordering::Acquire));
+        match self.lock_floor.load(Ordering::Acquire) {
+            0 => closed,
+            floor => closed.min(floor - 1),
+        }
     }
 }
 

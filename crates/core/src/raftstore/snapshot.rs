@@ -103,6 +103,9 @@ pub fn restore_as_new(engine: &dyn Engine, range_id: RangeId, data: &[u8]) -> Re
         compaction_pending: old.compaction_pending,
         // The new cluster's oracle starts above the restored revision.
         tso_ceiling: 0,
+        // Locks of transactions across ranges are kept with the data they guard.
+        lock_count: old.lock_count,
+        lock_floor: old.lock_floor,
     };
     let mut batch = WriteBatch::new();
     // Alarms, members and the cluster id were the old cluster's: the new cluster starts

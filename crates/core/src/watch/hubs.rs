@@ -75,6 +75,9 @@ impl Hubs {
         let (buffer_bytes_max, buffered_max) = (self.buffer_bytes_max, self.buffered_max);
         let hub = (self.hubs.entry(group.clone()))
             .or_insert_with(|| Hub::with_buffer_limits(frontier, buffer_bytes_max, buffered_max));
+        // A frontier may fall back below what the group was given (a transaction across ranges
+        // locked one of its ranges since): "now" is never before what was given.
+        let frontier = frontier.max(hub.published());
         hub.add(id, spec, start.unwrap_or(frontier + 1));
         self.groups.insert(id, group);
         frontier

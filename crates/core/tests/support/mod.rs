@@ -18,13 +18,20 @@ pub struct Store {
     pub state: AppliedState,
     pub index: u64,
     pub memo: RwLock<Memo>,
+    /// The user keys the range holds, `[first, past)` (an empty `past`: to the end).
+    pub span: (Vec<u8>, Vec<u8>),
 }
 
 impl Store {
     pub fn new() -> Self {
         let engine = MemEngine::new();
         let memo = RwLock::new(Memo::load(&engine, (b"", b"")).expect("an empty store loads"));
-        Self { engine, state: AppliedState::initial(), index: 0, memo }
+        Self { engine, state: AppliedState::initial(), index: 0, memo, span: Default::default() }
+    }
+
+    /// A store of a range holding the user keys `[first, past)`.
+    pub fn of_span(first: &str, past: &str) -> Self {
+        Self { span: (first.into(), past.into()), ..Self::new() }
     }
 
     /// Applies `request` as one log entry, in an apply run of its own.
@@ -39,7 +46,9 @@ impl Store {
         block: Option<Block>,
     ) -> Result<Response, strata_core::Error> {
         self.index += 1;
-        let mut applier = Applier::with_memo(&self.engine, 1, self.state, &self.memo);
+        let span = (self.span.0.as_slice(), self.span.1.as_slice());
+        let mut applier =
+            Applier::with_memo(&self.engine, 1, self.state, &self.memo).with_span(span);
         applier.mark_applied(self.index, 1);
         let result = applier.apply_stamped(&request, block);
         let (batch, state) = applier.finish();

@@ -43,6 +43,7 @@ impl Api {
                     revision: shared.revision.load(Ordering::Acquire),
                     keys: shared.memo.read().expect("memo lock").len() as u64,
                     closed_revision: shared.closed_revision(),
+                    locks: shared.lock_count.load(Ordering::Acquire),
                 }
             })
             .collect()

@@ -99,6 +99,9 @@ impl Metrics {
             ("strata_snapshots_sent_total", &node.snapshots_sent),
             ("strata_snapshots_applied_total", &node.snapshots_applied),
             ("strata_watch_events_sent_total", &api.watches.events_sent),
+            ("strata_txn_across_committed_total", &api.txns.committed),
+            ("strata_txn_across_conflicts_total", &api.txns.conflicts),
+            ("strata_txn_locks_resolved_total", &api.txns.resolved),
         ];
         for (name, counter) in counters {
             let _ =
@@ -149,7 +152,7 @@ fn render_ranges(out: &mut String, api: &Api) {
     let freshest = ranges.iter().map(|r| r.closed_revision).max().unwrap_or(0);
     let lag = |r: &RangeStatus| (freshest - r.closed_revision) as f64;
     type Gauge<'a> = &'a dyn Fn(&RangeStatus, u64) -> f64;
-    let gauges: [(&str, Gauge); 10] = [
+    let gauges: [(&str, Gauge); 11] = [
         ("strata_range_term", &|r, _| r.term as f64),
         ("strata_range_commit_index", &|r, _| r.commit_index as f64),
         ("strata_range_applied_index", &|r, _| r.applied_index as f64),
@@ -160,6 +163,7 @@ fn render_ranges(out: &mut String, api: &Api) {
         ("strata_range_is_leader", &|r, me| f64::from(u8::from(r.leader_id == me))),
         ("strata_range_closed_revision", &|r, _| r.closed_revision as f64),
         ("strata_range_closed_lag_revisions", &|r, _| lag(r)),
+        ("strata_range_locks", &|r, _| r.locks as f64),
     ];
     for (name, value) in gauges {
         let _ = writeln!(out, "# TYPE {name} gauge");

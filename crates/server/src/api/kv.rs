@@ -5,11 +5,13 @@ use std::sync::atomic::Ordering;
 
 use prost::Message as _;
 use strata_core::command::Request;
-use strata_core::mvcc::{Response, alarm, read, validate};
+use strata_core::mvcc::{Response, alarm, locks, read, validate};
 use strata_core::pb::etcdserverpb::request_op::Request as OpRequest;
+use strata_core::pb::etcdserverpb::response_op::Response as OpResponse;
 use strata_core::pb::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
-    PutResponse, RangeRequest, RangeResponse, RangeStreamResponse, TxnRequest, TxnResponse,
+    PutResponse, RangeRequest, RangeResponse, RangeStreamResponse, RequestOp, TxnRequest,
+    TxnResponse,
 };
 use strata_core::raftstore::{RangeShared, local_read};
 use strata_core::{Error, FIRST_RANGE_ID, RangeId};
@@ -23,9 +25,15 @@ pub struct KvService {
 }
 
 impl Api {
-    /// Serves a `Range`: linearizable unless `serializable`.
+    /// Serves a `Range`: linearizable unless `serializable`. A read that meets keys locked by
+    /// a transaction across ranges (which may commit at or below its read timestamp) is served
+    /// again once they are released.
     pub async fn range_request(&self, req: RangeRequest) -> Result<RangeResponse, Error> {
         validate::check_range(&req)?;
+        self.retrying_locked(|| self.range_once(req.clone())).await
+    }
+
+    async fn range_once(&self, req: RangeRequest) -> Result<RangeResponse, Error> {
         let mut ranges = self.shell.shared_ranges().overlapping(&req.key, &req.range_end);
         if ranges.len() > 1 {
             return self.range_across(req, ranges).await;
@@ -106,39 +114,33 @@ impl Api {
         Ok(response)
     }
 
-    /// The one range holding every key a write touches (the cluster's own requests: the meta
-    /// range). A write over several ranges waits for transactions across ranges.
-    fn range_of_write(&self, request: &Request) -> Result<RangeId, Error> {
+    /// The ranges holding the keys a write touches (the cluster's own requests: the meta
+    /// range), in no particular order.
+    fn ranges_of_write(&self, request: &Request) -> Vec<(RangeId, Arc<RangeShared>)> {
         match request {
-            Request::Put(put) => self.range_of_spans(&[(put.key.as_slice(), &[][..])]),
+            Request::Put(put) => self.ranges_of_spans(&[(put.key.as_slice(), &[][..])]),
             Request::DeleteRange(delete) => {
-                self.range_of_spans(&[(&delete.key, &delete.range_end)])
+                self.ranges_of_spans(&[(&delete.key, &delete.range_end)])
             }
-            Request::Txn(txn) => self.range_of_txn(txn),
-            _ => Ok(FIRST_RANGE_ID),
+            Request::Txn(txn) => self.ranges_of_txn(txn),
+            _ => Vec::new(),
         }
     }
 
-    /// The one range holding every key a transaction touches.
-    fn range_of_txn(&self, txn: &TxnRequest) -> Result<RangeId, Error> {
+    /// The ranges holding the keys a transaction touches.
+    fn ranges_of_txn(&self, txn: &TxnRequest) -> Vec<(RangeId, Arc<RangeShared>)> {
         let mut spans = Vec::new();
-        txn_spans(txn, &mut spans);
-        self.range_of_spans(&spans)
+        locks::txn_spans(txn, &mut spans);
+        self.ranges_of_spans(&spans)
     }
 
-    fn range_of_spans(&self, spans: &[(&[u8], &[u8])]) -> Result<RangeId, Error> {
+    fn ranges_of_spans(&self, spans: &[(&[u8], &[u8])]) -> Vec<(RangeId, Arc<RangeShared>)> {
         let ranges = self.shell.shared_ranges();
-        let mut ids: Vec<RangeId> = (spans.iter())
-            .flat_map(|(start, end)| ranges.overlapping(start, end))
-            .map(|(id, _)| id)
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
-        match ids[..] {
-            [] => Ok(FIRST_RANGE_ID),
-            [id] => Ok(id),
-            _ => Err(Error::AcrossRanges(format!("{ids:?}"))),
-        }
+        let mut found: Vec<(RangeId, Arc<RangeShared>)> =
+            spans.iter().flat_map(|(start, end)| ranges.overlapping(start, end)).collect();
+        found.sort_unstable_by_key(|(id, _)| *id);
+        found.dedup_by_key(|(id, _)| *id);
+        found
     }
 
     /// Proposes a write and waits for it to be applied.
@@ -154,6 +156,9 @@ impl Api {
             Request::MemberChange(r) => r.encoded_len(),
             Request::CompactionStep(r) => r.encoded_len(),
             Request::TsoCeiling(r) => r.encoded_len(),
+            Request::TxnPrepare(r) => r.encoded_len(),
+            Request::TxnCommit(r) => r.encoded_len(),
+            Request::TxnRollback(r) | Request::TxnForget(r) => r.encoded_len(),
         };
         if size > self.limits.request_bytes_max {
             return Err(Error::RequestTooLarge);
@@ -162,8 +167,36 @@ impl Api {
             self.raise_no_space().await;
             return Err(Error::NoSpace);
         }
-        let range_id = self.range_of_write(&request)?;
-        self.shell.propose(range_id, request, self.timeout()).await
+        let mut ranges = self.ranges_of_write(&request);
+        if ranges.len() > 1 {
+            return match request {
+                Request::Txn(txn) => self.txn_across(txn, ranges).await.map(Response::Txn),
+                Request::DeleteRange(delete) => {
+                    self.delete_across(delete, ranges).await.map(Response::DeleteRange)
+                }
+                other => Err(Error::Internal(format!("{other:?} across ranges"))),
+            };
+        }
+        let range_id = ranges.pop().map_or(FIRST_RANGE_ID, |(id, _)| id);
+        // A write refused for a lock was not applied: it is proposed again once the lock is
+        // released (or resolved).
+        let timeout = self.timeout();
+        self.retrying_locked(|| self.shell.propose(range_id, request.clone(), timeout)).await
+    }
+
+    /// A `DeleteRange` over keys of several ranges: a transaction of it alone.
+    async fn delete_across(
+        &self,
+        delete: DeleteRangeRequest,
+        ranges: Vec<(RangeId, Arc<RangeShared>)>,
+    ) -> Result<DeleteRangeResponse, Error> {
+        let op = RequestOp { request: Some(OpRequest::RequestDeleteRange(delete)) };
+        let txn = TxnRequest { success: vec![op], ..Default::default() };
+        let mut response = self.txn_across(txn, ranges).await?;
+        match response.responses.pop().and_then(|op| op.response) {
+            Some(OpResponse::ResponseDeleteRange(deleted)) => Ok(deleted),
+            other => Err(Error::Internal(format!("a delete answered {other:?}"))),
+        }
     }
 
     pub async fn put_request(&self, req: PutRequest) -> Result<PutResponse, Error> {
@@ -195,17 +228,20 @@ impl Api {
         validate::check_txn(&req, &self.limits)?;
         let read_only = is_read_only(&req);
         let serializable = read_only && all_serializable(&req);
-        if read_only {
+        let mut ranges = self.ranges_of_txn(&req);
+        if read_only && ranges.len() <= 1 {
             // A read-only transaction needs no log entry: etcd serves it like a read. Run it
             // against a scratch applier whose writes are discarded.
-            let range_id = self.range_of_txn(&req)?;
-            let read_ts = match serializable {
-                false => self.shell.read_index(range_id, self.timeout()).await?,
-                true => None,
+            let (range_id, shared) = ranges.pop().unwrap_or((FIRST_RANGE_ID, self.range()));
+            let read = || async {
+                let read_ts = match serializable {
+                    false => self.shell.read_index(range_id, self.timeout()).await?,
+                    true => None,
+                };
+                let (engine, req) = (self.engine.as_ref(), req.clone());
+                local_read::read_only_txn(engine, &shared, range_id, req, read_ts)
             };
-            let shared = self.shell.shared(range_id).unwrap_or_else(|| self.range());
-            let mut response =
-                local_read::read_only_txn(self.engine.as_ref(), &shared, range_id, req, read_ts)?;
+            let mut response = self.retrying_locked(read).await?;
             response.header = self.header(response.header.map_or(0, |h| h.revision));
             return Ok(response);
         }
@@ -282,20 +318,6 @@ impl Api {
         match self.shell.propose(range_id, request, self.timeout()).await? {
             Response::Compaction(r) => Ok(r),
             other => Err(unexpected(other)),
-        }
-    }
-}
-
-/// Every key span a transaction's comparisons and operations touch, nested ones included.
-fn txn_spans<'a>(txn: &'a TxnRequest, spans: &mut Vec<(&'a [u8], &'a [u8])>) {
-    spans.extend(txn.compare.iter().map(|c| (c.key.as_slice(), c.range_end.as_slice())));
-    for op in txn.success.iter().chain(&txn.failure) {
-        match &op.request {
-            Some(OpRequest::RequestRange(r)) => spans.push((&r.key, &r.range_end)),
-            Some(OpRequest::RequestPut(p)) => spans.push((&p.key, &[])),
-            Some(OpRequest::RequestDeleteRange(d)) => spans.push((&d.key, &d.range_end)),
-            Some(OpRequest::RequestTxn(t)) => txn_spans(t, spans),
-            None => {}
         }
     }
 }

@@ -4,6 +4,7 @@
 //! or read the local state machine (reads; after a ReadIndex round unless `serializable`).
 //! Errors from the core are mapped to gRPC statuses here, and only here.
 
+pub mod across;
 pub mod admin;
 pub mod cluster;
 pub mod gateway;
@@ -49,6 +50,8 @@ pub struct Api {
     pub snapshot_busy: std::sync::atomic::AtomicBool,
     /// The recorded cluster id, once read (see `cluster_id`).
     pub cluster_id_cache: std::sync::atomic::AtomicU64,
+    /// Transactions across ranges this member coordinates or resolves.
+    pub txns: across::Txns,
 }
 
 impl Api {

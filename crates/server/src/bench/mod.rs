@@ -102,6 +102,9 @@ pub enum Workload {
     /// Increments of `--counters` hot counters by compare-and-swap, retried on conflict; the
     /// counters' final sum is checked against the increments acknowledged.
     Txn,
+    /// Transactions putting two keys half the key space apart: in a cluster split at the
+    /// middle of the key space, each a transaction across ranges (two-phase commit).
+    TxnPair,
     /// Prefix reads of `--range-keys` keys.
     Range,
     /// YCSB core workload A, update heavy: 50% reads, 50% updates.
@@ -129,6 +132,7 @@ impl Workload {
             Workload::GetSerializable => "get-serializable",
             Workload::Mixed => "mixed",
             Workload::Txn => "txn",
+            Workload::TxnPair => "txn-pair",
             Workload::Range => "range",
             Workload::YcsbA => "ycsb-a",
             Workload::YcsbB => "ycsb-b",
@@ -326,7 +330,7 @@ async fn prepare(shared: &Arc<Shared>, clients: &[KvClient<Channel>]) -> anyhow:
     let (prefix, count, value) = match args.workload {
         Workload::Txn => ("c", args.counters, b"0".to_vec()),
         Workload::Range => ("r", args.range_keys, shared.value.clone()),
-        Workload::Put | Workload::Watch => return Ok(()),
+        Workload::Put | Workload::Watch | Workload::TxnPair => return Ok(()),
         // The reads of the rest (get, get-serializable, mixed, YCSB) find every key written.
         _ if args.no_preload => return Ok(()),
         _ => ("", args.key_space, shared.value.clone()),
@@ -509,6 +513,20 @@ async fn operation(
             Ok(())
         }
         Workload::Txn => increment(shared, client, rng.range(0, args.counters)).await,
+        Workload::TxnPair => {
+            let half = (args.key_space / 2).max(1);
+            let first = chooser.next(rng) % half;
+            let put = |index| RequestOp {
+                request: Some(request_op::Request::RequestPut(PutRequest {
+                    key: key("", index, args.key_size),
+                    value: shared.value.clone(),
+                    ..Default::default()
+                })),
+            };
+            let txn =
+                TxnRequest { success: vec![put(first), put(first + half)], ..Default::default() };
+            timed(timeout, client.txn(txn)).await.map(drop)
+        }
         Workload::Watch => Err("the watch workload runs its own loop".to_string()),
         _ => ycsb(shared, client, rng, chooser).await,
     }

@@ -28,6 +28,9 @@ impl World {
             }
         }
         self.schedule(SETTLE, Event::FinalRead(0));
+        if self.bank.clients() > 0 {
+            self.schedule(2 * SETTLE, Event::FinalAudit);
+        }
     }
 
     /// After recovery, one linearizable read of each key, retried until answered: these pin
@@ -140,6 +143,7 @@ impl World {
                 Err(e) => violations.push(format!("cannot read the final leases: {e}")),
             }
         }
+        violations.extend(self.bank_check());
         let (lin, inconclusive_keys) =
             check::linearizability::check(&self.history, &self.keys, SEARCH_BUDGET);
         violations.extend(lin);
@@ -157,7 +161,36 @@ impl World {
             leases: self.leases.counts.clone(),
             membership: self.operator.counts.clone(),
             oracle: self.oracle.counts.clone(),
+            bank: self.bank.counts,
             options: self.options,
         }
+    }
+
+    /// The bank's end: every audit was whole (checked as they came), a final one was answered,
+    /// and no range on a running member holds a lock (abandoned ones were resolved).
+    fn bank_check(&mut self) -> Vec<String> {
+        let mut violations = std::mem::take(&mut self.bank.violations);
+        if self.bank.clients() == 0 {
+            return violations;
+        }
+        if !self.bank_world.final_audited {
+            violations.push("liveness: no final bank audit was answered".into());
+        }
+        for sim in self.nodes.iter().filter(|sim| !sim.damaged && sim.role == Role::Member) {
+            let Some(driver) = &sim.node else { continue };
+            for range_id in driver.node().range_ids() {
+                // As stored: what the replica applied, whatever it published.
+                let Ok(state) = strata_core::mvcc::load_applied_state(&sim.disk, range_id) else {
+                    continue;
+                };
+                if state.lock_count > 0 {
+                    violations.push(format!(
+                        "bank: n{} range {range_id} still holds {} lock(s) at the end",
+                        sim.id, state.lock_count
+                    ));
+                }
+            }
+        }
+        violations
     }
 }

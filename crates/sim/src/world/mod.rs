@@ -28,6 +28,7 @@ use crate::watchers::Watchers;
 use options::split_keys;
 pub use options::{Options, Report};
 
+mod bank_clients;
 mod finish;
 mod kv_clients;
 mod lease_clients;
@@ -54,6 +55,8 @@ const SEARCH_BUDGET: u64 = 2_000_000;
 const LEASE_CLIENTS: usize = 4;
 /// Clients that ask the revision oracle, when there is one (beside other ranges).
 const ORACLE_CLIENTS: usize = 2;
+/// Bank clients, with `--bank`.
+const BANK_CLIENTS: usize = 3;
 
 #[derive(Debug)]
 enum Event {
@@ -117,6 +120,13 @@ enum Event {
         asked: usize,
         outcome: crate::oracle::Outcome,
     },
+    BankNext(usize),
+    /// A bank transaction's asks, run on its node.
+    TxnRun(usize),
+    BankTimeout(usize),
+    AuditRun(usize),
+    AuditEnd(usize),
+    FinalAudit,
 }
 
 /// Whose request a driver's answer belongs to: a key-value operation or a lease client's
@@ -127,6 +137,11 @@ enum Reply {
     Lease(usize),
     Member,
     Oracle(usize),
+    /// A bank transaction's (or a resolution's) ask, by its index.
+    Txn(usize, bank_clients::TxnReply),
+    Audit(usize),
+    /// Nobody waits for it.
+    Ignored,
 }
 
 /// The driver of a simulated node: times in simulated microseconds.
@@ -178,6 +193,8 @@ pub struct World {
     leases: Leases,
     operator: Operator,
     oracle: crate::oracle::OracleClients,
+    bank: crate::bank::Bank,
+    bank_world: bank_clients::BankWorld,
     /// Per member, the highest applied index at which a node recorded it.
     recorded_at: BTreeMap<u64, u64>,
     /// The shortest tick interval any node ran with: how fast the fastest clock was.
@@ -200,12 +217,16 @@ impl World {
         let leases = Leases::new(rng.fork(), LEASE_CLIENTS);
         let pool = options.nodes + options.spare_nodes;
         let mut operator_rng = rng.fork();
-        let changes_membership =
-            options.spare_nodes > 0 && !options.spread_keys && operator_rng.chance(0.5);
+        let changes_membership = options.spare_nodes > 0
+            && !options.spread_keys
+            && !options.bank
+            && operator_rng.chance(0.5);
         let spare = if changes_membership { (options.nodes + 1..=pool).collect() } else { vec![] };
         let operator = Operator::new(operator_rng, spare);
         let oracle_clients = if options.ranges > 1 { ORACLE_CLIENTS } else { 0 };
         let oracle = crate::oracle::OracleClients::new(rng.fork(), oracle_clients);
+        let bank_clients = if options.bank && options.ranges > 1 { BANK_CLIENTS } else { 0 };
+        let bank = crate::bank::Bank::new(rng.fork(), bank_clients);
         let mut world = Self {
             now: 0,
             seq: 0,
@@ -224,6 +245,8 @@ impl World {
             leases,
             operator,
             oracle,
+            bank,
+            bank_world: Default::default(),
             recorded_at: BTreeMap::new(),
             fastest_tick: TICK,
             trace: 0,
@@ -262,6 +285,10 @@ impl World {
         for client in 0..world.oracle.clients() {
             let delay = world.client_rng.range(0, 20 * MS);
             world.schedule(delay, Event::OracleNext(client));
+        }
+        for client in 0..world.bank.clients() {
+            let delay = world.client_rng.range(0, 20 * MS);
+            world.schedule(delay, Event::BankNext(client));
         }
         let first_fault = world.plan.next_gap();
         world.schedule(first_fault, Event::Fault);
@@ -390,6 +417,9 @@ impl World {
                         self.answer(id, answers);
                     }
                     self.round(id);
+                    if self.bank.clients() > 0 {
+                        self.sweep_locks(id);
+                    }
                 }
                 self.schedule(interval, Event::Tick(id));
             }
@@ -453,6 +483,12 @@ impl World {
                     self.schedule(wait, Event::OracleNext(client));
                 }
             }
+            Event::BankNext(client) => self.bank_next(client),
+            Event::TxnRun(txn) => self.txn_run(txn),
+            Event::BankTimeout(txn) => self.bank_timeout(txn),
+            Event::AuditRun(audit) => self.audit_run(audit),
+            Event::AuditEnd(audit) => self.audit_end(audit),
+            Event::FinalAudit => self.start_audit(None),
             Event::LeaseResponse { request, outcome } => {
                 if let Some(wait) = self.leases.complete(request, outcome, self.now) {
                     let client = self.leases.requests[request].client;
@@ -534,12 +570,18 @@ impl World {
                     }
                 }
                 Reply::Oracle(_) => {} // asks are answered as grants
+                Reply::Txn(txn, bank_clients::TxnReply::Proposed(slot)) => {
+                    self.txn_handle(txn, strata_core::coordinator::Answer::Proposed(slot, result));
+                }
+                Reply::Txn(..) | Reply::Audit(_) | Reply::Ignored => {}
             }
         }
         for (reply, result) in answers.reads {
             match (reply, result) {
                 (Reply::Kv(op), Ok(read_ts)) => self.serve_read(id, op, read_ts),
                 (Reply::Kv(op), Err(e)) => self.reply(op, workload::error_outcome(e)),
+                (Reply::Txn(txn, kind), result) => self.txn_answer(txn, kind, result),
+                (Reply::Audit(audit), result) => self.audit_answer(audit, result),
                 _ => {} // only key-value clients read
             }
         }

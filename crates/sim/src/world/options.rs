@@ -28,6 +28,10 @@ pub struct Options {
     /// changes are left out of such runs: they change the meta range's replicas only, and would
     /// leave the others without a quorum.)
     pub spread_keys: bool,
+    /// Bank clients move money between accounts of the meta range and range 2 by transactions
+    /// across ranges, and audit the total (see `bank`). Membership changes are left out, as
+    /// with `spread_keys`.
+    pub bank: bool,
     /// The fault kinds a run may use; empty for a run without faults (and a calm network).
     pub faults: Vec<FaultKind>,
     pub mutation: Mutation,
@@ -43,6 +47,7 @@ impl Default for Options {
             duration_ms: 3_000,
             ranges: 2,
             spread_keys: false,
+            bank: false,
             faults: FaultKind::ALL.to_vec(),
             mutation: Mutation::None,
         }
@@ -65,6 +70,9 @@ impl Options {
         }
         if self.spread_keys {
             command.push_str(" --spread-keys");
+        }
+        if self.bank {
+            command.push_str(" --bank");
         }
         if self.spare_nodes != Options::default().spare_nodes {
             command.push_str(&format!(" --spare-nodes {}", self.spare_nodes));
@@ -106,6 +114,8 @@ pub struct Report {
     pub membership: members::Counts,
     /// What the revision oracle handed out (all checked).
     pub oracle: crate::oracle::Counts,
+    /// What the bank clients did (all audits checked).
+    pub bank: crate::bank::Counts,
 }
 
 impl Report {

@@ -1,0 +1,230 @@
+//! Transactions across ranges, as this member runs them: the shell around the core's
+//! coordinator and lock resolution (`strata_core::coordinator`; the rules each range applies are
+//! `strata_core::mvcc::locks`, the whole protocol is in `docs/sharding.md`).
+//!
+//! A lock met by a prepare, a write or a read makes the request roll back (a prepare) and try
+//! again with jittered backoff until its deadline: etcd never fails a transaction for
+//! contention. The leader of every range looks for locks every [`SWEEP_INTERVAL`]; one it has
+//! seen for [`LOCK_TTL`] is taken for abandoned and resolved.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use strata_core::coordinator::{self, Answer, Ask, Coordinator, Participant, Progress, Resolution};
+use strata_core::mvcc::locks::{self, LockRecord};
+use strata_core::mvcc::view::View;
+use strata_core::pb::etcdserverpb::{TxnRequest, TxnResponse};
+use strata_core::raftstore::RangeShared;
+use strata_core::{Error, RangeId};
+use tokio::time::Instant;
+
+use super::Api;
+
+/// A lock held this long is taken for abandoned by its coordinator.
+pub const LOCK_TTL: Duration = Duration::from_secs(2);
+
+/// How often a range's leader looks for abandoned locks.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The most a conflicting request waits before it tries again.
+const BACKOFF_MAX: Duration = Duration::from_millis(100);
+
+/// This member's transactions across ranges: the ids it gives them, when it first saw each lock
+/// of the ranges it leads (to tell an abandoned one), and what they came to.
+pub struct Txns {
+    member_id: u64,
+    epoch: u64,
+    next: AtomicU64,
+    seen: Mutex<HashMap<RangeId, HashMap<Vec<u8>, Instant>>>,
+    /// Transactions across ranges this member committed.
+    pub committed: AtomicU64,
+    /// Attempts it rolled back for a lock conflict (and tried again).
+    pub conflicts: AtomicU64,
+    /// Abandoned locks it resolved.
+    pub resolved: AtomicU64,
+}
+
+impl Txns {
+    pub fn new(member_id: u64, epoch: u64) -> Self {
+        Self {
+            member_id,
+            epoch,
+            next: AtomicU64::new(0),
+            seen: Default::default(),
+            committed: AtomicU64::new(0),
+            conflicts: AtomicU64::new(0),
+            resolved: AtomicU64::new(0),
+        }
+    }
+
+    fn next_id(&self) -> locks::TxnId {
+        let sequence = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        locks::txn_id(self.member_id, self.epoch, sequence)
+    }
+}
+
+/// Backs off before trying again: jittered, doubling up to [`BACKOFF_MAX`], never past the
+/// deadline. False if the deadline leaves no time to.
+async fn back_off(backoff: &mut Duration, deadline: Instant) -> bool {
+    let wait = backoff.mul_f64(0.5 + rand_fraction());
+    if Instant::now() + wait >= deadline {
+        return false;
+    }
+    tokio::time::sleep(wait).await;
+    *backoff = (*backoff * 2).min(BACKOFF_MAX);
+    true
+}
+
+/// A number in [0, 1) that differs between calls (for jitter only).
+fn rand_fraction() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(0);
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+impl Api {
+    /// Runs `attempt` until it ends other than in a lock conflict, backing off between tries,
+    /// until the request's deadline (then: timed out).
+    pub async fn retrying_locked<T, F, Fut>(&self, mut attempt: F) -> Result<T, Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Error>>,
+    {
+        let deadline = Instant::now() + self.timeout();
+        let mut backoff = Duration::from_millis(2);
+        loop {
+            match attempt().await {
+                Err(Error::Locked(_) | Error::TxnAborted) => {
+                    if !back_off(&mut backoff, deadline).await {
+                        return Err(Error::Timeout);
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Commits a transaction whose keys lie in the given ranges, atomically.
+    pub async fn txn_across(
+        &self,
+        txn: TxnRequest,
+        ranges: Vec<(RangeId, Arc<RangeShared>)>,
+    ) -> Result<TxnResponse, Error> {
+        coordinator::check_supported(&txn)?;
+        let participants: Vec<Participant> =
+            ranges.iter().map(|(range_id, shared)| Participant::of(*range_id, shared)).collect();
+        self.retrying_locked(|| async {
+            let (mut machine, progress) =
+                Coordinator::start(txn.clone(), participants.clone(), self.txns.next_id())?;
+            let outcome = self.run(|answer| machine.handle(answer), progress).await;
+            match &outcome {
+                Ok(_) => self.txns.committed.fetch_add(1, Ordering::Relaxed),
+                Err(Error::Locked(_)) => self.txns.conflicts.fetch_add(1, Ordering::Relaxed),
+                Err(_) => 0,
+            };
+            outcome
+        })
+        .await
+    }
+
+    /// Does what a machine asks, and tells it how each ended, until it is done.
+    async fn run(
+        &self,
+        mut handle: impl FnMut(Answer) -> Progress,
+        mut progress: Progress,
+    ) -> Result<TxnResponse, Error> {
+        let timeout = self.timeout();
+        let mut running = tokio::task::JoinSet::new();
+        loop {
+            for ask in progress.asks.drain(..) {
+                let shell = self.shell.clone();
+                match ask {
+                    Ask::ReadTs(range_id) => running.spawn(async move {
+                        let read = shell.read_index(range_id, timeout).await;
+                        Answer::ReadTs(read.and_then(|ts| {
+                            ts.ok_or_else(|| Error::Internal("a read without a timestamp".into()))
+                        }))
+                    }),
+                    Ask::Revision => running
+                        .spawn(async move { Answer::Revision(shell.revision(timeout).await) }),
+                    Ask::ReadAt { slot, range_id, ts } => running.spawn(async move {
+                        Answer::ReadAt(slot, shell.read_index_at(range_id, ts, timeout).await)
+                    }),
+                    Ask::Propose { slot, range_id, request } => running.spawn(async move {
+                        Answer::Proposed(slot, shell.propose(range_id, request, timeout).await)
+                    }),
+                    // Nobody waits for it, and it outlives the machine.
+                    Ask::Send { range_id, request } => {
+                        tokio::spawn(
+                            async move { shell.propose(range_id, request, timeout).await },
+                        );
+                        continue;
+                    }
+                };
+            }
+            if let Some(outcome) = progress.outcome {
+                return outcome;
+            }
+            let answer = running.join_next().await.ok_or_else(|| {
+                Error::Internal("a transaction across ranges waits for nothing".into())
+            })?;
+            progress = handle(answer.map_err(|e| Error::Internal(format!("{e}")))?);
+        }
+    }
+
+    /// Looks for abandoned locks in every range this member leads, and resolves them; runs
+    /// for the life of the server.
+    pub async fn resolve_abandoned_locks(self: Arc<Self>) {
+        let mut interval = tokio::time::interval(SWEEP_INTERVAL);
+        loop {
+            interval.tick().await;
+            for (range_id, shared) in self.shell.shared_ranges().all() {
+                for lock in self.abandoned(range_id, &shared) {
+                    if let Err(e) = self.resolve(range_id, lock).await {
+                        tracing::debug!(range_id, error = %e, "resolving an abandoned lock failed");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The locks of a range this member leads that it has seen for [`LOCK_TTL`].
+    fn abandoned(&self, range_id: RangeId, shared: &RangeShared) -> Vec<LockRecord> {
+        if shared.lock_count.load(Ordering::Acquire) == 0 {
+            return Vec::new();
+        }
+        let descriptor = shared.descriptor.read().expect("descriptor lock").clone();
+        let leader = shared.leader_id.load(Ordering::Acquire);
+        let me = self.config.member_id();
+        if !descriptor.replicas.iter().any(|r| r.replica_id == leader && r.node_id == me) {
+            return Vec::new();
+        }
+        let view = View::new(self.engine.as_ref());
+        let Ok(found) = locks::in_span(&view, descriptor.span()) else { return Vec::new() };
+        let found = found.into_iter().map(|(_, lock)| lock).collect();
+        let mut seen = self.txns.seen.lock().expect("seen lock");
+        let seen = seen.entry(range_id).or_default();
+        coordinator::abandoned(seen, found, Instant::now(), LOCK_TTL)
+    }
+
+    /// Finishes the transaction of an abandoned lock in range `range_id`.
+    async fn resolve(&self, range_id: RangeId, lock: LockRecord) -> Result<(), Error> {
+        let primary_range = (self.shell.shared_ranges().overlapping(&lock.primary_key, &[]))
+            .first()
+            .map(|(id, _)| *id)
+            .ok_or_else(|| Error::Internal("the primary's range is not here".into()))?;
+        let (mut machine, progress) = Resolution::start(lock, range_id, primary_range);
+        self.run(|answer| machine.handle(answer), progress).await?;
+        self.txns.resolved.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            range_id,
+            committed = machine.committed(),
+            "resolved the lock of an abandoned transaction"
+        );
+        Ok(())
+    }
+}
