@@ -7,11 +7,11 @@
 //! the I/O — the server's handlers over the shell, the simulator over its drivers — so both run
 //! the same protocol:
 //!
-//! 1. A read timestamp is the transaction's start; every range it touches is prepared at once.
+//! 1. Every range the transaction touches is prepared at once, under its start timestamp.
 //! 2. With every lock held, a fresh revision from the oracle is the commit revision.
-//! 3. The range of the primary key commits first — the commit point — after a read at the commit
-//!    revision there (its leader stamps nothing at or below it from then on); then the others,
-//!    each after such a read. Their parts are joined into the one answer etcd gives.
+//! 3. The range of the primary key commits first — the commit point — then the others. (A
+//!    range's leader taking a commit stamps nothing at or below its revision from then on: see
+//!    `raftstore::stamping`.) Their parts are joined into the one answer etcd gives.
 //!
 //! A prepare that fails (a lock conflict above all) rolls the attempt back everywhere; the
 //! caller tries again with a new machine. The primary's status is dropped afterwards
@@ -31,12 +31,8 @@ use crate::{Error, RangeId, Result};
 /// Something a machine needs done. `slot` is a range's place in the transaction.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Ask {
-    /// A read timestamp, by a linearizable read of this range.
-    ReadTs(RangeId),
     /// A revision from the oracle that nobody else is given.
     Revision,
-    /// A read of a range at `ts`: its leader stamps nothing at or below `ts` afterwards.
-    ReadAt { slot: usize, range_id: RangeId, ts: i64 },
     /// A proposal, whose result is wanted.
     Propose { slot: usize, range_id: RangeId, request: Request },
     /// A proposal nobody waits for.
@@ -46,9 +42,7 @@ pub enum Ask {
 /// How an [`Ask`] ended.
 #[derive(Debug)]
 pub enum Answer {
-    ReadTs(Result<i64>),
     Revision(Result<i64>),
-    ReadAt(usize, Result<()>),
     Proposed(usize, Result<Response>),
 }
 
@@ -102,6 +96,14 @@ pub fn participants(txn: &TxnRequest, ranges: &SharedRanges) -> Vec<Participant>
     touched
 }
 
+/// A start timestamp for a transaction coordinated on a node: the highest closed revision of
+/// the node's ranges. Any revision the oracle has handed out will do — the commit revision is
+/// fresh, so above it — and a recent one holds back the ranges' closed revisions (and readers
+/// at or above it) the least; this one costs no round trip.
+pub fn start_ts(ranges: &SharedRanges) -> i64 {
+    ranges.all().iter().map(|(_, shared)| shared.closed_revision()).max().unwrap_or(0)
+}
+
 /// Refuses what transactions across ranges cannot do yet, with a message that names it.
 pub fn check_supported(txn: &TxnRequest) -> Result<()> {
     for op in txn.success.iter().chain(&txn.failure) {
@@ -121,7 +123,6 @@ pub fn check_supported(txn: &TxnRequest) -> Result<()> {
 
 #[derive(Debug, PartialEq, Eq)]
 enum Phase {
-    Starting,
     Preparing,
     TakingRevision,
     CommittingPrimary,
@@ -152,29 +153,30 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    /// Starts an attempt at `txn` over the ranges it touches, under the id `id`.
+    /// Starts an attempt at `txn` over the ranges it touches, under the id `id`, at
+    /// `start_ts` (see [`start_ts`]).
     pub fn start(
         txn: TxnRequest,
         mut ranges: Vec<Participant>,
         id: TxnId,
+        start_ts: i64,
     ) -> Result<(Self, Progress)> {
         check_supported(&txn)?;
         ranges.sort_by(|a, b| a.span.0.cmp(&b.span.0));
-        let Some(Participant { range_id: first, span: (start, end) }) = ranges.first() else {
+        let Some(Participant { span: (start, end), .. }) = ranges.first() else {
             return Err(Error::Internal("a transaction across no range".into()));
         };
         let spans = locks::txn_spans_within(&txn, (start, end));
         let primary_key = (spans.into_iter().map(|span| span.start).min())
             .ok_or_else(|| Error::Internal("a transaction misses its first range".into()))?;
-        let first = *first;
         let count = ranges.len();
-        let coordinator = Self {
+        let mut coordinator = Self {
             txn,
             ranges: ranges.into_iter().map(|p| p.range_id).collect(),
             id,
             primary_key,
-            phase: Phase::Starting,
-            waiting: 1,
+            phase: Phase::Preparing,
+            waiting: 0,
             judged: vec![Vec::new(); count],
             failure: None,
             unsettled: false,
@@ -182,7 +184,8 @@ impl Coordinator {
             commit: None,
             parts: vec![TxnResponse::default(); count],
         };
-        Ok((coordinator, Progress::asks(vec![Ask::ReadTs(first)])))
+        let progress = coordinator.prepare(start_ts);
+        Ok((coordinator, progress))
     }
 
     /// The transaction's id.
@@ -192,8 +195,6 @@ impl Coordinator {
 
     pub fn handle(&mut self, answer: Answer) -> Progress {
         match (&self.phase, answer) {
-            (Phase::Starting, Answer::ReadTs(Ok(start_ts))) => self.prepare(start_ts),
-            (Phase::Starting, Answer::ReadTs(Err(e))) => self.finish(Err(e)),
             (Phase::Preparing, Answer::Proposed(slot, result)) => self.prepared(slot, result),
             (Phase::TakingRevision, Answer::Revision(Ok(commit_ts))) => {
                 let commit = TxnCommit {
@@ -204,13 +205,9 @@ impl Coordinator {
                 };
                 self.commit = Some(commit);
                 self.phase = Phase::CommittingPrimary;
-                Progress::asks(vec![self.read_at(0)])
-            }
-            (Phase::TakingRevision, Answer::Revision(Err(e))) => self.roll_back(e),
-            (Phase::CommittingPrimary, Answer::ReadAt(0, Ok(()))) => {
                 Progress::asks(vec![self.propose_commit(0)])
             }
-            (Phase::CommittingPrimary, Answer::ReadAt(0, Err(e))) => self.roll_back(e),
+            (Phase::TakingRevision, Answer::Revision(Err(e))) => self.roll_back(e),
             (Phase::CommittingPrimary, Answer::Proposed(0, result)) => match result {
                 Ok(Response::Txn(part)) => {
                     self.parts[0] = part;
@@ -226,10 +223,6 @@ impl Coordinator {
                 Err(e) => self.finish(Err(e)),
                 Ok(other) => self.finish(Err(unexpected(other))),
             },
-            (Phase::CommittingOthers, Answer::ReadAt(slot, Ok(()))) => {
-                Progress::asks(vec![self.propose_commit(slot)])
-            }
-            (Phase::CommittingOthers, Answer::ReadAt(_, Err(e))) => self.committed_part(Err(e)),
             (Phase::CommittingOthers, Answer::Proposed(slot, result)) => {
                 let part = match result {
                     Ok(Response::Txn(part)) => Ok((slot, part)),
@@ -306,23 +299,19 @@ impl Coordinator {
         }
     }
 
-    fn read_at(&self, slot: usize) -> Ask {
-        let ts = self.commit.as_ref().expect("a commit revision").commit_ts;
-        Ask::ReadAt { slot, range_id: self.ranges[slot], ts }
-    }
-
     fn propose_commit(&self, slot: usize) -> Ask {
         let commit = self.commit.clone().expect("a commit revision");
         Ask::Propose { slot, range_id: self.ranges[slot], request: Request::TxnCommit(commit) }
     }
 
+    /// The primary committed: every other range commits.
     fn commit_others(&mut self) -> Progress {
         self.phase = Phase::CommittingOthers;
         self.waiting = self.ranges.len() - 1;
         if self.waiting == 0 {
             return self.committed();
         }
-        Progress::asks((1..self.ranges.len()).map(|slot| self.read_at(slot)).collect())
+        Progress::asks((1..self.ranges.len()).map(|slot| self.propose_commit(slot)).collect())
     }
 
     fn committed_part(&mut self, part: Result<(usize, TxnResponse)>) -> Progress {
@@ -380,8 +369,7 @@ impl Coordinator {
 }
 
 /// Finishing the transaction of a lock found abandoned in range `range_id`: the primary's
-/// range decides it (rolled back, unless it committed), and the lock's range follows — a
-/// commit there after a read at the commit revision, as the coordinator commits.
+/// range decides it (rolled back, unless it committed), and the lock's range follows.
 pub struct Resolution {
     lock: LockRecord,
     range_id: RangeId,
@@ -403,13 +391,8 @@ impl Resolution {
     pub fn handle(&mut self, answer: Answer) -> Progress {
         match answer {
             Answer::Proposed(0, Ok(Response::TxnDecided(status))) => self.decided(status),
-            Answer::ReadAt(1, Ok(())) => {
-                let commit = self.commit.clone().expect("a commit");
-                let request = Request::TxnCommit(commit);
-                Progress::asks(vec![Ask::Propose { slot: 1, range_id: self.range_id, request }])
-            }
             Answer::Proposed(1, Ok(_)) => Progress::done(Ok(TxnResponse::default())),
-            Answer::Proposed(_, Err(e)) | Answer::ReadAt(_, Err(e)) => Progress::done(Err(e)),
+            Answer::Proposed(_, Err(e)) => Progress::done(Err(e)),
             other => Progress::done(Err(Error::Internal(format!("{other:?} while resolving")))),
         }
     }
@@ -429,15 +412,11 @@ impl Resolution {
         if self.range_id == self.primary_range {
             return Progress::done(Ok(TxnResponse::default())); // decided there, lock and all
         }
-        let ask = match status.committed {
-            true => Ask::ReadAt { slot: 1, range_id: self.range_id, ts: status.commit_ts },
-            false => Ask::Propose {
-                slot: 1,
-                range_id: self.range_id,
-                request: Request::TxnRollback(TxnRollback { id, primary_key }),
-            },
+        let request = match self.commit.clone() {
+            Some(commit) => Request::TxnCommit(commit),
+            None => Request::TxnRollback(TxnRollback { id, primary_key }),
         };
-        Progress::asks(vec![ask])
+        Progress::asks(vec![Ask::Propose { slot: 1, range_id: self.range_id, request }])
     }
 }
 
@@ -552,7 +531,6 @@ mod tests {
     }
 
     fn prepared(machine: &mut Coordinator) -> Progress {
-        assert!(proposals(&machine.handle(Answer::ReadTs(Ok(5)))).len() == 2);
         let said = || Ok(Response::TxnPrepared(Vec::new()));
         assert!(machine.handle(Answer::Proposed(1, said())).asks.is_empty());
         machine.handle(Answer::Proposed(0, said()))
@@ -560,18 +538,15 @@ mod tests {
 
     #[test]
     fn the_primary_commits_before_any_other_range() {
-        let (mut machine, progress) = Coordinator::start(puts(), participants(), [7; 24]).unwrap();
-        assert_eq!(progress.asks, vec![Ask::ReadTs(1)]);
+        let (mut machine, progress) =
+            Coordinator::start(puts(), participants(), [7; 24], 5).unwrap();
+        assert_eq!(proposals(&progress), vec![(0, 1, "prepare"), (1, 2, "prepare")]);
         assert_eq!(machine.primary_key, b"a");
         assert_eq!(prepared(&mut machine).asks, vec![Ask::Revision]);
-        let read_at = machine.handle(Answer::Revision(Ok(9)));
-        assert_eq!(read_at.asks, vec![Ask::ReadAt { slot: 0, range_id: 1, ts: 9 }]);
-        let commit = machine.handle(Answer::ReadAt(0, Ok(())));
+        let commit = machine.handle(Answer::Revision(Ok(9)));
         assert_eq!(proposals(&commit), vec![(0, 1, "commit")]);
-        // Only once the primary's range committed are the others asked for.
         let others = machine.handle(Answer::Proposed(0, Ok(Response::Txn(TxnResponse::default()))));
-        assert_eq!(others.asks, vec![Ask::ReadAt { slot: 1, range_id: 2, ts: 9 }]);
-        machine.handle(Answer::ReadAt(1, Ok(())));
+        assert_eq!(proposals(&others), vec![(1, 2, "commit")]);
         let done = machine.handle(Answer::Proposed(1, Ok(Response::Txn(TxnResponse::default()))));
         let response = done.outcome.as_ref().unwrap().as_ref().unwrap();
         assert_eq!(response.header.as_ref().unwrap().revision, 9);
@@ -586,8 +561,7 @@ mod tests {
             // A prepare that timed out may still apply: the primary's decision must fence it.
             (Error::Timeout, false),
         ] {
-            let (mut machine, _) = Coordinator::start(puts(), participants(), [7; 24]).unwrap();
-            machine.handle(Answer::ReadTs(Ok(5)));
+            let (mut machine, _) = Coordinator::start(puts(), participants(), [7; 24], 5).unwrap();
             machine.handle(Answer::Proposed(0, Ok(Response::TxnPrepared(Vec::new()))));
             let rollback = machine.handle(Answer::Proposed(1, Err(failure.clone())));
             assert_eq!(proposals(&rollback), vec![(0, 1, "rollback"), (1, 2, "rollback")]);
@@ -601,17 +575,15 @@ mod tests {
 
     #[test]
     fn a_commit_refused_at_the_primary_rolls_back_and_one_unanswered_is_left_to_resolve() {
-        let (mut machine, _) = Coordinator::start(puts(), participants(), [7; 24]).unwrap();
+        let (mut machine, _) = Coordinator::start(puts(), participants(), [7; 24], 5).unwrap();
         prepared(&mut machine);
         machine.handle(Answer::Revision(Ok(9)));
-        machine.handle(Answer::ReadAt(0, Ok(())));
         let rollback = machine.handle(Answer::Proposed(0, Err(Error::TxnAborted)));
         assert_eq!(proposals(&rollback).len(), 2);
 
-        let (mut machine, _) = Coordinator::start(puts(), participants(), [8; 24]).unwrap();
+        let (mut machine, _) = Coordinator::start(puts(), participants(), [8; 24], 5).unwrap();
         prepared(&mut machine);
         machine.handle(Answer::Revision(Ok(9)));
-        machine.handle(Answer::ReadAt(0, Ok(())));
         let unknown = machine.handle(Answer::Proposed(0, Err(Error::Timeout)));
         assert!(unknown.asks.is_empty(), "nothing is undone whose outcome is unknown");
         assert_eq!(unknown.outcome.unwrap().unwrap_err(), Error::Timeout);
@@ -624,11 +596,8 @@ mod tests {
         assert_eq!(proposals(&progress), vec![(0, 1, "rollback")]);
         let committed = TxnStatus { committed: true, commit_ts: 30, compares: vec![] };
         let next = resolution.handle(Answer::Proposed(0, Ok(Response::TxnDecided(committed))));
-        assert_eq!(next.asks, vec![Ask::ReadAt { slot: 1, range_id: 2, ts: 30 }]);
-        assert_eq!(
-            proposals(&resolution.handle(Answer::ReadAt(1, Ok(())))),
-            vec![(1, 2, "commit")]
-        );
+        assert_eq!(proposals(&next), vec![(1, 2, "commit")]);
+        assert!(resolution.committed());
 
         let (mut resolution, _) = Resolution::start(lock, 2, 1);
         let next =

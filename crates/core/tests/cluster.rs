@@ -652,3 +652,34 @@ fn a_corrupt_or_foreign_descriptor_refuses_to_start() {
     let error = refusal().to_string();
     assert!(error.contains("refusing its stored descriptor: it describes range 7"), "{error}");
 }
+
+#[test]
+fn a_leader_taking_a_commit_stamps_nothing_at_or_below_its_revision() {
+    use strata_core::command::TxnCommit;
+    use strata_core::raftstore::Stamped;
+    let mut cluster = TestCluster::new(two_ranges_config);
+    cluster.run_until_leader_of(1);
+    let leader = cluster.run_until_leader_of(2);
+    cluster.propose(leader, 2, put_request("m", "first"));
+    let term = cluster.node(leader).term(2);
+    // A write waits for a block; a transaction across ranges commits at 5,000 meanwhile (its
+    // entry queues behind the write).
+    cluster.node(leader).propose(2, 900, put_request("n", "held")).unwrap();
+    let commit = TxnCommit {
+        id: vec![1; 24],
+        primary_key: b"a".to_vec(),
+        commit_ts: 5_000,
+        compares: vec![],
+    };
+    cluster.node(leader).propose(2, 901, Request::TxnCommit(commit)).unwrap();
+    // A block handed out before the commit revision arrives late: the write must not take it,
+    // or it would land after the commit in the log with a revision below it.
+    assert_eq!(
+        cluster.node(leader).stamp(2, term, Block { lo: 4_000, hi: 4_000 }),
+        Stamped::Discarded
+    );
+    assert!(matches!(
+        cluster.node(leader).stamp(2, term, Block { lo: 5_001, hi: 5_001 }),
+        Stamped::Proposed(2)
+    ));
+}

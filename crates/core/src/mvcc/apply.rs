@@ -97,7 +97,15 @@ pub struct Applier<'a> {
     /// The range takes its revisions from the oracle (its own last revision may be far below
     /// the cluster's).
     oracle_revisions: bool,
+    /// The range's locks as earlier runs left them, and what this run wrote of them (with the
+    /// request being applied's changes, to roll back on error); see `mvcc::locks`.
+    lock_table: Option<&'a RwLock<super::locks::LockTable>>,
+    lock_writes: std::collections::BTreeMap<Vec<u8>, Option<super::locks::LockRecord>>,
+    lock_undo: Vec<LockUndo>,
 }
+
+/// A lock write of this run and what it replaced in the run's writes, to restore on rollback.
+type LockUndo = (Vec<u8>, Option<Option<super::locks::LockRecord>>);
 
 /// An overlay key and what it held before (`None`: absent), to restore on rollback.
 type Undo = (Vec<u8>, Option<Option<Vec<u8>>>);
@@ -154,7 +162,17 @@ impl<'a> Applier<'a> {
             stamp: None,
             span: (Vec::new(), Vec::new()),
             oracle_revisions: false,
+            lock_table: None,
+            lock_writes: Default::default(),
+            lock_undo: Vec::new(),
         }
+    }
+
+    /// Reads the range's locks from `table` instead of the engine, and adds this run's lock
+    /// writes to it when it finishes.
+    pub fn with_locks(mut self, table: &'a RwLock<super::locks::LockTable>) -> Self {
+        self.lock_table = Some(table);
+        self
     }
 
     /// This applier's range holds only the user keys in `[start, end)` (by default, all).
@@ -207,6 +225,7 @@ impl<'a> Applier<'a> {
         let leases_len = self.lease_changes.len();
         self.undo.clear();
         self.written_undo.clear();
+        self.lock_undo.clear();
         let result = self.apply_inner(request);
         if result.is_err() {
             self.batch.truncate(batch_len);
@@ -222,6 +241,12 @@ impl<'a> Applier<'a> {
                 match previous {
                     Some(newest) => self.written.insert(key, newest),
                     None => self.written.remove(&key),
+                };
+            }
+            for (key, previous) in self.lock_undo.drain(..).rev() {
+                match previous {
+                    Some(lock) => self.lock_writes.insert(key, lock),
+                    None => self.lock_writes.remove(&key),
                 };
             }
         }
@@ -300,6 +325,9 @@ impl<'a> Applier<'a> {
             for (key, mod_revision) in &self.forgotten {
                 memo.forget_deleted(key, *mod_revision);
             }
+        }
+        if let Some(table) = self.lock_table {
+            table.write().expect("lock table lock").absorb(self.lock_writes);
         }
         (self.batch, self.state)
     }

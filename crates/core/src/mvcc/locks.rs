@@ -15,7 +15,10 @@
 //! held. Locks are few and short-lived, so a range finds them by scanning its own; a range
 //! holding none (`AppliedState::lock_count`) does not look.
 
+use std::collections::BTreeMap;
+
 use prost::Message as _;
+use strata_storage::Engine;
 
 use super::read;
 use super::view::View;
@@ -165,10 +168,40 @@ pub fn in_span(view: &View, (first, past): (&[u8], &[u8])) -> Result<Vec<(Vec<u8
 
 /// Refuses what touches `spans` while another transaction, started at or below `at`, holds a
 /// lock over any of them.
-pub fn check(locks: &[(Vec<u8>, LockRecord)], spans: &[Span], at: i64) -> Result<()> {
-    match locks.iter().find(|(_, lock)| lock.start_ts <= at && lock.overlaps(spans)) {
-        Some((_, lock)) => Err(Error::Locked(lock.info())),
+pub fn check<'a>(
+    locks: impl IntoIterator<Item = &'a LockRecord>,
+    spans: &[Span],
+    at: i64,
+) -> Result<()> {
+    match locks.into_iter().find(|lock| lock.start_ts <= at && lock.overlaps(spans)) {
+        Some(lock) => Err(Error::Locked(lock.info())),
         None => Ok(()),
+    }
+}
+
+/// A range's locks in memory, by record key, kept in step with its records as the key index
+/// is (`memo`): writes and reads find them without scanning the engine, where every lock
+/// released leaves a deleted record behind that a scan would step over until compacted away.
+#[derive(Debug, Default)]
+pub struct LockTable(BTreeMap<Vec<u8>, LockRecord>);
+
+impl LockTable {
+    pub fn load(engine: &dyn Engine, span: (&[u8], &[u8])) -> Result<Self> {
+        Ok(Self(in_span(&View::new(engine), span)?.into_iter().collect()))
+    }
+
+    pub fn locks(&self) -> impl Iterator<Item = (&Vec<u8>, &LockRecord)> {
+        self.0.iter()
+    }
+
+    /// An apply run's lock writes (`None`: released).
+    pub fn absorb(&mut self, writes: BTreeMap<Vec<u8>, Option<LockRecord>>) {
+        for (key, lock) in writes {
+            match lock {
+                Some(lock) => self.0.insert(key, lock),
+                None => self.0.remove(&key),
+            };
+        }
     }
 }
 

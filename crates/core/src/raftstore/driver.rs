@@ -172,6 +172,16 @@ impl<T: Ord + Copy, P, R, K, O> Driver<T, P, R, K, O> {
         self.ask(super::desk::Ask::Block(1), super::revisions::Purpose::Revision { read_id });
     }
 
+    /// Answers the clients whose fresh revisions were granted (by this node's oracle during the
+    /// round, or another node's answer since the last): at the end of the round, not the next.
+    fn answer_revisions(&mut self, answers: &mut Answers<P, R, K, O>) {
+        for (read_id, revision) in std::mem::take(&mut self.asking.revisions) {
+            if let Some(w) = self.reads.remove(&read_id) {
+                answers.reads.push((w.reply, Ok(Some(revision))));
+            }
+        }
+    }
+
     /// Advances logical time: ticks the node, retries proposals that found no leader, and
     /// answers requests past their deadline.
     pub fn tick(&mut self, now: T) -> Answers<P, R, K, O> {
@@ -215,11 +225,6 @@ impl<T: Ord + Copy, P, R, K, O> Driver<T, P, R, K, O> {
     ) -> Result<Option<Round<P, R, K, O>>> {
         let mut answers = Answers::default();
         self.propose_queued(&mut answers);
-        for (read_id, revision) in std::mem::take(&mut self.asking.revisions) {
-            if let Some(w) = self.reads.remove(&read_id) {
-                answers.reads.push((w.reply, Ok(Some(revision))));
-            }
-        }
         self.ask_for_revisions();
         self.start_closing();
         if let Some(asks) = self.desk.take_arrived() {
@@ -229,6 +234,7 @@ impl<T: Ord + Copy, P, R, K, O> Driver<T, P, R, K, O> {
             self.node.read_index(META_RANGE_ID, read);
         }
         if !self.node.has_work() {
+            self.answer_revisions(&mut answers);
             let node_messages = std::mem::take(&mut self.asking.outbox);
             let output = Output { node_messages, ..Output::default() };
             let idle = answers.is_empty() && output.node_messages.is_empty();
@@ -266,6 +272,7 @@ impl<T: Ord + Copy, P, R, K, O> Driver<T, P, R, K, O> {
         }
         self.follow_oracle(&mut answers);
         self.fail_proposals_of_old_terms(&mut answers);
+        self.answer_revisions(&mut answers);
         output.node_messages = std::mem::take(&mut self.asking.outbox);
         Ok(Some((output, answers)))
     }

@@ -63,7 +63,7 @@ pub fn range_at(
     read_ts: i64,
 ) -> Result<RangeResponse> {
     let view = View::with_memo(engine, &shared.memo);
-    check_locks(&view, shared, &request.key, &request.range_end, read_ts)?;
+    check_locks(shared, &request.key, &request.range_end, read_ts)?;
     let (response, _) = read_stable(shared, |state| {
         // The read is at `read_ts`, whether the range's own last revision is below it (the
         // cluster's moved on elsewhere) or above it (the range applied later writes since): a
@@ -77,20 +77,14 @@ pub fn range_at(
 /// Refuses a read at `read_ts` of keys that a transaction across ranges, started at or below
 /// it, holds locked: it may yet commit at or below `read_ts` (see `mvcc::locks`). The caller
 /// retries, and the lock is resolved meanwhile.
-fn check_locks(
-    view: &View,
-    shared: &RangeShared,
-    key: &[u8],
-    range_end: &[u8],
-    read_ts: i64,
-) -> Result<()> {
+fn check_locks(shared: &RangeShared, key: &[u8], range_end: &[u8], read_ts: i64) -> Result<()> {
     if shared.lock_count.load(Ordering::Acquire) == 0 {
         return Ok(());
     }
     let descriptor = shared.descriptor.read().expect("descriptor lock").clone();
-    let within = descriptor.span();
-    let spans: Vec<_> = locks::clip(key, range_end, within).into_iter().collect();
-    locks::check(&locks::in_span(view, within)?, &spans, read_ts)
+    let spans: Vec<_> = locks::clip(key, range_end, descriptor.span()).into_iter().collect();
+    let table = shared.locks.read().expect("lock table lock");
+    locks::check(table.locks().map(|(_, lock)| lock), &spans, read_ts)
 }
 
 /// Serves a transaction that writes nothing (every branch only reads), as etcd serves it: like
@@ -109,7 +103,8 @@ pub fn read_only_txn(
     let descriptor = shared.descriptor.read().expect("descriptor lock").clone();
     let (response, state) = read_stable(shared, |state| {
         // Locked keys are refused whatever the read timestamp (see `mvcc::locks`).
-        Applier::new(engine, range_id, state).with_span(descriptor.span()).apply(&request)
+        let applier = Applier::new(engine, range_id, state).with_span(descriptor.span());
+        applier.with_locks(&shared.locks).apply(&request)
     })?;
     match response {
         Response::Txn(mut response) => {

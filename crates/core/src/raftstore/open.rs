@@ -16,6 +16,7 @@ use super::round::publish;
 use super::session::Sessions;
 use super::shared::{RangeShared, SharedRanges};
 use super::snapshot;
+use crate::mvcc::locks::LockTable;
 use crate::mvcc::memo::Memo;
 use crate::mvcc::{self, AppliedState};
 use crate::range::{self, META_RANGE_ID, RangeDescriptor};
@@ -88,6 +89,7 @@ fn open_replica(config: &Config, engine: &dyn Engine, range_id: RangeId) -> Resu
         .map_err(|e| Error::Internal(format!("cannot start raft: {e}")))?;
     let shared = Arc::new(RangeShared {
         memo: RwLock::new(Memo::load(engine, descriptor.span())?),
+        locks: RwLock::new(LockTable::load(engine, descriptor.span())?),
         descriptor: RwLock::new(descriptor.clone()),
         ..RangeShared::default()
     });

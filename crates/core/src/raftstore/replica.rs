@@ -68,7 +68,8 @@ impl Replica {
         let shared = Arc::clone(&self.shared);
         let mut applier = Applier::with_memo(engine, self.range_id, self.applied, &shared.memo)
             .with_span(self.descriptor.span())
-            .with_oracle_revisions(self.descriptor.oracle_revisions);
+            .with_oracle_revisions(self.descriptor.oracle_revisions)
+            .with_locks(&shared.locks);
         let mut member_writes = MemberWrites::new();
         for entry in entries {
             if entry.index <= self.applied.applied_index {

@@ -25,6 +25,7 @@ use super::replica::Replica;
 use super::snapshot;
 use super::stamping;
 use super::stats::bump;
+use crate::mvcc::locks::LockTable;
 use crate::{RangeId, Result};
 
 /// What gathering the replicas' readies produced, for the later phases.
@@ -154,6 +155,8 @@ impl Node {
             let replica = self.replicas.get(range_id).expect("restored replica");
             let span = replica.descriptor.span();
             replica.shared.memo.write().expect("memo lock").reload(engine, span)?;
+            *replica.shared.locks.write().expect("lock table lock") =
+                LockTable::load(engine, span)?;
         }
         Ok(apply_batch)
     }
@@ -287,6 +290,7 @@ fn restore_snapshot(
     let restored = snapshot::restore(engine, replica.range_id, &snapshot.data, conf_state, batch)?;
     replica.sessions = restored.sessions;
     replica.shared.memo.write().expect("memo lock").clear();
+    *replica.shared.locks.write().expect("lock table lock") = LockTable::default();
     let applied = restored.applied;
     assert_eq!(applied.applied_index, metadata.index, "snapshot data and metadata disagree");
     replica.raw.mut_store().apply_snapshot(&metadata, batch);

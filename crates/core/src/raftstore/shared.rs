@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock};
 
 use crate::RangeId;
 use crate::mvcc::AppliedState;
+use crate::mvcc::locks::LockTable;
 use crate::mvcc::memo::Memo;
 use crate::range::RangeDescriptor;
 
@@ -26,12 +27,14 @@ pub struct RangeShared {
     pub leader_id: AtomicU64,
     pub commit_index: AtomicU64,
     /// How many locks of transactions across ranges the replica holds, and the least start
-    /// timestamp among them (0 with none): see `mvcc::locks`.
+    /// timestamp among them: see `mvcc::locks`.
     pub lock_count: AtomicU64,
     pub lock_floor: AtomicI64,
     /// Every key's newest version (the key index): apply batches read and extend it, readers
     /// use it to read a key's current version and to walk ranges (see `mvcc::memo`).
     pub memo: RwLock<Memo>,
+    /// The range's locks of transactions across ranges (`mvcc::locks::LockTable`).
+    pub locks: RwLock<LockTable>,
     /// The range's descriptor as applied, replaced when its epoch changes.
     pub descriptor: RwLock<RangeDescriptor>,
 }
@@ -59,9 +62,9 @@ impl RangeShared {
     pub fn closed_revision(&self) -> i64 {
         let revision = self.revision.load(Ordering::Acquire);
         let closed = revision.max(self.closed.load(Ordering::Acquire));
-        match self.lock_floor.load(Ordering::Acquire) {
+        match self.lock_count.load(Ordering::Acquire) {
             0 => closed,
-            floor => closed.min(floor - 1),
+            _ => closed.min(self.lock_floor.load(Ordering::Acquire) - 1),
         }
     }
 }

@@ -21,7 +21,7 @@ use raft::prelude::{Entry, EntryType, Message, MessageType};
 use super::config::Mutation;
 use super::oracle::Block;
 use super::replica::Replica;
-use crate::command::Command;
+use crate::command::{Command, Request};
 
 /// A leader's stamping state, for one term of its leadership.
 #[derive(Default)]
@@ -55,9 +55,17 @@ pub(super) fn stamps(replica: &Replica) -> bool {
 /// Takes proposals (a forwarded `MsgPropose`, or this node's own) on a stamping leader: holds
 /// them until a block comes, unless none takes a revision and nothing waits ahead of them.
 /// Returns the message for raft-rs when it need not wait.
+///
+/// The commit of a transaction across ranges writes at its own revision, from the oracle: the
+/// leader stamps nothing at or below it from then on, as for a read at it, so that every
+/// write stamped at or below it lies before it in the log and every later one above it.
 pub(super) fn take(replica: &mut Replica, message: Message) -> Option<Message> {
-    let needs: Vec<bool> = message.entries.iter().map(takes_revision).collect();
+    let (needs, commits): (Vec<bool>, Vec<Option<i64>>) =
+        message.entries.iter().map(what_it_takes).unzip();
     let stamping = &mut replica.stamping;
+    if let Some(commit_ts) = commits.into_iter().flatten().max() {
+        stamping.max_read_ts = stamping.max_read_ts.max(commit_ts);
+    }
     if stamping.held.is_empty() && !needs.contains(&true) {
         return Some(message);
     }
@@ -127,12 +135,17 @@ pub(super) fn stamp(replica: &mut Replica, term: u64, block: Block, mutation: Mu
     Stamped::Proposed(count)
 }
 
-fn takes_revision(entry: &Entry) -> bool {
-    entry.get_entry_type() == EntryType::EntryNormal
-        && Command::decode(&entry.data)
-            .ok()
-            .and_then(|c| c.request)
-            .is_some_and(|request| request.takes_revision())
+/// Whether an entry takes a revision, and the commit revision it writes at if it commits a
+/// transaction across ranges.
+fn what_it_takes(entry: &Entry) -> (bool, Option<i64>) {
+    if entry.get_entry_type() != EntryType::EntryNormal {
+        return (false, None);
+    }
+    match Command::decode(&entry.data).ok().and_then(|c| c.request) {
+        Some(Request::TxnCommit(commit)) => (false, Some(commit.commit_ts)),
+        Some(request) => (request.takes_revision(), None),
+        None => (false, None),
+    }
 }
 
 /// The entry with its command stamped with `block` (entries without a command pass as they

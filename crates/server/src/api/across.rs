@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use strata_core::coordinator::{self, Answer, Ask, Coordinator, Participant, Progress, Resolution};
 use strata_core::mvcc::locks::{self, LockRecord};
-use strata_core::mvcc::view::View;
 use strata_core::pb::etcdserverpb::{TxnRequest, TxnResponse};
 use strata_core::raftstore::RangeShared;
 use strata_core::{Error, RangeId};
@@ -118,8 +117,10 @@ impl Api {
         let participants: Vec<Participant> =
             ranges.iter().map(|(range_id, shared)| Participant::of(*range_id, shared)).collect();
         self.retrying_locked(|| async {
+            let (id, start_ts) =
+                (self.txns.next_id(), coordinator::start_ts(self.shell.shared_ranges()));
             let (mut machine, progress) =
-                Coordinator::start(txn.clone(), participants.clone(), self.txns.next_id())?;
+                Coordinator::start(txn.clone(), participants.clone(), id, start_ts)?;
             let outcome = self.run(|answer| machine.handle(answer), progress).await;
             match &outcome {
                 Ok(_) => self.txns.committed.fetch_add(1, Ordering::Relaxed),
@@ -143,17 +144,8 @@ impl Api {
             for ask in progress.asks.drain(..) {
                 let shell = self.shell.clone();
                 match ask {
-                    Ask::ReadTs(range_id) => running.spawn(async move {
-                        let read = shell.read_index(range_id, timeout).await;
-                        Answer::ReadTs(read.and_then(|ts| {
-                            ts.ok_or_else(|| Error::Internal("a read without a timestamp".into()))
-                        }))
-                    }),
                     Ask::Revision => running
                         .spawn(async move { Answer::Revision(shell.revision(timeout).await) }),
-                    Ask::ReadAt { slot, range_id, ts } => running.spawn(async move {
-                        Answer::ReadAt(slot, shell.read_index_at(range_id, ts, timeout).await)
-                    }),
                     Ask::Propose { slot, range_id, request } => running.spawn(async move {
                         Answer::Proposed(slot, shell.propose(range_id, request, timeout).await)
                     }),
@@ -203,9 +195,9 @@ impl Api {
         if !descriptor.replicas.iter().any(|r| r.replica_id == leader && r.node_id == me) {
             return Vec::new();
         }
-        let view = View::new(self.engine.as_ref());
-        let Ok(found) = locks::in_span(&view, descriptor.span()) else { return Vec::new() };
-        let found = found.into_iter().map(|(_, lock)| lock).collect();
+        let table = shared.locks.read().expect("lock table lock");
+        let found = table.locks().map(|(_, lock)| lock.clone()).collect();
+        drop(table);
         let mut seen = self.txns.seen.lock().expect("seen lock");
         let seen = seen.entry(range_id).or_default();
         coordinator::abandoned(seen, found, Instant::now(), LOCK_TTL)

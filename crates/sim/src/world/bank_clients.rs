@@ -11,7 +11,6 @@ use strata_core::Error;
 use strata_core::coordinator::{self, Answer, Ask, Coordinator, Progress, Resolution};
 use strata_core::mvcc::locks::{self, LockRecord};
 use strata_core::mvcc::read;
-use strata_core::mvcc::view::View;
 use strata_core::pb::etcdserverpb::RangeResponse;
 use strata_core::raftstore::{StateRole, local_read};
 use strata_core::{RangeId, Result};
@@ -25,9 +24,7 @@ const LOCK_TTL: Time = 1_500 * MS;
 /// Which answer a driver's reply to a transaction's ask is.
 #[derive(Clone, Copy, Debug)]
 pub(super) enum TxnReply {
-    ReadTs,
     Revision,
-    ReadAt(usize),
     Proposed(usize),
 }
 
@@ -122,11 +119,12 @@ impl World {
             let Purpose::Bank { client, op } = &self.bank_world.txns[txn].purpose else { return };
             let request = self.bank.txn(*client, op);
             let id = locks::txn_id(node, epoch, txn as u64);
-            let participants = self.with_node(node, |_, driver| {
-                coordinator::participants(&request, &driver.node().shared_ranges())
+            let started = self.with_node(node, |_, driver| {
+                let ranges = driver.node().shared_ranges();
+                (coordinator::participants(&request, &ranges), coordinator::start_ts(&ranges))
             });
-            let Some(participants) = participants else { return };
-            match Coordinator::start(request, participants, id) {
+            let Some((participants, start_ts)) = started else { return };
+            match Coordinator::start(request, participants, id, start_ts) {
                 Ok((machine, progress)) => {
                     self.bank_world.txns[txn].machine = Some(Machine::Txn(machine));
                     self.txn_progress(txn, progress);
@@ -143,13 +141,7 @@ impl World {
             for ask in asks {
                 let reply = |kind| Reply::Txn(txn, kind);
                 match ask {
-                    Ask::ReadTs(range_id) => {
-                        driver.read(range_id, deadline, reply(TxnReply::ReadTs))
-                    }
                     Ask::Revision => driver.revision(deadline, reply(TxnReply::Revision)),
-                    Ask::ReadAt { slot, range_id, ts } => {
-                        driver.read_at(range_id, ts, deadline, reply(TxnReply::ReadAt(slot)))
-                    }
                     Ask::Propose { slot, range_id, request } => {
                         driver.propose(range_id, request, deadline, reply(TxnReply::Proposed(slot)))
                     }
@@ -168,9 +160,7 @@ impl World {
             answer.and_then(|ts| ts.ok_or_else(|| Error::Internal("no timestamp".into())))
         };
         let answer = match kind {
-            TxnReply::ReadTs => Answer::ReadTs(timestamp(answer)),
             TxnReply::Revision => Answer::Revision(timestamp(answer)),
-            TxnReply::ReadAt(slot) => Answer::ReadAt(slot, answer.map(|_| ())),
             TxnReply::Proposed(_) => unreachable!("proposals answer with a response"),
         };
         self.txn_handle(txn, answer);
@@ -418,11 +408,8 @@ impl World {
             {
                 continue;
             }
-            let descriptor = shared.descriptor.read().expect("descriptor lock").clone();
-            let Ok(locks) = locks::in_span(&View::new(&sim.disk), descriptor.span()) else {
-                continue;
-            };
-            found.push((range_id, locks.into_iter().map(|(_, lock)| lock).collect()));
+            let table = shared.locks.read().expect("lock table lock");
+            found.push((range_id, table.locks().map(|(_, lock)| lock.clone()).collect()));
         }
         let primary_ranges: Vec<Vec<RangeId>> = (found.iter())
             .map(|(_, locks)| {

@@ -189,6 +189,24 @@ impl World {
                         sim.id, state.lock_count
                     ));
                 }
+                // The lock table in memory is what the records say.
+                let (Some(shared), Some(descriptor)) =
+                    (driver.node().shared(range_id), driver.node().descriptor(range_id))
+                else {
+                    continue;
+                };
+                let stored =
+                    strata_core::mvcc::locks::LockTable::load(&sim.disk, descriptor.span());
+                let keys = |table: &strata_core::mvcc::locks::LockTable| -> Vec<Vec<u8>> {
+                    table.locks().map(|(key, _)| key.clone()).collect()
+                };
+                let held = keys(&shared.locks.read().expect("lock table lock"));
+                if stored.as_ref().map(keys).ok() != Some(held) {
+                    violations.push(format!(
+                        "bank: n{}'s lock table of range {range_id} differs from its records",
+                        sim.id
+                    ));
+                }
             }
         }
         violations

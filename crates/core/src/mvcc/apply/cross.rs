@@ -52,9 +52,28 @@ impl Applier<'_> {
         key >= first.as_slice() && (past.is_empty() || key < past.as_slice())
     }
 
+    /// The range's locks, with this run's writes.
     fn locks(&self) -> Result<Vec<(Vec<u8>, LockRecord)>> {
-        let (first, past) = &self.span;
-        locks::in_span(&self.view(), (first, past))
+        let Some(table) = self.lock_table else {
+            let (first, past) = &self.span;
+            return locks::in_span(&self.view(), (first, past));
+        };
+        let table = table.read().expect("lock table lock");
+        let mut locks: std::collections::BTreeMap<&Vec<u8>, &LockRecord> = table.locks().collect();
+        for (key, lock) in &self.lock_writes {
+            match lock {
+                Some(lock) => locks.insert(key, lock),
+                None => locks.remove(key),
+            };
+        }
+        Ok(locks.into_iter().map(|(key, lock)| (key.clone(), lock.clone())).collect())
+    }
+
+    /// Writes (or, with `None`, releases) a lock.
+    fn write_lock(&mut self, key: Vec<u8>, lock: Option<LockRecord>) {
+        self.write_raw(key.clone(), lock.as_ref().map(|lock| lock.encode_to_vec()));
+        let previous = self.lock_writes.insert(key.clone(), lock);
+        self.lock_undo.push((key, previous));
     }
 
     /// Refuses a one-round request touching keys a transaction across ranges holds locked.
@@ -76,7 +95,8 @@ impl Applier<'_> {
             }
             _ => return Ok(()),
         };
-        locks::check(&self.locks()?, &spans, i64::MAX)
+        let locks = self.locks()?;
+        locks::check(locks.iter().map(|(_, lock)| lock), &spans, i64::MAX)
     }
 
     /// Recounts the range's locks into the applied state, after one was taken or released.
@@ -110,7 +130,7 @@ impl Applier<'_> {
         }
         let existing = self.locks()?;
         if !existing.iter().any(|(_, lock)| lock.id == prepare.id) {
-            locks::check(&existing, &spans, i64::MAX)?;
+            locks::check(existing.iter().map(|(_, lock)| lock), &spans, i64::MAX)?;
             let record = LockRecord {
                 id: prepare.id.clone(),
                 start_ts: prepare.start_ts,
@@ -119,7 +139,7 @@ impl Applier<'_> {
                 txn: Some(txn.clone()),
                 spans,
             };
-            self.write_raw(keys::lock(&anchor, &id), Some(record.encode_to_vec()));
+            self.write_lock(keys::lock(&anchor, &id), Some(record));
             self.count_locks()?;
         }
         let judged: Result<Vec<i32>> =
@@ -154,9 +174,9 @@ impl Applier<'_> {
     /// with this range's part of every operation of the branch taken, and unlocks. In the
     /// primary's range this is the commit point.
     ///
-    /// The range's revision is raised to the commit revision: whoever proposes a commit first
-    /// has a read at that revision answered by the range (so its leader stamps nothing at or
-    /// below it from then on), and the writes after the commit must read what it wrote.
+    /// The range's revision is raised to the commit revision: the leader that took the commit
+    /// stamps nothing at or below it from then on (`raftstore::stamping::take`), and the writes
+    /// after the commit must read what it wrote.
     pub(super) fn txn_commit(&mut self, commit: &TxnCommit) -> Result<Response> {
         let id = locks::parse_id(&commit.id)?;
         let primary = self.holds(&commit.primary_key);
@@ -213,7 +233,7 @@ impl Applier<'_> {
             };
             responses.push(ResponseOp { response: Some(response) });
         }
-        self.write_raw(lock_key, None);
+        self.write_lock(lock_key, None);
         if primary {
             let status = TxnStatus {
                 committed: true,
@@ -240,7 +260,7 @@ impl Applier<'_> {
             self.write_raw(key, Some(TxnStatus::default().encode()));
         }
         if let Some((key, _)) = self.locks()?.into_iter().find(|(_, l)| l.id == rollback.id) {
-            self.write_raw(key, None);
+            self.write_lock(key, None);
             self.count_locks()?;
         }
         Ok(Response::TxnDecided(TxnStatus::default()))
