@@ -179,6 +179,7 @@ enum Op {
     LeaseTimeToLive(i64, bool),
     LeaseLeases,
     /// Peer URL, learner.
+    /// Peer URLs separated by commas, and whether a learner.
     MemberAdd(String, bool),
     /// A member by peer URL (empty: the member asked); unknown URLs name id 12345.
     MemberPromote(String),
@@ -248,9 +249,10 @@ impl Op {
             Op::Defragment => {
                 client.defragment().await.map(|r| json!({ "header": header_json(r.header()) }))
             }
-            Op::MemberAdd(url, learner) => {
+            Op::MemberAdd(urls, learner) => {
                 let options = learner.then(|| MemberAddOptions::new().with_is_learner());
-                client.member_add([url], options).await.map(|r| {
+                let urls: Vec<&str> = urls.split(',').collect();
+                client.member_add(urls, options).await.map(|r| {
                     let this = r.header().map_or(0, |h| h.member_id());
                     json!({
                         "header": header_json(r.header()),
