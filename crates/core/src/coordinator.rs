@@ -87,13 +87,9 @@ impl Participant {
 pub fn participants(txn: &TxnRequest, ranges: &SharedRanges) -> Vec<Participant> {
     let mut spans = Vec::new();
     locks::txn_spans(txn, &mut spans);
-    let mut touched: Vec<Participant> = (spans.iter())
-        .flat_map(|(key, end)| ranges.overlapping(key, end))
-        .map(|(range_id, shared)| Participant::of(range_id, &shared))
-        .collect();
-    touched.sort_by_key(|p| p.range_id);
-    touched.dedup_by_key(|p| p.range_id);
-    touched
+    (ranges.overlapping_any(&spans).iter())
+        .map(|(range_id, shared)| Participant::of(*range_id, shared))
+        .collect()
 }
 
 /// A start timestamp for a transaction coordinated on a node: the highest closed revision of
@@ -186,11 +182,6 @@ impl Coordinator {
         };
         let progress = coordinator.prepare(start_ts);
         Ok((coordinator, progress))
-    }
-
-    /// The transaction's id.
-    pub fn id(&self) -> TxnId {
-        self.id
     }
 
     pub fn handle(&mut self, answer: Answer) -> Progress {

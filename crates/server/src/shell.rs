@@ -226,9 +226,7 @@ impl ShellHandle {
         self.try_send(Input::Read { range_id, read_ts: Some(read_ts), deadline, reply })?;
         answer(rx, timeout).await.map(|_| ())
     }
-}
 
-impl ShellHandle {
     /// A revision from the oracle that nobody else is given (a commit revision).
     pub async fn revision(&self, timeout: Duration) -> Result<i64, Error> {
         let (reply, rx) = oneshot::channel();

@@ -121,6 +121,16 @@ impl SharedRanges {
         found
     }
 
+    /// The replicas overlapping any of the spans (etcd's `key`, `range_end`), each once, by
+    /// range id.
+    pub fn overlapping_any(&self, spans: &[(&[u8], &[u8])]) -> Vec<(RangeId, Arc<RangeShared>)> {
+        let mut found: Vec<(RangeId, Arc<RangeShared>)> =
+            spans.iter().flat_map(|(start, end)| self.overlapping(start, end)).collect();
+        found.sort_unstable_by_key(|(id, _)| *id);
+        found.dedup_by_key(|(id, _)| *id);
+        found
+    }
+
     /// The node's watermarks. With one range: its revision and compaction floor.
     pub fn watermarks(&self) -> Watermarks {
         let ranges = self.0.read().expect("ranges lock");

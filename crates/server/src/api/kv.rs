@@ -135,12 +135,7 @@ impl Api {
     }
 
     fn ranges_of_spans(&self, spans: &[(&[u8], &[u8])]) -> Vec<(RangeId, Arc<RangeShared>)> {
-        let ranges = self.shell.shared_ranges();
-        let mut found: Vec<(RangeId, Arc<RangeShared>)> =
-            spans.iter().flat_map(|(start, end)| ranges.overlapping(start, end)).collect();
-        found.sort_unstable_by_key(|(id, _)| *id);
-        found.dedup_by_key(|(id, _)| *id);
-        found
+        self.shell.shared_ranges().overlapping_any(spans)
     }
 
     /// Proposes a write and waits for it to be applied.
