@@ -39,7 +39,10 @@ pub struct Command {
     /// than `hi`. `None` while the range counts revisions itself (a cluster of one range).
     #[prost(message, optional, tag = "6")]
     pub block: Option<crate::raftstore::oracle::Block>,
-    #[prost(oneof = "Request", tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23")]
+    #[prost(
+        oneof = "Request",
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25"
+    )]
     pub request: Option<Request>,
 }
 
@@ -88,6 +91,30 @@ pub enum Request {
     /// Drops the primary's record of a transaction once no range holds or will hold its lock.
     #[prost(message, tag = "23")]
     TxnForget(TxnRollback),
+    /// Records in the meta range that keys of a range's span are given a lease, so that its
+    /// revocation reaches them; answers with the lease's incarnation ("lease not found" if it
+    /// does not exist).
+    #[prost(message, tag = "24")]
+    LeaseRegister(LeaseRegister),
+    /// Tells a range other than the meta range that a lease was registered for its keys.
+    #[prost(message, tag = "25")]
+    LeaseMark(LeaseMarkRequest),
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LeaseRegister {
+    #[prost(int64, tag = "1")]
+    pub lease: i64,
+    #[prost(message, optional, tag = "2")]
+    pub span: Option<crate::mvcc::locks::Span>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LeaseMarkRequest {
+    #[prost(int64, tag = "1")]
+    pub lease: i64,
+    #[prost(uint64, tag = "2")]
+    pub incarnation: u64,
 }
 
 /// Phase one of a transaction across ranges, in one of its ranges.
@@ -109,6 +136,20 @@ pub struct TxnPrepare {
     /// The whole transaction; each range applies the part of it in its span.
     #[prost(message, optional, tag = "5")]
     pub txn: Option<TxnRequest>,
+    /// Instead of a transaction: the revocation of this lease, whose keys lie in several
+    /// ranges. The range locks its keys attached to the lease, and puts with the lease.
+    #[prost(int64, tag = "6")]
+    pub revoke_lease: i64,
+    /// The incarnation of the lease revoked (the meta range's prepare answers with it): the
+    /// other ranges mark it revoked when they commit.
+    #[prost(uint64, tag = "7")]
+    pub lease_incarnation: u64,
+    /// For a lease found expired by the meta leader's lease clock: that leader's term. The meta
+    /// range prepares and commits the revocation only in entries of that term — proposed by
+    /// that leader while it led — so a deposed leader cannot revoke a lease its successor has
+    /// renewed (0: a client's revocation).
+    #[prost(uint64, tag = "8")]
+    pub expiry_term: u64,
 }
 
 /// Phase two: the transaction's outcome, for one of its ranges.

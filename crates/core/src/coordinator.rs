@@ -16,9 +16,15 @@
 //! A prepare that fails (a lock conflict above all) rolls the attempt back everywhere; the
 //! caller tries again with a new machine. The primary's status is dropped afterwards
 //! (`TxnForget`) unless a prepare may still apply late.
+//!
+//! The same machine revokes a lease whose keys lie in several ranges ([`Coordinator::revoke`]):
+//! the meta range is prepared first and is the primary; its prepare names the spans the lease
+//! was registered for, and the ranges overlapping them are prepared next (`mvcc::apply::leases`).
 
-use crate::command::{Request, TxnCommit, TxnPrepare, TxnRollback};
-use crate::mvcc::locks::{self, LockRecord, TxnId, TxnStatus};
+use crate::command::{
+    LeaseMarkRequest, LeaseRegister, Request, TxnCommit, TxnPrepare, TxnRollback,
+};
+use crate::mvcc::locks::{self, LockRecord, Span, TxnId, TxnStatus};
 use crate::mvcc::{Response, judge_compares, read};
 use crate::pb::etcdserverpb::request_op::Request as OpRequest;
 use crate::pb::etcdserverpb::response_op::Response as OpResponse;
@@ -26,6 +32,7 @@ use crate::pb::etcdserverpb::{
     DeleteRangeResponse, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
 use crate::raftstore::{RangeShared, SharedRanges};
+use crate::range::META_RANGE_ID;
 use crate::{Error, RangeId, Result};
 
 /// Something a machine needs done. `slot` is a range's place in the transaction.
@@ -37,6 +44,8 @@ pub enum Ask {
     Propose { slot: usize, range_id: RangeId, request: Request },
     /// A proposal nobody waits for.
     Send { range_id: RangeId, request: Request },
+    /// The ranges overlapping these spans (a lease's registrations), as [`Participant`]s.
+    Route { spans: Vec<Span> },
 }
 
 /// How an [`Ask`] ended.
@@ -44,6 +53,7 @@ pub enum Ask {
 pub enum Answer {
     Revision(Result<i64>),
     Proposed(usize, Result<Response>),
+    Routed(Vec<Participant>),
 }
 
 /// What a machine does next: asks to send, and once it is done, its outcome (sent with the
@@ -92,6 +102,19 @@ pub fn participants(txn: &TxnRequest, ranges: &SharedRanges) -> Vec<Participant>
         .collect()
 }
 
+/// The ranges of a node overlapping `spans` (the spans a lease was registered for).
+pub fn route(spans: &[Span], ranges: &SharedRanges) -> Vec<Participant> {
+    const TO_THE_END: &[u8] = &[0];
+    let etcd: Vec<(&[u8], &[u8])> = (spans.iter())
+        .map(|span| {
+            (span.start.as_slice(), if span.end.is_empty() { TO_THE_END } else { &span.end })
+        })
+        .collect();
+    (ranges.overlapping_any(&etcd).iter())
+        .map(|(range_id, shared)| Participant::of(*range_id, shared))
+        .collect()
+}
+
 /// A start timestamp for a transaction coordinated on a node: the highest closed revision of
 /// the node's ranges. Any revision the oracle has handed out will do — the commit revision is
 /// fresh, so above it — and a recent one holds back the ranges' closed revisions (and readers
@@ -120,6 +143,7 @@ pub fn check_supported(txn: &TxnRequest) -> Result<()> {
 #[derive(Debug, PartialEq, Eq)]
 enum Phase {
     Preparing,
+    Routing,
     TakingRevision,
     CommittingPrimary,
     CommittingOthers,
@@ -129,7 +153,14 @@ enum Phase {
 
 /// One attempt at a transaction across ranges.
 pub struct Coordinator {
+    /// The transaction (empty for a lease's revocation).
     txn: TxnRequest,
+    /// The lease revoked (0 for a transaction), its incarnation once the meta range said, and
+    /// for an expiry the term of the meta leader that found it expired.
+    lease: i64,
+    incarnation: u64,
+    expiry_term: u64,
+    start_ts: i64,
     /// The ranges it touches, in key order: the first holds the primary key.
     ranges: Vec<RangeId>,
     id: TxnId,
@@ -165,9 +196,45 @@ impl Coordinator {
         let spans = locks::txn_spans_within(&txn, (start, end));
         let primary_key = (spans.into_iter().map(|span| span.start).min())
             .ok_or_else(|| Error::Internal("a transaction misses its first range".into()))?;
+        let mut coordinator = Self::new(txn, 0, ranges, id, primary_key, start_ts);
+        let progress = coordinator.prepare(0..coordinator.ranges.len());
+        Ok((coordinator, progress))
+    }
+
+    /// Starts an attempt at revoking `lease`, whose keys lie in several ranges: `meta` (the
+    /// meta range) is prepared first, then the ranges its answer names. `expiry_term`: for a
+    /// lease found expired, the term of the meta leader whose clock found it (0: a client's
+    /// revocation); the meta range refuses the revocation in entries of another term.
+    pub fn revoke(
+        lease: i64,
+        expiry_term: u64,
+        meta: Participant,
+        id: TxnId,
+        start_ts: i64,
+    ) -> (Self, Progress) {
+        let primary_key = meta.span.0.clone();
+        let mut coordinator =
+            Self::new(TxnRequest::default(), lease, vec![meta], id, primary_key, start_ts);
+        coordinator.expiry_term = expiry_term;
+        let progress = coordinator.prepare(0..1);
+        (coordinator, progress)
+    }
+
+    fn new(
+        txn: TxnRequest,
+        lease: i64,
+        ranges: Vec<Participant>,
+        id: TxnId,
+        primary_key: Vec<u8>,
+        start_ts: i64,
+    ) -> Self {
         let count = ranges.len();
-        let mut coordinator = Self {
+        Self {
             txn,
+            lease,
+            incarnation: 0,
+            expiry_term: 0,
+            start_ts,
             ranges: ranges.into_iter().map(|p| p.range_id).collect(),
             id,
             primary_key,
@@ -179,14 +246,13 @@ impl Coordinator {
             rolled_back: true,
             commit: None,
             parts: vec![TxnResponse::default(); count],
-        };
-        let progress = coordinator.prepare(start_ts);
-        Ok((coordinator, progress))
+        }
     }
 
     pub fn handle(&mut self, answer: Answer) -> Progress {
         match (&self.phase, answer) {
             (Phase::Preparing, Answer::Proposed(slot, result)) => self.prepared(slot, result),
+            (Phase::Routing, Answer::Routed(found)) => self.routed(found),
             (Phase::TakingRevision, Answer::Revision(Ok(commit_ts))) => {
                 let commit = TxnCommit {
                     id: self.id.to_vec(),
@@ -210,6 +276,9 @@ impl Coordinator {
                     self.unsettled = true;
                     self.roll_back(Error::TxnAborted)
                 }
+                // An expiry carried past the term of the leader that found it: refused, so
+                // nothing committed.
+                Err(Error::NotLeader) => self.roll_back(Error::NotLeader),
                 // The outcome is unknown: whoever finds its locks finishes it.
                 Err(e) => self.finish(Err(e)),
                 Ok(other) => self.finish(Err(unexpected(other))),
@@ -246,19 +315,24 @@ impl Coordinator {
         }
     }
 
-    fn prepare(&mut self, start_ts: i64) -> Progress {
+    /// Prepares the ranges in `slots`.
+    fn prepare(&mut self, slots: std::ops::Range<usize>) -> Progress {
         self.phase = Phase::Preparing;
-        self.waiting = self.ranges.len();
-        let asks = (self.ranges.iter().enumerate())
-            .map(|(slot, &range_id)| Ask::Propose {
+        self.waiting = slots.len();
+        let txn = (self.lease == 0).then(|| self.txn.clone());
+        let asks = (slots.map(|slot| (slot, self.ranges[slot])))
+            .map(|(slot, range_id)| Ask::Propose {
                 slot,
                 range_id,
                 request: Request::TxnPrepare(TxnPrepare {
                     id: self.id.to_vec(),
-                    start_ts,
+                    start_ts: self.start_ts,
                     primary_key: self.primary_key.clone(),
                     slot: slot as u32,
-                    txn: Some(self.txn.clone()),
+                    txn: txn.clone(),
+                    revoke_lease: self.lease,
+                    lease_incarnation: self.incarnation,
+                    expiry_term: self.expiry_term,
                 }),
             })
             .collect();
@@ -268,11 +342,23 @@ impl Coordinator {
     fn prepared(&mut self, slot: usize, result: Result<Response>) -> Progress {
         match result {
             Ok(Response::TxnPrepared(said)) => self.judged[slot] = said,
+            // The meta range locked the lease: the ranges it was registered for come next.
+            Ok(Response::LeasePrepared { incarnation, spans }) if self.lease != 0 => {
+                self.incarnation = incarnation;
+                self.phase = Phase::Routing;
+                return Progress::asks(vec![Ask::Route { spans }]);
+            }
             Ok(other) => self.failure = Some(unexpected(other)),
             Err(e) => {
                 // Refused at apply, or never proposed: it will not apply later.
-                let settled =
-                    matches!(e, Error::Locked(_) | Error::TxnAborted | Error::TooManyRequests);
+                let settled = matches!(
+                    e,
+                    Error::Locked(_)
+                        | Error::TxnAborted
+                        | Error::TooManyRequests
+                        | Error::LeaseNotFound
+                        | Error::NotLeader
+                );
                 self.unsettled |= !settled;
                 self.failure = self.failure.take().or(Some(e));
             }
@@ -288,6 +374,22 @@ impl Coordinator {
                 Progress::asks(vec![Ask::Revision])
             }
         }
+    }
+
+    /// The ranges a lease was registered for are prepared, after the meta range.
+    fn routed(&mut self, found: Vec<Participant>) -> Progress {
+        let mut found: Vec<Participant> =
+            found.into_iter().filter(|p| !self.ranges.contains(&p.range_id)).collect();
+        found.sort_by(|a, b| a.span.0.cmp(&b.span.0));
+        let first = self.ranges.len();
+        self.ranges.extend(found.iter().map(|p| p.range_id));
+        self.judged.resize(self.ranges.len(), Vec::new());
+        self.parts.resize(self.ranges.len(), TxnResponse::default());
+        if self.ranges.len() == first {
+            self.phase = Phase::TakingRevision;
+            return Progress::asks(vec![Ask::Revision]);
+        }
+        self.prepare(first..self.ranges.len())
     }
 
     fn propose_commit(&self, slot: usize) -> Ask {
@@ -408,6 +510,38 @@ impl Resolution {
             None => Request::TxnRollback(TxnRollback { id, primary_key }),
         };
         Progress::asks(vec![Ask::Propose { slot: 1, range_id: self.range_id, request }])
+    }
+}
+
+/// Registering a lease for the keys of a range that refused a write giving keys the lease
+/// (`Error::LeaseUnregistered`; see `mvcc::apply::leases`): the meta range records the range's
+/// span with the lease ("lease not found" if there is none), then the range is told the
+/// lease's incarnation. The caller then proposes the write again.
+pub struct Registration {
+    lease: i64,
+    range_id: RangeId,
+}
+
+impl Registration {
+    pub fn start(lease: i64, range: Participant) -> (Self, Progress) {
+        let (start, end) = range.span;
+        let span = Some(Span { start, end });
+        let request = Request::LeaseRegister(LeaseRegister { lease, span });
+        let ask = Ask::Propose { slot: 0, range_id: META_RANGE_ID, request };
+        (Self { lease, range_id: range.range_id }, Progress::asks(vec![ask]))
+    }
+
+    pub fn handle(&mut self, answer: Answer) -> Progress {
+        match answer {
+            Answer::Proposed(0, Ok(Response::LeaseRegistered(incarnation))) => {
+                let mark = LeaseMarkRequest { lease: self.lease, incarnation };
+                let request = Request::LeaseMark(mark);
+                Progress::asks(vec![Ask::Propose { slot: 1, range_id: self.range_id, request }])
+            }
+            Answer::Proposed(1, Ok(_)) => Progress::done(Ok(TxnResponse::default())),
+            Answer::Proposed(_, Err(e)) => Progress::done(Err(e)),
+            other => Progress::done(Err(Error::Internal(format!("{other:?} while registering")))),
+        }
     }
 }
 
@@ -578,6 +712,34 @@ mod tests {
         let unknown = machine.handle(Answer::Proposed(0, Err(Error::Timeout)));
         assert!(unknown.asks.is_empty(), "nothing is undone whose outcome is unknown");
         assert_eq!(unknown.outcome.unwrap().unwrap_err(), Error::Timeout);
+    }
+
+    #[test]
+    fn a_lease_is_revoked_in_the_meta_range_first_then_where_it_was_registered() {
+        let [meta, high] = [participants()[1].clone(), participants()[0].clone()];
+        let (mut machine, progress) = Coordinator::revoke(7, 0, meta, [7; 24], 5);
+        assert_eq!(proposals(&progress), vec![(0, 1, "prepare")]);
+        let spans = vec![Span { start: b"m".to_vec(), end: Vec::new() }];
+        let prepared = Response::LeasePrepared { incarnation: 3, spans: spans.clone() };
+        let route = machine.handle(Answer::Proposed(0, Ok(prepared)));
+        assert_eq!(route.asks, vec![Ask::Route { spans }]);
+        let others = machine.handle(Answer::Routed(vec![high]));
+        assert_eq!(proposals(&others), vec![(1, 2, "prepare")]);
+        let Some(Ask::Propose { request: Request::TxnPrepare(prepare), .. }) = others.asks.first()
+        else {
+            panic!("{others:?}")
+        };
+        assert_eq!((prepare.revoke_lease, prepare.lease_incarnation), (7, 3));
+        let said = Ok(Response::TxnPrepared(Vec::new()));
+        assert_eq!(machine.handle(Answer::Proposed(1, said)).asks, vec![Ask::Revision]);
+        let commit = machine.handle(Answer::Revision(Ok(9)));
+        assert_eq!(proposals(&commit), vec![(0, 1, "commit")]);
+        let done = Ok(Response::Txn(TxnResponse::default()));
+        let others = machine.handle(Answer::Proposed(0, done));
+        assert_eq!(proposals(&others), vec![(1, 2, "commit")]);
+        let done = machine.handle(Answer::Proposed(1, Ok(Response::Txn(TxnResponse::default()))));
+        let response = done.outcome.unwrap().unwrap();
+        assert_eq!(response.header.unwrap().revision, 9);
     }
 
     #[test]

@@ -106,10 +106,14 @@ pub enum Error {
     /// locks were taken for abandoned). Retried inside the server.
     #[error("etcdserver: a transaction across ranges was rolled back; retry")]
     TxnAborted,
-    /// A key given a lease outside the meta range, before leases are homed in the meta range
-    /// for keys of every range: its range cannot tell for itself whether the lease exists.
-    #[error("etcdserver: a lease on a key outside the first range is not supported yet")]
-    LeaseOutsideFirstRange,
+    /// A key given a lease in a range the lease was not registered for (see
+    /// `mvcc::record::LeaseMark`): the server registers it with the meta range and tries again.
+    #[error("etcdserver: lease {0:x} is not registered with the key's range; retry")]
+    LeaseUnregistered(i64),
+    /// A lease revoked in one round whose keys lie in other ranges too: the server revokes it
+    /// as a transaction across ranges instead.
+    #[error("etcdserver: lease {0:x} has keys in several ranges; retry")]
+    LeaseInRanges(i64),
     /// The request did not complete before its deadline; it may still be applied.
     #[error("etcdserver: request timed out")]
     Timeout,
@@ -159,9 +163,10 @@ impl Error {
             Error::MembershipChangePending => Code::Unavailable,
             Error::Timeout | Error::EpochNotMatch { .. } => Code::Unavailable,
             Error::Locked(_) | Error::TxnAborted => Code::Unavailable,
+            Error::LeaseUnregistered(_) | Error::LeaseInRanges(_) => Code::Unavailable,
             Error::TooManyRequests | Error::NoSpace => Code::ResourceExhausted,
             Error::Storage(_) | Error::Internal(_) => Code::Internal,
-            Error::AcrossRanges(_) | Error::LeaseOutsideFirstRange => Code::Unimplemented,
+            Error::AcrossRanges(_) => Code::Unimplemented,
             Error::ElectionNotLeader | Error::ElectionNoLeader | Error::MissingLeaderKey => {
                 Code::Unknown
             }

@@ -53,6 +53,7 @@ const TAG_COMPACTION: u8 = b'P';
 const TAG_CLUSTER_COMPACTION: u8 = b'F';
 const TAG_LOCK: u8 = b'x';
 const TAG_TXN_STATUS: u8 = b'X';
+const TAG_LEASE_MARK: u8 = b'G';
 
 fn range_prefixed(range_id: RangeId, tag: u8, suffix: &[u8]) -> Vec<u8> {
     let mut key = Vec::with_capacity(9 + suffix.len());
@@ -153,7 +154,8 @@ pub fn user_key_of(raw_key: &[u8], value: &[u8]) -> Option<Vec<u8>> {
         TAG_VERSION => decode_version(raw_key).map(|(key, _)| key),
         TAG_CHANGE => Some(value.to_vec()),
         TAG_LEASE_KEY => decode_lease_key(raw_key),
-        TAG_LOCK | TAG_TXN_STATUS => decode_anchored(raw_key).map(|(key, _)| key),
+        TAG_LOCK | TAG_TXN_STATUS => decode_anchored(raw_key, 24).map(|(key, _)| key),
+        TAG_LEASE_MARK => decode_anchored(raw_key, 8).map(|(key, _)| key),
         _ => None,
     }
 }
@@ -232,11 +234,18 @@ fn anchored(tag: u8, anchor: &[u8], suffix: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Splits a lock or transaction-status key into its user key and transaction id.
-fn decode_anchored(key: &[u8]) -> Option<(Vec<u8>, [u8; 24])> {
+/// Splits an anchored key (a lock, a transaction's status, a lease mark) into its user key and
+/// its suffix of `suffix_len` bytes.
+fn decode_anchored(key: &[u8], suffix_len: usize) -> Option<(Vec<u8>, &[u8])> {
     let body = key.get(1..)?;
-    let (escaped, id) = body.split_at_checked(body.len().checked_sub(24)?)?;
-    Some((unescape(escaped)?, id.try_into().ok()?))
+    let (escaped, suffix) = body.split_at_checked(body.len().checked_sub(suffix_len)?)?;
+    Some((unescape(escaped)?, suffix))
+}
+
+/// What a range other than the meta range knows of lease `id` (`mvcc::record::LeaseMark`),
+/// under `anchor`: the range's first key, so the record lies in its span and moves with it.
+pub fn lease_mark(anchor: &[u8], id: i64) -> Vec<u8> {
+    anchored(TAG_LEASE_MARK, anchor, &(id as u64).to_be_bytes())
 }
 
 /// Where a range's pending compaction's next step starts: a raw Mvcc key (replicated, so every

@@ -252,11 +252,12 @@ mod tests {
             (keys::alarm(1, 1), Vec::new()),
             (keys::compaction_cursor(1), Vec::new()),
             (keys::compaction_cursor(2), Vec::new()),
+            (keys::lease_mark(b"m", 7), Vec::new()),
         ];
         let owned = |range: &RangeDescriptor| -> Vec<usize> {
             (0..records.len()).filter(|&i| range.owns(&records[i].0, &records[i].1)).collect()
         };
-        assert_eq!(owned(&data), vec![1, 3, 4, 10]);
+        assert_eq!(owned(&data), vec![1, 3, 4, 10, 11]);
         assert_eq!(owned(&meta), vec![0, 2, 5, 6, 7, 8, 9]);
     }
 

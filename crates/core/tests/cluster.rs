@@ -157,13 +157,23 @@ impl TestCluster {
 
     /// Proposes `request` to `range` at `via` and runs until it is applied there.
     fn propose(&mut self, via: u64, range: u64, request: Request) -> Response {
+        self.try_propose(via, range, request).unwrap()
+    }
+
+    /// [`Self::propose`], for a request that may be refused.
+    fn try_propose(
+        &mut self,
+        via: u64,
+        range: u64,
+        request: Request,
+    ) -> Result<Response, strata_core::Error> {
         let id = self.next_proposal;
         self.next_proposal += 1;
         self.node(via).propose(range, id, request).unwrap();
         for _ in 0..500 {
             for (node, pid, result) in self.step() {
                 if node == via && pid == id {
-                    return result.unwrap();
+                    return result;
                 }
             }
         }
@@ -682,4 +692,64 @@ fn a_leader_taking_a_commit_stamps_nothing_at_or_below_its_revision() {
         cluster.node(leader).stamp(2, term, Block { lo: 5_001, hi: 5_001 }),
         Stamped::Proposed(2)
     ));
+}
+
+/// A lease found expired by the meta leader of one term is revoked only in entries of that term:
+/// a deposed leader's revocation, carried to its successor (whose lease clock may have renewed
+/// the lease since), is refused, at prepare and at commit.
+#[test]
+fn an_expiry_carried_past_its_leaders_term_is_refused() {
+    use strata_core::command::{LeaseMarkRequest, LeaseRegister, TxnCommit, TxnPrepare};
+    use strata_core::mvcc::locks::{Span, txn_id};
+    use strata_core::pb::etcdserverpb::LeaseGrantRequest;
+    let mut cluster = TestCluster::new(two_ranges_config);
+    let first = cluster.run_until_leader_of(1);
+    cluster.run_until_leader_of(2);
+    cluster.propose(first, 1, Request::LeaseGrant(LeaseGrantRequest { id: 7, ttl: 60 }));
+    let span = Some(Span { start: b"m".to_vec(), end: Vec::new() });
+    let registered =
+        cluster.propose(first, 1, Request::LeaseRegister(LeaseRegister { lease: 7, span }));
+    let Response::LeaseRegistered(incarnation) = registered else { panic!("{registered:?}") };
+    cluster.propose(first, 2, Request::LeaseMark(LeaseMarkRequest { lease: 7, incarnation }));
+    let prepare = |sequence: u64, expiry_term: u64| {
+        Request::TxnPrepare(TxnPrepare {
+            id: txn_id(first, 1, sequence).to_vec(),
+            primary_key: Vec::new(),
+            revoke_lease: 7,
+            expiry_term,
+            ..Default::default()
+        })
+    };
+    let first_term = cluster.node(first).term(1);
+
+    // The first leader is cut off, another is elected, and the first rejoins as a follower.
+    cluster.isolated.insert(first);
+    let second = cluster.run_until_leader_of(1);
+    cluster.isolated.clear();
+    cluster.run(30);
+    let second_term = cluster.node(second).term(1);
+    assert!(second_term > first_term && cluster.leader_of(1) == Some(second));
+    // The first leader's revocation reaches the second leader's log: refused.
+    let refused = cluster.try_propose(first, 1, prepare(1, first_term));
+    assert_eq!(refused.unwrap_err(), strata_core::Error::NotLeader);
+
+    // The second leader's own is prepared; its commit, carried past its term, is refused too.
+    match cluster.propose(second, 1, prepare(2, second_term)) {
+        Response::LeasePrepared { incarnation: said, .. } => assert_eq!(said, incarnation),
+        other => panic!("{other:?}"),
+    }
+    cluster.isolated.insert(second);
+    let third = cluster.run_until_leader_of(1);
+    cluster.isolated.clear();
+    cluster.run(30);
+    let commit = TxnCommit {
+        id: txn_id(first, 1, 2).to_vec(),
+        primary_key: Vec::new(),
+        commit_ts: 9_000,
+        compares: Vec::new(),
+    };
+    let refused = cluster.try_propose(third, 1, Request::TxnCommit(commit));
+    assert_eq!(refused.unwrap_err(), strata_core::Error::NotLeader);
+    let leases = cluster.node(third).leases(1).unwrap();
+    assert_eq!(leases, vec![(7, 60)], "the lease lives on");
 }

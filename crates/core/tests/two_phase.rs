@@ -4,14 +4,17 @@
 mod support;
 
 use strata_core::Error;
-use strata_core::command::{Request, TxnCommit, TxnPrepare, TxnRollback};
+use strata_core::command::{
+    LeaseMarkRequest, LeaseRegister, Request, TxnCommit, TxnPrepare, TxnRollback,
+};
 use strata_core::mvcc::locks::{self, TxnStatus};
 use strata_core::mvcc::{Response, judge_compares};
 use strata_core::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use strata_core::pb::etcdserverpb::request_op::Request as OpRequest;
 use strata_core::pb::etcdserverpb::response_op::Response as OpResponse;
 use strata_core::pb::etcdserverpb::{
-    Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+    Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest, PutRequest, RangeRequest,
+    RequestOp, TxnRequest,
 };
 use strata_core::raftstore::oracle::Block;
 use support::Store;
@@ -66,6 +69,7 @@ fn prepare(id: u64, start_ts: i64, slot: u32, txn: &TxnRequest) -> Request {
         primary_key: b"a".to_vec(),
         slot,
         txn: Some(txn.clone()),
+        ..Default::default()
     })
 }
 
@@ -239,4 +243,92 @@ fn a_comparison_over_keys_of_two_ranges_holds_where_every_key_holds() {
         judged(high.apply(prepare(1, 5, 1, &over_both))),
     ];
     assert_eq!(said, vec![vec![H], vec![H]]);
+}
+
+/// The meta range `[.., "m")` and range 2 `["m", ..)` with lease 7 granted, given to "a" in the
+/// meta range and to "x" in range 2 (once registered there).
+fn leased_in_two_ranges() -> (Store, Store, u64) {
+    let (mut meta, mut high) = (Store::of_range(1, "", "m"), Store::of_range(2, "m", ""));
+    meta.apply(Request::LeaseGrant(LeaseGrantRequest { id: 7, ttl: 60 }));
+    let leased = |key: &str| Request::Put(PutRequest { lease: 7, ..put(key, "held") });
+    meta.apply(leased("a"));
+    // Range 2 cannot read the lease's record: it refuses until the lease is registered.
+    assert_eq!(high.write(leased("x")).unwrap_err(), Error::LeaseUnregistered(7));
+    let Response::LeaseRegistered(incarnation) = meta.apply(register(7)) else { panic!() };
+    high.apply(Request::LeaseMark(LeaseMarkRequest { lease: 7, incarnation }));
+    high.apply(leased("x"));
+    (meta, high, incarnation)
+}
+
+fn register(lease: i64) -> Request {
+    let span = Some(locks::Span { start: b"m".to_vec(), end: Vec::new() });
+    Request::LeaseRegister(LeaseRegister { lease, span })
+}
+
+fn revoke_prepare(slot: u32, lease_incarnation: u64) -> Request {
+    Request::TxnPrepare(TxnPrepare {
+        id: locks::txn_id(1, 1, 9).to_vec(),
+        start_ts: 5,
+        primary_key: Vec::new(),
+        slot,
+        revoke_lease: 7,
+        lease_incarnation,
+        ..Default::default()
+    })
+}
+
+#[test]
+fn a_lease_with_keys_in_two_ranges_is_revoked_in_both_at_one_revision() {
+    let (mut meta, mut high, incarnation) = leased_in_two_ranges();
+    let revoke = Request::LeaseRevoke(LeaseRevokeRequest { id: 7 });
+    assert_eq!(meta.write(revoke).unwrap_err(), Error::LeaseInRanges(7));
+
+    // The meta range locks the lease and names the ranges it was registered for.
+    match meta.apply(revoke_prepare(0, 0)) {
+        Response::LeasePrepared { incarnation: said, spans } => {
+            assert_eq!(said, incarnation);
+            assert_eq!(spans, vec![locks::Span { start: b"m".to_vec(), end: Vec::new() }]);
+        }
+        other => panic!("{other:?}"),
+    }
+    high.apply(revoke_prepare(1, incarnation));
+    // While locked: the leased key, a put with the lease and a registration wait; other keys
+    // do not.
+    let leased = Request::Put(PutRequest { lease: 7, ..put("y", "new") });
+    assert!(matches!(high.write(leased.clone()), Err(Error::Locked(_))));
+    assert!(matches!(high.write(Request::Put(put("x", "mine"))), Err(Error::Locked(_))));
+    assert!(matches!(meta.write(register(7)), Err(Error::Locked(_))));
+    high.apply(Request::Put(put("y", "free")));
+
+    let commit = |slot_store: &mut Store| {
+        let request = Request::TxnCommit(TxnCommit {
+            id: locks::txn_id(1, 1, 9).to_vec(),
+            primary_key: Vec::new(),
+            commit_ts: 20,
+            compares: Vec::new(),
+        });
+        slot_store.apply(request)
+    };
+    commit(&mut meta);
+    commit(&mut high);
+    assert_eq!(get(&meta, "a"), None);
+    assert_eq!(get(&high, "x"), None);
+    for (store, key) in [(&meta, "a"), (&high, "x")] {
+        let deleted = store.plain().get(key.as_bytes(), 19).unwrap();
+        assert!(deleted.is_some() && store.plain().get(key.as_bytes(), 20).unwrap().is_none());
+    }
+    assert_eq!(get(&high, "y").map(|(value, ..)| value), Some("free".into()));
+
+    // A registration of the revoked incarnation arriving late changes nothing; the lease is
+    // gone, so registering it again is refused.
+    high.apply(Request::LeaseMark(LeaseMarkRequest { lease: 7, incarnation }));
+    assert_eq!(high.write(leased.clone()).unwrap_err(), Error::LeaseUnregistered(7));
+    assert_eq!(meta.write(register(7)).unwrap_err(), Error::LeaseNotFound);
+
+    // Granted again, the same id is a new incarnation, registered anew.
+    meta.apply(Request::LeaseGrant(LeaseGrantRequest { id: 7, ttl: 60 }));
+    let Response::LeaseRegistered(again) = meta.apply(register(7)) else { panic!() };
+    assert!(again > incarnation);
+    high.apply(Request::LeaseMark(LeaseMarkRequest { lease: 7, incarnation: again }));
+    high.apply(leased);
 }

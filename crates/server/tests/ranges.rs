@@ -3,15 +3,16 @@
 //! — unique, increasing in real time, through a failover of the meta leader — reads see them
 //! through every member, a read over both ranges is one snapshot with etcd's limit, sort and
 //! count, a watch over both ranges is given every event once in revision order (live, and from
-//! an old revision), compaction reaches both ranges, and a lease on a key outside the first
-//! range is refused with a clear error until leases across ranges exist.
+//! an old revision), compaction reaches both ranges, and a lease attaches keys of both ranges
+//! and is revoked (or expires) in both at one revision.
 
 mod support;
 
 use std::time::Duration;
 
 use etcd_client::{
-    Compare, CompareOp, GetOptions, SortOrder, SortTarget, Txn, TxnOp, WatchOptions, WatchStream,
+    Compare, CompareOp, GetOptions, LeaseTimeToLiveOptions, SortOrder, SortTarget, Txn, TxnOp,
+    WatchOptions, WatchStream,
 };
 use support::{Cluster, client, leader_index, put_retrying};
 
@@ -101,15 +102,46 @@ async fn two_ranges_share_one_revision_and_one_snapshot() {
         .and_then([TxnOp::put("x03", "swapped", None)]);
     assert!(c.txn(txn).await.unwrap().succeeded());
 
-    // A lease attaches keys of the first range; outside it every replica refuses it alike,
-    // until leases are homed for every range.
+    // A lease attaches keys of every range; revoking it deletes them all at one revision.
     let lease = c.lease_grant(60, None).await.unwrap().id();
     let with_lease = Some(etcd_client::PutOptions::new().with_lease(lease));
     c.put("a-leased", "v", with_lease.clone()).await.unwrap();
+    c.put("x-leased", "v", with_lease.clone()).await.unwrap();
+    let listed = c.lease_time_to_live(lease, Some(LeaseTimeToLiveOptions::new().with_keys()));
+    let listed = listed.await.unwrap();
+    assert_eq!(listed.keys(), [&b"a-leased"[..], &b"x-leased"[..]]);
+    let revoked = c.lease_revoke(lease).await.unwrap().header().unwrap().revision();
+    for key in ["a-leased", "x-leased"] {
+        assert_eq!(c.get(key, None).await.unwrap().count(), 0, "{key}");
+        let before = c.get(key, Some(GetOptions::new().with_revision(revoked - 1))).await;
+        assert_eq!(before.unwrap().count(), 1, "{key} until the revocation's revision");
+    }
     let refused = c.put("x-leased", "v", with_lease).await.unwrap_err().to_string();
-    assert!(refused.contains("lease on a key outside the first range"), "{refused}");
-    c.lease_revoke(lease).await.unwrap();
-    assert_eq!(c.get("a-leased", None).await.unwrap().count(), 0);
+    assert!(refused.contains("requested lease not found"), "{refused}");
+    // One that expires: the meta leader's lease clock revokes it across both ranges, and a
+    // watcher is given both deletions at one revision.
+    let short = c.lease_grant(1, None).await.unwrap().id();
+    let with_short = Some(etcd_client::PutOptions::new().with_lease(short));
+    let mut w = client(&endpoints[1..2]).await;
+    let mut expiring = w.watch("", Some(WatchOptions::new().with_all_keys())).await.unwrap();
+    c.put("b-expiring", "v", with_short.clone()).await.unwrap();
+    c.put("y-expiring", "v", with_short).await.unwrap();
+    let expired = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut deleted = Vec::new();
+        while deleted.len() < 2 {
+            let response = expiring.message().await.unwrap().expect("the watch stays open");
+            for event in response.events() {
+                if event.event_type() == etcd_client::EventType::Delete {
+                    let kv = event.kv().unwrap();
+                    deleted.push((kv.key_str().unwrap().to_string(), kv.mod_revision()));
+                }
+            }
+        }
+        deleted
+    });
+    let deleted = expired.await.expect("the expired lease's keys are deleted");
+    assert_eq!((deleted[0].0.as_str(), deleted[1].0.as_str()), ("b-expiring", "y-expiring"));
+    assert_eq!(deleted[0].1, deleted[1].1, "one revision: {deleted:?}");
 
     // Compaction at the cluster's newest revision (range 2's, above anything range 1 wrote)
     // reaches both ranges: reads below it are refused in either, once more is refused, and one

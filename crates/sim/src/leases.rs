@@ -26,8 +26,12 @@ use crate::world::Time;
 
 const MS: Time = 1_000;
 const SECOND: Time = 1_000 * MS;
-/// Keys attached to leases live under this prefix (outside the workload's keys).
+/// Keys attached to leases live under this prefix (outside the workload's keys), in the meta
+/// range.
 pub const KEY_PREFIX: &str = "lease/";
+/// With keys spread over two ranges, each lease is given a key under this prefix too, in range
+/// 2 (which starts at `m`): its revocation is a transaction across ranges.
+pub const SPREAD_KEY_PREFIX: &str = "mlease/";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -104,6 +108,8 @@ impl Counts {
 
 pub struct Leases {
     rng: Rng,
+    /// Each lease is given a key in range 2 too.
+    spread: bool,
     clients: Vec<Client>,
     pub requests: Vec<Request>,
     next_lease: i64,
@@ -113,9 +119,10 @@ pub struct Leases {
 }
 
 impl Leases {
-    pub fn new(rng: Rng, clients: usize) -> Self {
+    pub fn new(rng: Rng, clients: usize, spread: bool) -> Self {
         Self {
             rng,
+            spread,
             clients: (0..clients).map(|_| Client::default()).collect(),
             requests: Vec::new(),
             next_lease: 1,
@@ -184,6 +191,9 @@ impl Leases {
             }
             // Not granted, or perhaps granted: either way it is left to expire.
             (Kind::Grant { .. }, _) => c.lease = None,
+            (Kind::Attach { key, .. }, _) if self.spread && key.starts_with(KEY_PREFIX) => {
+                c.next = Some(Kind::Attach { lease, key: format!("{SPREAD_KEY_PREFIX}{lease}") });
+            }
             (Kind::Attach { .. }, _) => {
                 c.keep_until = now + self.rng.range(0, 2_500 * MS);
             }
@@ -292,15 +302,22 @@ fn promise(
     }
 }
 
+/// The keys given leases that are still there, in either range (read at their newest
+/// versions: range 2's may be above the meta range's revision).
 fn attached_keys_left(engine: &dyn Engine, state: AppliedState) -> Result<Vec<String>> {
-    let mut end = KEY_PREFIX.as_bytes().to_vec();
-    *end.last_mut().expect("a prefix") += 1;
-    let request = RangeRequest {
-        key: KEY_PREFIX.as_bytes().to_vec(),
-        range_end: end,
-        keys_only: true,
-        ..Default::default()
-    };
-    let response = read::range(&View::new(engine), &state, &request)?;
-    Ok(response.kvs.iter().map(|kv| String::from_utf8_lossy(&kv.key).into_owned()).collect())
+    let state = AppliedState { revision: i64::MAX, ..state };
+    let mut left = Vec::new();
+    for prefix in [KEY_PREFIX, SPREAD_KEY_PREFIX] {
+        let mut end = prefix.as_bytes().to_vec();
+        *end.last_mut().expect("a prefix") += 1;
+        let request = RangeRequest {
+            key: prefix.as_bytes().to_vec(),
+            range_end: end,
+            keys_only: true,
+            ..Default::default()
+        };
+        let response = read::range(&View::new(engine), &state, &request)?;
+        left.extend(response.kvs.iter().map(|kv| String::from_utf8_lossy(&kv.key).into_owned()));
+    }
+    Ok(left)
 }

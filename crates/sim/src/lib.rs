@@ -40,7 +40,7 @@ pub fn run(options: Options) -> Report {
 }
 
 /// The deliberate bugs, by the names the command line uses.
-pub const MUTATIONS: [(&str, Mutation); 13] = [
+pub const MUTATIONS: [(&str, Mutation); 14] = [
     ("ack-before-fsync", Mutation::AckBeforeFsync),
     ("skip-apply", Mutation::SkipApply),
     ("compact-without-sync", Mutation::CompactWithoutSync),
@@ -54,6 +54,7 @@ pub const MUTATIONS: [(&str, Mutation); 13] = [
     ("read-at-commit-index", Mutation::ReadAtCommitIndex),
     ("close-without-read-index", Mutation::CloseWithoutReadIndex),
     ("locks-unpublished", Mutation::LocksUnpublished),
+    ("revoke-forgets-ranges", Mutation::RevokeForgetsRanges),
 ];
 
 pub fn mutation_name(mutation: Mutation) -> Option<&'static str> {

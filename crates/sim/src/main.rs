@@ -21,7 +21,7 @@ const USAGE: &str = "usage: strata-sim [--seed N | --seeds COUNT [--first-seed N
                               remote-reads-join-round-under-way|oracle-without-quorum-check|
                               oracle-starts-below-ceiling|stamp-passed-read|
                               read-at-commit-index|close-without-read-index|
-                              locks-unpublished]
+                              locks-unpublished|revoke-forgets-ranges]
                   [--verbose]";
 
 struct Args {

@@ -216,6 +216,10 @@ fn checkers_catch_every_deliberate_bug() {
             }
             // Locks exist only where transactions cross ranges.
             Mutation::LocksUnpublished => (&Kind::ALL, 50, Options { bank: true, ..shape }),
+            // Leases with keys in several ranges need keys outside the meta range.
+            Mutation::RevokeForgetsRanges => {
+                (&Kind::ALL, 50, Options { spread_keys: true, ..shape })
+            }
             _ => (&Kind::ALL, 50, shape),
         };
         let report = first_failure(mutation, faults, seeds, shape)

@@ -8,6 +8,7 @@
 //! comes from the replicated counter in [`AppliedState`]; nothing reads a clock.
 
 mod cross;
+mod leases;
 mod txn;
 
 pub use cross::{COMPARE_FAILS, COMPARE_HOLDS, COMPARE_NO_KEYS, judge_compares};
@@ -55,6 +56,15 @@ pub enum Response {
     /// (which may be that it committed).
     TxnDecided(super::locks::TxnStatus),
     TxnForgotten,
+    /// A lease was registered for a range's keys: its incarnation.
+    LeaseRegistered(u64),
+    LeaseMarked,
+    /// The meta range prepared a lease's revocation across ranges: the lease's incarnation, and
+    /// the spans of the other ranges holding keys attached to it.
+    LeasePrepared {
+        incarnation: u64,
+        spans: Vec<super::locks::Span>,
+    },
 }
 
 /// A lease granted or revoked by the requests applied: the leader's lessor follows these.
@@ -279,6 +289,8 @@ impl<'a> Applier<'a> {
             Request::TxnCommit(commit) => self.txn_commit(commit),
             Request::TxnRollback(rollback) => self.txn_rollback(rollback),
             Request::TxnForget(forget) => self.txn_forget(forget),
+            Request::LeaseRegister(register) => self.lease_register(register),
+            Request::LeaseMark(mark) => self.lease_mark(mark),
             // Membership changes are Raft configuration changes, applied by the replica.
             Request::MemberChange(_) => {
                 Err(Error::Internal("a membership change in a normal entry".into()))
@@ -468,13 +480,11 @@ impl<'a> Applier<'a> {
         self.overlay_write(key, value);
     }
 
+    /// Whether lease `id` exists, as this range can tell: the meta range holds the leases'
+    /// records; another range goes by its marks (see `leases`).
     fn lease_exists(&self, id: i64) -> Result<bool> {
-        // Leases are the meta range's records. Another range applying a put with a lease would
-        // read them as its node's meta replica has applied them, which differs from node to
-        // node: its replicas would disagree. Refused alike by all, until leases are homed for
-        // every range (see `docs/sharding.md`).
         if self.range_id != crate::range::META_RANGE_ID {
-            return Err(Error::LeaseOutsideFirstRange);
+            return self.lease_marked(id);
         }
         Ok(lease::get(&self.view(), id)?.is_some())
     }
@@ -571,7 +581,8 @@ impl<'a> Applier<'a> {
             return Err(Error::LeaseExists);
         }
         use prost::Message as _;
-        let record = LeaseRecord { ttl: req.ttl };
+        let incarnation = self.state.applied_index;
+        let record = LeaseRecord { ttl: req.ttl, incarnation, spans: Vec::new() };
         self.write_raw(keys::lease(req.id), Some(record.encode_to_vec()));
         self.lease_changes.push(LeaseChange::Granted { id: req.id, ttl: req.ttl });
         Ok(LeaseGrantResponse {
@@ -588,16 +599,13 @@ impl<'a> Applier<'a> {
         writes: &mut Writes,
         req: &LeaseRevokeRequest,
     ) -> Result<LeaseRevokeResponse> {
-        if !self.lease_exists(req.id)? {
+        let Some(record) = lease::get(&self.view(), req.id)? else {
             return Err(Error::LeaseNotFound);
+        };
+        if !record.spans.is_empty() {
+            return Err(Error::LeaseInRanges(req.id));
         }
-        let tombstone = VersionRecord { tombstone: true, ..Default::default() };
-        for key in lease::attached_keys(&self.view(), req.id)? {
-            if self.current(&key, self.read_revision(writes), false)?.is_some() {
-                self.write_version(writes, &key, &tombstone);
-            }
-            self.write_raw(keys::lease_key(req.id, &key), None);
-        }
+        self.delete_leased_keys(writes, req.id)?;
         self.write_raw(keys::lease(req.id), None);
         self.lease_changes.push(LeaseChange::Revoked { id: req.id });
         let revision = if writes.changed() { writes.revision } else { self.unchanged_revision() };

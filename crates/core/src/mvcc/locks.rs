@@ -78,6 +78,15 @@ pub struct LockRecord {
     /// What it locks: the transaction's spans within the range.
     #[prost(message, repeated, tag = "6")]
     pub spans: Vec<Span>,
+    /// The lease a revocation across ranges revokes (0 for a transaction): puts with it are
+    /// refused while the lock is held, and `spans` are the keys attached to it.
+    #[prost(int64, tag = "7")]
+    pub lease: i64,
+    #[prost(uint64, tag = "8")]
+    pub lease_incarnation: u64,
+    /// `TxnPrepare::expiry_term`.
+    #[prost(uint64, tag = "9")]
+    pub expiry_term: u64,
 }
 
 impl LockRecord {
@@ -136,6 +145,17 @@ pub fn txn_spans<'a>(txn: &'a TxnRequest, spans: &mut Vec<(&'a [u8], &'a [u8])>)
     }
 }
 
+/// The leases a transaction's puts give their keys, nested ones included.
+pub fn txn_leases(txn: &TxnRequest, leases: &mut Vec<i64>) {
+    for op in txn.success.iter().chain(&txn.failure) {
+        match &op.request {
+            Some(OpRequest::RequestPut(p)) if p.lease != 0 => leases.push(p.lease),
+            Some(OpRequest::RequestTxn(t)) => txn_leases(t, leases),
+            _ => {}
+        }
+    }
+}
+
 /// The part of an etcd span (`key`, `range_end`) within `[first, past)`, if any.
 pub fn clip(key: &[u8], range_end: &[u8], (first, past): (&[u8], &[u8])) -> Option<Span> {
     let (start, end) = read::key_span(key, range_end);
@@ -166,14 +186,16 @@ pub fn in_span(view: &View, (first, past): (&[u8], &[u8])) -> Result<Vec<(Vec<u8
     Ok(locks)
 }
 
-/// Refuses what touches `spans` while another transaction, started at or below `at`, holds a
-/// lock over any of them.
+/// Refuses what touches `spans`, or gives a key one of `leases`, while another transaction,
+/// started at or below `at`, holds a lock over any of them.
 pub fn check<'a>(
     locks: impl IntoIterator<Item = &'a LockRecord>,
     spans: &[Span],
+    leases: &[i64],
     at: i64,
 ) -> Result<()> {
-    match locks.into_iter().find(|lock| lock.start_ts <= at && lock.overlaps(spans)) {
+    let locked = |lock: &LockRecord| lock.overlaps(spans) || leases.contains(&lock.lease);
+    match locks.into_iter().find(|lock| lock.start_ts <= at && locked(lock)) {
         Some(lock) => Err(Error::Locked(lock.info())),
         None => Ok(()),
     }

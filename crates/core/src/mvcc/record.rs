@@ -52,12 +52,40 @@ impl VersionRecord {
     }
 }
 
-/// A lease, stored under `keys::lease(id)`. Its expiry is not replicated: only the leader
-/// tracks time (see `raftstore::lessor`).
-#[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
+/// A lease, stored under `keys::lease(id)` in the meta range. Its expiry is not replicated:
+/// only the leader tracks time (see `raftstore::lessor`).
+#[derive(Clone, PartialEq, Eq, prost::Message)]
 pub struct LeaseRecord {
     #[prost(int64, tag = "1")]
     pub ttl: i64,
+    /// The meta range's log index of the grant: a lease revoked and granted again under the
+    /// same id is a new incarnation, which a range's marks tell apart (0: granted before
+    /// leases had incarnations).
+    #[prost(uint64, tag = "2")]
+    pub incarnation: u64,
+    /// The spans of the ranges outside the meta range where keys were given the lease
+    /// (`LeaseRegister`): a revocation deletes its keys in every range overlapping them.
+    #[prost(message, repeated, tag = "3")]
+    pub spans: Vec<super::locks::Span>,
+}
+
+/// What a range other than the meta range knows of a lease, under `keys::lease_mark`: that
+/// the lease was registered for the range's keys (so puts with it may apply here), or that
+/// its incarnation was revoked (so a registration of that incarnation arriving late is
+/// refused). Each range decides from its own records, alike on every replica.
+#[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
+pub struct LeaseMark {
+    #[prost(uint64, tag = "1")]
+    pub incarnation: u64,
+    #[prost(bool, tag = "2")]
+    pub revoked: bool,
+}
+
+impl LeaseMark {
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        <Self as prost::Message>::decode(bytes)
+            .map_err(|e| Error::Storage(format!("undecodable lease mark: {e}")))
+    }
 }
 
 impl LeaseRecord {

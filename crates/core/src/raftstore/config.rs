@@ -108,6 +108,10 @@ pub enum Mutation {
     /// a lock's start are served while its transaction may commit below them, watchers are
     /// given revisions past it, and nobody resolves an abandoned lock.
     LocksUnpublished,
+    /// Answer the meta range's prepare of a lease's revocation as if the lease was registered
+    /// for no other range: the revocation deletes the lease's keys in the meta range only, and
+    /// its keys elsewhere outlive it.
+    RevokeForgetsRanges,
 }
 
 impl Config {

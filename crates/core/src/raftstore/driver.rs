@@ -382,6 +382,15 @@ impl<T: Ord + Copy, P, R, K, O> Driver<T, P, R, K, O> {
     fn revoke_expired_leases(&mut self) {
         let retry = self.lessor.ticks(LEASE_REVOKE_RETRY_SECONDS as i64);
         for id in self.lessor.expired(self.ticks, retry) {
+            // One with keys in other ranges is revoked by the shell, across ranges, fenced by
+            // this leader's term (until it has applied an entry of its term, the lessor's retry
+            // comes back to it).
+            if self.node.lease_in_ranges(id).unwrap_or(false) {
+                if let Some(term) = self.node.leading_term(META_RANGE_ID) {
+                    self.node.shared_ranges().expired_across(id, term);
+                }
+                continue;
+            }
             let request = Request::LeaseRevoke(LeaseRevokeRequest { id });
             // Nobody waits for the answer; a lost proposal is proposed again after `retry`.
             let proposal = self.take_id();

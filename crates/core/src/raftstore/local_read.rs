@@ -84,7 +84,7 @@ fn check_locks(shared: &RangeShared, key: &[u8], range_end: &[u8], read_ts: i64)
     let descriptor = shared.descriptor.read().expect("descriptor lock").clone();
     let spans: Vec<_> = locks::clip(key, range_end, descriptor.span()).into_iter().collect();
     let table = shared.locks.read().expect("lock table lock");
-    locks::check(table.locks().map(|(_, lock)| lock), &spans, read_ts)
+    locks::check(table.locks().map(|(_, lock)| lock), &spans, &[], read_ts)
 }
 
 /// Serves a transaction that writes nothing (every branch only reads), as etcd serves it: like

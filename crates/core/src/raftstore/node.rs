@@ -155,6 +155,12 @@ impl Node {
         Ok(mvcc::lease::get(&view, id)?.map(|record| record.ttl))
     }
 
+    /// Whether lease `id` was registered for keys of ranges other than the meta range.
+    pub fn lease_in_ranges(&self, id: i64) -> Result<bool> {
+        let view = mvcc::view::View::new(self.engine.as_ref());
+        Ok(mvcc::lease::get(&view, id)?.is_some_and(|record| !record.spans.is_empty()))
+    }
+
     /// A replica's applied state as of the last round.
     pub fn applied_state(&self, range_id: RangeId) -> Option<crate::mvcc::AppliedState> {
         self.replicas.get(&range_id).map(|r| r.applied)

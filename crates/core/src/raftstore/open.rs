@@ -104,6 +104,7 @@ fn open_replica(config: &Config, engine: &dyn Engine, range_id: RangeId) -> Resu
         stamping: Default::default(),
         skip_apply: config.mutation == Mutation::SkipApply,
         hide_locks: config.mutation == Mutation::LocksUnpublished,
+        forget_lease_ranges: config.mutation == Mutation::RevokeForgetsRanges,
         awaiting_leave: None,
     };
     publish(&mut replica);

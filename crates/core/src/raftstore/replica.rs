@@ -36,6 +36,8 @@ pub(crate) struct Replica {
     pub skip_apply: bool,
     /// `Mutation::LocksUnpublished`.
     pub hide_locks: bool,
+    /// `Mutation::RevokeForgetsRanges`.
+    pub forget_lease_ranges: bool,
     /// This process's membership change whose joint configuration was entered and not left
     /// yet: its client is answered when the change is complete.
     pub awaiting_leave: Option<u64>,
@@ -107,7 +109,12 @@ impl Replica {
                         }
                         continue;
                     }
-                    let result = applier.apply_stamped(request, command.block);
+                    let mut result = applier.apply_stamped(request, command.block);
+                    if let (true, Ok(Response::LeasePrepared { spans, .. })) =
+                        (self.forget_lease_ranges, &mut result)
+                    {
+                        spans.clear();
+                    }
                     // A storage failure is not the request's outcome: answering it and moving on
                     // would let this replica skip a write the others applied. Stop instead.
                     if let Err(e @ (crate::Error::Storage(_) | crate::Error::Internal(_))) = &result

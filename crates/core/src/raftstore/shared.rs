@@ -82,7 +82,14 @@ pub struct Watermarks {
 /// range's replica. Cloning shares it; the node adds and removes replicas as it opens, creates
 /// and removes them, so a handler always sees the ranges the node holds now.
 #[derive(Clone, Debug, Default)]
-pub struct SharedRanges(Arc<RwLock<BTreeMap<RangeId, Arc<RangeShared>>>>, Arc<AtomicBool>);
+pub struct SharedRanges(
+    Arc<RwLock<BTreeMap<RangeId, Arc<RangeShared>>>>,
+    Arc<AtomicBool>,
+    /// Leases the node's lease clock found expired whose keys lie in several ranges: the shell
+    /// revokes them as transactions across ranges (`coordinator::Coordinator::revoke`).
+    /// With the term of the meta leader whose clock found each expired.
+    Arc<std::sync::Mutex<BTreeMap<i64, u64>>>,
+);
 
 impl SharedRanges {
     pub fn get(&self, range_id: RangeId) -> Option<Arc<RangeShared>> {
@@ -153,6 +160,16 @@ impl SharedRanges {
 
     pub fn set_watched(&self, watched: bool) {
         self.1.store(watched, Ordering::Relaxed);
+    }
+
+    pub(crate) fn expired_across(&self, lease: i64, term: u64) {
+        self.2.lock().expect("expired leases lock").insert(lease, term);
+    }
+
+    /// Takes the leases found expired whose keys lie in several ranges, with the term of the
+    /// meta leader that found each (`TxnPrepare::expiry_term`).
+    pub fn take_expired_across(&self) -> Vec<(i64, u64)> {
+        std::mem::take(&mut *self.2.lock().expect("expired leases lock")).into_iter().collect()
     }
 
     pub(crate) fn insert(&self, range_id: RangeId, shared: Arc<RangeShared>) {

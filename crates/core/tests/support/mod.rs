@@ -20,18 +20,25 @@ pub struct Store {
     pub memo: RwLock<Memo>,
     /// The user keys the range holds, `[first, past)` (an empty `past`: to the end).
     pub span: (Vec<u8>, Vec<u8>),
+    pub range_id: strata_core::RangeId,
 }
 
 impl Store {
     pub fn new() -> Self {
         let engine = MemEngine::new();
         let memo = RwLock::new(Memo::load(&engine, (b"", b"")).expect("an empty store loads"));
-        Self { engine, state: AppliedState::initial(), index: 0, memo, span: Default::default() }
+        let state = AppliedState::initial();
+        Self { engine, state, index: 0, memo, span: Default::default(), range_id: 1 }
     }
 
     /// A store of a range holding the user keys `[first, past)`.
     pub fn of_span(first: &str, past: &str) -> Self {
         Self { span: (first.into(), past.into()), ..Self::new() }
+    }
+
+    /// A store of range `range_id` holding the user keys `[first, past)`.
+    pub fn of_range(range_id: strata_core::RangeId, first: &str, past: &str) -> Self {
+        Self { range_id, ..Self::of_span(first, past) }
     }
 
     /// Applies `request` as one log entry, in an apply run of its own.
@@ -48,7 +55,7 @@ impl Store {
         self.index += 1;
         let span = (self.span.0.as_slice(), self.span.1.as_slice());
         let mut applier =
-            Applier::with_memo(&self.engine, 1, self.state, &self.memo).with_span(span);
+            Applier::with_memo(&self.engine, self.range_id, self.state, &self.memo).with_span(span);
         applier.mark_applied(self.index, 1);
         let result = applier.apply_stamped(&request, block);
         let (batch, state) = applier.finish();

@@ -14,9 +14,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use strata_core::coordinator::{self, Answer, Ask, Coordinator, Participant, Progress, Resolution};
+use strata_core::mvcc::Response;
 use strata_core::mvcc::locks::{self, LockRecord};
-use strata_core::pb::etcdserverpb::{TxnRequest, TxnResponse};
+use strata_core::pb::etcdserverpb::{LeaseRevokeResponse, TxnRequest, TxnResponse};
 use strata_core::raftstore::RangeShared;
+use strata_core::range::META_RANGE_ID;
 use strata_core::{Error, RangeId};
 use tokio::time::Instant;
 
@@ -27,6 +29,10 @@ pub const LOCK_TTL: Duration = Duration::from_secs(2);
 
 /// How often a range's leader looks for abandoned locks.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How often an expired lease's revocation across ranges is tried before the lease clock is
+/// left to find it again.
+const REVOKE_ATTEMPTS: u32 = 10;
 
 /// The most a conflicting request waits before it tries again.
 const BACKOFF_MAX: Duration = Duration::from_millis(100);
@@ -133,7 +139,7 @@ impl Api {
     }
 
     /// Does what a machine asks, and tells it how each ended, until it is done.
-    async fn run(
+    pub(super) async fn run(
         &self,
         mut handle: impl FnMut(Answer) -> Progress,
         mut progress: Progress,
@@ -149,6 +155,10 @@ impl Api {
                     Ask::Propose { slot, range_id, request } => running.spawn(async move {
                         Answer::Proposed(slot, shell.propose(range_id, request, timeout).await)
                     }),
+                    Ask::Route { spans } => {
+                        let found = coordinator::route(&spans, shell.shared_ranges());
+                        running.spawn(async move { Answer::Routed(found) })
+                    }
                     // Nobody waits for it, and it outlives the machine.
                     Ask::Send { range_id, request } => {
                         tokio::spawn(
@@ -168,12 +178,53 @@ impl Api {
         }
     }
 
-    /// Looks for abandoned locks in every range this member leads, and resolves them; runs
+    /// Revokes a lease whose keys lie in several ranges, at one revision (`expiry_term`: see
+    /// `Coordinator::revoke`).
+    pub async fn revoke_across(&self, lease: i64, expiry_term: u64) -> Result<Response, Error> {
+        let meta = (self.shell.shared_ranges().get(META_RANGE_ID))
+            .ok_or_else(|| Error::Internal("the meta range is not here".into()))?;
+        let meta = Participant::of(META_RANGE_ID, &meta);
+        let revoked = self
+            .retrying_locked(|| async {
+                let (id, start_ts) =
+                    (self.txns.next_id(), coordinator::start_ts(self.shell.shared_ranges()));
+                let (mut machine, progress) =
+                    Coordinator::revoke(lease, expiry_term, meta.clone(), id, start_ts);
+                self.run(|answer| machine.handle(answer), progress).await
+            })
+            .await?;
+        Ok(Response::LeaseRevoke(LeaseRevokeResponse { header: revoked.header }))
+    }
+
+    /// Revokes a lease the lease clock found expired in `term`, trying again after a retryable
+    /// failure (not after the meta range refused it for another term: the leader that found it
+    /// expired no longer leads), a few times at most: the lease clock finds it again later.
+    async fn revoke_expired(self: Arc<Self>, lease: i64, term: u64) {
+        for _ in 0..REVOKE_ATTEMPTS {
+            match self.revoke_across(lease, term).await {
+                Err(e) if e.is_retryable() && e != Error::NotLeader => {
+                    let mut backoff = Duration::from_millis(50);
+                    back_off(&mut backoff, Instant::now() + Duration::from_secs(1)).await;
+                }
+                Err(e) => {
+                    tracing::debug!(lease, error = %e, "revoking an expired lease failed");
+                    return;
+                }
+                Ok(_) => return,
+            }
+        }
+    }
+
+    /// Looks for abandoned locks in every range this member leads, and resolves them; and
+    /// revokes the leases its lease clock found expired whose keys lie in several ranges. Runs
     /// for the life of the server.
     pub async fn resolve_abandoned_locks(self: Arc<Self>) {
         let mut interval = tokio::time::interval(SWEEP_INTERVAL);
         loop {
             interval.tick().await;
+            for (lease, term) in self.shell.shared_ranges().take_expired_across() {
+                tokio::spawn(self.clone().revoke_expired(lease, term));
+            }
             for (range_id, shared) in self.shell.shared_ranges().all() {
                 for lock in self.abandoned(range_id, &shared) {
                     if let Err(e) = self.resolve(range_id, lock).await {

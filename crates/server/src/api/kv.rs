@@ -154,6 +154,8 @@ impl Api {
             Request::TxnPrepare(r) => r.encoded_len(),
             Request::TxnCommit(r) => r.encoded_len(),
             Request::TxnRollback(r) | Request::TxnForget(r) => r.encoded_len(),
+            Request::LeaseRegister(r) => r.encoded_len(),
+            Request::LeaseMark(r) => r.encoded_len(),
         };
         if size > self.limits.request_bytes_max {
             return Err(Error::RequestTooLarge);
@@ -175,8 +177,7 @@ impl Api {
         let range_id = ranges.pop().map_or(FIRST_RANGE_ID, |(id, _)| id);
         // A write refused for a lock was not applied: it is proposed again once the lock is
         // released (or resolved).
-        let timeout = self.timeout();
-        self.retrying_locked(|| self.shell.propose(range_id, request.clone(), timeout)).await
+        self.retrying_locked(|| self.propose_leased(range_id, request.clone())).await
     }
 
     /// A `DeleteRange` over keys of several ranges: a transaction of it alone.

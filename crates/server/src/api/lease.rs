@@ -11,10 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use strata_core::command::Request;
+use strata_core::coordinator::{Participant, Registration};
 use strata_core::mvcc::view::View;
 use strata_core::mvcc::{Response, lease};
 use strata_core::pb::etcdserverpb::*;
-use strata_core::{Error, FIRST_RANGE_ID};
+use strata_core::{Error, FIRST_RANGE_ID, RangeId};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt as _;
 use tonic::transport::Channel;
@@ -124,12 +125,42 @@ impl Api {
         &self,
         req: LeaseRevokeRequest,
     ) -> Result<LeaseRevokeResponse, Error> {
-        match self.write(Request::LeaseRevoke(req)).await? {
+        let revoked = match self.write(Request::LeaseRevoke(req)).await {
+            Err(Error::LeaseInRanges(lease)) => self.revoke_across(lease, 0).await,
+            other => other,
+        };
+        match revoked? {
             Response::LeaseRevoke(mut r) => {
                 r.header = self.header(r.header.map_or(0, |h| h.revision));
                 Ok(r)
             }
             other => Err(Error::Internal(format!("unexpected response {other:?}"))),
+        }
+    }
+
+    /// Proposes a write to a range. One refused because a lease it gives keys was not
+    /// registered for the range yet (`Error::LeaseUnregistered`) is proposed again once it is
+    /// (`coordinator::Registration`). A lease revoked in between is registered again, a few
+    /// times at most.
+    pub(super) async fn propose_leased(
+        &self,
+        range_id: RangeId,
+        request: Request,
+    ) -> Result<Response, Error> {
+        let timeout = self.timeout();
+        let mut registrations = 0;
+        loop {
+            match self.shell.propose(range_id, request.clone(), timeout).await {
+                Err(Error::LeaseUnregistered(lease)) if registrations < 3 => {
+                    let shared = (self.shell.shared_ranges().get(range_id))
+                        .ok_or_else(|| Error::Internal(format!("range {range_id} is not here")))?;
+                    let range = Participant::of(range_id, &shared);
+                    let (mut machine, progress) = Registration::start(lease, range);
+                    self.run(|answer| machine.handle(answer), progress).await?;
+                    registrations += 1;
+                }
+                other => return other,
+            }
         }
     }
 

@@ -32,6 +32,7 @@ mod bank_clients;
 mod finish;
 mod kv_clients;
 mod lease_clients;
+mod machines;
 mod membership;
 mod options;
 mod oracle_clients;
@@ -123,7 +124,14 @@ enum Event {
     BankNext(usize),
     /// A bank transaction's asks, run on its node.
     TxnRun(usize),
-    BankTimeout(usize),
+    TxnTimeout(usize),
+    /// A revocation across ranges tried again on node `node`.
+    RevokeAcross {
+        node: u64,
+        lease: (i64, u64),
+        request: Option<usize>,
+        attempt: u32,
+    },
     AuditRun(usize),
     AuditEnd(usize),
     FinalAudit,
@@ -138,7 +146,7 @@ enum Reply {
     Member,
     Oracle(usize),
     /// A bank transaction's (or a resolution's) ask, by its index.
-    Txn(usize, bank_clients::TxnReply),
+    Txn(usize, machines::TxnReply),
     Audit(usize),
     /// Nobody waits for it.
     Ignored,
@@ -195,6 +203,7 @@ pub struct World {
     oracle: crate::oracle::OracleClients,
     bank: crate::bank::Bank,
     bank_world: bank_clients::BankWorld,
+    machines: machines::Machines,
     /// Per member, the highest applied index at which a node recorded it.
     recorded_at: BTreeMap<u64, u64>,
     /// The shortest tick interval any node ran with: how fast the fastest clock was.
@@ -214,7 +223,7 @@ impl World {
         let client_rng = rng.fork();
         let keys = workload::keys(options.spread_keys);
         let watchers = Watchers::new(rng.fork(), options.nodes + options.spare_nodes, &keys);
-        let leases = Leases::new(rng.fork(), LEASE_CLIENTS);
+        let leases = Leases::new(rng.fork(), LEASE_CLIENTS, options.spread_keys);
         let pool = options.nodes + options.spare_nodes;
         let mut operator_rng = rng.fork();
         let changes_membership = options.spare_nodes > 0
@@ -247,6 +256,7 @@ impl World {
             oracle,
             bank,
             bank_world: Default::default(),
+            machines: Default::default(),
             recorded_at: BTreeMap::new(),
             fastest_tick: TICK,
             trace: 0,
@@ -417,7 +427,7 @@ impl World {
                         self.answer(id, answers);
                     }
                     self.round(id);
-                    if self.bank.clients() > 0 {
+                    if self.bank.clients() > 0 || self.options.spread_keys {
                         self.sweep_locks(id);
                     }
                 }
@@ -485,7 +495,10 @@ impl World {
             }
             Event::BankNext(client) => self.bank_next(client),
             Event::TxnRun(txn) => self.txn_run(txn),
-            Event::BankTimeout(txn) => self.bank_timeout(txn),
+            Event::TxnTimeout(txn) => self.txn_timeout(txn),
+            Event::RevokeAcross { node, lease, request, attempt } => {
+                self.revoke_across(node, lease, request, attempt)
+            }
             Event::AuditRun(audit) => self.audit_run(audit),
             Event::AuditEnd(audit) => self.audit_end(audit),
             Event::FinalAudit => self.start_audit(None),
@@ -561,16 +574,14 @@ impl World {
         for (reply, result) in answers.writes {
             match reply {
                 Reply::Kv(op) => self.reply(op, workload::write_outcome(result)),
-                Reply::Lease(request) => {
-                    self.lease_reply(request, result.map(|_| 0));
-                }
+                Reply::Lease(request) => self.lease_written(id, request, result),
                 Reply::Member => {
                     if let Some(added) = self.operator.answered(result.is_ok()) {
                         self.join(added);
                     }
                 }
                 Reply::Oracle(_) => {} // asks are answered as grants
-                Reply::Txn(txn, bank_clients::TxnReply::Proposed(slot)) => {
+                Reply::Txn(txn, machines::TxnReply::Proposed(slot)) => {
                     self.txn_handle(txn, strata_core::coordinator::Answer::Proposed(slot, result));
                 }
                 Reply::Txn(..) | Reply::Audit(_) | Reply::Ignored => {}

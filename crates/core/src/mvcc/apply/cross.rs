@@ -47,7 +47,7 @@ impl Applier<'_> {
     }
 
     /// Whether the range holds `key`.
-    fn holds(&self, key: &[u8]) -> bool {
+    pub(super) fn holds(&self, key: &[u8]) -> bool {
         let (first, past) = &self.span;
         key >= first.as_slice() && (past.is_empty() || key < past.as_slice())
     }
@@ -83,20 +83,32 @@ impl Applier<'_> {
         }
         let (first, past) = self.span_owned();
         let within = (first.as_slice(), past.as_slice());
+        let mut leases = Vec::new();
         let spans: Vec<Span> = match request {
-            Request::Put(put) => locks::clip(&put.key, &[], within).into_iter().collect(),
+            Request::Put(put) => {
+                leases.push(put.lease);
+                locks::clip(&put.key, &[], within).into_iter().collect()
+            }
             Request::DeleteRange(delete) => {
                 locks::clip(&delete.key, &delete.range_end, within).into_iter().collect()
             }
-            Request::Txn(txn) => locks::txn_spans_within(txn, within),
+            Request::Txn(txn) => {
+                locks::txn_leases(txn, &mut leases);
+                locks::txn_spans_within(txn, within)
+            }
             Request::LeaseRevoke(revoke) => {
-                let attached = crate::mvcc::lease::attached_keys(&self.view(), revoke.id)?;
-                attached.iter().filter_map(|key| locks::clip(key, &[], within)).collect()
+                leases.push(revoke.id);
+                self.leased_spans(revoke.id)?
+            }
+            Request::LeaseRegister(register) => {
+                leases.push(register.lease);
+                Vec::new()
             }
             _ => return Ok(()),
         };
+        leases.retain(|lease| *lease != 0);
         let locks = self.locks()?;
-        locks::check(locks.iter().map(|(_, lock)| lock), &spans, i64::MAX)
+        locks::check(locks.iter().map(|(_, lock)| lock), &spans, &leases, i64::MAX)
     }
 
     /// Recounts the range's locks into the applied state, after one was taken or released.
@@ -116,35 +128,49 @@ impl Applier<'_> {
     /// holds any of them, and says of each comparison what it finds here.
     pub(super) fn txn_prepare(&mut self, prepare: &TxnPrepare) -> Result<Response> {
         let id = locks::parse_id(&prepare.id)?;
-        let txn = (prepare.txn.as_ref())
-            .ok_or_else(|| Error::Internal("a prepare without its transaction".into()))?;
         let (first, past) = self.span_owned();
         let within = (first.as_slice(), past.as_slice());
-        let spans = locks::txn_spans_within(txn, within);
-        let Some(anchor) = spans.iter().map(|span| span.start.clone()).min() else {
-            return Err(Error::Internal("a transaction prepared in a range it misses".into()));
-        };
         // A decided transaction is never prepared again: its rollback fences a late prepare.
         if self.holds(&prepare.primary_key) && self.status(&prepare.primary_key, &id)?.is_some() {
             return Err(Error::TxnAborted);
         }
+        let (spans, anchor, incarnation, prepared) = match &prepare.txn {
+            _ if prepare.revoke_lease != 0 => {
+                let (spans, incarnation, prepared) = self.lease_prepare(prepare)?;
+                (spans, first.clone(), incarnation, prepared)
+            }
+            Some(txn) => {
+                let spans = locks::txn_spans_within(txn, within);
+                let Some(anchor) = spans.iter().map(|span| span.start.clone()).min() else {
+                    return Err(Error::Internal(
+                        "a transaction prepared in a range it misses".into(),
+                    ));
+                };
+                let judged: Result<Vec<i32>> =
+                    txn.compare.iter().map(|compare| self.judge(compare, within)).collect();
+                (spans, anchor, 0, Response::TxnPrepared(judged?))
+            }
+            None => return Err(Error::Internal("a prepare without its transaction".into())),
+        };
         let existing = self.locks()?;
         if !existing.iter().any(|(_, lock)| lock.id == prepare.id) {
-            locks::check(existing.iter().map(|(_, lock)| lock), &spans, i64::MAX)?;
+            let leases: Vec<i64> = [prepare.revoke_lease].into_iter().filter(|l| *l != 0).collect();
+            locks::check(existing.iter().map(|(_, lock)| lock), &spans, &leases, i64::MAX)?;
             let record = LockRecord {
                 id: prepare.id.clone(),
                 start_ts: prepare.start_ts,
                 primary_key: prepare.primary_key.clone(),
                 slot: prepare.slot,
-                txn: Some(txn.clone()),
+                txn: prepare.txn.clone(),
                 spans,
+                lease: prepare.revoke_lease,
+                lease_incarnation: incarnation,
+                expiry_term: prepare.expiry_term,
             };
             self.write_lock(keys::lock(&anchor, &id), Some(record));
             self.count_locks()?;
         }
-        let judged: Result<Vec<i32>> =
-            txn.compare.iter().map(|compare| self.judge(compare, within)).collect();
-        Ok(Response::TxnPrepared(judged?))
+        Ok(prepared)
     }
 
     /// What this range finds of one comparison (`COMPARE_*`).
@@ -191,7 +217,7 @@ impl Applier<'_> {
             }
             return Err(Error::TxnAborted);
         };
-        let txn = lock.txn.unwrap_or_default();
+        let txn = lock.txn.clone().unwrap_or_default();
         self.state.revision = self.state.revision.max(commit.commit_ts);
         let succeeded = commit.compares.iter().all(|held| *held);
         let ops = if succeeded { &txn.success } else { &txn.failure };
@@ -232,6 +258,10 @@ impl Applier<'_> {
                 None => continue,
             };
             responses.push(ResponseOp { response: Some(response) });
+        }
+        if lock.lease != 0 {
+            self.check_expiry_term(lock.expiry_term)?;
+            self.lease_commit(&mut writes, lock.lease, lock.lease_incarnation)?;
         }
         self.write_lock(lock_key, None);
         if primary {
