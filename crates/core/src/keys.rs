@@ -146,6 +146,37 @@ pub fn decode_range_descriptor(key: &[u8]) -> Option<RangeId> {
     Some(u64::from_be_bytes(key.strip_prefix(DESCRIPTOR_PREFIX)?.try_into().ok()?))
 }
 
+/// What an MVCC record is, by its tag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordKind {
+    Version,
+    Change,
+    Lease,
+    LeaseKey,
+    Lock,
+    TxnStatus,
+    LeaseMark,
+    CompactionCursor,
+    ClusterCompaction,
+    /// The cluster's records: members, alarms, the cluster id.
+    Cluster,
+}
+
+pub fn record_kind(raw_key: &[u8]) -> RecordKind {
+    match raw_key.first() {
+        Some(&TAG_VERSION) => RecordKind::Version,
+        Some(&TAG_CHANGE) => RecordKind::Change,
+        Some(&TAG_LEASE) => RecordKind::Lease,
+        Some(&TAG_LEASE_KEY) => RecordKind::LeaseKey,
+        Some(&TAG_LOCK) => RecordKind::Lock,
+        Some(&TAG_TXN_STATUS) => RecordKind::TxnStatus,
+        Some(&TAG_LEASE_MARK) => RecordKind::LeaseMark,
+        Some(&TAG_COMPACTION) => RecordKind::CompactionCursor,
+        Some(&TAG_CLUSTER_COMPACTION) => RecordKind::ClusterCompaction,
+        _ => RecordKind::Cluster,
+    }
+}
+
 /// The user key an MVCC record concerns: a version's key, a lease attachment's key, or the key
 /// a change record names (its value). `None` for the cluster's own records (members, alarms,
 /// the cluster id, leases, the compaction cursor), and for a record it cannot decode.

@@ -74,8 +74,9 @@ pub enum Input {
         deadline: Instant,
         reply: KeepAliveReply,
     },
-    /// An image of the meta range's state machine between rounds, for a backup.
+    /// An image of the state machine between rounds, for a backup (see `Node::backup_image`).
     Snapshot {
+        revision: i64,
         reply: oneshot::Sender<Result<Vec<u8>, Error>>,
     },
     /// Whether a learner has caught up enough to be promoted (the meta range's leader only).
@@ -171,10 +172,11 @@ impl ShellHandle {
         rx.await.map_err(|_| Error::Stopped)?
     }
 
-    /// An image of the state machine, consistent as of a round boundary.
-    pub async fn snapshot_image(&self) -> Result<Vec<u8>, Error> {
+    /// An image of the state machine, consistent as of a round boundary; with several ranges,
+    /// cut at `revision` (see `Node::backup_image`).
+    pub async fn snapshot_image(&self, revision: i64) -> Result<Vec<u8>, Error> {
         let (reply, rx) = oneshot::channel();
-        self.try_send(Input::Snapshot { reply })?;
+        self.try_send(Input::Snapshot { revision, reply })?;
         rx.await.map_err(|_| Error::Stopped)?
     }
 
@@ -424,8 +426,8 @@ impl<O: Outbox> Shell<O> {
             Input::LeaseKeepAlive { id, deadline, reply } => {
                 deliver(self.driver.lease_keep_alive(id, deadline, reply));
             }
-            Input::Snapshot { reply } => {
-                let _ = reply.send(self.driver.node().snapshot_image(META_RANGE_ID));
+            Input::Snapshot { revision, reply } => {
+                let _ = reply.send(self.driver.node().backup_image(revision));
             }
             Input::LearnerReady { id, reply } => {
                 let node = self.driver.node();

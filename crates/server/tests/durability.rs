@@ -210,12 +210,15 @@ async fn restarted_member_catches_up_by_snapshot() {
     cluster.kill(2);
     let mut c = client(&endpoints[..2]).await;
     let padding = "p".repeat(64 * 1024);
+    let mut revisions = Vec::new();
     for i in 0..300 {
         // If the killed member was the leader, writes fail with a retryable error until the
         // others elect a new one; retry as a client would (puts of a fixed value are idempotent).
-        support::put_retrying(&mut c, &format!("snap/{i:03}"), &format!("v{i}{padding}")).await;
+        let key = format!("snap/{i:03}");
+        revisions.push(support::put_retrying(&mut c, &key, &format!("v{i}{padding}")).await);
     }
-    c.compact(100, None).await.unwrap();
+    // (In a cluster of one range, whose revisions are dense, the 99th put's is 100.)
+    c.compact(revisions[98], None).await.unwrap();
     cluster.spawn(2);
     let mut lagging = client(&endpoints[2..]).await;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -247,10 +250,14 @@ async fn restarted_member_catches_up_by_snapshot() {
         "caught up without a snapshot:\n{metrics}"
     );
     // History survives the snapshot: the compaction revision and reads above it.
-    let err = lagging.get("snap/000", Some(GetOptions::new().with_revision(50))).await.unwrap_err();
+    let old = Some(GetOptions::new().with_revision(revisions[48]));
+    let err = lagging.get("snap/000", old).await.unwrap_err();
     assert!(err.to_string().contains("compacted"), "{err}");
     let at_200 = lagging
-        .get("snap/", Some(GetOptions::new().with_prefix().with_revision(200).with_count_only()))
+        .get(
+            "snap/",
+            Some(GetOptions::new().with_prefix().with_revision(revisions[198]).with_count_only()),
+        )
         .await
         .unwrap();
     assert_eq!(at_200.count(), 199);

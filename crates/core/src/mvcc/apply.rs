@@ -647,17 +647,12 @@ impl<'a> Applier<'a> {
     /// readers rely on). Returns the revision this range compacts at.
     fn cluster_compact(&mut self, revision: i64) -> Result<i64> {
         if self.range_id == crate::range::META_RANGE_ID {
-            let key = keys::cluster_compaction();
-            let floor = match self.view().get_raw(&key)? {
-                Some(bytes) => i64::from_be_bytes(bytes.as_slice().try_into().map_err(|_| {
-                    Error::Storage("a malformed cluster compaction revision".into())
-                })?),
-                None => self.state.compact_revision,
-            };
+            let floor =
+                super::compaction::cluster_revision(&self.view(), self.state.compact_revision)?;
             if revision <= floor {
                 return Err(Error::Compacted);
             }
-            self.write_raw(key, Some(revision.to_be_bytes().to_vec()));
+            self.write_raw(keys::cluster_compaction(), Some(revision.to_be_bytes().to_vec()));
         }
         Ok(revision.min(self.state.revision))
     }

@@ -10,6 +10,20 @@ use super::record::VersionRecord;
 use super::view::View;
 use crate::{Error, Result, keys};
 
+/// The cluster's compaction revision in a cluster of several ranges, as the meta range keeps it
+/// (`fallback`, the meta range's own, before any compaction across ranges).
+pub fn cluster_revision(view: &View<'_>, fallback: i64) -> Result<i64> {
+    match view.get_raw(&keys::cluster_compaction())? {
+        Some(bytes) => Ok(i64::from_be_bytes(
+            bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| Error::Storage("a malformed cluster compaction revision".into()))?,
+        )),
+        None => Ok(fallback),
+    }
+}
+
 /// Walks versions in store order (keys ascending, each key's versions newest first) and tells
 /// which ones a compaction at `revision` dooms.
 pub struct Sweep {

@@ -361,6 +361,29 @@ impl Node {
         )
     }
 
+    /// A backup of the node's state machine (`Maintenance.Snapshot`): the meta range's snapshot
+    /// while the node holds one range; with several, every range cut at `revision`, which must
+    /// be at or below every range's closed revision and at or above the cluster's compaction
+    /// revision (see `snapshot::cut`).
+    pub fn backup_image(&self, revision: i64) -> Result<Vec<u8>> {
+        if self.replicas.len() == 1 {
+            return self.snapshot_image(crate::range::META_RANGE_ID);
+        }
+        if self.replicas.values().any(|r| r.shared.closed_revision() < revision) {
+            return Err(Error::Timeout);
+        }
+        let meta = self.replicas.get(&crate::range::META_RANGE_ID);
+        let view = mvcc::view::View::new(self.engine.as_ref());
+        let compacted = mvcc::compaction::cluster_revision(
+            &view,
+            meta.map_or(0, |replica| replica.applied.compact_revision),
+        )?;
+        if revision < compacted {
+            return Err(Error::Compacted);
+        }
+        snapshot::cut(self.engine.as_ref(), revision, compacted)
+    }
+
     /// Whether learner `id` has caught up enough to be promoted (as etcd judges it: it has 90 %
     /// of the leader's log). Only the leader knows.
     pub fn learner_ready(&self, range_id: RangeId, id: NodeId) -> Result<bool> {

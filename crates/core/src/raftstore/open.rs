@@ -149,7 +149,9 @@ fn bootstrap(config: &Config, engine: &dyn Engine) -> Result<()> {
     let applied = AppliedState { applied_index: INIT_INDEX, applied_term: INIT_TERM, ..restored };
     let starts = std::iter::once(Vec::new()).chain(split_keys.iter().cloned());
     let ends = split_keys.iter().cloned().chain(std::iter::once(Vec::new()));
-    for (range_id, (start, end)) in (META_RANGE_ID..).zip(starts.zip(ends)) {
+    let spans: Vec<(Vec<u8>, Vec<u8>)> = starts.zip(ends).collect();
+    register_restored_leases(engine, &spans[1..], &mut batch)?;
+    for (range_id, (start, end)) in (META_RANGE_ID..).zip(spans) {
         let voters = &config.initial_voters;
         let descriptor = RangeDescriptor {
             oracle_revisions: !split_keys.is_empty(),
@@ -160,6 +162,37 @@ fn bootstrap(config: &Config, engine: &dyn Engine) -> Result<()> {
         RaftLog::bootstrap(range_id, voters.clone(), &mut batch);
     }
     engine.write(&batch, Durability::Sync)?;
+    Ok(())
+}
+
+/// Registers the leases of a restored backup whose keys lie in `spans` (the ranges past the
+/// meta range) for those ranges, as if they had been given there (`mvcc::apply::leases`), so
+/// their revocations reach every key.
+fn register_restored_leases(
+    engine: &dyn Engine,
+    spans: &[(Vec<u8>, Vec<u8>)],
+    batch: &mut WriteBatch,
+) -> Result<()> {
+    use crate::mvcc::locks::Span;
+    use crate::mvcc::record::LeaseMark;
+    use prost::Message as _;
+    let view = mvcc::view::View::new(engine);
+    for (id, _) in mvcc::lease::all(&view)? {
+        let Some(mut record) = mvcc::lease::get(&view, id)? else { continue };
+        for key in mvcc::lease::attached_keys(&view, id)? {
+            let holding = |(start, end): &&(Vec<u8>, Vec<u8>)| {
+                key >= *start && (end.is_empty() || key < *end)
+            };
+            let Some((start, end)) = spans.iter().find(holding) else { continue };
+            let span = Span { start: start.clone(), end: end.clone() };
+            if !record.spans.contains(&span) {
+                record.spans.push(span);
+                let mark = LeaseMark { incarnation: record.incarnation, revoked: false };
+                batch.put(Keyspace::Mvcc, keys::lease_mark(start, id), mark.encode_to_vec());
+            }
+        }
+        batch.put(Keyspace::Mvcc, keys::lease(id), record.encode_to_vec());
+    }
     Ok(())
 }
 

@@ -152,6 +152,12 @@ impl SharedRanges {
         marks
     }
 
+    /// The newest revision the node has applied, in whichever range.
+    pub fn newest_revision(&self) -> i64 {
+        let ranges = self.0.read().expect("ranges lock");
+        ranges.values().map(|shared| shared.revision.load(Ordering::Acquire)).max().unwrap_or(0)
+    }
+
     /// Whether the node has watchers (the watch feeder says so): close rounds then follow every
     /// move of a range, and otherwise run at most once a tick (see `closing`).
     pub fn watched(&self) -> bool {

@@ -70,6 +70,81 @@ pub fn build(
     Ok(SnapshotData { applied: Some(applied), records, sessions, descriptor }.encode_to_vec())
 }
 
+/// A backup of a node holding several ranges, cut at `revision`: every range's records as of
+/// that revision, as the image of one range that [`restore_as_new`] reads (a new cluster
+/// starts over it with the ranges it is configured with). `revision` must be at or below every
+/// range's closed revision on the node, so that every range holds everything it wrote up to it
+/// and no transaction across ranges holds a lock at or below it.
+///
+/// Versions and change records above the cut are left out, and so are locks, transactions'
+/// statuses and the ranges' lease marks; the keys' lease attachments are made again from the
+/// newest version of each key at the cut, and the leases' registrations are dropped (the new
+/// cluster registers them anew, `open::bootstrap`). A lease revoked after the cut, whose keys
+/// the cut holds, comes back with a TTL of one second: its keys go soon after the restore, as
+/// they went soon after the cut.
+pub fn cut(engine: &dyn Engine, revision: i64, compact_revision: i64) -> Result<Vec<u8>> {
+    use crate::mvcc::record::{LeaseRecord, VersionRecord};
+    use keys::RecordKind;
+    let malformed = |key: &[u8]| Error::Storage(format!("malformed MVCC key {key:?}"));
+    let mut records = Vec::new();
+    let mut leases = std::collections::BTreeMap::new();
+    let mut attached = std::collections::BTreeSet::new();
+    let mut newest_of: Option<Vec<u8>> = None;
+    for item in engine.scan(Keyspace::Mvcc, &[], &[])? {
+        let (key, value) = item?;
+        match keys::record_kind(&key) {
+            RecordKind::Version => {
+                let (user_key, written) =
+                    keys::decode_version(&key).ok_or_else(|| malformed(&key))?;
+                if written > revision {
+                    continue;
+                }
+                // A key's versions come newest first: the first kept is its newest at the cut.
+                if newest_of.as_ref() != Some(&user_key) {
+                    let version = VersionRecord::decode(&value)?;
+                    if !version.tombstone && version.lease != 0 {
+                        attached.insert((version.lease, user_key.clone()));
+                    }
+                    newest_of = Some(user_key);
+                }
+                records.push(Record { key, value });
+            }
+            RecordKind::Change => {
+                if keys::decode_change(&key).ok_or_else(|| malformed(&key))? <= revision {
+                    records.push(Record { key, value });
+                }
+            }
+            RecordKind::Lease => {
+                let id = keys::decode_lease(&key).ok_or_else(|| malformed(&key))?;
+                leases
+                    .insert(id, LeaseRecord { spans: Vec::new(), ..LeaseRecord::decode(&value)? });
+            }
+            RecordKind::Cluster => records.push(Record { key, value }),
+            RecordKind::LeaseKey
+            | RecordKind::Lock
+            | RecordKind::TxnStatus
+            | RecordKind::LeaseMark
+            | RecordKind::CompactionCursor
+            | RecordKind::ClusterCompaction => {}
+        }
+    }
+    for (lease, user_key) in &attached {
+        leases.entry(*lease).or_insert(LeaseRecord { ttl: 1, ..Default::default() });
+        records.push(Record { key: keys::lease_key(*lease, user_key), value: Vec::new() });
+    }
+    for (id, lease) in leases {
+        records.push(Record { key: keys::lease(id), value: lease.encode_to_vec() });
+    }
+    records.sort_by(|a, b| a.key.cmp(&b.key));
+    // Versions a compaction doomed and the ranges had not deleted yet stay (reads below the
+    // compaction revision are refused all the same); the new cluster's next compaction sweeps
+    // them, since it starts without the ranges' cursors.
+    let applied = AppliedState { revision, compact_revision, ..AppliedState::initial() };
+    let image =
+        SnapshotData { applied: Some(applied), records, sessions: Vec::new(), descriptor: None };
+    Ok(image.encode_to_vec())
+}
+
 /// The stored MVCC records `descriptor` owns, in key order.
 fn owned_records<'a>(
     engine: &'a dyn Engine,
@@ -281,5 +356,57 @@ mod tests {
         assert!(error.to_string().contains("outside its span"), "{error}");
         let foreign = restore(&engine, 3, &snapshot.encode_to_vec(), None, &mut WriteBatch::new());
         assert!(foreign.err().expect("refused").to_string().contains("describes range 2"));
+    }
+
+    #[test]
+    fn a_backup_cut_holds_every_range_as_of_its_revision_and_no_lock() {
+        use crate::mvcc::locks::{LockRecord, Span};
+        use crate::mvcc::record::{LeaseMark, LeaseRecord, VersionRecord};
+        let version = |lease| VersionRecord { value: b"v".to_vec(), lease, ..Default::default() };
+        let engine = MemEngine::new();
+        let mut batch = WriteBatch::new();
+        // "a" given lease 7 at 3, then without it at 6; "x" given lease 8 at 4, then lease 7
+        // at 9 — after the cut at 5. Lease 8 was revoked after the cut (no record).
+        for (key, revision, lease) in [("a", 3, 7), ("x", 4, 8), ("a", 6, 0), ("x", 9, 7)] {
+            let record = version(lease).encode_to_vec();
+            batch.put(Keyspace::Mvcc, keys::version(key.as_bytes(), revision), record);
+            batch.put(Keyspace::Mvcc, keys::change(revision, 0), key.as_bytes().to_vec());
+        }
+        batch.put(Keyspace::Mvcc, keys::lease_key(7, b"x"), Vec::new());
+        let span = Span { start: b"m".to_vec(), end: Vec::new() };
+        let lease = LeaseRecord { ttl: 60, incarnation: 2, spans: vec![span] };
+        batch.put(Keyspace::Mvcc, keys::lease(7), lease.encode_to_vec());
+        batch.put(Keyspace::Mvcc, keys::lease_mark(b"m", 7), LeaseMark::default().encode_to_vec());
+        batch.put(
+            Keyspace::Mvcc,
+            keys::lock(b"x", &[1; 24]),
+            LockRecord::default().encode_to_vec(),
+        );
+        batch.put(Keyspace::Mvcc, keys::cluster_compaction(), 2i64.to_be_bytes().to_vec());
+        engine.write(&batch, Durability::Sync).unwrap();
+
+        let image = SnapshotData::decode(cut(&engine, 5, 2).unwrap().as_slice()).unwrap();
+        let applied = image.applied.unwrap();
+        assert_eq!((applied.revision, applied.compact_revision, applied.lock_count), (5, 2, 0));
+        let kept: Vec<Vec<u8>> = image.records.iter().map(|r| r.key.clone()).collect();
+        let expected = [
+            keys::version(b"a", 3),
+            keys::version(b"x", 4),
+            keys::change(3, 0),
+            keys::change(4, 0),
+            keys::lease_key(7, b"a"),
+            keys::lease_key(8, b"x"),
+            keys::lease(7),
+            keys::lease(8),
+        ];
+        let mut expected = expected.to_vec();
+        expected.sort();
+        assert_eq!(kept, expected, "versions and changes up to the cut, attachments made again");
+        let lease_of = |id| {
+            let record = image.records.iter().find(|r| r.key == keys::lease(id)).unwrap();
+            LeaseRecord::decode(&record.value).unwrap()
+        };
+        assert_eq!(lease_of(7), LeaseRecord { ttl: 60, incarnation: 2, spans: Vec::new() });
+        assert_eq!(lease_of(8).ttl, 1, "a lease revoked after the cut comes back, briefly");
     }
 }

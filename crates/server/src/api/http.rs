@@ -66,17 +66,20 @@ impl Metrics {
         let mut out = String::new();
         let range = api.range();
         let [watchers, lagging, buffered, largest] = api.watches.gauges();
+        // The member's store as a whole, over the ranges it holds (each range's own are the
+        // `strata_range_*` gauges).
+        let shared_ranges = api.shell.shared_ranges();
+        let ranges = shared_ranges.all();
+        let keys: usize = ranges.iter().map(|(_, r)| r.memo.read().expect("memo lock").len()).sum();
+        let pending = ranges.iter().any(|(_, r)| r.compaction_pending.load(Ordering::Acquire));
         let gauges = [
             ("strata_raft_term", range.term.load(Ordering::Acquire) as f64),
             ("strata_raft_commit_index", range.commit_index.load(Ordering::Acquire) as f64),
             ("strata_raft_applied_index", range.applied_index.load(Ordering::Acquire) as f64),
-            ("strata_mvcc_revision", range.revision.load(Ordering::Acquire) as f64),
+            ("strata_mvcc_revision", shared_ranges.newest_revision() as f64),
             ("strata_mvcc_compact_revision", range.compact_revision.load(Ordering::Acquire) as f64),
-            ("strata_mvcc_keys", range.memo.read().expect("memo lock").len() as f64),
-            (
-                "strata_mvcc_compaction_pending",
-                f64::from(u8::from(range.compaction_pending.load(Ordering::Acquire))),
-            ),
+            ("strata_mvcc_keys", keys as f64),
+            ("strata_mvcc_compaction_pending", f64::from(u8::from(pending))),
             (
                 "strata_has_leader",
                 f64::from(u8::from(range.leader_id.load(Ordering::Acquire) != 0)),

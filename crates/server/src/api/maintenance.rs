@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use strata_core::command::Request as Command;
-use strata_core::mvcc::{Response as Applied, alarm, hash, read, view::View};
+use strata_core::mvcc::{Response as Applied, alarm, compaction, hash, read, view::View};
 use strata_core::pb::etcdserverpb::alarm_request::AlarmAction;
 use strata_core::pb::etcdserverpb::*;
 use strata_core::raftstore::local_read;
@@ -27,7 +27,7 @@ pub struct MaintenanceService {
 impl Api {
     pub fn status_response(&self) -> StatusResponse {
         let range = self.range();
-        let revision = range.revision.load(Ordering::Acquire);
+        let revision = self.shell.shared_ranges().newest_revision();
         let db_size = self.store.disk_bytes() as i64;
         StatusResponse {
             header: self.header(revision),
@@ -152,6 +152,9 @@ impl Api {
     /// revision it was taken at: members at the same compaction revision must agree.
     pub fn hash_kv(&self, req: HashKvRequest) -> Result<HashKvResponse, Error> {
         let view = View::new(self.engine.as_ref());
+        if self.shell.shared_ranges().all().len() > 1 {
+            return self.hash_kv_across(&view, req);
+        }
         let ((hash, revision), state) = local_read::read_stable(&self.range(), |state| {
             let revision = read::read_revision(&state, req.revision)?;
             Ok((hash::hash_kv(&view, revision, state.compact_revision)?, revision))
@@ -162,6 +165,53 @@ impl Api {
             compact_revision: state.compact_revision,
             hash_revision: revision,
         })
+    }
+
+    /// `HashKV` of a member holding several ranges (every range, while ranges are not placed):
+    /// every version of every range at one revision, by default the member's frontier — the
+    /// newest revision at or below which every range has applied everything — and it answers
+    /// with that revision in its header, so members answering the same revision agree. Versions
+    /// the cluster's compaction dooms are left out, whether deleted yet or not; each range's
+    /// own compaction revision is at or below the cluster's with nothing written between them.
+    fn hash_kv_across(&self, view: &View, req: HashKvRequest) -> Result<HashKvResponse, Error> {
+        let frontier = self.shell.shared_ranges().watermarks().frontier;
+        let revision = match req.revision {
+            0 => frontier,
+            asked if asked > frontier => return Err(Error::FutureRevision),
+            asked => asked,
+        };
+        let compact_revision = self.cluster_compaction(view)?;
+        if revision < compact_revision {
+            return Err(Error::Compacted);
+        }
+        Ok(HashKvResponse {
+            header: self.header(revision),
+            hash: hash::hash_kv(view, revision, compact_revision)?,
+            compact_revision,
+            hash_revision: revision,
+        })
+    }
+
+    /// Where a backup of a member holding several ranges is cut (0 with one range): the newest
+    /// revision it has applied in any range (or the cluster's compaction revision, if above),
+    /// once every range has applied everything up to it — so the backup holds every write the
+    /// member had applied when it was asked.
+    async fn backup_revision(&self) -> Result<i64, Error> {
+        let ranges = self.shell.shared_ranges();
+        if ranges.all().len() == 1 {
+            return Ok(0);
+        }
+        let view = View::new(self.engine.as_ref());
+        let revision = ranges.newest_revision().max(self.cluster_compaction(&view)?);
+        let deadline = tokio::time::Instant::now() + self.timeout();
+        self.wait_for(deadline, || ranges.watermarks().frontier >= revision).await?;
+        Ok(revision)
+    }
+
+    /// The cluster's compaction revision, as this member's meta range has applied it.
+    fn cluster_compaction(&self, view: &View) -> Result<i64, Error> {
+        let meta_compacted = self.range().compact_revision.load(Ordering::Acquire);
+        compaction::cluster_revision(view, meta_compacted)
     }
 
     pub fn hash(&self) -> Result<HashResponse, Error> {
@@ -233,7 +283,9 @@ impl Maintenance for MaintenanceService {
         let Some(busy) = Busy::claim(api.clone()) else {
             return Err(status(Error::TooManyRequests));
         };
-        let image = api.observe("Snapshot", api.shell.snapshot_image()).await.map_err(status)?;
+        let revision = api.backup_revision().await.map_err(status)?;
+        let image = api.shell.snapshot_image(revision);
+        let image = api.observe("Snapshot", image).await.map_err(status)?;
         let file = Arc::new(crate::backup::frame(&image));
         drop(image);
         let header = api.header(api.range().revision.load(Ordering::Acquire));

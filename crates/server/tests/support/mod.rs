@@ -77,6 +77,13 @@ impl Cluster {
     /// A cluster's directories and ports, with nothing started yet (to prepare data directories
     /// first); [`Cluster::start_all`] starts it.
     pub fn create(n: usize, extra_args: &[&str]) -> Self {
+        let mut extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        // The suites run again against a cluster pre-split at these keys (see `scripts/test`).
+        if let Ok(keys) = std::env::var("STRATA_TEST_SPLIT_KEYS")
+            && !extra_args.iter().any(|a| a == "--experimental-initial-split-keys")
+        {
+            extra_args.extend(["--experimental-initial-split-keys".to_string(), keys]);
+        }
         let dir = tempfile::tempdir().unwrap();
         let members: Vec<Member> = (1..=n)
             .map(|i| Member {
@@ -94,12 +101,7 @@ impl Cluster {
             .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
             .collect::<Vec<_>>()
             .join(",");
-        Self {
-            dir,
-            members,
-            initial_cluster,
-            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-        }
+        Self { dir, members, initial_cluster, extra_args }
     }
 
     /// Starts every member and waits until they have a leader.
@@ -155,6 +157,11 @@ impl Cluster {
         let log =
             std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(i)).unwrap();
         let m = &self.members[i];
+        // Fast Raft timing, unless the test sets its own.
+        let timing: &[&str] = match self.extra_args.iter().any(|a| a == "--election-timeout") {
+            true => &[],
+            false => &["--heartbeat-interval", "20", "--election-timeout", "200"],
+        };
         let child = Command::new(STRATA)
             .arg("start")
             .args(["--name", &m.name])
@@ -163,14 +170,8 @@ impl Cluster {
             .args(["--listen-client-urls", &m.endpoint()])
             .args(["--listen-peer-urls", &format!("http://127.0.0.1:{}", m.peer_port)])
             .args(["--initial-cluster", &self.initial_cluster])
-            .args([
-                "--heartbeat-interval",
-                "20",
-                "--election-timeout",
-                "200",
-                "--request-timeout",
-                "3000",
-            ])
+            .args(timing)
+            .args(["--request-timeout", "3000"])
             .args(&self.extra_args)
             .args(
                 m.wal_dir
@@ -224,6 +225,27 @@ impl Cluster {
     }
 
     /// Waits until every running member reports the same known leader.
+    /// Whether every range the running members hold has one leader among them (a cluster
+    /// pre-split into several ranges elects one per range).
+    fn every_range_led(&self, running: &[usize]) -> bool {
+        let mut leaders: std::collections::BTreeMap<String, f64> = Default::default();
+        for i in running {
+            let Some(body) = http_get(&self.members[*i].endpoint(), "/metrics") else {
+                return false;
+            };
+            for line in body.lines().filter(|l| l.starts_with("strata_range_is_leader{")) {
+                let mut fields = line.split_whitespace();
+                let (Some(range), Some(Ok(value))) =
+                    (fields.next(), fields.next().map(str::parse::<f64>))
+                else {
+                    return false;
+                };
+                *leaders.entry(range.to_string()).or_default() += value;
+            }
+        }
+        leaders.values().all(|count| *count == 1.0)
+    }
+
     pub fn wait_for_leader(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         let running: Vec<usize> =
@@ -234,6 +256,7 @@ impl Cluster {
             if let Some(Some(first)) = leaders.first()
                 && *first != 0
                 && leaders.iter().all(|l| *l == Some(*first))
+                && self.every_range_led(&running)
             {
                 return;
             }
