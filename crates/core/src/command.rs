@@ -41,7 +41,7 @@ pub struct Command {
     pub block: Option<crate::raftstore::oracle::Block>,
     #[prost(
         oneof = "Request",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27"
     )]
     pub request: Option<Request>,
 }
@@ -99,6 +99,27 @@ pub enum Request {
     /// Tells a range other than the meta range that a lease was registered for its keys.
     #[prost(message, tag = "25")]
     LeaseMark(LeaseMarkRequest),
+    /// Hands out a range id no range of the cluster has or had (the meta range only): the id
+    /// of a range a split is about to create.
+    #[prost(message, tag = "26")]
+    RangeIdAllocate(RangeIdAllocate),
+    /// Splits the range at a key: the range keeps the keys below it, a new range (with the
+    /// same replicas) takes the rest. See `raftstore::split`.
+    #[prost(message, tag = "27")]
+    Split(SplitRequest),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
+pub struct RangeIdAllocate {}
+
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct SplitRequest {
+    /// The first key of the new range; strictly inside the range's span.
+    #[prost(bytes = "vec", tag = "1")]
+    pub split_key: Vec<u8>,
+    /// The new range's id, from `RangeIdAllocate`.
+    #[prost(uint64, tag = "2")]
+    pub new_range_id: u64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -150,6 +171,11 @@ pub struct TxnPrepare {
     /// renewed (0: a client's revocation).
     #[prost(uint64, tag = "8")]
     pub expiry_term: u64,
+    /// The range's span as the coordinator routed by: a range whose span differs now (it split
+    /// since) refuses the prepare, which would otherwise lock only part of what it was sent
+    /// for (`Error::EpochNotMatch`; the transaction is routed again).
+    #[prost(message, optional, tag = "9")]
+    pub span: Option<crate::mvcc::locks::Span>,
 }
 
 /// Phase two: the transaction's outcome, for one of its ranges.

@@ -53,7 +53,8 @@ pub enum Ask {
 pub enum Answer {
     Revision(Result<i64>),
     Proposed(usize, Result<Response>),
-    Routed(Vec<Participant>),
+    /// (`RangeUnavailable` when the node lacks a range the spans need: the attempt ends.)
+    Routed(Result<Vec<Participant>>),
 }
 
 /// What a machine does next: asks to send, and once it is done, its outcome (sent with the
@@ -91,28 +92,33 @@ impl Participant {
         let (start, end) = descriptor.span();
         Self { range_id, span: (start.to_vec(), end.to_vec()) }
     }
+
+    fn routed_span(&self) -> Span {
+        Span { start: self.span.0.clone(), end: self.span.1.clone() }
+    }
 }
 
-/// The ranges of a node that a transaction touches.
-pub fn participants(txn: &TxnRequest, ranges: &SharedRanges) -> Vec<Participant> {
+/// The ranges of a node that a transaction touches (`RangeUnavailable` if the node lacks one).
+pub fn participants(txn: &TxnRequest, ranges: &SharedRanges) -> Result<Vec<Participant>> {
     let mut spans = Vec::new();
     locks::txn_spans(txn, &mut spans);
-    (ranges.overlapping_any(&spans).iter())
+    Ok((ranges.holding_any(&spans)?.iter())
         .map(|(range_id, shared)| Participant::of(*range_id, shared))
-        .collect()
+        .collect())
 }
 
-/// The ranges of a node overlapping `spans` (the spans a lease was registered for).
-pub fn route(spans: &[Span], ranges: &SharedRanges) -> Vec<Participant> {
+/// The ranges of a node overlapping `spans` (the spans a lease was registered for;
+/// `RangeUnavailable` if the node lacks one).
+pub fn route(spans: &[Span], ranges: &SharedRanges) -> Result<Vec<Participant>> {
     const TO_THE_END: &[u8] = &[0];
     let etcd: Vec<(&[u8], &[u8])> = (spans.iter())
         .map(|span| {
             (span.start.as_slice(), if span.end.is_empty() { TO_THE_END } else { &span.end })
         })
         .collect();
-    (ranges.overlapping_any(&etcd).iter())
+    Ok((ranges.holding_any(&etcd)?.iter())
         .map(|(range_id, shared)| Participant::of(*range_id, shared))
-        .collect()
+        .collect())
 }
 
 /// A start timestamp for a transaction coordinated on a node: the highest closed revision of
@@ -163,6 +169,8 @@ pub struct Coordinator {
     start_ts: i64,
     /// The ranges it touches, in key order: the first holds the primary key.
     ranges: Vec<RangeId>,
+    /// Their spans as routed (a range that split since refuses the prepare).
+    spans: Vec<Span>,
     id: TxnId,
     primary_key: Vec<u8>,
     phase: Phase,
@@ -235,6 +243,7 @@ impl Coordinator {
             incarnation: 0,
             expiry_term: 0,
             start_ts,
+            spans: ranges.iter().map(Participant::routed_span).collect(),
             ranges: ranges.into_iter().map(|p| p.range_id).collect(),
             id,
             primary_key,
@@ -333,6 +342,7 @@ impl Coordinator {
                     revoke_lease: self.lease,
                     lease_incarnation: self.incarnation,
                     expiry_term: self.expiry_term,
+                    span: Some(self.spans[slot].clone()),
                 }),
             })
             .collect();
@@ -358,6 +368,7 @@ impl Coordinator {
                         | Error::TooManyRequests
                         | Error::LeaseNotFound
                         | Error::NotLeader
+                        | Error::EpochNotMatch { .. }
                 );
                 self.unsettled |= !settled;
                 self.failure = self.failure.take().or(Some(e));
@@ -377,12 +388,17 @@ impl Coordinator {
     }
 
     /// The ranges a lease was registered for are prepared, after the meta range.
-    fn routed(&mut self, found: Vec<Participant>) -> Progress {
+    fn routed(&mut self, found: Result<Vec<Participant>>) -> Progress {
+        let found = match found {
+            Ok(found) => found,
+            Err(e) => return self.roll_back(e),
+        };
         let mut found: Vec<Participant> =
             found.into_iter().filter(|p| !self.ranges.contains(&p.range_id)).collect();
         found.sort_by(|a, b| a.span.0.cmp(&b.span.0));
         let first = self.ranges.len();
         self.ranges.extend(found.iter().map(|p| p.range_id));
+        self.spans.extend(found.iter().map(Participant::routed_span));
         self.judged.resize(self.ranges.len(), Vec::new());
         self.parts.resize(self.ranges.len(), TxnResponse::default());
         if self.ranges.len() == first {
@@ -723,7 +739,7 @@ mod tests {
         let prepared = Response::LeasePrepared { incarnation: 3, spans: spans.clone() };
         let route = machine.handle(Answer::Proposed(0, Ok(prepared)));
         assert_eq!(route.asks, vec![Ask::Route { spans }]);
-        let others = machine.handle(Answer::Routed(vec![high]));
+        let others = machine.handle(Answer::Routed(Ok(vec![high])));
         assert_eq!(proposals(&others), vec![(1, 2, "prepare")]);
         let Some(Ask::Propose { request: Request::TxnPrepare(prepare), .. }) = others.asks.first()
         else {

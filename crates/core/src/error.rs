@@ -90,10 +90,18 @@ pub enum Error {
     /// A command was proposed under an epoch of its range that is no longer current (the range
     /// split or merged since): it was not applied, and must be routed again. Retried inside the
     /// server; a client sees it only if the deadline passes first.
-    #[error(
-        "etcdserver: range {range_id} changed while the request was in flight (epoch {proposed} against {current}); retry"
-    )]
+    /// (A transaction's prepare routed by a span the range no longer has is refused alike, with
+    /// no epochs to name: both 0.)
+    #[error("etcdserver: range {range_id} changed while the request was in flight; retry")]
     EpochNotMatch { range_id: u64, proposed: u64, current: u64 },
+    /// This member holds no replica (or only an uninitialized one) of a range holding some of
+    /// the request's keys: it lagged through a split and is catching up. Retried inside the
+    /// server; a client sees it only if the deadline passes first.
+    #[error("etcdserver: the range of the keys is not available on this member yet; retry")]
+    RangeUnavailable,
+    /// An admin split that cannot be made (named in the message).
+    #[error("strata: cannot split: {0}")]
+    SplitRefused(String),
     /// What a transaction across ranges cannot do yet (named in the message).
     #[error("etcdserver: {0} in a transaction across ranges is not supported yet")]
     AcrossRanges(String),
@@ -161,12 +169,15 @@ impl Error {
             Error::MemberBadUrls => Code::InvalidArgument,
             Error::NoLeader | Error::LeaderChanged | Error::Stopped => Code::Unavailable,
             Error::MembershipChangePending => Code::Unavailable,
-            Error::Timeout | Error::EpochNotMatch { .. } => Code::Unavailable,
+            Error::Timeout | Error::EpochNotMatch { .. } | Error::RangeUnavailable => {
+                Code::Unavailable
+            }
             Error::Locked(_) | Error::TxnAborted => Code::Unavailable,
             Error::LeaseUnregistered(_) | Error::LeaseInRanges(_) => Code::Unavailable,
             Error::TooManyRequests | Error::NoSpace => Code::ResourceExhausted,
             Error::Storage(_) | Error::Internal(_) => Code::Internal,
             Error::AcrossRanges(_) => Code::Unimplemented,
+            Error::SplitRefused(_) => Code::FailedPrecondition,
             Error::ElectionNotLeader | Error::ElectionNoLeader | Error::MissingLeaderKey => {
                 Code::Unknown
             }
@@ -182,6 +193,7 @@ impl Error {
                 | Error::NotLeader
                 | Error::LeaderChanged
                 | Error::EpochNotMatch { .. }
+                | Error::RangeUnavailable
                 | Error::Locked(_)
                 | Error::TxnAborted
                 | Error::Timeout

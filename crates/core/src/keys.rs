@@ -54,6 +54,7 @@ const TAG_CLUSTER_COMPACTION: u8 = b'F';
 const TAG_LOCK: u8 = b'x';
 const TAG_TXN_STATUS: u8 = b'X';
 const TAG_LEASE_MARK: u8 = b'G';
+const TAG_NEXT_RANGE_ID: u8 = b'N';
 
 fn range_prefixed(range_id: RangeId, tag: u8, suffix: &[u8]) -> Vec<u8> {
     let mut key = Vec::with_capacity(9 + suffix.len());
@@ -277,6 +278,19 @@ fn decode_anchored(key: &[u8], suffix_len: usize) -> Option<(Vec<u8>, &[u8])> {
 /// under `anchor`: the range's first key, so the record lies in its span and moves with it.
 pub fn lease_mark(anchor: &[u8], id: i64) -> Vec<u8> {
     anchored(TAG_LEASE_MARK, anchor, &(id as u64).to_be_bytes())
+}
+
+/// Where the lease marks anchored at `anchor` lie, `[start, end)`: a split copies them to the
+/// new range's first key.
+pub fn lease_mark_bounds(anchor: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let start = anchored(TAG_LEASE_MARK, anchor, &[]);
+    let end = crate::mvcc::read::prefix_end(&start);
+    (start, end)
+}
+
+/// The next id a split may give a new range (a cluster record of the meta range).
+pub fn next_range_id() -> Vec<u8> {
+    vec![TAG_NEXT_RANGE_ID]
 }
 
 /// Where a range's pending compaction's next step starts: a raw Mvcc key (replicated, so every

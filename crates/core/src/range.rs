@@ -123,6 +123,35 @@ impl RangeDescriptor {
         }
     }
 
+    /// Refuses a write with keys outside the range's span: it was routed by a descriptor the
+    /// range no longer has (a split applied after it was proposed). Every replica refuses it
+    /// alike; the server routes it again.
+    pub fn holds_keys_of(&self, request: &crate::command::Request) -> Result<()> {
+        use crate::command::Request;
+        let mut spans = Vec::new();
+        match request {
+            Request::Put(put) => spans.push((put.key.as_slice(), &[][..])),
+            Request::DeleteRange(delete) => spans.push((&delete.key[..], &delete.range_end[..])),
+            Request::Txn(txn) => crate::mvcc::locks::txn_spans(txn, &mut spans),
+            _ => return Ok(()),
+        }
+        if spans.iter().all(|(key, end)| self.covers(key, end)) {
+            return Ok(());
+        }
+        let version = self.epoch().version;
+        Err(Error::EpochNotMatch { range_id: self.range_id, proposed: version, current: version })
+    }
+
+    /// Whether the range holds every key of etcd's `[key, range_end)`.
+    fn covers(&self, key: &[u8], range_end: &[u8]) -> bool {
+        let (start, end) = (self.start_key.as_slice(), self.end_key.as_slice());
+        match range_end {
+            [] => self.contains(key),
+            [0] => key >= start && end.is_empty(),
+            past => key >= start && (end.is_empty() || past <= end),
+        }
+    }
+
     /// Refuses a command proposed under another version of the range's span: it was routed by
     /// a descriptor that no longer holds, and may concern keys the range does not own now.
     /// Every replica refuses it alike, since all apply the same descriptor changes in the same

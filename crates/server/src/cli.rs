@@ -40,11 +40,25 @@ enum Command {
     Status(ClientArgs),
     /// List the cluster's ranges: span, epoch, replicas, leader, progress, keys.
     Ranges(RangesArgs),
+    /// Administer ranges: `strata range split KEY`.
+    #[command(subcommand)]
+    Range(RangeCommand),
     /// Measure any etcd v3 server (Strata or etcd) under load: throughput and latency.
     Bench(crate::bench::BenchArgs),
     /// Backups: `etcdctl snapshot save` takes one from a running member.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+}
+
+#[derive(Subcommand)]
+enum RangeCommand {
+    /// Split the range holding KEY at it: the range keeps the keys below KEY, a new range
+    /// (with the same replicas) takes the rest.
+    Split {
+        key: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -354,6 +368,9 @@ pub fn main() -> ExitCode {
                     other => bail!("--write-out must be `table` or `json`, not {other:?}"),
                 };
                 crate::cli_client::ranges(&args.client.endpoints, json).await
+            }
+            Command::Range(RangeCommand::Split { key, client }) => {
+                crate::cli_client::split(&client.endpoints, &key).await
             }
             Command::Snapshot(SnapshotCommand::Restore { file, data_dir, wal_dir }) => {
                 crate::backup::restore(&file, &data_dir, wal_dir.as_deref())

@@ -8,7 +8,7 @@ use tonic::transport::Channel;
 use crate::pb::etcd::kv_client::KvClient;
 use crate::pb::etcd::maintenance_client::MaintenanceClient;
 use crate::pb::strata::admin_client::AdminClient;
-use crate::pb::strata::{RangeStatus, RangesRequest, RangesResponse};
+use crate::pb::strata::{RangeStatus, RangesRequest, RangesResponse, SplitRequest};
 
 fn endpoints(spec: &str) -> Vec<String> {
     spec.split(',')
@@ -144,6 +144,29 @@ pub async fn ranges(spec: &str, json: bool) -> anyhow::Result<()> {
             range.revision,
             range.keys,
             replicas_text(range),
+        );
+    }
+    Ok(())
+}
+
+/// `strata range split KEY`: splits the range holding `key` at it, through the first
+/// endpoint that answers.
+pub async fn split(spec: &str, key: &str) -> anyhow::Result<()> {
+    let mut client = AdminClient::new(connect(spec).await?);
+    let request = SplitRequest { key: key.as_bytes().to_vec() };
+    let response =
+        (client.split(request).await).map_err(|s| anyhow::anyhow!("{}", s.message()))?.into_inner();
+    let (Some(left), Some(right)) = (response.left, response.right) else {
+        bail!("the split's answer lacks its ranges");
+    };
+    for range in [left, right] {
+        println!(
+            "range {} [{}, {}) epoch {}/{}",
+            range.range_id,
+            show_key(&range.start_key, "\"\""),
+            show_key(&range.end_key, "(end)"),
+            range.epoch_version,
+            range.epoch_conf_ver
         );
     }
     Ok(())

@@ -40,7 +40,7 @@ pub fn run(options: Options) -> Report {
 }
 
 /// The deliberate bugs, by the names the command line uses.
-pub const MUTATIONS: [(&str, Mutation); 14] = [
+pub const MUTATIONS: [(&str, Mutation); 15] = [
     ("ack-before-fsync", Mutation::AckBeforeFsync),
     ("skip-apply", Mutation::SkipApply),
     ("compact-without-sync", Mutation::CompactWithoutSync),
@@ -55,6 +55,7 @@ pub const MUTATIONS: [(&str, Mutation); 14] = [
     ("close-without-read-index", Mutation::CloseWithoutReadIndex),
     ("locks-unpublished", Mutation::LocksUnpublished),
     ("revoke-forgets-ranges", Mutation::RevokeForgetsRanges),
+    ("epoch-unchecked", Mutation::EpochUnchecked),
 ];
 
 pub fn mutation_name(mutation: Mutation) -> Option<&'static str> {

@@ -14,14 +14,14 @@ use strata_sim::{Options, World, parse_mutation};
 
 const USAGE: &str = "usage: strata-sim [--seed N | --seeds COUNT [--first-seed N] [--time SECONDS]]
                   [--nodes N] [--spare-nodes N] [--clients N] [--duration-ms MS] [--ranges N]
-                  [--spread-keys] [--bank]
+                  [--spread-keys] [--bank] [--splits]
                   [--faults partition,crash,pause,drift,fail-sync (default: all; '' for none)]
                   [--mutation ack-before-fsync|skip-apply|compact-without-sync|lease-reads|
                               reads-without-read-index|keep-alive-without-read-index|
                               remote-reads-join-round-under-way|oracle-without-quorum-check|
                               oracle-starts-below-ceiling|stamp-passed-read|
                               read-at-commit-index|close-without-read-index|
-                              locks-unpublished|revoke-forgets-ranges]
+                              locks-unpublished|revoke-forgets-ranges|epoch-unchecked]
                   [--verbose]";
 
 struct Args {
@@ -58,6 +58,7 @@ fn parse() -> Result<Args, String> {
             "--ranges" => args.options.ranges = number(value()?)?,
             "--spread-keys" => args.options.spread_keys = true,
             "--bank" => args.options.bank = true,
+            "--splits" => args.options.splits = true,
             "--faults" => {
                 let list = value()?;
                 args.options.faults = list
@@ -98,8 +99,8 @@ fn main() -> ExitCode {
         let report = World::new(options).verbose(args.verbose).run();
         println!(
             "seed {seed}: {} operations, {} acknowledged writes, {} watch events ({} connects), \
-             leases {:?}, membership {:?}, oracle {:?}, bank {:?}, {} ms simulated, {} events, \
-             trace {:016x}, faults {:?}",
+             leases {:?}, membership {:?}, oracle {:?}, bank {:?}, {} splits, {} ms simulated, \
+             {} events, trace {:016x}, faults {:?}",
             report.history.len(),
             report.acknowledged_writes(),
             report.watch_events,
@@ -108,6 +109,7 @@ fn main() -> ExitCode {
             report.membership,
             report.oracle,
             report.bank,
+            report.splits,
             report.simulated_ms,
             report.events,
             report.trace_hash,
@@ -135,6 +137,7 @@ fn main() -> ExitCode {
     let mut membership = strata_sim::members::Counts::default();
     let mut oracle = strata_sim::oracle::Counts::default();
     let mut bank = strata_sim::bank::Counts::default();
+    let mut splits = 0;
     let mut faults = FaultCounts::default();
     println!("seeds {first}.. ({} at most)", args.seeds);
     for seed in first..first.saturating_add(args.seeds) {
@@ -151,6 +154,7 @@ fn main() -> ExitCode {
         membership.add(&report.membership);
         oracle.add(&report.oracle);
         bank.add(&report.bank);
+        splits += report.splits;
         faults.add(&report.faults);
         if !report.passed() {
             failed += 1;
@@ -167,7 +171,7 @@ fn main() -> ExitCode {
     println!(
         "{run} seeds run, {failed} failed; {:.1} s simulated in {:.1} s; faults {faults:?}; \
          {inconclusive} keys inconclusive; {watch_events} watch events checked; leases {leases:?}; \
-         membership {membership:?}; oracle {oracle:?}; bank {bank:?}",
+         membership {membership:?}; oracle {oracle:?}; bank {bank:?}; {splits} splits",
         simulated_ms as f64 / 1000.0,
         started.elapsed().as_secs_f64()
     );

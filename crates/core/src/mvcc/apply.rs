@@ -9,6 +9,7 @@
 
 mod cross;
 mod leases;
+mod split;
 mod txn;
 
 pub use cross::{COMPARE_FAILS, COMPARE_HOLDS, COMPARE_NO_KEYS, judge_compares};
@@ -64,6 +65,13 @@ pub enum Response {
     LeasePrepared {
         incarnation: u64,
         spans: Vec<super::locks::Span>,
+    },
+    /// The meta range handed out a range id.
+    RangeIdAllocated(u64),
+    /// The range split: what it keeps, and the new range.
+    Split {
+        left: crate::range::RangeDescriptor,
+        right: crate::range::RangeDescriptor,
     },
 }
 
@@ -291,6 +299,9 @@ impl<'a> Applier<'a> {
             Request::TxnForget(forget) => self.txn_forget(forget),
             Request::LeaseRegister(register) => self.lease_register(register),
             Request::LeaseMark(mark) => self.lease_mark(mark),
+            Request::RangeIdAllocate(_) => self.allocate_range_id(),
+            // Splits change the range's descriptor: applied by the replica.
+            Request::Split(_) => Err(Error::Internal("a split applied as a write".into())),
             // Membership changes are Raft configuration changes, applied by the replica.
             Request::MemberChange(_) => {
                 Err(Error::Internal("a membership change in a normal entry".into()))

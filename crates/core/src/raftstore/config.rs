@@ -112,6 +112,9 @@ pub enum Mutation {
     /// for no other range: the revocation deletes the lease's keys in the meta range only, and
     /// its keys elsewhere outlive it.
     RevokeForgetsRanges,
+    /// Apply commands whatever epoch and span they were routed by: a write routed to a range
+    /// before its split is applied by it after, to a key the new range owns.
+    EpochUnchecked,
 }
 
 impl Config {

@@ -134,6 +134,23 @@ impl RaftLog {
         )
     }
 
+    /// The log of a replica created for a message of a range this node has not applied the
+    /// creation of yet (see `split`): empty, like a joining replica's, but keeping what an
+    /// earlier such replica voted.
+    pub fn uninitialized(engine: &dyn Engine, range_id: RangeId) -> Result<Self> {
+        let mut log = Self::joining(range_id);
+        if let Some(hard_state) = Self::stored_hard_state(engine, range_id)? {
+            log.hard_state = HardState { commit: 0, ..hard_state };
+        }
+        Ok(log)
+    }
+
+    /// The hard state stored for a range, if any.
+    pub fn stored_hard_state(engine: &dyn Engine, range_id: RangeId) -> Result<Option<HardState>> {
+        let bytes = engine.get(Keyspace::Raft, &keys::raft_hard_state(range_id))?;
+        bytes.map(|bytes| decode("hard state", &bytes)).transpose()
+    }
+
     /// A brand-new replica whose group consists of `voters`; adds its initial state to `batch`.
     /// The log's part is written after the configuration, so a crash between them leaves a
     /// replica with no Raft state, bootstrapped again at the next start.

@@ -37,6 +37,7 @@ mod round;
 mod session;
 mod shared;
 pub mod snapshot;
+mod split;
 mod stamping;
 pub mod stats;
 

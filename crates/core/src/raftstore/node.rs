@@ -199,10 +199,12 @@ impl Node {
         self.shared_ranges.clone()
     }
 
-    /// The range of this node's replicas that holds user key `key`.
+    /// The range of this node's replicas that holds user key `key` (an uninitialized replica
+    /// holds none yet; see `split`).
     pub fn range_of(&self, key: &[u8]) -> Option<RangeId> {
         let mut replicas = self.replicas.values();
-        replicas.find(|r| r.descriptor.contains(key)).map(|r| r.range_id)
+        (replicas.find(|r| r.descriptor.epoch.is_some() && r.descriptor.contains(key)))
+            .map(|r| r.range_id)
     }
 
     /// A range's descriptor as this replica applied it.
@@ -221,7 +223,8 @@ impl Node {
         self.pin_election_timeouts();
     }
 
-    /// Delivers a message from a peer. Messages for unknown ranges are dropped. The shell hands
+    /// Delivers a message from a peer. A message of a range the node holds no replica of creates
+    /// an uninitialized one if a leader or candidate sent it (see `split`); others are dropped. The shell hands
     /// over only messages addressed to this node: one for another is a routing bug.
     pub fn step(&mut self, range_id: RangeId, message: Message) {
         assert_eq!(
@@ -229,6 +232,12 @@ impl Node {
             "range {range_id}: a message for node {} was delivered to node {}",
             message.to, self.config.node_id
         );
+        if !self.replicas.contains_key(&range_id) && !self.create_for_message(range_id, &message) {
+            return;
+        }
+        if self.snapshot_must_wait(range_id, &message) {
+            return;
+        }
         if let Some(replica) = self.replicas.get_mut(&range_id) {
             let mutation = self.config.mutation;
             let Some(message) = read_index::step_remote_request(replica, message, mutation) else {

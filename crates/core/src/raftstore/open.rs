@@ -37,7 +37,7 @@ impl Node {
         let mut replicas = BTreeMap::new();
         let shared_ranges = SharedRanges::default();
         for range_id in range_ids {
-            let replica = open_replica(&config, engine.as_ref(), range_id)?;
+            let replica = open_replica(&config, engine.as_ref(), range_id, false)?;
             shared_ranges.insert(range_id, replica.shared.clone());
             replicas.insert(range_id, replica);
         }
@@ -58,11 +58,18 @@ impl Node {
 }
 
 /// Opens one replica: its log (bootstrapped, or empty for a joining node, when the store has
-/// none), its descriptor, its applied state and its Raft node.
-fn open_replica(config: &Config, engine: &dyn Engine, range_id: RangeId) -> Result<Replica> {
+/// none), its descriptor, its applied state and its Raft node. `uninitialized`: a replica the
+/// node holds no state of may be created, uninitialized (see `split`).
+pub(super) fn open_replica(
+    config: &Config,
+    engine: &dyn Engine,
+    range_id: RangeId,
+    uninitialized: bool,
+) -> Result<Replica> {
     let mut log = match RaftLog::load(engine, range_id)? {
         Some(log) => log,
         None if range_id == META_RANGE_ID && config.join => RaftLog::joining(range_id),
+        None if uninitialized => RaftLog::uninitialized(engine, range_id)?,
         None => {
             return Err(Error::Storage(format!(
                 "range {range_id} has a descriptor but no Raft state; the store is damaged"
@@ -72,7 +79,7 @@ fn open_replica(config: &Config, engine: &dyn Engine, range_id: RangeId) -> Resu
     let descriptor = match range::load(engine, range_id)? {
         Some(descriptor) => descriptor,
         // Joining: the range's descriptor comes with the leader's snapshot.
-        None if log.conf_state().voters.is_empty() && config.join => {
+        None if log.conf_state().voters.is_empty() && (config.join || uninitialized) => {
             RangeDescriptor { range_id, ..Default::default() }
         }
         None => upgrade(engine, range_id, &log)?,
@@ -105,7 +112,9 @@ fn open_replica(config: &Config, engine: &dyn Engine, range_id: RangeId) -> Resu
         skip_apply: config.mutation == Mutation::SkipApply,
         hide_locks: config.mutation == Mutation::LocksUnpublished,
         forget_lease_ranges: config.mutation == Mutation::RevokeForgetsRanges,
+        epoch_unchecked: config.mutation == Mutation::EpochUnchecked,
         awaiting_leave: None,
+        split_off: Vec::new(),
     };
     publish(&mut replica);
     Ok(replica)
@@ -151,6 +160,8 @@ fn bootstrap(config: &Config, engine: &dyn Engine) -> Result<()> {
     let ends = split_keys.iter().cloned().chain(std::iter::once(Vec::new()));
     let spans: Vec<(Vec<u8>, Vec<u8>)> = starts.zip(ends).collect();
     register_restored_leases(engine, &spans[1..], &mut batch)?;
+    let next_range_id = META_RANGE_ID + spans.len() as u64;
+    batch.put(Keyspace::Mvcc, keys::next_range_id(), next_range_id.to_be_bytes().to_vec());
     for (range_id, (start, end)) in (META_RANGE_ID..).zip(spans) {
         let voters = &config.initial_voters;
         let descriptor = RangeDescriptor {

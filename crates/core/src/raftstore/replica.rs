@@ -38,9 +38,14 @@ pub(crate) struct Replica {
     pub hide_locks: bool,
     /// `Mutation::RevokeForgetsRanges`.
     pub forget_lease_ranges: bool,
+    /// `Mutation::EpochUnchecked`.
+    pub epoch_unchecked: bool,
     /// This process's membership change whose joint configuration was entered and not left
     /// yet: its client is answered when the change is complete.
     pub awaiting_leave: Option<u64>,
+    /// Ranges this replica's applied splits created, whose replicas the round opens once the
+    /// batch creating them is written (`split`).
+    pub split_off: Vec<RangeId>,
 }
 
 /// Member records written by the entries of one apply batch (`None`: deleted), not yet in the
@@ -103,9 +108,26 @@ impl Replica {
                         }
                         continue;
                     }
-                    if let Err(refused) = self.descriptor.admits(command.range_epoch) {
+                    let admitted = match self.epoch_unchecked {
+                        false => (self.descriptor.admits(command.range_epoch))
+                            .and_then(|()| self.descriptor.holds_keys_of(request)),
+                        true => Ok(()),
+                    };
+                    if let Err(refused) = admitted {
                         if own {
                             completions.push((command.proposal_id, Err(refused)));
+                        }
+                        continue;
+                    }
+                    if let crate::command::Request::Split(split) = request {
+                        let result = self.apply_split(&mut applier, split, engine, batch);
+                        if let Err(e @ (crate::Error::Storage(_) | crate::Error::Internal(_))) =
+                            &result
+                        {
+                            return Err(e.clone());
+                        }
+                        if own {
+                            completions.push((command.proposal_id, result));
                         }
                         continue;
                     }

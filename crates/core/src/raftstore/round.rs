@@ -224,7 +224,7 @@ impl Node {
             let durability = if sync { Durability::Sync } else { Durability::Buffered };
             engine.write(apply_batch, durability)?;
         }
-        Ok(())
+        self.open_split_ranges()
     }
 
     /// Compacts the log of every replica holding more applied entries than
@@ -251,7 +251,9 @@ impl Node {
             leave_joint_if_stuck(replica);
             stamping::follow(replica);
             let leader_before = replica.shared.leader_id.load(Ordering::Acquire);
-            publish(replica);
+            if publish(replica) {
+                self.shared_ranges.spans_changed();
+            }
             if replica.shared.leader_id.load(Ordering::Acquire) != leader_before {
                 bump(&self.stats.leader_changes, 1);
             }
@@ -301,7 +303,8 @@ fn restore_snapshot(
 }
 
 /// Publishes a replica's applied state and Raft status to the request handlers.
-pub(super) fn publish(replica: &mut Replica) {
+/// Returns whether the replica's descriptor changed.
+pub(super) fn publish(replica: &mut Replica) -> bool {
     let shared = &replica.shared;
     let status = replica.raw.status();
     // Locks first: a closed revision computed from a newer revision must see them.
@@ -329,5 +332,7 @@ pub(super) fn publish(replica: &mut Replica) {
             assert!(now >= before, "range {}: epoch {now:?} after {before:?}", replica.range_id);
         }
         *shared.descriptor.write().expect("descriptor lock") = replica.descriptor.clone();
+        return true;
     }
+    false
 }

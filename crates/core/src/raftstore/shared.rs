@@ -89,6 +89,9 @@ pub struct SharedRanges(
     /// revokes them as transactions across ranges (`coordinator::Coordinator::revoke`).
     /// With the term of the meta leader whose clock found each expired.
     Arc<std::sync::Mutex<BTreeMap<i64, u64>>>,
+    /// Grows whenever a range is added or a span changes: watch groups are planned again
+    /// (`watch::Hubs`).
+    Arc<AtomicU64>,
 );
 
 impl SharedRanges {
@@ -107,8 +110,13 @@ impl SharedRanges {
     pub fn overlapping(&self, start: &[u8], end: &[u8]) -> Vec<(RangeId, Arc<RangeShared>)> {
         let ranges = self.0.read().expect("ranges lock");
         let mut found: Vec<(RangeId, Arc<RangeShared>)> = (ranges.iter())
-            .filter(|(_, shared)| {
+            .filter(|(id, shared)| {
                 let descriptor = shared.descriptor.read().expect("descriptor lock");
+                // An uninitialized replica (see `raftstore::split`) holds no keys yet; a joining
+                // node's meta replica serves as before.
+                if descriptor.epoch.is_none() && **id != crate::range::META_RANGE_ID {
+                    return false;
+                }
                 let (first, past) = descriptor.span();
                 match end {
                     [] => descriptor.contains(start),
@@ -126,6 +134,51 @@ impl SharedRanges {
             });
         }
         found
+    }
+
+    /// As [`SharedRanges::overlapping`], for a request that must find every key it names:
+    /// `RangeUnavailable` if some of the keys lie in no range this node holds (it lagged through
+    /// a split: the new range's replica is not here yet, or not initialized).
+    pub fn holding(
+        &self,
+        start: &[u8],
+        end: &[u8],
+    ) -> crate::Result<Vec<(RangeId, Arc<RangeShared>)>> {
+        let found = self.overlapping(start, end);
+        let mut from = start.to_vec();
+        let mut to_the_end = false;
+        for (_, shared) in &found {
+            let descriptor = shared.descriptor.read().expect("descriptor lock");
+            let (first, past) = descriptor.span();
+            if first > from.as_slice() {
+                break;
+            }
+            if past.is_empty() {
+                to_the_end = true;
+                break;
+            }
+            if past > from.as_slice() {
+                from = past.to_vec();
+            }
+        }
+        let covered = to_the_end
+            || match end {
+                [] => from.as_slice() > start,
+                [0] => false,
+                end => from.as_slice() >= end,
+            };
+        if covered { Ok(found) } else { Err(crate::Error::RangeUnavailable) }
+    }
+
+    /// As [`SharedRanges::holding`], over several spans: each range once, by range id.
+    pub fn holding_any(
+        &self,
+        spans: &[(&[u8], &[u8])],
+    ) -> crate::Result<Vec<(RangeId, Arc<RangeShared>)>> {
+        for (start, end) in spans {
+            self.holding(start, end)?;
+        }
+        Ok(self.overlapping_any(spans))
     }
 
     /// The replicas overlapping any of the spans (etcd's `key`, `range_end`), each once, by
@@ -179,6 +232,17 @@ impl SharedRanges {
     }
 
     pub(crate) fn insert(&self, range_id: RangeId, shared: Arc<RangeShared>) {
-        self.0.write().expect("ranges lock").insert(range_id, shared);
+        let mut ranges = self.0.write().expect("ranges lock");
+        ranges.insert(range_id, shared);
+        self.3.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Grows whenever a range is added or a range's span changes.
+    pub fn generation(&self) -> u64 {
+        self.3.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn spans_changed(&self) {
+        self.3.fetch_add(1, Ordering::AcqRel);
     }
 }

@@ -29,11 +29,18 @@ pub fn publish_applied(
 ) -> Result<BTreeSet<u64>> {
     let lock = || hubs.lock().expect("watch hubs lock");
     let mut woken = BTreeSet::new();
-    let groups = lock().groups();
+    let groups = {
+        let mut hubs = lock();
+        hubs.follow_ranges(ranges);
+        hubs.groups()
+    };
     ranges.set_watched(!groups.is_empty());
     for group in groups {
         loop {
             let Some((published, prev_kv)) = lock().state(&group) else { break };
+            if lock().waits(&group) {
+                break;
+            }
             let frontier = Hubs::frontier_of(&group, ranges);
             if frontier <= published {
                 break;
@@ -156,5 +163,41 @@ mod tests {
         // A new watcher of every key from now starts after the frontier of both ranges.
         let later = WatcherId { stream: 3, watch: 0 };
         assert_eq!(hubs.lock().unwrap().add(later, spec("\0", Some("")), None, &ranges), 3);
+    }
+
+    #[test]
+    fn a_split_range_s_new_range_joins_the_groups_of_its_keys() {
+        let (engine, ranges, hubs) = (MemEngine::new(), two_ranges(), Mutex::new(Hubs::default()));
+        let every = Spec { key: vec![0], range_end: Some(Vec::new()), ..Default::default() };
+        let of_y = Spec { key: b"y".to_vec(), ..Default::default() };
+        let (all, y) = (WatcherId { stream: 1, watch: 0 }, WatcherId { stream: 2, watch: 0 });
+        hubs.lock().unwrap().add(all, every, None, &ranges);
+        hubs.lock().unwrap().add(y, of_y, None, &ranges);
+        put(&engine, "x", 1);
+        let two = ranges.get(2).unwrap();
+        two.revision.store(1, Ordering::Release);
+        ranges.get(1).unwrap().closed.store(1, Ordering::Release);
+        publish_applied(&engine, &ranges, &hubs, 1 << 20).unwrap();
+        assert_eq!(taken(&hubs, all), [1]);
+        // Range 2 splits at "y": range 3 takes "y" on, at range 2's revision.
+        let three = RangeShared::default();
+        *three.descriptor.write().unwrap() = RangeDescriptor::bootstrap(3, b"y", b"", &[1]);
+        three.revision.store(1, Ordering::Release);
+        ranges.insert(3, Arc::new(three));
+        *two.descriptor.write().unwrap() = RangeDescriptor::bootstrap(2, b"m", b"y", &[1]);
+        ranges.spans_changed();
+        // Range 2 moves on; range 3 has not closed beyond the split: nothing of 2 past it yet.
+        put(&engine, "x", 2);
+        two.revision.store(2, Ordering::Release);
+        ranges.get(1).unwrap().closed.store(3, Ordering::Release);
+        publish_applied(&engine, &ranges, &hubs, 1 << 20).unwrap();
+        assert_eq!(taken(&hubs, all), Vec::<i64>::new());
+        // Range 3 writes at 3: every watcher of its keys is given it, in order.
+        put(&engine, "y", 3);
+        ranges.get(3).unwrap().revision.store(3, Ordering::Release);
+        two.closed.store(3, Ordering::Release);
+        publish_applied(&engine, &ranges, &hubs, 1 << 20).unwrap();
+        assert_eq!(taken(&hubs, all), [2, 3]);
+        assert_eq!(taken(&hubs, y), [3]);
     }
 }

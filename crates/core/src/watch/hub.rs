@@ -95,6 +95,11 @@ impl Hub {
 
     /// Adds a watcher whose first event is at revision `start`. A start at or below the
     /// published revision begins by catching up from storage.
+    /// What each watcher watches.
+    pub fn specs(&self) -> impl Iterator<Item = &Spec> {
+        self.watchers.values().map(|watcher| &watcher.spec)
+    }
+
     pub fn add(&mut self, id: WatcherId, spec: Spec, start: i64) {
         self.remove(id);
         match spec.range_end {

@@ -27,6 +27,11 @@ pub struct Hubs {
     /// Each hub's limits: per watcher, and for all of its watchers together.
     buffer_bytes_max: usize,
     buffered_max: usize,
+    /// The ranges' generation the groups were planned for (`SharedRanges::generation`).
+    generation: u64,
+    /// Groups whose ranges do not hold every key their watchers watch, on this node now (a
+    /// lagging node that took a split range's snapshot before the new range's): they wait.
+    uncovered: BTreeSet<Group>,
 }
 
 impl Default for Hubs {
@@ -37,7 +42,14 @@ impl Default for Hubs {
 
 impl Hubs {
     pub fn with_buffer_limits(buffer_bytes_max: usize, buffered_max: usize) -> Self {
-        Self { hubs: BTreeMap::new(), groups: HashMap::new(), buffer_bytes_max, buffered_max }
+        Self {
+            hubs: BTreeMap::new(),
+            groups: HashMap::new(),
+            buffer_bytes_max,
+            buffered_max,
+            generation: 0,
+            uncovered: BTreeSet::new(),
+        }
     }
 
     /// The group of a watcher of `spec` on a node holding `ranges`: the ranges its keys lie in.
@@ -70,7 +82,18 @@ impl Hubs {
         ranges: &SharedRanges,
     ) -> i64 {
         self.remove(id);
-        let group = Self::group_of(&spec, ranges);
+        // Planned with the groups for the same ranges: a split between the two would make a
+        // group here that an older hub grows into later.
+        let group = loop {
+            self.follow_ranges(ranges);
+            let group = Self::group_of(&spec, ranges);
+            if ranges.generation() == self.generation {
+                break group;
+            }
+        };
+        if !Self::covers(&group, &spec, ranges) {
+            self.uncovered.insert(group.clone());
+        }
         let frontier = Self::frontier_of(&group, ranges);
         let (buffer_bytes_max, buffered_max) = (self.buffer_bytes_max, self.buffered_max);
         let hub = (self.hubs.entry(group.clone()))
@@ -83,6 +106,80 @@ impl Hubs {
         frontier
     }
 
+    /// Plans the groups again once the node's ranges changed (a split, a replica created or
+    /// given its span): a group grows by every range its watchers' keys lie in now, keeping its
+    /// hub and what that published. The new range of a split starts at its parent's revision,
+    /// so the group's frontier never falls below what was published (and `add` takes the
+    /// greater anyway). Groups only grow: a range a group no longer needs merely holds it back.
+    pub fn follow_ranges(&mut self, ranges: &SharedRanges) {
+        let generation = ranges.generation();
+        if generation == self.generation {
+            return;
+        }
+        self.generation = generation;
+        let mut grown = Vec::new();
+        for (group, hub) in &self.hubs {
+            let mut ids: BTreeSet<RangeId> = group.iter().copied().collect();
+            for spec in hub.specs() {
+                ids.extend(Self::group_of(spec, ranges));
+            }
+            if ids.len() > group.len() {
+                grown.push((group.clone(), ids.into_iter().collect::<Group>()));
+            }
+        }
+        for (old, new) in grown {
+            // Two groups never grow into one while ranges only split: a range new to a group
+            // is new to the node, or the group's watchers would have had it from the start.
+            if self.hubs.contains_key(&new) {
+                debug_assert!(false, "watch groups {old:?} and {new:?} met");
+                continue;
+            }
+            let hub = self.hubs.remove(&old).expect("a planned group's hub");
+            for group in self.groups.values_mut().filter(|group| **group == old) {
+                group.clone_from(&new);
+            }
+            self.hubs.insert(new, hub);
+        }
+        self.uncovered.clear();
+        for (group, hub) in &self.hubs {
+            if !hub.specs().all(|spec| Self::covers(group, spec, ranges)) {
+                self.uncovered.insert(group.clone());
+            }
+        }
+    }
+
+    /// Whether the ranges of `group` this node holds hold every key `spec` watches.
+    fn covers(group: &Group, spec: &Spec, ranges: &SharedRanges) -> bool {
+        let mut spans: Vec<(Vec<u8>, Vec<u8>)> = (group.iter().filter_map(|id| ranges.get(*id)))
+            .map(|shared| shared.descriptor.read().expect("descriptor lock").clone())
+            .filter(|descriptor| descriptor.epoch.is_some())
+            .map(|descriptor| (descriptor.start_key, descriptor.end_key))
+            .collect();
+        spans.sort();
+        let mut from = spec.key.clone();
+        for (start, end) in spans {
+            if start > from {
+                break;
+            }
+            if end.is_empty() {
+                return true;
+            }
+            if end > from {
+                from = end;
+            }
+        }
+        match &spec.range_end {
+            None => from > spec.key,
+            Some(end) if end.is_empty() => false,
+            Some(end) => from >= *end,
+        }
+    }
+
+    /// Whether a group must wait until this node's ranges hold all of its keys.
+    pub fn waits(&self, group: &Group) -> bool {
+        self.uncovered.contains(group)
+    }
+
     /// Removes a watcher; false if it did not exist.
     pub fn remove(&mut self, id: WatcherId) -> bool {
         let Some(group) = self.groups.remove(&id) else { return false };
@@ -90,6 +187,7 @@ impl Hubs {
         hub.remove(id);
         if hub.watcher_count() == 0 {
             self.hubs.remove(&group);
+            self.uncovered.remove(&group);
         }
         true
     }

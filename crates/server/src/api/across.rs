@@ -92,8 +92,9 @@ fn rand_fraction() -> f64 {
 }
 
 impl Api {
-    /// Runs `attempt` until it ends other than in a lock conflict, backing off between tries,
-    /// until the request's deadline (then: timed out).
+    /// Runs `attempt` until it ends other than in a lock conflict or a range that changed under
+    /// it (a split: `attempt` routes again), backing off between tries, until the request's
+    /// deadline (then: timed out).
     pub async fn retrying_locked<T, F, Fut>(&self, mut attempt: F) -> Result<T, Error>
     where
         F: FnMut() -> Fut,
@@ -103,7 +104,12 @@ impl Api {
         let mut backoff = Duration::from_millis(2);
         loop {
             match attempt().await {
-                Err(Error::Locked(_) | Error::TxnAborted) => {
+                Err(
+                    Error::Locked(_)
+                    | Error::TxnAborted
+                    | Error::EpochNotMatch { .. }
+                    | Error::RangeUnavailable,
+                ) => {
                     if !back_off(&mut backoff, deadline).await {
                         return Err(Error::Timeout);
                     }
@@ -114,15 +120,11 @@ impl Api {
     }
 
     /// Commits a transaction whose keys lie in the given ranges, atomically.
-    pub async fn txn_across(
-        &self,
-        txn: TxnRequest,
-        ranges: Vec<(RangeId, Arc<RangeShared>)>,
-    ) -> Result<TxnResponse, Error> {
+    pub async fn txn_across(&self, txn: TxnRequest) -> Result<TxnResponse, Error> {
         coordinator::check_supported(&txn)?;
-        let participants: Vec<Participant> =
-            ranges.iter().map(|(range_id, shared)| Participant::of(*range_id, shared)).collect();
         self.retrying_locked(|| async {
+            // Routed for every attempt: a range that split since refuses its prepare.
+            let participants = coordinator::participants(&txn, self.shell.shared_ranges())?;
             let (id, start_ts) =
                 (self.txns.next_id(), coordinator::start_ts(self.shell.shared_ranges()));
             let (mut machine, progress) =

@@ -14,6 +14,7 @@ use strata_core::pb::etcdserverpb::{
     TxnResponse,
 };
 use strata_core::raftstore::{RangeShared, local_read};
+use strata_core::range::RangeEpoch;
 use strata_core::{Error, FIRST_RANGE_ID, RangeId};
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 
@@ -34,20 +35,27 @@ impl Api {
     }
 
     async fn range_once(&self, req: RangeRequest) -> Result<RangeResponse, Error> {
-        let mut ranges = self.shell.shared_ranges().overlapping(&req.key, &req.range_end);
+        let mut ranges = self.shell.shared_ranges().holding(&req.key, &req.range_end)?;
         if ranges.len() > 1 {
             return self.range_across(req, ranges).await;
         }
         let (range_id, shared) = ranges.pop().unwrap_or((FIRST_RANGE_ID, self.range()));
         let single_key = req.range_end.is_empty();
+        let routed = epoch_of(&shared);
         let read_ts = match req.serializable {
             false => self.shell.read_index(range_id, self.timeout()).await?,
             true => None,
         };
         let engine = self.engine.clone();
-        let read = move || match read_ts {
-            Some(ts) => local_read::range_at(engine.as_ref(), &shared, &req, ts),
-            None => local_read::range(engine.as_ref(), &shared, &req),
+        // A range that split while the read was routed or waited may no longer hold all of it:
+        // routed again.
+        let read = move || {
+            let response = match read_ts {
+                Some(ts) => local_read::range_at(engine.as_ref(), &shared, &req, ts),
+                None => local_read::range(engine.as_ref(), &shared, &req),
+            };
+            unchanged(range_id, &shared, routed)?;
+            response
         };
         let mut response = if single_key {
             read()?
@@ -72,6 +80,7 @@ impl Api {
         req: RangeRequest,
         ranges: Vec<(RangeId, Arc<RangeShared>)>,
     ) -> Result<RangeResponse, Error> {
+        let routed: Vec<_> = ranges.iter().map(|(_, shared)| epoch_of(shared)).collect();
         let at = if req.serializable {
             ranges.iter().map(|(_, shared)| shared.closed_revision()).min()
         } else {
@@ -97,7 +106,8 @@ impl Api {
         let engine = self.engine.clone();
         let mut response = tokio::task::spawn_blocking(move || {
             let mut parts = Vec::with_capacity(ranges.len());
-            for (_, shared) in &ranges {
+            for ((range_id, shared), routed) in ranges.iter().zip(routed) {
+                unchanged(*range_id, shared, routed)?;
                 let descriptor = shared.descriptor.read().expect("descriptor lock").clone();
                 let (first, past) = descriptor.span();
                 let mut part = read::part_of(&req, first, past);
@@ -116,26 +126,32 @@ impl Api {
 
     /// The ranges holding the keys a write touches (the cluster's own requests: the meta
     /// range), in no particular order.
-    fn ranges_of_write(&self, request: &Request) -> Vec<(RangeId, Arc<RangeShared>)> {
+    fn ranges_of_write(
+        &self,
+        request: &Request,
+    ) -> Result<Vec<(RangeId, Arc<RangeShared>)>, Error> {
         match request {
             Request::Put(put) => self.ranges_of_spans(&[(put.key.as_slice(), &[][..])]),
             Request::DeleteRange(delete) => {
                 self.ranges_of_spans(&[(&delete.key, &delete.range_end)])
             }
             Request::Txn(txn) => self.ranges_of_txn(txn),
-            _ => Vec::new(),
+            _ => Ok(Vec::new()),
         }
     }
 
     /// The ranges holding the keys a transaction touches.
-    fn ranges_of_txn(&self, txn: &TxnRequest) -> Vec<(RangeId, Arc<RangeShared>)> {
+    fn ranges_of_txn(&self, txn: &TxnRequest) -> Result<Vec<(RangeId, Arc<RangeShared>)>, Error> {
         let mut spans = Vec::new();
         locks::txn_spans(txn, &mut spans);
         self.ranges_of_spans(&spans)
     }
 
-    fn ranges_of_spans(&self, spans: &[(&[u8], &[u8])]) -> Vec<(RangeId, Arc<RangeShared>)> {
-        self.shell.shared_ranges().overlapping_any(spans)
+    fn ranges_of_spans(
+        &self,
+        spans: &[(&[u8], &[u8])],
+    ) -> Result<Vec<(RangeId, Arc<RangeShared>)>, Error> {
+        self.shell.shared_ranges().holding_any(spans)
     }
 
     /// Proposes a write and waits for it to be applied.
@@ -156,6 +172,8 @@ impl Api {
             Request::TxnRollback(r) | Request::TxnForget(r) => r.encoded_len(),
             Request::LeaseRegister(r) => r.encoded_len(),
             Request::LeaseMark(r) => r.encoded_len(),
+            Request::RangeIdAllocate(r) => r.encoded_len(),
+            Request::Split(r) => r.encoded_len(),
         };
         if size > self.limits.request_bytes_max {
             return Err(Error::RequestTooLarge);
@@ -164,31 +182,33 @@ impl Api {
             self.raise_no_space().await;
             return Err(Error::NoSpace);
         }
-        let mut ranges = self.ranges_of_write(&request);
-        if ranges.len() > 1 {
-            return match request {
-                Request::Txn(txn) => self.txn_across(txn, ranges).await.map(Response::Txn),
-                Request::DeleteRange(delete) => {
-                    self.delete_across(delete, ranges).await.map(Response::DeleteRange)
-                }
-                other => Err(Error::Internal(format!("{other:?} across ranges"))),
-            };
-        }
-        let range_id = ranges.pop().map_or(FIRST_RANGE_ID, |(id, _)| id);
-        // A write refused for a lock was not applied: it is proposed again once the lock is
-        // released (or resolved).
-        self.retrying_locked(|| self.propose_leased(range_id, request.clone())).await
+        // A write refused for a lock, or by a range that split since it was routed, was not
+        // applied: it is routed and proposed again once the lock is released (or resolved).
+        self.retrying_locked(|| async {
+            let mut ranges = self.ranges_of_write(&request)?;
+            if ranges.len() > 1 {
+                return match request.clone() {
+                    Request::Txn(txn) => self.txn_across(txn).await.map(Response::Txn),
+                    Request::DeleteRange(delete) => {
+                        self.delete_across(delete).await.map(Response::DeleteRange)
+                    }
+                    other => Err(Error::Internal(format!("{other:?} across ranges"))),
+                };
+            }
+            let range_id = ranges.pop().map_or(FIRST_RANGE_ID, |(id, _)| id);
+            self.propose_leased(range_id, request.clone()).await
+        })
+        .await
     }
 
     /// A `DeleteRange` over keys of several ranges: a transaction of it alone.
     async fn delete_across(
         &self,
         delete: DeleteRangeRequest,
-        ranges: Vec<(RangeId, Arc<RangeShared>)>,
     ) -> Result<DeleteRangeResponse, Error> {
         let op = RequestOp { request: Some(OpRequest::RequestDeleteRange(delete)) };
         let txn = TxnRequest { success: vec![op], ..Default::default() };
-        let mut response = self.txn_across(txn, ranges).await?;
+        let mut response = self.txn_across(txn).await?;
         match response.responses.pop().and_then(|op| op.response) {
             Some(OpResponse::ResponseDeleteRange(deleted)) => Ok(deleted),
             other => Err(Error::Internal(format!("a delete answered {other:?}"))),
@@ -224,22 +244,29 @@ impl Api {
         validate::check_txn(&req, &self.limits)?;
         let read_only = is_read_only(&req);
         let serializable = read_only && all_serializable(&req);
-        let mut ranges = self.ranges_of_txn(&req);
-        if read_only && ranges.len() <= 1 {
-            // A read-only transaction needs no log entry: etcd serves it like a read. Run it
-            // against a scratch applier whose writes are discarded.
-            let (range_id, shared) = ranges.pop().unwrap_or((FIRST_RANGE_ID, self.range()));
+        if read_only {
+            // A read-only transaction of one range needs no log entry: etcd serves it like a
+            // read. Run it against a scratch applier whose writes are discarded.
             let read = || async {
+                let mut ranges = self.ranges_of_txn(&req)?;
+                if ranges.len() > 1 {
+                    return Ok(None); // across ranges: a transaction across ranges
+                }
+                let (range_id, shared) = ranges.pop().unwrap_or((FIRST_RANGE_ID, self.range()));
+                let routed = epoch_of(&shared);
                 let read_ts = match serializable {
                     false => self.shell.read_index(range_id, self.timeout()).await?,
                     true => None,
                 };
                 let (engine, req) = (self.engine.as_ref(), req.clone());
-                local_read::read_only_txn(engine, &shared, range_id, req, read_ts)
+                let response = local_read::read_only_txn(engine, &shared, range_id, req, read_ts);
+                unchanged(range_id, &shared, routed)?;
+                response.map(Some)
             };
-            let mut response = self.retrying_locked(read).await?;
-            response.header = self.header(response.header.map_or(0, |h| h.revision));
-            return Ok(response);
+            if let Some(mut response) = self.retrying_locked(read).await? {
+                response.header = self.header(response.header.map_or(0, |h| h.revision));
+                return Ok(response);
+            }
         }
         match self.write(Request::Txn(req)).await? {
             Response::Txn(mut r) => {
@@ -386,5 +413,26 @@ impl Kv for KvService {
         request: GrpcRequest<CompactionRequest>,
     ) -> Result<GrpcResponse<CompactionResponse>, Status> {
         observed(&self.api, "Compact", self.api.compact_request(request.into_inner())).await
+    }
+}
+
+/// The epoch of a range's span as this node applied it.
+fn epoch_of(shared: &RangeShared) -> Option<RangeEpoch> {
+    shared.descriptor.read().expect("descriptor lock").epoch
+}
+
+/// Refuses a read whose range's span changed since it was routed (`EpochNotMatch`: routed
+/// again), after reading: a split applied meanwhile may have taken keys it read from.
+fn unchanged(
+    range_id: RangeId,
+    shared: &RangeShared,
+    routed: Option<RangeEpoch>,
+) -> Result<(), Error> {
+    let now = epoch_of(shared);
+    match (routed, now) {
+        (Some(routed), Some(now)) if routed.version != now.version => {
+            Err(Error::EpochNotMatch { range_id, proposed: routed.version, current: now.version })
+        }
+        _ => Ok(()),
     }
 }

@@ -198,12 +198,38 @@ pub struct FinalReplica<'a> {
     /// Each range it holds: its descriptor and applied index. `None` when its process is not
     /// running.
     pub ranges: Option<BTreeMap<RangeId, (RangeDescriptor, u64)>>,
+    /// Whether it must hold every range: a member added later holds the meta range alone,
+    /// until replicas are placed on added members (`docs/sharding.md`).
+    pub every_range: bool,
 }
 
-/// Every node runs at the end, and the replicas of each range all applied the same index and
-/// hold the same records of the range (the records its descriptor owns).
+/// Every node runs at the end and holds a replica of every range, its ranges tile the key
+/// space, and the replicas of each range all applied the same index and hold the same records
+/// of the range (the records its descriptor owns).
 pub fn convergence(replicas: &[FinalReplica]) -> Vec<String> {
     let mut violations = Vec::new();
+    let every: std::collections::BTreeSet<RangeId> =
+        replicas.iter().filter_map(|r| r.ranges.as_ref()).flat_map(|r| r.keys().copied()).collect();
+    for replica in replicas.iter().filter(|r| r.every_range) {
+        let Some(ranges) = &replica.ranges else { continue };
+        let missing: Vec<&RangeId> = every.iter().filter(|id| !ranges.contains_key(id)).collect();
+        if !missing.is_empty() {
+            violations
+                .push(format!("liveness: n{} holds no replica of ranges {missing:?}", replica.id));
+        }
+        let mut spans: Vec<(&[u8], &[u8])> = ranges.values().map(|(d, _)| d.span()).collect();
+        spans.sort();
+        let tiled = spans.first().is_some_and(|(start, _)| start.is_empty())
+            && spans.windows(2).all(|pair| pair[0].1 == pair[1].0)
+            && spans.last().is_some_and(|(_, end)| end.is_empty());
+        if !tiled {
+            let spans: Vec<String> = (spans.iter())
+                .map(|(s, e)| format!("[{}, {})", s.escape_ascii(), e.escape_ascii()))
+                .collect();
+            violations
+                .push(format!("n{}'s ranges do not tile the key space: {spans:?}", replica.id));
+        }
+    }
     // Per range: the first replica seen, its applied index and its records.
     let mut reference: BTreeMap<RangeId, (u64, u64, Vec<KvPair>)> = BTreeMap::new();
     for replica in replicas {

@@ -62,7 +62,7 @@ impl World {
             let ranges = driver.node().shared_ranges();
             (coordinator::participants(&request, &ranges), coordinator::start_ts(&ranges))
         })?;
-        Some(Coordinator::start(request, participants, id, start_ts))
+        Some(participants.and_then(|found| Coordinator::start(request, found, id, start_ts)))
     }
 
     pub(super) fn transfer_done(
@@ -117,18 +117,17 @@ impl World {
         let request = bank::audit_request();
         let asked = self.with_node(node, |_, driver| {
             let ranges = driver.node().shared_ranges();
-            let ids: Vec<RangeId> = ranges
-                .overlapping(&request.key, &request.range_end)
-                .into_iter()
-                .map(|(id, _)| id)
-                .collect();
+            let Ok(held) = ranges.holding(&request.key, &request.range_end) else {
+                return None; // a range of the accounts is not here yet: tried again later
+            };
+            let ids: Vec<RangeId> = held.into_iter().map(|(id, _)| id).collect();
             match ts {
                 None => driver.read(ids[0], deadline, Reply::Audit(audit)),
                 Some(ts) => driver.read_at(ids[confirmed], ts, deadline, Reply::Audit(audit)),
             }
-            ids
+            Some(ids)
         });
-        match asked {
+        match asked.flatten() {
             Some(ids) => {
                 self.bank_world.audits[audit].ranges = ids;
                 self.round(node);
@@ -169,6 +168,16 @@ impl World {
         let sim = &self.nodes[node as usize - 1];
         let Some(driver) = sim.node.as_ref() else { return self.audit_end(audit) };
         let request = bank::audit_request();
+        // As the server: an audit whose ranges split after they were routed is routed again
+        // (here, given up).
+        let now: Vec<RangeId> = (driver.node().shared_ranges())
+            .overlapping(&request.key, &request.range_end)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        if now != a.ranges {
+            return self.audit_end(audit);
+        }
         let mut parts: Vec<RangeResponse> = Vec::new();
         for range_id in &a.ranges {
             let Some(shared) = driver.node().shared(*range_id) else {

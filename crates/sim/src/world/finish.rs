@@ -75,6 +75,7 @@ impl World {
             .filter(|sim| !sim.damaged && sim.role == Role::Member)
             .map(|sim| FinalReplica {
                 id: sim.id,
+                every_range: sim.id <= self.options.nodes,
                 engine: &sim.disk,
                 ranges: sim.node.as_ref().map(|driver| {
                     let node = driver.node();
@@ -162,6 +163,7 @@ impl World {
             membership: self.operator.counts.clone(),
             oracle: self.oracle.counts.clone(),
             bank: self.bank.counts,
+            splits: self.splits.done,
             options: self.options,
         }
     }

@@ -3,7 +3,6 @@
 //! key), a read served from the replica once released, and the answer going back.
 
 use strata_core::raftstore::{Mutation, local_read};
-use strata_core::range::META_RANGE_ID;
 
 use super::{CLIENT_TIMEOUT, Event, MS, Reply, World};
 use crate::history::{Op, Operation, Outcome};
@@ -42,20 +41,31 @@ impl World {
         let deadline = self.now + CLIENT_TIMEOUT;
         let handled = self.with_node(id, |_, driver| {
             // Routed as the server will: to the range holding the key.
-            let range = driver.node().range_of(operation.key().as_bytes());
-            let range = range.unwrap_or(META_RANGE_ID);
+            // A node that lagged through a split may hold no replica of the key's range yet.
+            let range = driver.node().range_of(operation.key().as_bytes()).ok_or(())?;
             if let Some(request) = workload::write_request(&operation) {
                 driver.propose(range, request, deadline, Reply::Kv(op));
+                Ok(None)
             } else if !local_read {
                 driver.read(range, deadline, Reply::Kv(op));
+                Ok(Some((range, driver.node().descriptor(range).map(|d| d.epoch()))))
+            } else {
+                Ok(None)
             }
         });
         match handled {
             // Nothing listens on a node that is down: the connection is refused, and the
             // request certainly had no effect.
             None => self.reply(op, Outcome::Failed("connection refused".into())),
-            Some(()) if local_read && !operation.is_write() => self.serve_read(id, op, None),
-            Some(()) => {}
+            Some(Err(())) => self.reply(op, Outcome::Failed("range unavailable".into())),
+            Some(Ok(routed)) => {
+                if let Some(routed) = routed {
+                    self.routed_reads.insert(op, routed);
+                }
+                if local_read && !operation.is_write() {
+                    self.serve_read(id, op, None);
+                }
+            }
         }
         // Half the time the round waits up to a millisecond, so that requests arriving
         // meanwhile share it (and their proposals one Raft message).
@@ -74,7 +84,16 @@ impl World {
         let Some(driver) = sim.node.as_ref() else { return };
         let operation = &self.history[op].op;
         let node = driver.node();
-        let range = node.range_of(operation.key().as_bytes()).unwrap_or(META_RANGE_ID);
+        let routed = self.routed_reads.remove(&op);
+        let Some(range) = node.range_of(operation.key().as_bytes()) else {
+            return self.reply(op, Outcome::Failed("range unavailable".into()));
+        };
+        // As the server: a read whose range split after it was routed is routed again (here,
+        // refused: it was not served).
+        let now = (range, node.descriptor(range).map(|d| d.epoch()));
+        if routed.is_some_and(|routed| routed != now) {
+            return self.reply(op, Outcome::Failed("the range changed".into()));
+        }
         let shared = node.shared(range).expect("a range the node holds");
         let request = workload::read_request(operation);
         let result = match read_ts {

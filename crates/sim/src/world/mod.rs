@@ -36,6 +36,7 @@ mod machines;
 mod membership;
 mod options;
 mod oracle_clients;
+mod splits;
 use crate::workload::{self, Client};
 use strata_core::rng::Rng;
 
@@ -135,6 +136,8 @@ enum Event {
     AuditRun(usize),
     AuditEnd(usize),
     FinalAudit,
+    /// The operator's next step of a split.
+    SplitNext,
 }
 
 /// Whose request a driver's answer belongs to: a key-value operation or a lease client's
@@ -148,6 +151,7 @@ enum Reply {
     /// A bank transaction's (or a resolution's) ask, by its index.
     Txn(usize, machines::TxnReply),
     Audit(usize),
+    Split(splits::SplitStep),
     /// Nobody waits for it.
     Ignored,
 }
@@ -204,6 +208,9 @@ pub struct World {
     bank: crate::bank::Bank,
     bank_world: bank_clients::BankWorld,
     machines: machines::Machines,
+    splits: splits::Splits,
+    /// The range (and its epoch) each linearizable read was routed to, until it is served.
+    routed_reads: BTreeMap<usize, (RangeId, Option<strata_core::range::RangeEpoch>)>,
     /// Per member, the highest applied index at which a node recorded it.
     recorded_at: BTreeMap<u64, u64>,
     /// The shortest tick interval any node ran with: how fast the fastest clock was.
@@ -236,6 +243,10 @@ impl World {
         let oracle = crate::oracle::OracleClients::new(rng.fork(), oracle_clients);
         let bank_clients = if options.bank && options.ranges > 1 { BANK_CLIENTS } else { 0 };
         let bank = crate::bank::Bank::new(rng.fork(), bank_clients);
+        let splits = match options.splits {
+            true => splits::Splits::new(&mut rng.fork()),
+            false => splits::Splits::default(),
+        };
         let mut world = Self {
             now: 0,
             seq: 0,
@@ -257,6 +268,8 @@ impl World {
             bank,
             bank_world: Default::default(),
             machines: Default::default(),
+            splits,
+            routed_reads: BTreeMap::new(),
             recorded_at: BTreeMap::new(),
             fastest_tick: TICK,
             trace: 0,
@@ -299,6 +312,10 @@ impl World {
         for client in 0..world.bank.clients() {
             let delay = world.client_rng.range(0, 20 * MS);
             world.schedule(delay, Event::BankNext(client));
+        }
+        if world.options.splits {
+            let first_split = world.client_rng.range(200 * MS, 1_000 * MS);
+            world.schedule(first_split, Event::SplitNext);
         }
         let first_fault = world.plan.next_gap();
         world.schedule(first_fault, Event::Fault);
@@ -502,6 +519,7 @@ impl World {
             Event::AuditRun(audit) => self.audit_run(audit),
             Event::AuditEnd(audit) => self.audit_end(audit),
             Event::FinalAudit => self.start_audit(None),
+            Event::SplitNext => self.split_next(),
             Event::LeaseResponse { request, outcome } => {
                 if let Some(wait) = self.leases.complete(request, outcome, self.now) {
                     let client = self.leases.requests[request].client;
@@ -584,6 +602,7 @@ impl World {
                 Reply::Txn(txn, machines::TxnReply::Proposed(slot)) => {
                     self.txn_handle(txn, strata_core::coordinator::Answer::Proposed(slot, result));
                 }
+                Reply::Split(step) => self.split_answered(step, result),
                 Reply::Txn(..) | Reply::Audit(_) | Reply::Ignored => {}
             }
         }

@@ -32,6 +32,9 @@ pub struct Options {
     /// across ranges, and audit the total (see `bank`). Membership changes are left out, as
     /// with `spread_keys`.
     pub bank: bool,
+    /// The operator splits ranges other than the meta range during the load, one to four
+    /// times (see `world::splits`).
+    pub splits: bool,
     /// The fault kinds a run may use; empty for a run without faults (and a calm network).
     pub faults: Vec<FaultKind>,
     pub mutation: Mutation,
@@ -48,6 +51,7 @@ impl Default for Options {
             ranges: 2,
             spread_keys: false,
             bank: false,
+            splits: false,
             faults: FaultKind::ALL.to_vec(),
             mutation: Mutation::None,
         }
@@ -73,6 +77,9 @@ impl Options {
         }
         if self.bank {
             command.push_str(" --bank");
+        }
+        if self.splits {
+            command.push_str(" --splits");
         }
         if self.spare_nodes != Options::default().spare_nodes {
             command.push_str(&format!(" --spare-nodes {}", self.spare_nodes));
@@ -116,6 +123,8 @@ pub struct Report {
     pub oracle: crate::oracle::Counts,
     /// What the bank clients did (all audits checked).
     pub bank: crate::bank::Counts,
+    /// Splits the operator made.
+    pub splits: usize,
 }
 
 impl Report {

@@ -53,7 +53,7 @@ impl Applier<'_> {
     }
 
     /// The range's locks, with this run's writes.
-    fn locks(&self) -> Result<Vec<(Vec<u8>, LockRecord)>> {
+    pub(super) fn locks(&self) -> Result<Vec<(Vec<u8>, LockRecord)>> {
         let Some(table) = self.lock_table else {
             let (first, past) = &self.span;
             return locks::in_span(&self.view(), (first, past));
@@ -130,6 +130,11 @@ impl Applier<'_> {
         let id = locks::parse_id(&prepare.id)?;
         let (first, past) = self.span_owned();
         let within = (first.as_slice(), past.as_slice());
+        if let Some(routed) = &prepare.span
+            && (routed.start != first || routed.end != past)
+        {
+            return Err(Error::EpochNotMatch { range_id: self.range_id, proposed: 0, current: 0 });
+        }
         // A decided transaction is never prepared again: its rollback fences a late prepare.
         if self.holds(&prepare.primary_key) && self.status(&prepare.primary_key, &id)?.is_some() {
             return Err(Error::TxnAborted);
