@@ -308,6 +308,11 @@ impl RaftLog {
         self.snapshot_requested.swap(false, Ordering::AcqRel)
     }
 
+    /// Forgets the snapshot prepared for followers (it no longer describes the range).
+    pub fn drop_prepared_snapshot(&self) {
+        *self.prepared_snapshot.lock().expect("snapshot lock") = None;
+    }
+
     pub fn set_prepared_snapshot(&self, snapshot: Snapshot) {
         *self.prepared_snapshot.lock().expect("snapshot lock") = Some(snapshot);
     }

@@ -19,7 +19,7 @@
 //! it voted.
 
 use prost::Message as _;
-use raft::prelude::{HardState, Message, MessageType};
+use raft::prelude::{HardState, Message, MessageType, SnapshotMetadata};
 use strata_storage::{Engine, Keyspace, WriteBatch};
 
 use super::log::{INIT_INDEX, INIT_TERM, RaftLog, encode};
@@ -73,6 +73,9 @@ impl Replica {
             RangeDescriptor { end_key: key.to_vec(), epoch: Some(epoch), ..descriptor.clone() };
         batch.put(Keyspace::Meta, keys::range_descriptor(self.range_id), left.encode_to_vec());
         self.descriptor = left.clone();
+        // A snapshot prepared before the split describes the wider span: a member holding the
+        // new range already would wait for it forever (the simulator's seed 40200).
+        self.raw.store().drop_prepared_snapshot();
         // A node that holds the new range already (initialized by its snapshot: this replica
         // lagged) keeps it: what the new range applied since is newer than this.
         if range::load(engine, right.range_id)?.is_none() {
@@ -113,6 +116,11 @@ fn init_new_range(
     }
     let voters = descriptor.replicas.iter().map(|r| r.replica_id).collect();
     RaftLog::bootstrap(range_id, voters, batch);
+    // The log's part of this batch may be lost in a crash that keeps the rest (it is not
+    // synced): the log's starting point goes with the descriptor too, as a snapshot's does, so
+    // that opening the range finishes the log (`RaftLog::load`; the simulator's seed 42150).
+    let start = SnapshotMetadata { index: INIT_INDEX, term: INIT_TERM, conf_state: None };
+    batch.put(Keyspace::Meta, keys::range_snapshot(range_id), encode(&start));
     // What an uninitialized replica of the range voted must hold: raft-rs would vote again in
     // the same term otherwise. (The bootstrap's own hard state is at `INIT_TERM`, where no
     // election happens.)
