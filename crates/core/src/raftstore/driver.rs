@@ -191,7 +191,7 @@ impl<T: Ord + Copy, P, R, K, O> Driver<T, P, R, K, O> {
         self.ticks += 1;
         self.revoke_expired_leases();
         self.step_compaction();
-        self.remove_replicas_of_former_members();
+        self.repair_replicas();
         self.retry_asks();
         let mut answers = Answers::default();
         for proposal in std::mem::take(&mut self.unproposed) {

@@ -198,24 +198,40 @@ pub struct FinalReplica<'a> {
     /// Each range it holds: its descriptor and applied index. `None` when its process is not
     /// running.
     pub ranges: Option<BTreeMap<RangeId, (RangeDescriptor, u64)>>,
-    /// Whether it must hold every range: a member added later holds the meta range alone,
-    /// until replicas are placed on added members (`docs/sharding.md`).
-    pub every_range: bool,
 }
 
-/// Every node runs at the end and holds a replica of every range, its ranges tile the key
-/// space, and the replicas of each range all applied the same index and hold the same records
+/// Every node runs at the end and holds a replica of every range (that still has a majority of
+/// its voters), its ranges tile the key space, and the replicas of each range all applied the same index and hold the same records
 /// of the range (the records its descriptor owns).
 pub fn convergence(replicas: &[FinalReplica]) -> Vec<String> {
     let mut violations = Vec::new();
-    let every: std::collections::BTreeSet<RangeId> =
-        replicas.iter().filter_map(|r| r.ranges.as_ref()).flat_map(|r| r.keys().copied()).collect();
-    for replica in replicas.iter().filter(|r| r.every_range) {
+    // Every range some running replica holds, with its newest descriptor; a range whose
+    // voters lost their majority for good (removed and damaged members) cannot take a new
+    // replica, and is not required of the members that joined after.
+    let running: std::collections::BTreeSet<u64> =
+        replicas.iter().filter(|r| r.ranges.is_some()).map(|r| r.id).collect();
+    let mut newest: BTreeMap<RangeId, &RangeDescriptor> = BTreeMap::new();
+    for (range_id, (descriptor, _)) in replicas.iter().filter_map(|r| r.ranges.as_ref()).flatten() {
+        let kept = newest.entry(*range_id).or_insert(descriptor);
+        if descriptor.epoch() > kept.epoch() {
+            *kept = descriptor;
+        }
+    }
+    let alive = |descriptor: &RangeDescriptor| {
+        let voters: Vec<u64> =
+            (descriptor.replicas.iter()).filter(|r| !r.learner).map(|r| r.node_id).collect();
+        2 * voters.iter().filter(|id| running.contains(id)).count() > voters.len()
+    };
+    for replica in replicas {
         let Some(ranges) = &replica.ranges else { continue };
-        let missing: Vec<&RangeId> = every.iter().filter(|id| !ranges.contains_key(id)).collect();
-        if !missing.is_empty() {
+        let missing: Vec<&RangeId> = newest.keys().filter(|id| !ranges.contains_key(id)).collect();
+        let required: Vec<&&RangeId> = missing.iter().filter(|id| alive(newest[**id])).collect();
+        if !required.is_empty() {
             violations
-                .push(format!("liveness: n{} holds no replica of ranges {missing:?}", replica.id));
+                .push(format!("liveness: n{} holds no replica of ranges {required:?}", replica.id));
+        }
+        if !missing.is_empty() {
+            continue;
         }
         let mut spans: Vec<(&[u8], &[u8])> = ranges.values().map(|(d, _)| d.span()).collect();
         spans.sort();

@@ -75,7 +75,6 @@ impl World {
             .filter(|sim| !sim.damaged && sim.role == Role::Member)
             .map(|sim| FinalReplica {
                 id: sim.id,
-                every_range: sim.id <= self.options.nodes,
                 engine: &sim.disk,
                 ranges: sim.node.as_ref().map(|driver| {
                     let node = driver.node();
