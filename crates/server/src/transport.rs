@@ -5,7 +5,7 @@
 //! Sending never blocks the raftstore: messages go into a bounded per-peer queue, which the
 //! peer's stream drains itself whenever the HTTP/2 connection asks for more, batching whatever
 //! has accumulated — no task sits between the raftstore and the connection. When the queue is
-//! full the message is dropped and raft-rs is told the peer is unreachable — Raft is built to
+//! full (in messages, or in bytes of entries and snapshots) the message is dropped and raft-rs is told the peer is unreachable — Raft is built to
 //! tolerate lost messages, and dropping beats buffering without bound. A broken stream is
 //! re-opened with backoff by a task per peer; HTTP/2 keep-alives detect a silent peer (a
 //! partition, a paused process) within a few seconds, and connecting has its own deadline.
@@ -38,6 +38,10 @@ use crate::shell::{Input, Outbox, ShellHandle};
 
 /// Messages queued per peer before new ones are dropped.
 const PEER_QUEUE_MAX: usize = 8_192;
+/// Bytes of entries and snapshots queued per peer before new ones are dropped: raft-rs keeps
+/// up to 256 appends of up to 1 MiB in flight to a follower per range, so an unreachable peer
+/// of a node holding many ranges would otherwise pin gigabytes here.
+const PEER_QUEUE_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// Messages per batch on the wire at most.
 const BATCH_MESSAGES_MAX: usize = 512;
 /// A batch is closed once its messages reach this many bytes.
@@ -103,6 +107,9 @@ pub struct PeerCounters {
     received_batches: AtomicU64,
     received_messages: AtomicU64,
     received_bytes: AtomicU64,
+    /// Bytes of the messages waiting in the peer's queue (`PEER_QUEUE_BYTES_MAX`); not a
+    /// counter, so not in `/metrics`' list.
+    queued_bytes: AtomicU64,
 }
 
 impl PeerCounters {
@@ -211,6 +218,7 @@ impl Transport {
             }
             let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);
             let counters = self.stats.of(*peer_id);
+            counters.queued_bytes.store(0, Ordering::Relaxed);
             self.peers.insert(*peer_id, (url.clone(), tx, counters.clone()));
             let url = if url.starts_with("http") { url.clone() } else { format!("http://{url}") };
             self.runtime.spawn(peer_sender(
@@ -236,9 +244,16 @@ impl Outbox for Transport {
             let to = out.message.to;
             let range_id = out.range_id;
             let Some((_, queue, counters)) = self.peers.get(&to) else { continue };
-            if queue.try_send(Queued::Raft(out)).is_err() {
+            let bytes = payload_bytes(&out.message);
+            let queued = counters.queued_bytes.load(Ordering::Relaxed);
+            // One message always fits an empty queue: a snapshot larger than the budget must
+            // still go.
+            let over = queued > 0 && queued + bytes > PEER_QUEUE_BYTES_MAX;
+            if over || queue.try_send(Queued::Raft(out)).is_err() {
                 add(&counters.dropped_messages, 1);
                 report(&self.reports, Input::Unreachable { range_id, peer: to });
+            } else {
+                counters.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
             }
         }
     }
@@ -370,14 +385,21 @@ impl Stream for Outgoing {
         if this.ready.is_empty() {
             let mut queue = this.queue.lock().expect("peer queue lock");
             let mut batches = Batches::new(this.from_node);
+            let queued_bytes = &this.counters.queued_bytes;
+            let take = |batches: &mut Batches, queued: Queued| {
+                if let Queued::Raft(out) = &queued {
+                    queued_bytes.fetch_sub(payload_bytes(&out.message), Ordering::Relaxed);
+                }
+                batches.push(queued);
+            };
             match queue.poll_recv(cx) {
-                Poll::Ready(Some(out)) => batches.push(out),
+                Poll::Ready(Some(out)) => take(&mut batches, out),
                 Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Pending => return Poll::Pending,
             }
             while batches.messages < BATCH_MESSAGES_MAX {
                 match queue.try_recv() {
-                    Ok(out) => batches.push(out),
+                    Ok(out) => take(&mut batches, out),
                     Err(_) => break,
                 }
             }
@@ -410,6 +432,14 @@ impl Drop for Outgoing {
             report(&self.reports, status);
         }
     }
+}
+
+/// The bytes of entries and snapshot a Raft message carries: what the per-peer byte budget
+/// counts (a message without any, a heartbeat or a vote, is limited by the count alone).
+fn payload_bytes(message: &Message) -> u64 {
+    let entries: usize = message.entries.iter().map(|entry| entry.data.len()).sum();
+    let snapshot = message.snapshot.as_ref().map_or(0, |snapshot| snapshot.data.len());
+    (entries + snapshot) as u64
 }
 
 /// The Raft messages a batch completes (a message in pieces counts with its last piece).
@@ -761,5 +791,52 @@ mod tests {
         assert_eq!(stats.all().iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![2]);
         transport.set_peers(&[], None);
         assert!(stats.all().is_empty(), "a removed member's counters go with it");
+    }
+
+    #[tokio::test]
+    async fn a_peer_s_queue_holds_a_bounded_number_of_bytes() {
+        let stats = Arc::new(PeerStats::default());
+        let mut transport = Transport {
+            peers: HashMap::new(),
+            reports: Reports::default(),
+            stats: stats.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            me: Announced::default(),
+            self_id: 9,
+            admission: Default::default(),
+            connector: Connector::default(),
+        };
+        let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);
+        transport.peers.insert(2, ("http://127.0.0.1:1".into(), tx, stats.of(2)));
+        // Snapshots of 10 MiB to a peer that takes nothing: six fit in the budget, and
+        // heartbeats still go in after them.
+        let big = || message(MessageType::MsgSnapshot, 2, 10 * 1024 * 1024);
+        transport.send((0..8).map(|_| big()).collect());
+        transport.send(vec![message(MessageType::MsgHeartbeat, 2, 0)]);
+        let counters = stats.of(2);
+        let dropped = || counters.dropped_messages.load(Ordering::Relaxed);
+        assert_eq!(dropped(), 2, "two did not fit in the budget");
+        let queued = counters.queued_bytes.load(Ordering::Relaxed);
+        assert_eq!(queued, 6 * 10 * 1024 * 1024);
+        // Drawn from the queue for the wire, they leave the budget.
+        use tokio_stream::StreamExt as _;
+        let me = Announced::default();
+        let mut outgoing = Outgoing::new(
+            (9, 5, &me),
+            2,
+            Arc::new(Mutex::new(rx)),
+            Reports::default(),
+            stats.of(2),
+        );
+        outgoing.next().await.expect("the introduction");
+        outgoing.next().await.expect("a batch");
+        assert_eq!(counters.queued_bytes.load(Ordering::Relaxed), 0);
+        transport.send(vec![big()]);
+        assert_eq!(dropped(), 2, "room again");
+        // However large, a message goes into an empty queue.
+        let (tx, _rx) = mpsc::channel(PEER_QUEUE_MAX);
+        transport.peers.insert(3, ("http://127.0.0.1:1".into(), tx, stats.of(3)));
+        transport.send(vec![message(MessageType::MsgSnapshot, 3, 80 * 1024 * 1024)]);
+        assert_eq!(stats.of(3).dropped_messages.load(Ordering::Relaxed), 0);
     }
 }
