@@ -106,8 +106,7 @@ impl Api {
         let engine = self.engine.clone();
         let mut response = tokio::task::spawn_blocking(move || {
             let mut parts = Vec::with_capacity(ranges.len());
-            for ((range_id, shared), routed) in ranges.iter().zip(routed) {
-                unchanged(*range_id, shared, routed)?;
+            for (_, shared) in &ranges {
                 let descriptor = shared.descriptor.read().expect("descriptor lock").clone();
                 let (first, past) = descriptor.span();
                 let mut part = read::part_of(&req, first, past);
@@ -115,6 +114,10 @@ impl Api {
                     part.revision = at;
                 }
                 parts.push(local_read::range_at(engine.as_ref(), shared, &part, at)?);
+            }
+            // Parts read by spans a split changed meanwhile may miss keys: read again.
+            for ((range_id, shared), routed) in ranges.iter().zip(routed) {
+                unchanged(*range_id, shared, routed)?;
             }
             Ok::<_, Error>(read::merge(&req, parts, at))
         })
