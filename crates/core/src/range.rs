@@ -328,4 +328,28 @@ mod tests {
         assert_eq!(shrunk.next_replica_id, 6, "ids handed out stay handed out");
         assert_eq!(shrunk.check(2), Ok(()));
     }
+
+    #[test]
+    fn a_write_with_a_key_outside_the_span_is_refused() {
+        use crate::command::Request;
+        use crate::pb::etcdserverpb::{DeleteRangeRequest, PutRequest};
+        let range = span("b", "d");
+        let put = |key: &str| Request::Put(PutRequest { key: key.into(), ..Default::default() });
+        let delete = |key: &str, end: &[u8]| {
+            Request::DeleteRange(DeleteRangeRequest {
+                key: key.into(),
+                range_end: end.to_vec(),
+                ..Default::default()
+            })
+        };
+        assert_eq!(range.holds_keys_of(&put("b")), Ok(()));
+        assert_eq!(range.holds_keys_of(&delete("b", b"d")), Ok(()));
+        let refused =
+            |request| matches!(range.holds_keys_of(&request), Err(Error::EpochNotMatch { .. }));
+        assert!(refused(put("d")), "the end is the next range's");
+        assert!(refused(delete("c", b"e")), "past the end");
+        assert!(refused(delete("c", &[0])), "to the end of the key space");
+        // The last range holds every key from its start on.
+        assert_eq!(span("b", "").holds_keys_of(&delete("c", &[0])), Ok(()));
+    }
 }

@@ -246,3 +246,44 @@ impl SharedRanges {
         self.3.fetch_add(1, Ordering::AcqRel);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Error;
+
+    /// A node holding `[, m)` and `[x, )`, and an uninitialized replica of `[m, x)`.
+    fn lagging() -> SharedRanges {
+        let ranges = SharedRanges::default();
+        for (id, start, end) in [(1, &b""[..], &b"m"[..]), (3, b"x", b"")] {
+            let shared = RangeShared::default();
+            *shared.descriptor.write().unwrap() = RangeDescriptor::bootstrap(id, start, end, &[1]);
+            ranges.insert(id, Arc::new(shared));
+        }
+        let uninitialized = RangeShared::default();
+        *uninitialized.descriptor.write().unwrap() =
+            RangeDescriptor { range_id: 2, ..Default::default() };
+        ranges.insert(2, Arc::new(uninitialized));
+        ranges
+    }
+
+    #[test]
+    fn a_request_needs_every_range_of_its_keys() {
+        let ranges = lagging();
+        let ids = |found: crate::Result<Vec<(RangeId, Arc<RangeShared>)>>| {
+            found.map(|found| found.into_iter().map(|(id, _)| id).collect::<Vec<_>>())
+        };
+        assert_eq!(ids(ranges.holding(b"a", b"")), Ok(vec![1]));
+        assert_eq!(ids(ranges.holding(b"y", b"z")), Ok(vec![3]));
+        // The uninitialized replica holds nothing yet: keys of its span are unavailable here,
+        // and so is a span over it, even though the ranges on either side are held.
+        assert_eq!(ids(ranges.holding(b"n", b"")), Err(Error::RangeUnavailable));
+        assert_eq!(ids(ranges.holding(b"a", b"z")), Err(Error::RangeUnavailable));
+        assert_eq!(ids(ranges.holding(b"", &[0])), Err(Error::RangeUnavailable));
+        assert_eq!(
+            ids(ranges.holding_any(&[(b"a", b""), (b"n", b"")])),
+            Err(Error::RangeUnavailable)
+        );
+        assert_eq!(ids(ranges.holding_any(&[(b"a", b""), (b"y", b"")])), Ok(vec![1, 3]));
+    }
+}

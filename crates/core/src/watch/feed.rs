@@ -200,4 +200,30 @@ mod tests {
         assert_eq!(taken(&hubs, all), [2, 3]);
         assert_eq!(taken(&hubs, y), [3]);
     }
+
+    #[test]
+    fn watchers_of_keys_no_range_here_holds_wait_for_it() {
+        let (engine, ranges, hubs) = (MemEngine::new(), two_ranges(), Mutex::new(Hubs::default()));
+        let every = Spec { key: vec![0], range_end: Some(Vec::new()), ..Default::default() };
+        let all = WatcherId { stream: 1, watch: 0 };
+        hubs.lock().unwrap().add(all, every, None, &ranges);
+        // A lagging member: range 2 took a snapshot from after its split at "y", and the new
+        // range is not here yet. Its events up to 4 are, in part, elsewhere.
+        let two = ranges.get(2).unwrap();
+        *two.descriptor.write().unwrap() = RangeDescriptor::bootstrap(2, b"m", b"y", &[1]);
+        ranges.spans_changed();
+        put(&engine, "x", 2);
+        two.revision.store(4, Ordering::Release);
+        ranges.get(1).unwrap().closed.store(4, Ordering::Release);
+        publish_applied(&engine, &ranges, &hubs, 1 << 20).unwrap();
+        assert_eq!(taken(&hubs, all), Vec::<i64>::new(), "keys from y on are not held here");
+        // The new range arrives with its snapshot (holding the event at 3).
+        put(&engine, "y", 3);
+        let three = RangeShared::default();
+        *three.descriptor.write().unwrap() = RangeDescriptor::bootstrap(3, b"y", b"", &[1]);
+        three.revision.store(4, Ordering::Release);
+        ranges.insert(3, Arc::new(three));
+        publish_applied(&engine, &ranges, &hubs, 1 << 20).unwrap();
+        assert_eq!(taken(&hubs, all), [2, 3]);
+    }
 }
