@@ -677,6 +677,20 @@ mod tests {
         OutMessage { range_id: 7, message }
     }
 
+    /// A transport of node 9 with no peers yet, counting in `stats`.
+    fn transport(stats: &Arc<PeerStats>) -> Transport {
+        Transport {
+            peers: HashMap::new(),
+            reports: Reports::default(),
+            stats: stats.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            me: Announced::default(),
+            self_id: 9,
+            admission: Default::default(),
+            connector: Connector::default(),
+        }
+    }
+
     #[test]
     fn a_message_for_another_node_is_refused() {
         let heartbeat = message(MessageType::MsgHeartbeat, 2, 0).message;
@@ -757,16 +771,7 @@ mod tests {
     #[tokio::test]
     async fn messages_that_cannot_leave_are_counted_as_dropped() {
         let stats = Arc::new(PeerStats::default());
-        let mut transport = Transport {
-            peers: HashMap::new(),
-            reports: Reports::default(),
-            stats: stats.clone(),
-            runtime: tokio::runtime::Handle::current(),
-            me: Announced::default(),
-            self_id: 9,
-            admission: Default::default(),
-            connector: Connector::default(),
-        };
+        let mut transport = transport(&stats);
         // A peer whose queue holds two messages and is never drained.
         let (tx, rx) = mpsc::channel(2);
         transport.peers.insert(2, ("http://127.0.0.1:1".into(), tx, stats.of(2)));
@@ -796,16 +801,7 @@ mod tests {
     #[tokio::test]
     async fn a_peer_s_queue_holds_a_bounded_number_of_bytes() {
         let stats = Arc::new(PeerStats::default());
-        let mut transport = Transport {
-            peers: HashMap::new(),
-            reports: Reports::default(),
-            stats: stats.clone(),
-            runtime: tokio::runtime::Handle::current(),
-            me: Announced::default(),
-            self_id: 9,
-            admission: Default::default(),
-            connector: Connector::default(),
-        };
+        let mut transport = transport(&stats);
         let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);
         transport.peers.insert(2, ("http://127.0.0.1:1".into(), tx, stats.of(2)));
         // Snapshots of 10 MiB to a peer that takes nothing: six fit in the budget, and
