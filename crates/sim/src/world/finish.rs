@@ -185,8 +185,24 @@ impl World {
                     continue;
                 };
                 if state.lock_count > 0 {
+                    let held: Vec<String> = (driver.node().shared(range_id).iter())
+                        .flat_map(|shared| {
+                            let table = shared.locks.read().expect("lock table lock");
+                            let locks: Vec<String> = (table.locks())
+                                .map(|(key, lock)| {
+                                    format!(
+                                        "{} (primary {}, lease {})",
+                                        key.escape_ascii(),
+                                        lock.primary_key.escape_ascii(),
+                                        lock.lease
+                                    )
+                                })
+                                .collect();
+                            locks
+                        })
+                        .collect();
                     violations.push(format!(
-                        "bank: n{} range {range_id} still holds {} lock(s) at the end",
+                        "bank: n{} range {range_id} still holds {} lock(s) at the end: {held:?}",
                         sim.id, state.lock_count
                     ));
                 }
