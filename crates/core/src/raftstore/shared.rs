@@ -175,10 +175,13 @@ impl SharedRanges {
         &self,
         spans: &[(&[u8], &[u8])],
     ) -> crate::Result<Vec<(RangeId, Arc<RangeShared>)>> {
+        let mut found = Vec::new();
         for (start, end) in spans {
-            self.holding(start, end)?;
+            found.extend(self.holding(start, end)?);
         }
-        Ok(self.overlapping_any(spans))
+        found.sort_unstable_by_key(|(id, _)| *id);
+        found.dedup_by_key(|(id, _)| *id);
+        Ok(found)
     }
 
     /// The replicas overlapping any of the spans (etcd's `key`, `range_end`), each once, by
@@ -242,6 +245,18 @@ impl SharedRanges {
         self.3.load(Ordering::Acquire)
     }
 
+    /// A node's ranges for tests: a replica of each `(id, start, end)` on node 1.
+    #[cfg(test)]
+    pub(crate) fn of_spans(spans: &[(RangeId, &[u8], &[u8])]) -> Self {
+        let ranges = Self::default();
+        for &(id, start, end) in spans {
+            let shared = RangeShared::default();
+            *shared.descriptor.write().unwrap() = RangeDescriptor::bootstrap(id, start, end, &[1]);
+            ranges.insert(id, Arc::new(shared));
+        }
+        ranges
+    }
+
     pub(crate) fn spans_changed(&self) {
         self.3.fetch_add(1, Ordering::AcqRel);
     }
@@ -254,12 +269,7 @@ mod tests {
 
     /// A node holding `[, m)` and `[x, )`, and an uninitialized replica of `[m, x)`.
     fn lagging() -> SharedRanges {
-        let ranges = SharedRanges::default();
-        for (id, start, end) in [(1, &b""[..], &b"m"[..]), (3, b"x", b"")] {
-            let shared = RangeShared::default();
-            *shared.descriptor.write().unwrap() = RangeDescriptor::bootstrap(id, start, end, &[1]);
-            ranges.insert(id, Arc::new(shared));
-        }
+        let ranges = SharedRanges::of_spans(&[(1, b"", b"m"), (3, b"x", b"")]);
         let uninitialized = RangeShared::default();
         *uninitialized.descriptor.write().unwrap() =
             RangeDescriptor { range_id: 2, ..Default::default() };

@@ -104,13 +104,7 @@ mod tests {
 
     /// A node holding range 1 (keys below "m") and range 2 (from "m" on).
     fn two_ranges() -> SharedRanges {
-        let ranges = SharedRanges::default();
-        for (id, start, end) in [(1, &b""[..], &b"m"[..]), (2, b"m", b"")] {
-            let shared = RangeShared::default();
-            *shared.descriptor.write().unwrap() = RangeDescriptor::bootstrap(id, start, end, &[1]);
-            ranges.insert(id, Arc::new(shared));
-        }
-        ranges
+        SharedRanges::of_spans(&[(1, b"", b"m"), (2, b"m", b"")])
     }
 
     fn put(engine: &MemEngine, key: &str, revision: i64) {
